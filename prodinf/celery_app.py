@@ -1,0 +1,154 @@
+"""The Celery app factory: queues, routes and the settings that make work durable.
+
+``create_celery(settings)`` builds an app whose messages survive a broker
+restart (durable queues, persistent messages, publisher confirms) and a worker
+dying mid-task (late acks, reject on worker lost, prefetch 1). Messages carry
+job ids only; the job store holds the state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import celeryd_after_setup
+from kombu import Exchange, Queue
+
+from prodinf.config import Settings, get_settings
+from prodinf.engine.tasks import RECONCILE, register_tasks
+
+__all__ = ["EXCHANGE", "create_celery"]
+
+log = logging.getLogger(__name__)
+
+#: The direct exchange every prodinf queue is bound to, by its own name.
+EXCHANGE = "prodinf"
+
+
+def create_celery(settings: Settings | None = None, *, consume: str | None = None) -> Celery:
+    """Build a Celery app from ``settings``.
+
+    ``consume`` names a logical queue (``email``, ...) that a worker of this app
+    consumes by default when started without ``-Q``.
+    """
+    settings = settings or get_settings()
+    exchange = Exchange(EXCHANGE, type="direct", durable=True)
+    queues = [
+        Queue(name, exchange, routing_key=name, durable=True)
+        for name in dict.fromkeys(settings.queues.values())
+    ]
+    app = Celery("prodinf", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.broker,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        result_backend=settings.results_url,
+        database_table_names={
+            "task": "prodinf_celery_taskmeta",
+            "group": "prodinf_celery_groupmeta",
+        },
+        task_queues=queues,
+        task_default_queue=settings.queue_jobs,
+        task_default_exchange=EXCHANGE,
+        task_default_routing_key=settings.queue_jobs,
+        task_create_missing_queues=False,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_delivery_mode="persistent",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_publish_retry=True,
+        worker_prefetch_multiplier=1,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        beat_schedule={
+            "prodinf-reconcile": {
+                "task": RECONCILE,
+                "schedule": settings.reconcile_interval,
+                "options": {
+                    "queue": settings.queue_jobs,
+                    "expires": max(5.0, settings.reconcile_interval * 5),
+                },
+            }
+        },
+    )
+    app.prodinf_settings = settings
+    register_tasks(app)
+    if settings.worker_reconcile:
+        app.steps["worker"].add(WorkerReconciler)
+    if consume is not None:
+        _consume_by_default(app, settings.queues.get(consume, consume))
+    return app
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.is_embedded_broker:
+        root = (settings.home / "broker").resolve()
+        for sub in ("queues", "processed", "control"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(root / "queues"),
+            "data_folder_out": str(root / "queues"),
+            "processed_folder": str(root / "processed"),
+            "control_folder": str(root / "control"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    return {
+        "confirm_publish": True,
+        "max_retries": 3,
+        "interval_start": 0.2,
+        "interval_step": 0.5,
+        "interval_max": 2,
+    }
+
+
+def _consume_by_default(app: Celery, queue: str) -> None:
+    """Make a worker of ``app`` consume only ``queue`` unless ``-Q`` said otherwise."""
+
+    @celeryd_after_setup.connect(weak=False)
+    def select_queue(sender: str, instance: Any, **_: Any) -> None:
+        if instance.app is app and not instance.app.amqp.queues.consume_from:
+            instance.app.amqp.queues.select([queue])
+
+
+class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs the reconciler for the worker's own queues in a thread of the worker.
+
+    With it, a worker alone keeps its jobs moving: waits come due and lost
+    messages are re-published even when no beat process runs.
+    """
+
+    label = "prodinf reconciler"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        self._thread = threading.Thread(
+            target=self._loop, args=(worker.app, queues), daemon=True, name="prodinf-reconciler"
+        )
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self, app: Celery, queues: list[str]) -> None:
+        from prodinf.runtime import runtime_for
+
+        interval = app.prodinf_settings.reconcile_interval
+        while not self._stop.wait(interval):
+            try:
+                runtime_for(app).reconcile(queues)
+            except Exception:  # never let the thread die; log and try next time
+                log.exception("reconciler pass failed")

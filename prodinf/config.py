@@ -1,0 +1,180 @@
+"""Settings, read once from ``PRODINF_*`` environment variables.
+
+With nothing set, every part runs on embedded defaults under ``PRODINF_HOME``:
+a SQLite job store, kombu's filesystem transport as the broker, and Celery
+results in the store. Two URLs switch to real servers::
+
+    PRODINF_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+    PRODINF_DATABASE_URL=postgresql+psycopg://prodinf@127.0.0.1/prodinf
+
+This class is the only place a setting's name and default are written; the
+configuration reference in ``docs/configuration.rst`` is checked against it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+__all__ = ["Settings", "get_settings", "mask_url", "with_driver"]
+
+
+class Settings(BaseSettings):
+    """Typed settings; every field can be set as ``PRODINF_<NAME>`` or by keyword."""
+
+    model_config = SettingsConfigDict(env_prefix="PRODINF_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default=Path(".prodinf"),
+        description="Folder for embedded state: SQLite store, filesystem broker, outbox.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the job store; unset means SQLite under home.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL; unset means kombu's filesystem transport under home.",
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend; unset means the job store's database.",
+    )
+    queue_handover: str = Field(default="handover", description="Queue of handover work.")
+    queue_event: str = Field(default="event", description="Queue of event processing.")
+    queue_email: str = Field(default="email", description="Queue of email and notifications.")
+    queue_jobs: str = Field(default="jobs", description="Queue of general jobs and the reconciler.")
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated modules that register kinds when imported.",
+    )
+    reconcile_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between reconciler passes (due waits, lost messages).",
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a worker holds a step without a heartbeat before another may take it.",
+    )
+    redrive_after: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a queued job may sit untouched before its message is published again.",
+    )
+    worker_reconcile: bool = Field(
+        default=True,
+        description="Each worker also re-drives due jobs of its own queues, so waits progress "
+        "with no scheduler running.",
+    )
+    worker_concurrency: int = Field(
+        default=2, ge=1, description="Worker processes per queue started by `prodinf up`."
+    )
+    worker_pool: Literal["prefork", "threads", "solo"] = Field(
+        default="prefork", description="Celery pool of workers started by prodinf."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the portal listens on.")
+    port: int = Field(default=5000, ge=0, le=65535, description="Port the portal listens on.")
+    secret_key: SecretStr = Field(
+        default=SecretStr("prodinf-dev-only"),
+        description="Flask secret key for the web forms; set it in production.",
+    )
+    log_level: str = Field(default="INFO", description="Log level of workers and portal.")
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # -- derived values: computed, never stored, so they cannot drift --------
+
+    @property
+    def store_url(self) -> str:
+        """The job store's SQLAlchemy URL (SQLite under home when unset)."""
+        if self.database_url:
+            return with_driver(self.database_url)
+        return f"sqlite:///{(self.home / 'prodinf.sqlite').resolve()}"
+
+    @property
+    def broker(self) -> str:
+        """The broker URL Celery connects to."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def results_url(self) -> str:
+        """Celery's result backend: the job store's database unless set."""
+        if self.result_backend:
+            return self.result_backend
+        return "db+" + self.store_url
+
+    @property
+    def queues(self) -> dict[str, str]:
+        """Logical queue name -> configured queue name."""
+        return {
+            "handover": self.queue_handover,
+            "event": self.queue_event,
+            "email": self.queue_email,
+            "jobs": self.queue_jobs,
+        }
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting and derived URL, with secrets and URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "**********" if value.get_secret_value() else ""
+            elif isinstance(value, str) and name.endswith(("_url", "_backend")):
+                value = mask_url(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        out["store_url (effective)"] = mask_url(self.store_url)
+        out["broker (effective)"] = mask_url(self.broker)
+        return out
+
+
+#: Drivers prodinf installs, used when a URL names only the database.
+_DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+}
+
+
+def with_driver(url: str) -> str:
+    """Return ``url`` with the installed driver named (``postgresql://`` -> ``+psycopg``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy-shaped URL: mask user:pass@ by hand
+        scheme, sep, rest = url.partition("://")
+        if not sep or "@" not in rest:
+            return url
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,81 @@
+"""What a step sees while it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from prodinf.config import Settings
+from prodinf.engine.steps import Wait
+
+__all__ = ["StepContext"]
+
+T = TypeVar("T")
+
+
+class _Hooks(Protocol):
+    def save_state(self, state: dict[str, Any]) -> None: ...
+    def progress(self, message: str) -> None: ...
+    def cancel_requested(self) -> bool: ...
+
+
+class StepContext:
+    """The job, params, earlier outputs and persisted state of one step execution."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        kind: str,
+        params: BaseModel,
+        step: str,
+        attempt: int,
+        outputs: Mapping[str, Any],
+        state: dict[str, Any],
+        settings: Settings,
+        hooks: _Hooks,
+        output: Any = None,
+    ) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.params = params
+        self.step = step
+        #: 1 for the first try, 2 after one failure, ...
+        self.attempt = attempt
+        #: Outputs of the job's succeeded steps, by step name.
+        self.outputs = outputs
+        #: Persisted between executions of this step (waits, recorded side effects).
+        self.state = state
+        self.settings = settings
+        #: In ``revert``: this step's own output.
+        self.output = output
+        self._hooks = hooks
+
+    def once(self, key: str, effect: Callable[[], T]) -> T:
+        """Run ``effect`` once for this step and remember its JSON-able result.
+
+        The result is committed to the store before ``once`` returns, so an
+        execution that runs again (after a crash or a wait) gets the recorded
+        result instead of repeating the side effect.
+        """
+        effects = self.state.setdefault("effects", {})
+        if key in effects:
+            return effects[key]  # type: ignore[no-any-return]
+        value = effect()
+        effects[key] = value
+        self._hooks.save_state(self.state)
+        return value
+
+    def wait(self, seconds: float, reason: str, **state: Any) -> Wait:
+        """A ``Wait`` to return: run this step again in ``seconds`` without holding a worker."""
+        return Wait(seconds=seconds, reason=reason, state=state)
+
+    def progress(self, message: str) -> None:
+        """Show ``message`` as the job's progress (committed at once)."""
+        self._hooks.progress(message)
+
+    def cancel_requested(self) -> bool:
+        """True once someone asked to cancel the job; long steps should stop early."""
+        return self._hooks.cancel_requested()

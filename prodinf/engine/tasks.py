@@ -1,0 +1,40 @@
+"""The Celery tasks: thin wrappers that hand a job id to the runner.
+
+They live here, in a module that never builds an app: ``register_tasks`` binds
+them to whichever app the factory makes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prodinf.exceptions import StoreUnavailable
+
+__all__ = ["RECONCILE", "RUN_JOB", "register_tasks"]
+
+log = logging.getLogger(__name__)
+
+#: Name of the task that advances one job.
+RUN_JOB = "prodinf.run_job"
+#: Name of the periodic task that re-drives due jobs.
+RECONCILE = "prodinf.reconcile"
+
+
+def register_tasks(app: Any) -> None:
+    """Register prodinf's tasks on ``app``."""
+    from prodinf.runtime import runtime_for
+
+    @app.task(name=RUN_JOB, bind=True, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def run_job(self: Any, job_id: str) -> None:
+        try:
+            runtime_for(self.app).runner.drive(job_id)
+        except StoreUnavailable as exc:
+            # The store is the truth; without it nothing can be recorded. Try
+            # again later; the reconciler also re-drives the job once it is back.
+            log.warning("store unavailable while running job %s: %s", job_id, exc)
+            raise self.retry(countdown=5, exc=exc) from exc
+
+    @app.task(name=RECONCILE, bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
+    def reconcile(self: Any, queues: list[str] | None = None) -> int:
+        return runtime_for(self.app).reconcile(queues)

@@ -1,0 +1,97 @@
+"""One process's prodinf: settings, store, kinds, Celery app, runner and job service.
+
+Built lazily, once per process (a forked worker child builds its own), from
+the app's settings, so no connection is opened at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Collection
+from typing import Any
+
+from kombu.exceptions import KombuError
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from prodinf.config import Settings, mask_url
+from prodinf.engine.reconciler import reconcile
+from prodinf.engine.registry import Registry, registry
+from prodinf.engine.runner import Runner
+from prodinf.engine.service import Jobs
+from prodinf.engine.tasks import RUN_JOB
+from prodinf.exceptions import BrokerUnavailable
+from prodinf.store import JobStore
+
+__all__ = ["Runtime", "runtime_for"]
+
+_lock = threading.Lock()
+
+
+class Runtime:
+    """Everything a worker, the portal or the CLI needs to run and submit jobs."""
+
+    def __init__(self, settings: Settings, celery: Any, kinds: Registry | None = None) -> None:
+        self.settings = settings
+        self.celery = celery
+        self.registry = kinds or registry
+        import prodinf.kinds  # noqa: F401  (registers the built-in kinds)
+
+        self.registry.load_plugins(settings.plugins)
+        self.store = JobStore(settings.store_url)
+        self.runner = Runner(self.store, self.registry, settings, self.publish)
+        self.jobs = Jobs(self.store, self.registry, settings, self.publish)
+
+    def publish(self, job_id: str, queue: str) -> None:
+        """Send a run message for ``job_id``; raises ``BrokerUnavailable`` if not confirmed."""
+        try:
+            self.celery.send_task(
+                RUN_JOB,
+                args=[job_id],
+                queue=queue,
+                retry=True,
+                retry_policy={
+                    "max_retries": 3,
+                    "interval_start": 0.2,
+                    "interval_step": 0.5,
+                    "interval_max": 2.0,
+                },
+            )
+        except (KombuError, KombuOperationalError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"broker unavailable ({mask_url(self.settings.broker)}): {exc}"
+            ) from exc
+
+    def reconcile(self, queues: Collection[str] | None = None) -> int:
+        return reconcile(
+            self.store, self.publish, redrive_after=self.settings.redrive_after, queues=queues
+        )
+
+    def check_broker(self) -> None:
+        """Raise ``BrokerUnavailable`` unless the broker accepts a connection."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+        except (KombuError, KombuOperationalError, OSError) as exc:
+            raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        self.store.dispose()
+
+
+def runtime_for(app: Any) -> Runtime:
+    """The runtime of ``app`` in this process, built on first use."""
+    pid = os.getpid()
+    current: Runtime | None = getattr(app, "_prodinf_runtime", None)
+    if current is not None and getattr(app, "_prodinf_pid", None) == pid:
+        return current
+    with _lock:
+        current = getattr(app, "_prodinf_runtime", None)
+        if current is not None and getattr(app, "_prodinf_pid", None) == pid:
+            return current
+        if current is not None:  # inherited across fork: never use the parent's connections
+            current.store.engine.dispose(close=False)
+        runtime = Runtime(app.prodinf_settings, app)
+        app._prodinf_runtime = runtime
+        app._prodinf_pid = pid
+        return runtime

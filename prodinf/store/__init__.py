@@ -1,0 +1,18 @@
+"""The durable job store (SQLAlchemy 2, Alembic migrations)."""
+
+from prodinf.store.migrate import upgrade
+from prodinf.store.models import Base, HistoryRow, JobRow, StepRow
+from prodinf.store.repository import TERMINAL, JobStore, add_history, job_detail, job_summary
+
+__all__ = [
+    "TERMINAL",
+    "Base",
+    "HistoryRow",
+    "JobRow",
+    "JobStore",
+    "StepRow",
+    "add_history",
+    "job_detail",
+    "job_summary",
+    "upgrade",
+]

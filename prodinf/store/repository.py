@@ -1,0 +1,225 @@
+"""The job store: connections, transactions, and the queries the portal and CLI read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from prodinf.config import mask_url
+from prodinf.exceptions import NotFound, StoreUnavailable
+from prodinf.redact import redact, redact_text
+from prodinf.store.models import HistoryRow, JobRow, StepRow
+from prodinf.store.types import utcnow
+
+__all__ = ["TERMINAL", "JobStore", "add_history", "job_detail", "job_summary"]
+
+log = logging.getLogger(__name__)
+
+#: Job statuses after which nothing more happens (unless retried).
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "reverted"})
+
+
+class JobStore:
+    """A job store on any SQLAlchemy URL: SQLite (embedded), PostgreSQL or MySQL/MariaDB."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=10,
+                pool_recycle=3600,
+                isolation_level="READ COMMITTED",
+            )
+            kwargs["connect_args"] = {"connect_timeout": 5}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def __repr__(self) -> str:
+        return f"JobStore({mask_url(self.url)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on error.
+
+        Connection failures surface as ``StoreUnavailable`` (transient).
+        """
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise StoreUnavailable(
+                    f"job store unavailable ({self.dialect}): {type(exc.orig).__name__}"
+                ) from exc
+            raise
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers a query."""
+        with self.session() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- reads --------------------------------------------------------------
+
+    def describe(self, job_id: str) -> dict[str, Any]:
+        """A job with its steps and history, as the API and pages show it."""
+        with self.session() as session:
+            job = session.get(JobRow, job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}", field="id")
+            steps = session.scalars(
+                select(StepRow).where(StepRow.job_id == job_id).order_by(StepRow.position)
+            ).all()
+            history = session.scalars(
+                select(HistoryRow).where(HistoryRow.job_id == job_id).order_by(HistoryRow.id)
+            ).all()
+            return job_detail(job, list(steps), list(history))
+
+    def list_jobs(
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Jobs newest first, filtered by kind and status, and the total that match."""
+        query = select(JobRow)
+        count = select(func.count()).select_from(JobRow)
+        if kind:
+            query = query.where(JobRow.kind == kind)
+            count = count.where(JobRow.kind == kind)
+        if status:
+            query = query.where(JobRow.status == status)
+            count = count.where(JobRow.status == status)
+        query = query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
+        with self.session() as session:
+            total = session.scalar(count) or 0
+            return [job_summary(job) for job in session.scalars(query)], total
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each status."""
+        with self.session() as session:
+            rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            return {status: n for status, n in rows.tuples()}
+
+
+def add_history(
+    session: Session,
+    job_id: str,
+    event: str,
+    step: str | None,
+    message: str | None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Append an event to a job's history (in the caller's transaction), credentials masked."""
+    session.add(
+        HistoryRow(
+            job_id=job_id,
+            at=utcnow(),
+            event=event,
+            step=step,
+            message=redact_text(message) if message else message,
+            data=redact(data) if data else data,
+        )
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL for concurrent readers, and BEGIN IMMEDIATE so writers queue instead of failing."""
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_summary(job: JobRow) -> dict[str, Any]:
+    """The fields of a job shown in lists."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": {
+            "done": job.progress_done,
+            "total": job.progress_total,
+            "message": job.progress_message,
+        },
+        "submitted_by": job.submitted_by,
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> dict[str, Any]:
+    """Everything about a job: summary, params, steps, result, error and history."""
+    return {
+        **job_summary(job),
+        "queue": job.queue,
+        "params": redact(job.params),
+        "idempotency_key": job.idempotency_key,
+        "started_at": _iso(job.started_at),
+        "next_run_at": _iso(job.next_run_at) if job.status not in TERMINAL else None,
+        "cancel_requested": job.cancel_requested,
+        "result": job.result,
+        "error": job.error,
+        "steps": [
+            {
+                "name": step.name,
+                "status": step.status,
+                "after": step.after,
+                "attempts": step.attempts,
+                "output": step.output,
+                "error": step.error,
+                "waiting_for": step.wait_reason if step.status == "waiting" else None,
+                "due_at": _iso(step.due_at) if step.status == "waiting" else None,
+                "started_at": _iso(step.started_at),
+                "finished_at": _iso(step.finished_at),
+            }
+            for step in steps
+        ],
+        "history": [
+            {
+                "at": _iso(row.at),
+                "event": row.event,
+                "step": row.step,
+                "message": row.message,
+                "data": row.data,
+            }
+            for row in history
+        ],
+    }
