@@ -69,11 +69,8 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         beat_schedule={
             "prodinf-reconcile": {
                 "task": RECONCILE,
-                "schedule": settings.reconcile_interval,
-                "options": {
-                    "queue": settings.queue_jobs,
-                    "expires": max(5.0, settings.reconcile_interval * 5),
-                },
+                "schedule": settings.scheduler_interval,
+                "options": {"queue": settings.queue_jobs, "expires": settings.scheduler_interval},
             }
         },
     )

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between reconciler passes (due waits, lost messages).",
     )
+    scheduler_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between the scheduler's (beat) reconciler passes over all queues; "
+        "a safety net beside the workers' own.",
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,
@@ -106,7 +112,7 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         """The broker URL Celery connects to."""
-        return self.broker_url or "filesystem://"
+        return self.broker_url or "filesystem://localhost//"
 
     @property
     def is_embedded_broker(self) -> bool:

@@ -76,6 +76,8 @@ class Runtime:
             raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
     def close(self) -> None:
+        """Release the store's and the broker's connections."""
+        self.celery.close()
         self.store.dispose()
 
 

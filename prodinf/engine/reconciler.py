@@ -49,7 +49,7 @@ def reconcile(
     later = now + timedelta(seconds=redrive_after)
     claimed: list[tuple[str, str]] = []
     with store.session() as session:
-        for job_id, queue, due in session.execute(query).tuples().all():
+        for job_id, queue, due in session.execute(query).all():
             result = session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.next_run_at == due)

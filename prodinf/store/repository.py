@@ -121,7 +121,7 @@ class JobStore:
         """Number of jobs in each status."""
         with self.session() as session:
             rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
-            return {status: n for status, n in rows.tuples()}
+            return {status: n for status, n in rows}
 
 
 def add_history(

@@ -1,0 +1,30 @@
+"""``prodinf``: start prodinf, submit and follow jobs, manage the store.
+
+::
+
+    prodinf up                 portal + a worker per queue + scheduler, embedded defaults
+    prodinf worker -Q email    one worker
+    prodinf post KIND --param key=value [--wait]
+    prodinf show [ID]
+    prodinf db upgrade | prodinf config
+"""
+
+from __future__ import annotations
+
+import click
+
+from prodinf.cli.admin import config_cmd, db
+from prodinf.cli.jobs import cancel, kinds, post, retry, show
+from prodinf.cli.serve import portal, scheduler, up, worker
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="prodinf")
+def main() -> None:
+    """prodinf: durable production jobs on Celery, with a job store, a portal and a CLI."""
+
+
+for command in (up, worker, scheduler, portal, post, show, cancel, retry, kinds, db, config_cmd):
+    main.add_command(command)

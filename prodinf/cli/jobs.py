@@ -1,0 +1,212 @@
+"""``prodinf post | show | cancel | retry | kinds``: submit and follow jobs from a shell."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from prodinf.cli.common import console, make_runtime, reports_errors
+from prodinf.exceptions import ValidationError
+from prodinf.store import TERMINAL
+
+__all__ = ["cancel", "kinds", "post", "retry", "show"]
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "reverted": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "waiting": "magenta",
+    "queued": "white",
+}
+
+
+def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]:
+    """``key=value`` pairs (values parsed as JSON when they are JSON) over ``--json``."""
+    params: dict[str, Any] = {}
+    if raw_json:
+        try:
+            loaded = json.loads(raw_json)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"--json is not valid JSON: {exc}", field="--json") from None
+        if not isinstance(loaded, dict):
+            raise ValidationError("--json must be a JSON object", field="--json")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"--param {pair!r} is not key=value", field="--param")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+@click.command()
+@click.argument("kind")
+@click.option(
+    "-p",
+    "--param",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A param; repeat for more. JSON values (numbers, true) are parsed.",
+)
+@click.option("--json", "raw_json", metavar="OBJECT", help="All params as one JSON object.")
+@click.option("--idempotency-key", help="Submitting the same key again returns the same job.")
+@click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after seconds.")
+@reports_errors
+def post(
+    kind: str,
+    pairs: tuple[str, ...],
+    raw_json: str | None,
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Submit a job of KIND. Exits 1 if --wait sees it end in anything but success."""
+    import getpass
+
+    rt = make_runtime()
+    job, created = rt.jobs.submit(
+        kind,
+        parse_params(pairs, raw_json),
+        idempotency_key=idempotency_key,
+        submitted_by=getpass.getuser(),
+    )
+    click.echo(f"{'submitted' if created else 'existing'} {job['kind']} job {job['id']}")
+    if not wait:
+        return
+    detail = follow(rt, job["id"], timeout)
+    print_job(detail)
+    if detail["status"] != "succeeded":
+        raise SystemExit(1)
+
+
+def follow(rt: Any, job_id: str, timeout: float | None) -> dict[str, Any]:
+    """Poll the store, showing a progress bar, until the job ends (or ``timeout``)."""
+    started = time.monotonic()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} steps"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[msg]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("queued", total=None, msg="")
+        while True:
+            detail: dict[str, Any] = rt.store.describe(job_id)
+            bar = detail["progress"]
+            progress.update(
+                task,
+                description=detail["status"],
+                completed=bar["done"],
+                total=bar["total"] or None,
+                msg=(bar["message"] or "")[:60],
+            )
+            if detail["status"] in TERMINAL:
+                return detail
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise click.ClickException(
+                    f"job {job_id} still {detail['status']} after {timeout:.0f}s"
+                )
+            time.sleep(0.2)
+
+
+def print_job(detail: dict[str, Any]) -> None:
+    style = STATUS_STYLE.get(detail["status"], "white")
+    console.print(f"[bold]{detail['kind']}[/] job {detail['id']}: [{style}]{detail['status']}[/]")
+    steps = Table("step", "status", "attempts", "waiting for / error", title="steps")
+    for step in detail["steps"]:
+        note = step["waiting_for"] or (step["error"] or {}).get("message") or ""
+        steps.add_row(step["name"], step["status"], str(step["attempts"]), note)
+    console.print(steps)
+    history = Table("at", "event", "step", "message", title="history")
+    for row in detail["history"]:
+        history.add_row(row["at"][:23], row["event"], row["step"] or "", row["message"] or "")
+    console.print(history)
+    if detail["result"] is not None:
+        console.print("result:", json.dumps(detail["result"], indent=2))
+    if detail["error"]:
+        console.print(f"[red]error[/]: {detail['error']['type']}: {detail['error']['message']}")
+
+
+@click.command()
+@click.argument("job_id", required=False)
+@click.option("--kind", help="Only jobs of this kind.")
+@click.option("--status", help="Only jobs in this status.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@reports_errors
+def show(
+    job_id: str | None, kind: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """A table of recent jobs, or one job's steps and history."""
+    rt = make_runtime()
+    if job_id:
+        detail = rt.store.describe(job_id)
+        if as_json:
+            click.echo(json.dumps(detail, indent=2))
+        else:
+            print_job(detail)
+        return
+    items, total = rt.store.list_jobs(kind=kind, status=status, limit=limit)
+    if as_json:
+        click.echo(json.dumps({"items": items, "total": total}, indent=2))
+        return
+    table = Table("id", "kind", "status", "progress", "created", title=f"{total} job(s)")
+    for job in items:
+        bar = job["progress"]
+        style = STATUS_STYLE.get(job["status"], "white")
+        table.add_row(
+            job["id"],
+            job["kind"],
+            f"[{style}]{job['status']}[/]",
+            f"{bar['done']}/{bar['total']} {bar['message'] or ''}"[:60],
+            job["created_at"][:19],
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("job_id")
+@reports_errors
+def cancel(job_id: str) -> None:
+    """Cancel a job (at once if queued or waiting, after its current step if running)."""
+    job = make_runtime().jobs.cancel(job_id)
+    click.echo(f"job {job_id}: {job['status']}")
+
+
+@click.command()
+@click.argument("job_id")
+@reports_errors
+def retry(job_id: str) -> None:
+    """Run a failed, reverted or cancelled job again from where it stopped."""
+    job = make_runtime().jobs.retry(job_id)
+    click.echo(f"job {job_id}: {job['status']}")
+
+
+@click.command()
+def kinds() -> None:
+    """The registered kinds and their params."""
+    rt = make_runtime(migrate=False)
+    table = Table("kind", "queue", "params", "description")
+    for kind in rt.registry.all():
+        schema = kind.schema()
+        required = set(schema.get("required", []))
+        params = ", ".join(
+            f"{name}{'*' if name in required else ''}" for name in schema.get("properties", {})
+        )
+        table.add_row(
+            kind.name, rt.settings.queues.get(kind.queue, kind.queue), params, kind.description
+        )
+    console.print(table)

@@ -1,0 +1,259 @@
+"""``prodinf up | worker | scheduler | portal``: run prodinf's processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import click
+
+from prodinf.cli.common import make_runtime, reports_errors
+from prodinf.config import Settings, get_settings, mask_url
+
+__all__ = ["portal", "scheduler", "up", "worker"]
+
+
+def _queues(settings: Settings, names: str) -> list[str]:
+    """Logical queue names (``email``) or configured ones, comma-separated."""
+    return [
+        settings.queues.get(name.strip(), name.strip()) for name in names.split(",") if name.strip()
+    ]
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM and SIGINT (even if inherited as ignored, as in ``prodinf up &``) stop us."""
+
+    def raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, raise_interrupt)
+
+
+class Child:
+    """A supervised child process: restarted if it dies, stopped gracefully on exit."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.args, self.env, self.log = name, args, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        out: IO[bytes] = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.restarts += 1
+            click.echo(
+                f"{self.name} exited with {self.proc.returncode}; restarting (see {self.log})",
+                err=True,
+            )
+            self.start()
+
+    def terminate(self) -> None:
+        # Only the child itself: a Celery worker stops its own pool gracefully.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, deadline: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@click.command()
+@click.option("--host", default=None, help="Portal address [PRODINF_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Portal port [PRODINF_PORT, 5000].")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes per worker [PRODINF_WORKER_CONCURRENCY].",
+)
+@reports_errors
+def up(host: str | None, port: int | None, concurrency: int | None) -> None:
+    """Start everything on this machine: portal, a worker per queue, and the scheduler.
+
+    With no PRODINF_* settings it runs on embedded defaults under ./.prodinf
+    (SQLite store, filesystem broker): no server needed. Ctrl-C stops it all.
+    """
+    from werkzeug.serving import make_server
+
+    from prodinf.portal import create_app
+
+    settings = get_settings()
+    home = settings.home.resolve()
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rt = make_runtime(settings, migrate=True)
+    env = {**os.environ, "PRODINF_HOME": str(home)}
+    level = settings.log_level
+    celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
+    children = [
+        Child(
+            f"worker {queue}",
+            [
+                *celery,
+                "worker",
+                "-Q",
+                queue,
+                "-n",
+                f"{logical}@%h",
+                "-l",
+                level,
+                "-c",
+                str(concurrency or settings.worker_concurrency),
+                "-P",
+                settings.worker_pool,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+            logs / f"worker-{logical}.log",
+        )
+        for logical, queue in settings.queues.items()
+    ]
+    children.append(
+        Child(
+            "scheduler",
+            [*celery, "beat", "-l", level, "-s", str(home / "celerybeat-schedule")],
+            env,
+            logs / "scheduler.log",
+        )
+    )
+    app = create_app(settings, runtime=rt)
+    server = make_server(
+        host or settings.host, settings.port if port is None else port, app, threaded=True
+    )
+    for child in children:
+        child.start()
+    stop = threading.Event()
+
+    def supervise() -> None:
+        while not stop.wait(2.0):
+            for child in children:
+                child.check()
+
+    watcher = threading.Thread(target=supervise, daemon=True, name="prodinf-supervisor")
+    watcher.start()
+    url = f"http://{server.host}:{server.port}"
+    click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
+    click.echo(
+        f"store {mask_url(settings.store_url)}, broker {mask_url(settings.broker)}, "
+        f"logs in {logs}. Ctrl-C stops everything."
+    )
+    _stop_on_sigterm()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("stopping: letting workers finish their current step...")
+        stop.set()
+        watcher.join()
+        server.server_close()
+        for child in children:
+            child.terminate()
+        deadline = time.monotonic() + 30
+        for child in children:
+            child.wait(deadline)
+        rt.close()
+        click.echo("stopped.")
+
+
+@click.command()
+@click.option(
+    "-Q",
+    "--queues",
+    default="handover,event,email,jobs",
+    show_default=True,
+    help="Queues to consume (logical or configured names), comma-separated.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Worker processes [PRODINF_WORKER_CONCURRENCY].",
+)
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default=None,
+    help="Celery pool [PRODINF_WORKER_POOL].",
+)
+@click.option("-n", "--hostname", default=None, help="Worker node name.")
+def worker(queues: str, concurrency: int | None, pool: str | None, hostname: str | None) -> None:
+    """Run one Celery worker on the given queues."""
+    from prodinf.celery_app import create_celery
+
+    settings = get_settings()
+    app = create_celery(settings)
+    argv = [
+        "worker",
+        "-Q",
+        ",".join(_queues(settings, queues)),
+        "-l",
+        settings.log_level,
+        "-c",
+        str(concurrency or settings.worker_concurrency),
+        "-P",
+        pool or settings.worker_pool,
+    ]
+    if hostname:
+        argv += ["-n", hostname]
+    app.worker_main(argv)
+
+
+@click.command()
+def scheduler() -> None:
+    """Run the scheduler (Celery beat): the periodic reconciler."""
+    from prodinf.celery_app import create_celery
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    create_celery(settings).start(
+        ["beat", "-l", settings.log_level, "-s", str(settings.home / "celerybeat-schedule")]
+    )
+
+
+@click.command()
+@click.option("--host", default=None, help="Address [PRODINF_HOST].")
+@click.option("--port", type=int, default=None, help="Port [PRODINF_PORT].")
+def portal(host: str | None, port: int | None) -> None:
+    """Serve the portal alone (for production use gunicorn prodinf.wsgi:app)."""
+    from werkzeug.serving import make_server
+
+    from prodinf.portal import create_app
+
+    settings = get_settings()
+    server = make_server(
+        host or settings.host,
+        settings.port if port is None else port,
+        create_app(settings, runtime=make_runtime(settings)),
+        threaded=True,
+    )
+    click.echo(f"portal at http://{server.host}:{server.port}")
+    _stop_on_sigterm()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

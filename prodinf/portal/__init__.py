@@ -1,0 +1,62 @@
+"""The portal: REST API (flask-restx) under ``/api/v1``, web pages, and ``/health``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from flask_restx import apidoc
+
+from prodinf.config import Settings, get_settings
+from prodinf.exceptions import ProdinfError
+from prodinf.runtime import Runtime
+
+__all__ = ["create_app", "runtime"]
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
+    """Build the portal for ``settings`` (read from the environment when omitted)."""
+    from prodinf.celery_app import create_celery
+    from prodinf.portal import errors, views
+    from prodinf.portal.api import build_api
+
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key.get_secret_value(),
+        RESTX_ERROR_404_HELP=False,
+        RESTX_MASK_SWAGGER=False,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["prodinf"] = runtime or Runtime(settings, create_celery(settings))
+
+    blueprint, api = build_api()
+    app.register_blueprint(blueprint)
+    app.add_url_rule("/api/docs", "api_docs", lambda: apidoc.ui_for(api))
+    app.register_blueprint(views.blueprint)
+    errors.register(app)
+
+    @app.get("/health")
+    def health() -> Any:
+        rt = runtime_of(app)
+        report: dict[str, str] = {}
+        for name, check in (("store", rt.store.ping), ("broker", rt.check_broker)):
+            try:
+                check()
+                report[name] = "ok"
+            except ProdinfError as exc:
+                report[name] = f"down: {exc.message}"
+        code = 200 if all(value == "ok" for value in report.values()) else 503
+        return jsonify(report), code
+
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    rt: Runtime = app.extensions["prodinf"]
+    return rt
+
+
+def runtime() -> Runtime:
+    """The runtime of the app handling the current request."""
+    return runtime_of(current_app)

@@ -1,0 +1,28 @@
+"""The REST API, ``/api/v1``: one namespace per resource; OpenAPI at ``/api/v1/swagger.json``."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from flask_restx import Api
+
+from prodinf.portal.api.jobs import ns as jobs_ns
+from prodinf.portal.api.kinds import ns as kinds_ns
+from prodinf.portal.errors import register_api
+
+__all__ = ["build_api"]
+
+
+def build_api() -> tuple[Blueprint, Api]:
+    """A fresh blueprint and Api for one app (tests build many apps)."""
+    blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+    api = Api(
+        blueprint,
+        version="1",
+        title="prodinf",
+        description="Submit jobs of any registered kind and follow them to the end.",
+        doc=False,
+    )
+    api.add_namespace(jobs_ns)
+    api.add_namespace(kinds_ns)
+    register_api(api)
+    return blueprint, api

@@ -1,0 +1,159 @@
+"""``/api/v1/jobs``: submit, list, show, cancel and retry jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request, url_for
+from flask_restx import Namespace, Resource, fields
+
+from prodinf.exceptions import ValidationError
+from prodinf.portal import runtime
+
+ns = Namespace("jobs", description="Jobs: submit work and follow it")
+
+#: Every status a job can have.
+STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "reverted")
+SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by"}
+
+submission = ns.model(
+    "Submission",
+    {
+        "kind": fields.String(required=True, description="A registered kind (GET /kinds)"),
+        "params": fields.Raw(description="Params, valid against the kind's schema"),
+        "idempotency_key": fields.String(
+            description="Submitting the same key again returns "
+            "the existing job (200) instead of a new one"
+        ),
+        "submitted_by": fields.String(description="Who submitted the job"),
+    },
+)
+created = ns.model(
+    "Created",
+    {"id": fields.String, "url": fields.String, "status": fields.String(enum=STATUSES)},
+)
+error = ns.model("Error", {"message": fields.String, "field": fields.String})
+
+
+def job_url(job_id: str) -> str:
+    return url_for("api.jobs_job_item", job_id=job_id, _external=True)
+
+
+def with_url(job: dict[str, Any]) -> dict[str, Any]:
+    return {**job, "url": job_url(job["id"])}
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON body; a 400 naming ``body`` unless it is a JSON object."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", field="body")
+    return body
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+@ns.route("")
+class JobList(Resource):  # type: ignore[misc]
+    @ns.doc(
+        params={
+            "kind": "Only jobs of this kind",
+            "status": f"Only jobs in this status ({', '.join(STATUSES)})",
+            "limit": "Page size, 1-500 (default 50)",
+            "offset": "Jobs to skip (default 0)",
+        }
+    )
+    @ns.response(400, "Bad filter", error)
+    def get(self) -> dict[str, Any]:
+        """Jobs, newest first, filtered by kind and status, a page at a time."""
+        status = request.args.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+        limit = int_arg("limit", 50, 1, 500)
+        offset = int_arg("offset", 0, 0, 10**9)
+        kind = request.args.get("kind") or None
+        items, total = runtime().store.list_jobs(
+            kind=kind, status=status, limit=limit, offset=offset
+        )
+        following = None
+        if offset + limit < total:
+            args = {k: v for k, v in request.args.items() if k != "offset"}
+            following = url_for("api.jobs_job_list", **args, offset=offset + limit, _external=True)
+        return {
+            "items": [with_url(job) for job in items],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next": following,
+        }
+
+    @ns.expect(submission)
+    @ns.response(201, "Created", created)
+    @ns.response(200, "A job with this idempotency key exists", created)
+    @ns.response(400, "Invalid submission; `field` names what is wrong", error)
+    @ns.response(503, "Store or broker unavailable; nothing was submitted", error)
+    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Submit a job. A 2xx answer means it is stored and its message is in the broker."""
+        body = json_object()
+        unknown = sorted(set(body) - SUBMISSION_FIELDS)
+        if unknown:
+            raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+        kind = body.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValidationError("kind is required and must be a string", field="kind")
+        submitted_by = body.get("submitted_by")
+        if submitted_by is not None and (
+            not isinstance(submitted_by, str) or len(submitted_by) > 200
+        ):
+            raise ValidationError(
+                "submitted_by must be a string of at most 200 characters", field="submitted_by"
+            )
+        job, is_new = runtime().jobs.submit(
+            kind,
+            body.get("params"),
+            idempotency_key=body.get("idempotency_key"),
+            submitted_by=submitted_by or request.headers.get("X-Prodinf-User"),
+        )
+        url = job_url(job["id"])
+        return (
+            {"id": job["id"], "url": url, "status": job["status"]},
+            201 if is_new else 200,
+            {"Location": url},
+        )
+
+
+@ns.route("/<string:job_id>")
+@ns.response(404, "No such job", error)
+class JobItem(Resource):  # type: ignore[misc]
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job: status, progress, steps, result, error and history."""
+        return with_url(runtime().store.describe(job_id))
+
+
+@ns.route("/<string:job_id>/cancel")
+@ns.response(404, "No such job", error)
+@ns.response(409, "The job has already finished", error)
+class JobCancel(Resource):  # type: ignore[misc]
+    def post(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job: at once if queued or waiting, after its current step if running."""
+        return with_url(runtime().jobs.cancel(job_id))
+
+
+@ns.route("/<string:job_id>/retry")
+@ns.response(404, "No such job", error)
+@ns.response(409, "Only a failed, reverted or cancelled job can be retried", error)
+class JobRetry(Resource):  # type: ignore[misc]
+    def post(self, job_id: str) -> dict[str, Any]:
+        """Run a failed job again from its failed step; succeeded steps are not re-run."""
+        return with_url(runtime().jobs.retry(job_id))

@@ -1,0 +1,52 @@
+"""Where errors become HTTP: the error tree maps to a status and a ``{"message", "field"}`` body.
+
+API routes answer JSON; web pages render an error page. Nothing answers a
+traceback: unexpected errors are logged and answered with a plain 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, render_template, request
+from flask_restx import Api
+from werkzeug.exceptions import HTTPException
+
+from prodinf.exceptions import ProdinfError, TransientError
+
+__all__ = ["body_for", "register", "register_api"]
+
+log = logging.getLogger(__name__)
+
+
+def body_for(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The JSON body, status and headers answering ``exc``."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, ProdinfError):
+        if isinstance(exc, TransientError):
+            headers["Retry-After"] = str(int(exc.retry_after or 5))
+        return exc.to_dict(), exc.status_code, headers
+    if isinstance(exc, HTTPException):
+        return {"message": exc.description, "field": None}, exc.code or 500, headers
+    log.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
+    return {"message": "internal error; see the portal's log", "field": None}, 500, headers
+
+
+def register_api(api: Api) -> None:
+    """Route every error raised under the API through ``body_for``."""
+
+    @api.errorhandler(Exception)  # type: ignore[untyped-decorator]
+    def handle(exc: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return body_for(exc)
+
+
+def register(app: Flask) -> None:
+    """Errors outside the API: JSON for ``/api`` and ``/health``, an HTML page elsewhere."""
+
+    @app.errorhandler(Exception)
+    def handle(exc: Exception) -> Any:
+        body, code, headers = body_for(exc)
+        if request.path.startswith(("/api", "/health")):
+            return body, code, headers
+        return render_template("error.html", code=code, error=body), code, headers

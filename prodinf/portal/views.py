@@ -1,0 +1,353 @@
+"""Web pages: the jobs list, one job with its steps and history, and the form that submits one.
+
+Server-rendered Jinja2, no JavaScript. Everything a job holds is text to the
+templates (autoescaped); JSON is pretty-printed here and escaped there. Forms
+that change state carry a per-session token, so another site cannot post them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+
+from prodinf.engine.registry import Kind
+from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
+from prodinf.portal import runtime
+from prodinf.portal.api.jobs import STATUSES, int_arg
+from prodinf.store import TERMINAL
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("web", __name__)
+
+#: Seconds between reloads of a page that shows a job still in progress.
+REFRESH_SECONDS = 5
+#: Jobs per page of the list unless ``?limit=`` says otherwise.
+PAGE_SIZE = 50
+
+
+# -- the jobs list -------------------------------------------------------------------------
+
+
+@blueprint.get("/")
+def jobs() -> ResponseReturnValue:
+    """Jobs newest first, filtered by kind and status, a page at a time."""
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+    kind = request.args.get("kind") or None
+    limit = int_arg("limit", PAGE_SIZE, 1, 500)
+    offset = int_arg("offset", 0, 0, 10**9)
+    rt = runtime()
+    items, total = rt.store.list_jobs(kind=kind, status=status, limit=limit, offset=offset)
+    kinds = [k.name for k in rt.registry.all()]
+    if kind is not None and kind not in kinds:  # jobs of a kind whose plugin is gone
+        kinds.append(kind)
+
+    def page(**changes: Any) -> str:
+        args: dict[str, Any] = {
+            "kind": kind,
+            "status": status,
+            "limit": limit if limit != PAGE_SIZE else None,
+            **changes,
+        }
+        return url_for("web.jobs", **{k: v for k, v in args.items() if v is not None})
+
+    return render_template(
+        "jobs.html",
+        jobs=items,
+        total=total,
+        counts=rt.store.counts(),
+        statuses=STATUSES,
+        kinds=kinds,
+        kind=kind,
+        status=status,
+        first=offset + 1 if items else 0,
+        last=offset + len(items),
+        previous=page(offset=max(0, offset - limit) or None) if offset > 0 else None,
+        following=page(offset=offset + limit) if offset + limit < total else None,
+        page=page,
+        refresh=REFRESH_SECONDS if any(j["status"] not in TERMINAL for j in items) else None,
+    )
+
+
+# -- one job -------------------------------------------------------------------------------
+
+
+@blueprint.get("/jobs/<job_id>")
+def job(job_id: str) -> ResponseReturnValue:
+    """A job: status, params, result or error, the step timeline and the full history."""
+    detail = runtime().store.describe(job_id)
+    active = detail["status"] not in TERMINAL
+    return render_template(
+        "job.html",
+        job=detail,
+        can_cancel=active,
+        can_retry=detail["status"] in ("failed", "reverted", "cancelled"),
+        refresh=REFRESH_SECONDS if active else None,
+    )
+
+
+@blueprint.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    check_csrf()
+    try:
+        summary = runtime().jobs.cancel(job_id)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    else:
+        if summary["status"] == "cancelled":
+            flash("Job cancelled.", "success")
+        else:
+            flash("Cancel requested: the job stops after its current step.", "info")
+    return redirect(url_for("web.job", job_id=job_id), 303)
+
+
+@blueprint.post("/jobs/<job_id>/retry")
+def retry(job_id: str) -> ResponseReturnValue:
+    check_csrf()
+    try:
+        runtime().jobs.retry(job_id)
+    except Conflict as exc:
+        flash(exc.message, "error")
+    except BrokerUnavailable as exc:
+        # The retry is committed; only its message is missing, and the reconciler sends it.
+        flash(f"Retry recorded, but not sent yet ({exc.message}); it will be re-sent.", "error")
+    else:
+        flash("Job queued for retry.", "success")
+    return redirect(url_for("web.job", job_id=job_id), 303)
+
+
+# -- the new-job form ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of the params form, read from a property of the kind's JSON schema."""
+
+    name: str
+    label: str
+    widget: str  # text, number, checkbox, select or json
+    required: bool = False
+    help: str = ""
+    default: Any = None
+    step: str | None = None
+    minimum: Any = None
+    maximum: Any = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The form key, spelled as ``ValidationError.field`` names it."""
+        return f"params.{self.name}"
+
+    @property
+    def initial(self) -> str:
+        if self.default is None:
+            return ""
+        if self.widget == "json":
+            return json.dumps(self.default)
+        return str(self.default)
+
+    def parse(self, raw: str) -> Any:
+        """The JSON value for ``raw``; left as text when it does not parse, so the kind's
+        validation names the field with its own message."""
+        try:
+            if self.widget == "json":
+                return json.loads(raw)
+            if self.widget == "number":
+                return int(raw) if self.step == "1" else float(raw)
+        except ValueError:
+            if self.widget == "json":
+                raise ValidationError(f"{self.key}: not valid JSON", field=self.key) from None
+        return raw
+
+
+def fields_for(schema: Mapping[str, Any]) -> list[Field]:
+    """The form inputs for a kind's params schema, in the schema's order."""
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", ()))
+    fields = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = _concrete(prop, defs)
+        kind = prop.get("type")
+        common: dict[str, Any] = {
+            "name": name,
+            "label": prop.get("title") or name,
+            "required": name in required,
+            "help": prop.get("description", ""),
+            "default": prop.get("default"),
+        }
+        if "enum" in prop:
+            fields.append(Field(widget="select", choices=tuple(map(str, prop["enum"])), **common))
+        elif kind == "boolean":
+            fields.append(Field(widget="checkbox", **common))
+        elif kind in ("integer", "number"):
+            fields.append(
+                Field(
+                    widget="number",
+                    step="1" if kind == "integer" else "any",
+                    minimum=prop.get("minimum"),
+                    maximum=prop.get("maximum"),
+                    **common,
+                )
+            )
+        elif kind == "string":
+            fields.append(Field(widget="text", **common))
+        else:  # arrays, objects, unions: typed as JSON
+            fields.append(Field(widget="json", **common))
+    return fields
+
+
+def _concrete(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """``prop`` with a ``$ref`` resolved and an optional (``anyOf`` with null) unwrapped."""
+    prop = dict(prop)
+    ref = prop.pop("$ref", None)
+    if isinstance(ref, str):
+        prop = {**defs.get(ref.rsplit("/", 1)[-1], {}), **prop}
+    options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
+    if len(options) == 1:
+        prop.pop("anyOf")
+        prop = {**_concrete(options[0], defs), **prop}
+    return prop
+
+
+def params_from(form: Mapping[str, str], fields: list[Field]) -> dict[str, Any]:
+    """The params a submitted form holds; empty inputs are left out so defaults apply."""
+    params: dict[str, Any] = {}
+    for field in fields:
+        if field.widget == "checkbox":
+            params[field.name] = field.key in form
+        elif raw := form.get(field.key, "").strip():
+            params[field.name] = field.parse(raw)
+    return params
+
+
+@blueprint.get("/jobs/new")
+def new_job() -> ResponseReturnValue:
+    kinds = runtime().registry.all()
+    name = request.args.get("kind") or (kinds[0].name if kinds else "")
+    return job_form(name, values=None)
+
+
+@blueprint.post("/jobs/new")
+def submit_job() -> ResponseReturnValue:
+    check_csrf()
+    rt = runtime()
+    name = request.form.get("kind", "")
+    key = request.form.get("idempotency_key", "").strip() or None
+    try:
+        params = params_from(request.form, fields_for(rt.registry.get(name).schema()))
+        summary, created = rt.jobs.submit(
+            name, params, idempotency_key=key, submitted_by=request.headers.get("X-Prodinf-User")
+        )
+    except (ValidationError, Conflict) as exc:
+        return job_form(name, request.form, exc.field, exc.message, exc.status_code)
+    except TransientError as exc:  # nothing was stored: say so, and keep what was typed
+        return job_form(name, request.form, None, exc.message, exc.status_code)
+    if created:
+        flash("Job submitted.", "success")
+    else:
+        flash("A job with this idempotency key exists already; this is it.", "info")
+    return redirect(url_for("web.job", job_id=summary["id"]), 303)
+
+
+def job_form(
+    name: str,
+    values: Mapping[str, str] | None,
+    field: str | None = None,
+    message: str | None = None,
+    code: int = 200,
+) -> ResponseReturnValue:
+    """The form for kind ``name``, with ``values`` typed so far and an error to show."""
+    kinds = runtime().registry.all()
+    kind: Kind[Any] | None = next((k for k in kinds if k.name == name), None)
+    fields = fields_for(kind.schema()) if kind is not None else []
+    if kind is None and name:
+        field, message, code = "kind", f"unknown kind {name!r}", 400
+    errors: dict[str, str] = {}
+    if message is not None:
+        where = _field_for(field, {"kind", "idempotency_key", *(f.key for f in fields)})
+        errors[where] = message.removeprefix(f"{field}: ") if where == field else message
+    return render_template(
+        "new_job.html",
+        kinds=kinds,
+        kind=kind,
+        fields=fields,
+        values=values,
+        errors=errors,
+    ), code
+
+
+def _field_for(field: str | None, keys: set[str]) -> str:
+    """The input an error belongs next to: ``field`` itself, its parent, or the form."""
+    while field:
+        if field in keys:
+            return field
+        field = field.rpartition(".")[0]
+    return "form"
+
+
+# -- shared by the templates ------------------------------------------------------------------
+
+
+def csrf_token() -> str:
+    """This session's token for forms that change state."""
+    token = session.get("csrf_token")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        session["csrf_token"] = token
+    return token
+
+
+def check_csrf() -> None:
+    """Refuse a form post that does not carry this session's token."""
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("csrf_token")
+    if not isinstance(expected, str) or not secrets.compare_digest(sent, expected):
+        raise ValidationError(
+            "this form is out of date or came from another site; reload the page and retry",
+            field="csrf_token",
+        )
+
+
+@blueprint.app_context_processor
+def template_helpers() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "terminal": TERMINAL}
+
+
+@blueprint.app_template_filter("when")
+def when(value: str | None) -> str:
+    """An ISO timestamp as ``2024-05-01 12:03:04`` (UTC, to the second)."""
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return value
+
+
+@blueprint.app_template_filter("took")
+def took(started: str | None, finished: str | None) -> str:
+    """How long from ``started`` to ``finished``, e.g. ``0.42 s`` or ``3 min 5 s``."""
+    if not started or not finished:
+        return ""
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
+
+
+@blueprint.app_template_filter("pretty")
+def pretty(value: Any) -> str:
+    """JSON, indented, as plain text (the template escapes it)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -1,0 +1,552 @@
+"""Client for remote job services: submit a job over HTTP, then poll it.
+
+A *remote job service* is anything that accepts a job with one HTTP request and
+reports its state at a URL. prodinf's own API is the first such service::
+
+    POST {base}/api/v1/jobs  {"kind", "params", "idempotency_key"}
+        -> 201 (created) or 200 (the job already made for that key)
+           {"id", "url", "status"}
+    GET  {url}
+        -> 200 {"id", "kind", "status", "progress", "steps", "result", "error", "history"}
+
+Usage from a script::
+
+    with RemoteJobClient("https://prodinf.example.org") as client:
+        job = client.submit("rebuild_index", {"shard": 3}, idempotency_key="rebuild-3")
+        job = client.wait(job, interval=5, deadline=1800)
+        if not job.succeeded:
+            raise SystemExit(f"job {job.id} ended {job.status}: {job.document.get('error')}")
+
+What a caller can rely on:
+
+* Connection errors, read errors and 500/502/503/504 answers are retried inside
+  each call with exponential backoff (``retries`` times, ``backoff`` seconds
+  doubling), for POST too: every submission carries an idempotency key (one is
+  generated when the caller gives none), so a retried POST cannot create the
+  job twice.
+* No call blocks much longer than ``deadline`` seconds: every attempt's
+  connect and read timeouts are bounded by the time left, and no retry is
+  started that could not begin before the deadline. The worst case is about
+  ``deadline`` plus one attempt's ``timeout``.
+* Errors come from :mod:`prodinf.exceptions`: :class:`RemoteUnavailable`
+  (transient: unreachable, timed out, 5xx once retries are spent, 408/429) and
+  :class:`PermanentError` for other 4xx answers, which are never retried -
+  :class:`NotFound` for 404, :class:`ValidationError` for 400/422 and
+  :class:`Conflict` for 409, each carrying the server's ``message`` (in
+  ``details["remote_message"]``) and ``field``.
+* Credentials in URLs (``https://user:password@host``) are used for HTTP basic
+  auth against the base URL's host only, and the password never appears in an
+  error message: it is shown as ``***``.
+
+:func:`fetch_status` is the one-shot variant for polling steps that run their
+own retry policy, and :func:`is_pending` decides the generic "status URL"
+contract: a JSON document whose ``status`` is one of :data:`PENDING_STATUSES`
+is still going; any other status means done.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.retry import Retry
+
+from prodinf.exceptions import (
+    Conflict,
+    NotFound,
+    PermanentError,
+    RemoteUnavailable,
+    ValidationError,
+)
+
+__all__ = [
+    "PENDING_STATUSES",
+    "SUCCEEDED_STATUSES",
+    "RemoteJob",
+    "RemoteJobClient",
+    "fetch_status",
+    "is_pending",
+]
+
+#: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract.
+PENDING_STATUSES: frozenset[str] = frozenset(
+    {"submitted", "queued", "incomplete", "running", "waiting"}
+)
+
+#: Final statuses that count as success (prodinf says ``succeeded``; others say the rest).
+SUCCEEDED_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "complete", "completed", "success", "done"}
+)
+
+#: HTTP statuses retried inside a call (on every method).
+RETRY_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
+
+#: 4xx statuses that mean "try later": reported as RemoteUnavailable, not retried in-call.
+_TRANSIENT_4XX = frozenset({408, 429})
+
+#: Requests errors that no retry can cure: the URL itself is wrong.
+_BAD_URL_ERRORS: tuple[type[requests.RequestException], ...] = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.URLRequired,
+)
+
+_JOBS_PATH = "/api/v1/jobs"
+_MIN_TIMEOUT = 0.05
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*):[^/?#\s]*@")
+
+# Monotonic time by which the current call must end; read by _DeadlineRetry,
+# which urllib3 runs synchronously in the calling thread.
+_CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "prodinf_remote_call_deadline", default=None
+)
+
+
+def is_pending(status: str | None) -> bool:
+    """Return True if ``status`` means "keep waiting" (case-insensitive); None means done."""
+    return status is not None and status.strip().lower() in PENDING_STATUSES
+
+
+def _mask(text: str) -> str:
+    """Return ``text`` with the password of every ``scheme://user:password@`` replaced."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """A snapshot of one remote job.
+
+    ``url`` is absolute and never carries credentials; ``document`` is the JSON
+    object the service last answered with (the submit answer right after
+    :meth:`RemoteJobClient.submit`, the full job document after ``get``/``wait``).
+    """
+
+    id: str
+    url: str
+    status: str
+    document: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        """True once the status is no longer one of :data:`PENDING_STATUSES`."""
+        return not is_pending(self.status)
+
+    @property
+    def succeeded(self) -> bool:
+        """True if the job finished successfully (status in :data:`SUCCEEDED_STATUSES`)."""
+        return self.status.strip().lower() in SUCCEEDED_STATUSES
+
+
+class _DeadlineRetry(Retry):
+    """A urllib3 ``Retry`` that also stops at the calling thread's call deadline.
+
+    It gives up (as if retries were spent) when the next attempt could not start
+    before the deadline, and never sleeps past it. 4xx answers are never retried,
+    even with a ``Retry-After`` header.
+    """
+
+    RETRY_AFTER_STATUS_CODES = frozenset[int]()
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        end = _CALL_DEADLINE.get()
+        if end is not None and time.monotonic() + new._delay(response) >= end:
+            reason = error or ResponseError("call deadline reached")
+            raise MaxRetryError(_pool, url, reason) from reason  # type: ignore[arg-type]
+        return new
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        end = _CALL_DEADLINE.get()
+        if end is None:
+            super().sleep(response)
+            return
+        delay = min(self._delay(response), end - time.monotonic())
+        if delay > 0:
+            time.sleep(delay)
+
+    def _delay(self, response: BaseHTTPResponse | None) -> float:
+        """Seconds to wait before the next attempt: Retry-After if given, else backoff."""
+        if response is not None and self.respect_retry_after_header:
+            try:
+                after = self.get_retry_after(response)
+            except InvalidHeader:
+                after = None
+            if after is not None:
+                return max(after, 0.0)
+        return self.get_backoff_time()
+
+
+def _without_credentials(url: str) -> str:
+    """Return ``url`` with any ``user:password@`` removed."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _json_object(response: requests.Response) -> dict[str, Any] | None:
+    """The response body as a JSON object, or None if it is not one."""
+    try:
+        value = response.json()
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None
+
+
+class RemoteJobClient:
+    """Submit jobs to and poll jobs of a remote prodinf-style job service.
+
+    :param base_url: the service root, e.g. ``https://prodinf.example.org``. A
+        ``user:password@`` in it is sent as HTTP basic auth to that host only.
+    :param timeout: connect and read timeout of one HTTP attempt, in seconds.
+    :param retries: how many times a call retries connection errors, read errors
+        and 500/502/503/504 answers (so at most ``retries + 1`` attempts).
+    :param backoff: backoff factor: waits between attempts are 0, then
+        ``backoff * 2``, ``backoff * 4``, ... seconds (a ``Retry-After`` header wins).
+    :param deadline: the longest one call (``submit``/``get``) may take, retries included.
+    :param headers: extra headers sent with every request (e.g. an API token).
+
+    The client holds a connection pool: use it as a context manager or call
+    :meth:`close`. Like the requests.Session inside it, give each thread its own client.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+        deadline: float = 60.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError(
+                f"base_url must be an http(s) URL with a host, not {_mask(base_url)!r}",
+                field="base_url",
+            )
+        for name, value in (("timeout", timeout), ("deadline", deadline)):
+            if not value > 0:
+                raise ValidationError(f"{name} must be positive, not {value!r}", field=name)
+        if retries < 0 or backoff < 0:
+            raise ValidationError("retries and backoff must not be negative", field="retries")
+
+        self._auth: tuple[str, str] | None = None
+        if parts.username is not None or parts.password is not None:
+            self._auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        #: The service root without credentials or trailing slash.
+        self.base_url: str = _without_credentials(urlunsplit(parts)).rstrip("/")
+        self._origin = _origin(self.base_url)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.deadline = float(deadline)
+
+        retry = _DeadlineRetry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            allowed_methods=None,  # every method: submissions carry an idempotency key
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.backoff,
+            raise_on_status=False,  # hand back the last 5xx so its message can be reported
+            respect_retry_after_header=True,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self._session = requests.Session()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["Accept"] = "application/json"
+        if headers:
+            self._session.headers.update(headers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections. The client must not be used afterwards."""
+        self._session.close()
+
+    # -- public calls -----------------------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> RemoteJob:
+        """Submit a job of ``kind`` with ``params`` and return it as the service reports it.
+
+        A 201 (created) and a 200 (the job already created under
+        ``idempotency_key``) both return the job. Without a key, a fresh one is
+        generated so that this call's own retries cannot create the job twice;
+        pass a stable key to make repeated *calls* idempotent too.
+
+        :raises ValidationError: ``params`` are not JSON-serialisable, or the
+            service rejected the submission (400/422; ``field`` names the culprit).
+        :raises PermanentError: any other 4xx, or an answer that is not a job.
+        :raises RemoteUnavailable: unreachable, timed out or 5xx after retries.
+        """
+        payload = {
+            "kind": kind,
+            "params": dict(params),
+            "idempotency_key": idempotency_key or uuid.uuid4().hex,
+        }
+        try:
+            body = json.dumps(payload, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"params are not JSON-serialisable: {exc}", field="params"
+            ) from exc
+        url = self.base_url + _JOBS_PATH
+        doc = self._call("POST", url, body=body)
+        job_id = doc.get("id")
+        if job_id is None or job_id == "":
+            raise PermanentError(f"POST {url} answered without a job id", url=url, document=doc)
+        job_url = doc.get("url")
+        if isinstance(job_url, str) and job_url:
+            job_url = urljoin(self.base_url + "/", job_url)
+        else:
+            job_url = f"{url}/{quote(str(job_id), safe='')}"
+        status = doc.get("status")
+        return RemoteJob(
+            id=str(job_id),
+            url=_without_credentials(job_url),
+            status=status if isinstance(status, str) else "submitted",
+            document=doc,
+        )
+
+    def get(self, url_or_id: str) -> RemoteJob:
+        """Fetch a job by its URL (absolute or relative to the base URL) or by its id.
+
+        A bare id (no ``/``) is looked up at ``{base_url}/api/v1/jobs/<id>``.
+
+        :raises NotFound: the service answered 404.
+        :raises PermanentError: another 4xx, or the answer has no ``status``.
+        :raises RemoteUnavailable: unreachable, timed out or 5xx after retries.
+        """
+        return self._get(self._job_url(url_or_id), budget=self.deadline)
+
+    def wait(
+        self,
+        job: RemoteJob | str,
+        *,
+        interval: float = 2.0,
+        deadline: float = 3600.0,
+    ) -> RemoteJob:
+        """Block until ``job`` (a RemoteJob, URL or id) finishes and return its final state.
+
+        Polls every ``interval`` seconds. A finished job is returned whatever its
+        outcome: check :attr:`RemoteJob.succeeded`. Transient failures while
+        polling are tolerated until ``deadline``; a 4xx (e.g. NotFound) is raised
+        at once. A RemoteJob that is already finished is returned without polling.
+
+        :raises RemoteUnavailable: the job is still pending (or the service
+            unreachable) after ``deadline`` seconds.
+        """
+        current = job if isinstance(job, RemoteJob) else None
+        if current is not None and current.finished:
+            return current
+        url = current.url if current is not None else self._job_url(str(job))
+        end = time.monotonic() + deadline
+        last_error: RemoteUnavailable | None = None
+        while (remaining := end - time.monotonic()) > 0:
+            try:
+                current = self._get(url, budget=min(self.deadline, remaining))
+            except RemoteUnavailable as exc:
+                last_error = exc
+            else:
+                last_error = None
+                if current.finished:
+                    return current
+            remaining = end - time.monotonic()
+            if remaining > 0:
+                time.sleep(min(interval, remaining))
+        shown = _mask(url)
+        status = current.status if current is not None else "unknown"
+        message = f"job at {shown} still {status!r} after waiting {deadline:g}s"
+        if last_error is not None:
+            message += f"; last poll failed: {last_error.message}"
+        raise RemoteUnavailable(message, url=shown, status=status) from last_error
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _job_url(self, url_or_id: str) -> str:
+        value = url_or_id.strip()
+        if not value:
+            raise ValidationError("a job id or URL is required", field="url_or_id")
+        if "/" not in value:
+            return f"{self.base_url}{_JOBS_PATH}/{quote(value, safe='')}"
+        return urljoin(self.base_url + "/", value)
+
+    def _get(self, url: str, *, budget: float) -> RemoteJob:
+        doc = self._call("GET", url, budget=budget)
+        status = doc.get("status")
+        if not isinstance(status, str):
+            raise PermanentError(
+                f"GET {_mask(url)} answered a document without a status",
+                url=_mask(url),
+            )
+        job_id = doc.get("id")
+        if job_id is None or job_id == "":
+            job_id = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+        return RemoteJob(id=str(job_id), url=_without_credentials(url), status=status, document=doc)
+
+    def _auth_for(self, url: str) -> tuple[str, str] | None:
+        """Base-URL credentials, but only for the base URL's own origin."""
+        if self._auth is None or urlsplit(url).username is not None:
+            return None
+        return self._auth if _origin(url) == self._origin else None
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes | None = None,
+        budget: float | None = None,
+    ) -> dict[str, Any]:
+        """One logical call (retries included) that returns the 2xx JSON object answered."""
+        budget = self.deadline if budget is None else budget
+        attempt = max(min(self.timeout, budget), _MIN_TIMEOUT)
+        shown = _mask(url)
+        token = _CALL_DEADLINE.set(time.monotonic() + budget)
+        try:
+            response = self._session.request(
+                method,
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=(attempt, attempt),
+                auth=self._auth_for(url),
+            )
+        except _BAD_URL_ERRORS as exc:
+            raise PermanentError(
+                f"{method} {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
+            ) from None
+        except requests.RequestException as exc:
+            raise RemoteUnavailable(
+                f"{method} {shown} failed: {type(exc).__name__}: {_mask(str(exc))}", url=shown
+            ) from exc
+        finally:
+            _CALL_DEADLINE.reset(token)
+        with response:
+            return _check(method, shown, response)
+
+
+def _check(method: str, shown: str, response: requests.Response) -> dict[str, Any]:
+    """Return a 2xx answer's JSON object, or raise the error the answer stands for."""
+    status = response.status_code
+    doc = _json_object(response)
+    if 200 <= status < 300:
+        if doc is None:
+            raise PermanentError(
+                f"{method} {shown} answered {status} without a JSON object",
+                url=shown,
+                status_code=status,
+            )
+        return doc
+
+    remote_message = doc.get("message") if doc is not None else None
+    if not isinstance(remote_message, str) or not remote_message:
+        remote_message = " ".join(response.text[:200].split()) or response.reason or "no message"
+    remote_message = _mask(remote_message)
+    field = doc.get("field") if doc is not None else None
+    field = field if isinstance(field, str) else None
+    message = f"{method} {shown} answered {status}: {remote_message}"
+    details: dict[str, Any] = {
+        "url": shown,
+        "status_code": status,
+        "remote_message": remote_message,
+    }
+    if status >= 500 or status in _TRANSIENT_4XX:
+        raise RemoteUnavailable(message, retry_after=_retry_after(response), field=field, **details)
+    error: type[PermanentError]
+    if status == 404:
+        error = NotFound
+    elif status in (400, 422):
+        error = ValidationError
+    elif status == 409:
+        error = Conflict
+    else:
+        error = PermanentError
+    raise error(message, field=field, **details)
+
+
+def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any] | None]:
+    """GET ``url`` once (no retries) and return ``(HTTP status, JSON object or None)``.
+
+    The second item is None when the body is not a JSON object (HTML, a list,
+    empty...). Any HTTP status is returned, not raised: the caller owns the retry
+    policy. Credentials in ``url`` are sent as basic auth.
+
+    :raises RemoteUnavailable: connection error or timeout.
+    :raises PermanentError: ``url`` is not a usable http(s) URL.
+    """
+    shown = _mask(url)
+    try:
+        with requests.Session() as session:
+            response = session.get(
+                url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
+            )
+    except _BAD_URL_ERRORS as exc:
+        raise PermanentError(
+            f"GET {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
+        ) from None
+    except requests.RequestException as exc:
+        raise RemoteUnavailable(
+            f"GET {shown} failed: {type(exc).__name__}: {_mask(str(exc))}", url=shown
+        ) from exc
+    with response:
+        return response.status_code, _json_object(response)

@@ -1,0 +1,87 @@
+"""Stacks for the integration tier: embedded (filesystem broker + SQLite) and servers
+(RabbitMQ + PostgreSQL), with queues no other test uses and the test kinds loaded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+from sqlalchemy.engine import make_url
+
+from prodinf.celery_app import create_celery
+from prodinf.config import Settings
+from prodinf.runtime import Runtime
+from tests.conftest import fresh_store
+
+PLUGIN = "tests.integration.plugin_kinds"
+
+
+def stack_settings(
+    home: Path, kind: str, request: pytest.FixtureRequest, **overrides: object
+) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "reconcile_interval": 0.3,
+        "lease_seconds": 3.0,
+        "redrive_after": 10.0,
+        "plugins": [PLUGIN],
+        "worker_concurrency": 2,
+    }
+    if kind == "servers":
+        amqp = request.getfixturevalue("amqp_url")
+        pg = make_url(request.getfixturevalue("postgres_url")).set(database="prodinf_it")
+        url = pg.render_as_string(hide_password=False)
+        fresh_store(url).dispose()
+        queues = request.getfixturevalue("unique_queues")
+        # RabbitMQ keeps unacknowledged messages, so only the embedded broker needs the
+        # reconciler's short redrive to recover a message a killed worker had taken.
+        values.update(
+            database_url=url,
+            broker_url=amqp,
+            redrive_after=300.0,
+            **{k.removeprefix("PRODINF_").lower(): v for k, v in queues.items()},
+        )
+    else:
+        fresh_store(Settings(home=home).store_url).dispose()
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["embedded", "servers"])
+def stack(request: pytest.FixtureRequest, home: Path) -> Iterator[Settings]:
+    """Settings for a whole prodinf on embedded defaults, then on RabbitMQ + PostgreSQL."""
+    settings = stack_settings(home, request.param, request)
+    yield settings
+    delete_queues(settings)
+
+
+@pytest.fixture
+def servers(request: pytest.FixtureRequest, home: Path) -> Iterator[Settings]:
+    """Settings for a prodinf on RabbitMQ + PostgreSQL."""
+    settings = stack_settings(home, "servers", request)
+    yield settings
+    delete_queues(settings)
+
+
+def delete_queues(settings: Settings) -> None:
+    if settings.broker_url is None:
+        return
+    try:
+        with Connection(settings.broker_url, connect_timeout=5) as conn:
+            channel = conn.default_channel
+            for queue in settings.queues.values():
+                channel.queue_delete(queue)
+    except Exception:  # the broker may be mid-restart after a test; leftovers are harmless
+        pass
+
+
+@pytest.fixture
+def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """The submitting side (what the portal or a script uses) for the test's stack."""
+    name = "servers" if "servers" in request.fixturenames else "stack"
+    settings: Settings = request.getfixturevalue(name)
+    rt = Runtime(settings, create_celery(settings))
+    yield rt
+    rt.close()

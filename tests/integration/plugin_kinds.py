@@ -1,0 +1,94 @@
+"""Kinds for the integration tests, loaded by workers through ``PRODINF_PLUGINS``.
+
+Each one records what it did in files the test reads, so the test can check
+what a user would: how many times a side effect happened, in what order
+steps were undone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from prodinf.engine.context import StepContext
+from prodinf.engine.registry import job_kind
+from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.exceptions import PermanentError
+
+
+def append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
+class EffectParams(BaseModel):
+    effect_file: str
+    sleep: float = 0.0
+
+
+def _effect_then_sleep(ctx: StepContext) -> dict[str, str]:
+    params: EffectParams = ctx.params  # type: ignore[assignment]
+    ctx.once("write", lambda: append(params.effect_file, ctx.job_id) or "written")
+    time.sleep(params.sleep)
+    return {"effect": "written"}
+
+
+@job_kind("it_effect", params=EffectParams)
+def it_effect(params: EffectParams) -> Flow:
+    """Write one line (a recorded side effect), sleep, then finish in a second step."""
+    return Flow.of(Step("effect", _effect_then_sleep), Step("finish", lambda ctx: "done"))
+
+
+class NoopParams(BaseModel):
+    sleep: float = 0.0
+
+
+def _noop(ctx: StepContext) -> int:
+    params: NoopParams = ctx.params  # type: ignore[assignment]
+    if params.sleep:
+        time.sleep(params.sleep)
+    return ctx.attempt
+
+
+@job_kind("it_noop4", params=NoopParams)
+def it_noop4(params: NoopParams) -> Flow:
+    """Four steps that do nothing: the engine's own cost."""
+    return Flow.of(*(Step(f"s{i}", _noop) for i in range(4)))
+
+
+class RevertParams(BaseModel):
+    log_file: str
+    cause_file: str
+
+
+def _make(name: str):  # type: ignore[no-untyped-def]
+    def execute(ctx: StepContext) -> str:
+        append(ctx.params.log_file, f"run {name}")  # type: ignore[attr-defined]
+        return name
+
+    def revert(ctx: StepContext) -> None:
+        append(ctx.params.log_file, f"revert {name}")  # type: ignore[attr-defined]
+
+    return execute, revert
+
+
+def _needs_cause_fixed(ctx: StepContext) -> str:
+    params: RevertParams = ctx.params  # type: ignore[assignment]
+    append(params.log_file, "run check")
+    if Path(params.cause_file).exists():
+        raise PermanentError(f"bad input: {params.cause_file} exists")
+    return "checked"
+
+
+@job_kind("it_revert", params=RevertParams)
+def it_revert(params: RevertParams) -> Flow:
+    """prepare (no revert), copy and register (revertible), then check, which fails for
+    good while cause_file exists."""
+    steps = [Step("prepare", lambda ctx: append(ctx.params.log_file, "run prepare") or "ok")]
+    for name in ("copy", "register"):
+        execute, revert = _make(name)
+        steps.append(Step(name, execute, revert=revert))
+    steps.append(Step("check", _needs_cause_fixed, retry=Retry(attempts=1)))
+    return Flow(steps)

@@ -1,0 +1,477 @@
+"""Tests for prodinf.remote against a real HTTP server on 127.0.0.1 (no mocked requests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from prodinf.exceptions import (
+    Conflict,
+    NotFound,
+    PermanentError,
+    RemoteUnavailable,
+    ValidationError,
+)
+from prodinf.remote import (
+    PENDING_STATUSES,
+    RemoteJob,
+    RemoteJobClient,
+    fetch_status,
+    is_pending,
+)
+
+# -- a scripted HTTP server --------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One scripted answer: ``body`` dict/list is sent as JSON, str/bytes as-is."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Seen:
+    """One request the server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeService:
+    """A real HTTP server answering from a script; the last reply repeats."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._script: list[Reply] = [Reply(404, {"message": "no script", "field": None})]
+        self.seen: list[Seen] = []
+        self.release = threading.Event()  # ends every pending ``delay`` at teardown
+        handler = type("Handler", (_Handler,), {"service": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = False
+        self._server.block_on_close = True  # server_close() joins the handler threads
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._script = list(replies)
+
+    def next_reply(self, seen: Seen) -> Reply:
+        with self._lock:
+            self.seen.append(seen)
+            return self._script.pop(0) if len(self._script) > 1 else self._script[0]
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    service: FakeService
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        reply = self.service.next_reply(Seen(self.command, self.path, dict(self.headers), body))
+        if reply.delay:
+            self.service.release.wait(reply.delay)
+        if isinstance(reply.body, dict | list):
+            payload = json.dumps(reply.body).encode()
+            content_type = "application/json"
+        elif isinstance(reply.body, str):
+            payload, content_type = reply.body.encode(), "text/html"
+        else:
+            payload, content_type = reply.body or b"", "application/octet-stream"
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client gave up (timeout): nothing to answer
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    svc = FakeService()
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on: connecting is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def make_client(base_url: str, **kw: Any) -> RemoteJobClient:
+    options: dict[str, Any] = {"timeout": 2.0, "retries": 2, "backoff": 0.01, "deadline": 5.0}
+    options.update(kw)
+    return RemoteJobClient(base_url, **options)
+
+
+def job_doc(status: str, job_id: str = "j1", **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": job_id,
+        "kind": "echo",
+        "status": status,
+        "progress": 0,
+        "steps": [],
+        "result": None,
+        "error": None,
+        "history": [],
+    }
+    doc.update(extra)
+    return doc
+
+
+# -- statuses ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [*sorted(PENDING_STATUSES), "RUNNING", " queued "])
+def test_pending_statuses_mean_keep_waiting(status: str) -> None:
+    assert is_pending(status)
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled", "reverted", "", None])
+def test_any_other_status_means_done(status: str | None) -> None:
+    assert not is_pending(status)
+
+
+def test_remote_job_finished_and_succeeded() -> None:
+    def job(status: str) -> RemoteJob:
+        return RemoteJob("1", "http://h/api/v1/jobs/1", status, {})
+
+    assert not job("running").finished
+    assert job("succeeded").finished and job("succeeded").succeeded
+    assert job("completed").succeeded and job("done").succeeded
+    assert job("failed").finished and not job("failed").succeeded
+
+
+# -- submit ------------------------------------------------------------------------------
+
+
+def test_submit_returns_the_job_and_sends_the_request(service: FakeService) -> None:
+    service.script(Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"}))
+    with make_client(service.base_url) as client:
+        job = client.submit("echo", {"n": 1}, idempotency_key="key-1")
+
+    assert job.id == "j1"
+    assert job.url == f"{service.base_url}/api/v1/jobs/j1"
+    assert job.status == "queued" and not job.finished
+    [request] = service.seen
+    assert (request.method, request.path) == ("POST", "/api/v1/jobs")
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.body == {"kind": "echo", "params": {"n": 1}, "idempotency_key": "key-1"}
+
+
+def test_submit_accepts_200_for_an_existing_job(service: FakeService) -> None:
+    existing = {"id": "j7", "url": "http://jobs.example.org/api/v1/jobs/j7", "status": "running"}
+    service.script(Reply(200, existing))
+    with make_client(service.base_url) as client:
+        job = client.submit("echo", {}, idempotency_key="key-7")
+    assert (job.id, job.status) == ("j7", "running")
+    assert job.url == "http://jobs.example.org/api/v1/jobs/j7"  # absolute URL kept as given
+
+
+def test_submit_retries_503_then_succeeds(service: FakeService) -> None:
+    busy = Reply(503, {"message": "busy", "field": None})
+    service.script(
+        busy, busy, Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"})
+    )
+    with make_client(service.base_url, retries=3) as client:
+        job = client.submit("echo", {"n": 1})
+
+    assert job.id == "j1"
+    assert len(service.seen) == 3
+    # Without a caller's key one is generated, and every retry carries the same one.
+    keys = {request.body["idempotency_key"] for request in service.seen}
+    assert len(keys) == 1 and all(keys)
+
+
+def test_persistent_500_raises_remote_unavailable_after_the_retries(
+    service: FakeService,
+) -> None:
+    service.script(Reply(500, {"message": "database exploded", "field": None}))
+    with (
+        make_client(service.base_url, retries=2) as client,
+        pytest.raises(RemoteUnavailable) as err,
+    ):
+        client.submit("echo", {})
+    assert len(service.seen) == 3  # the first attempt and 2 retries
+    assert "500" in str(err.value) and "database exploded" in str(err.value)
+
+
+def test_a_hanging_server_raises_within_about_the_deadline(service: FakeService) -> None:
+    service.script(Reply(200, {"id": "j1", "status": "running"}, delay=10))
+    client = make_client(service.base_url, timeout=0.2, retries=50, backoff=0.01, deadline=0.8)
+    started = time.monotonic()
+    with client, pytest.raises(RemoteUnavailable):
+        client.get("j1")
+    assert time.monotonic() - started < 3.0  # bounded by the deadline, not 51 read timeouts
+    assert len(service.seen) >= 2  # read timeouts are retried
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(service: FakeService) -> None:
+    service.script(Reply(503, {"message": "maintenance", "field": None}, {"Retry-After": "3600"}))
+    started = time.monotonic()
+    with (
+        make_client(service.base_url, retries=3) as client,
+        pytest.raises(RemoteUnavailable) as err,
+    ):
+        client.get("j1")
+    assert time.monotonic() - started < 3.0
+    assert err.value.retry_after == 3600.0 and "maintenance" in str(err.value)
+    assert len(service.seen) == 1
+
+
+def test_connection_refused_raises_remote_unavailable(closed_port: int) -> None:
+    with make_client(f"http://127.0.0.1:{closed_port}") as client:
+        with pytest.raises(RemoteUnavailable):
+            client.submit("echo", {})
+        with pytest.raises(RemoteUnavailable):
+            client.get("j1")
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(400, ValidationError), (422, ValidationError), (403, PermanentError), (409, Conflict)],
+)
+def test_4xx_raises_a_permanent_error_with_the_field_and_is_not_retried(
+    service: FakeService, status: int, error: type[PermanentError]
+) -> None:
+    service.script(Reply(status, {"message": "n must be an integer", "field": "params.n"}))
+    with make_client(service.base_url, retries=3) as client, pytest.raises(error) as err:
+        client.submit("echo", {"n": "x"})
+    assert isinstance(err.value, PermanentError) and not isinstance(err.value, NotFound)
+    assert err.value.field == "params.n"
+    assert "n must be an integer" in str(err.value)
+    assert err.value.details["remote_message"] == "n must be an integer"
+    assert err.value.details["status_code"] == status
+    assert len(service.seen) == 1
+
+
+def test_404_raises_not_found(service: FakeService) -> None:
+    service.script(Reply(404, {"message": "no job 'nope'", "field": None}))
+    with make_client(service.base_url) as client, pytest.raises(NotFound) as err:
+        client.get("nope")
+    assert service.seen[0].path == "/api/v1/jobs/nope"
+    assert "no job 'nope'" in str(err.value)
+    assert len(service.seen) == 1
+
+
+def test_429_is_transient_but_not_retried_in_the_call(service: FakeService) -> None:
+    service.script(Reply(429, {"message": "slow down", "field": None}, {"Retry-After": "7"}))
+    with (
+        make_client(service.base_url, retries=3) as client,
+        pytest.raises(RemoteUnavailable) as err,
+    ):
+        client.get("j1")
+    assert err.value.retry_after == 7.0
+    assert len(service.seen) == 1
+
+
+def test_a_4xx_without_json_still_reports_the_body(service: FakeService) -> None:
+    service.script(Reply(403, "<h1>Forbidden by proxy</h1>"))
+    with make_client(service.base_url) as client, pytest.raises(PermanentError) as err:
+        client.get("j1")
+    assert "Forbidden by proxy" in str(err.value) and err.value.field is None
+
+
+def test_a_2xx_that_is_not_a_job_is_a_permanent_error(service: FakeService) -> None:
+    service.script(Reply(200, "<html>maintenance</html>"))
+    with make_client(service.base_url) as client, pytest.raises(PermanentError):
+        client.get("j1")
+
+
+def test_params_that_are_not_json_are_rejected_before_sending(service: FakeService) -> None:
+    with make_client(service.base_url) as client, pytest.raises(ValidationError) as err:
+        client.submit("echo", {"when": object()})
+    assert err.value.field == "params"
+    assert service.seen == []
+
+
+# -- get and wait ------------------------------------------------------------------------
+
+
+def test_get_by_id_and_by_url(service: FakeService) -> None:
+    service.script(Reply(200, job_doc("running", progress=40)))
+    with make_client(service.base_url) as client:
+        by_id = client.get("j1")
+        by_path = client.get("/api/v1/jobs/j1")
+        by_url = client.get(f"{service.base_url}/api/v1/jobs/j1")
+    assert [request.path for request in service.seen] == ["/api/v1/jobs/j1"] * 3
+    assert by_id == by_path == by_url
+    assert by_id.url == f"{service.base_url}/api/v1/jobs/j1"
+    assert by_id.status == "running" and by_id.document["progress"] == 40
+
+
+def test_wait_follows_queued_running_succeeded(service: FakeService) -> None:
+    service.script(
+        Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"}),
+        Reply(200, job_doc("queued")),
+        Reply(200, job_doc("running")),
+        Reply(200, job_doc("succeeded", result={"answer": 42})),
+    )
+    with make_client(service.base_url) as client:
+        job = client.wait(client.submit("echo", {}), interval=0.01, deadline=5)
+    assert job.finished and job.succeeded
+    assert job.document["result"] == {"answer": 42}
+    assert [request.method for request in service.seen] == ["POST", "GET", "GET", "GET"]
+
+
+def test_wait_returns_a_failed_job_without_raising(service: FakeService) -> None:
+    service.script(Reply(200, job_doc("running")), Reply(200, job_doc("failed", error="boom")))
+    with make_client(service.base_url) as client:
+        job = client.wait("j1", interval=0.01, deadline=5)
+    assert job.finished and not job.succeeded and job.document["error"] == "boom"
+
+
+def test_wait_rides_out_a_transient_failure(service: FakeService) -> None:
+    service.script(
+        Reply(503, {"message": "restarting", "field": None}), Reply(200, job_doc("done"))
+    )
+    with make_client(service.base_url, retries=0) as client:
+        job = client.wait("j1", interval=0.01, deadline=5)
+    assert job.succeeded
+    assert len(service.seen) == 2
+
+
+def test_wait_raises_remote_unavailable_when_the_deadline_passes(service: FakeService) -> None:
+    service.script(Reply(200, job_doc("running")))
+    with make_client(service.base_url) as client, pytest.raises(RemoteUnavailable) as err:
+        client.wait("j1", interval=0.05, deadline=0.3)
+    assert "running" in str(err.value)
+
+
+# -- fetch_status ------------------------------------------------------------------------
+
+
+def test_fetch_status_returns_the_json_document(service: FakeService) -> None:
+    service.script(Reply(200, {"status": "incomplete", "done": 3}))
+    assert fetch_status(f"{service.base_url}/status", timeout=2) == (
+        200,
+        {"status": "incomplete", "done": 3},
+    )
+
+
+@pytest.mark.parametrize("body", ["<html>not json</html>", [1, 2], b""])
+def test_fetch_status_returns_none_for_a_body_that_is_not_a_json_object(
+    service: FakeService, body: Any
+) -> None:
+    service.script(Reply(200, body))
+    assert fetch_status(f"{service.base_url}/status", timeout=2) == (200, None)
+
+
+def test_fetch_status_returns_error_statuses_without_retrying(service: FakeService) -> None:
+    service.script(Reply(404, {"message": "gone", "field": None}))
+    assert fetch_status(f"{service.base_url}/status", timeout=2) == (
+        404,
+        {"message": "gone", "field": None},
+    )
+    service.script(Reply(503, "busy"))
+    assert fetch_status(f"{service.base_url}/status", timeout=2) == (503, None)
+    assert len(service.seen) == 2
+
+
+def test_fetch_status_raises_remote_unavailable_when_unreachable(
+    service: FakeService, closed_port: int
+) -> None:
+    with pytest.raises(RemoteUnavailable):
+        fetch_status(f"http://127.0.0.1:{closed_port}/status", timeout=2)
+    service.script(Reply(200, {"status": "done"}, delay=10))
+    with pytest.raises(RemoteUnavailable):
+        fetch_status(f"{service.base_url}/status", timeout=0.2)
+
+
+# -- credentials -------------------------------------------------------------------------
+
+
+def test_credentials_are_masked_in_errors(service: FakeService, closed_port: int) -> None:
+    with make_client(f"http://alice:s3cret@127.0.0.1:{closed_port}") as client:
+        with pytest.raises(RemoteUnavailable) as down:
+            client.submit("echo", {})
+        assert "s3cret" not in client.base_url and "s3cret" not in repr(client)
+    with pytest.raises(RemoteUnavailable) as one_shot:
+        fetch_status(f"http://alice:s3cret@127.0.0.1:{closed_port}/status", timeout=1)
+
+    service.script(Reply(400, {"message": "bad kind", "field": "kind"}))
+    creds_url = service.base_url.replace("http://", "http://alice:s3cret@")
+    with make_client(creds_url) as client, pytest.raises(ValidationError) as rejected:
+        client.get(f"{creds_url}/api/v1/jobs/j1")
+
+    for err in (down.value, one_shot.value, rejected.value):
+        assert "s3cret" not in str(err) and "s3cret" not in repr(err.to_dict())
+    assert "alice:***@" in str(one_shot.value) and "alice:***@" in str(rejected.value)
+
+
+def test_base_url_credentials_are_sent_to_that_host_only(service: FakeService) -> None:
+    other = FakeService()
+    try:
+        other.script(Reply(200, job_doc("running")))
+        elsewhere = f"{other.base_url}/api/v1/jobs/j1"
+        service.script(
+            Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"}),
+            Reply(201, {"id": "j1", "url": elsewhere, "status": "queued"}),
+        )
+        creds_url = service.base_url.replace("http://", "http://alice:s3cret@")
+        with make_client(creds_url) as client:
+            here = client.submit("echo", {})
+            there = client.submit("echo", {})
+            client.get(there.url)
+    finally:
+        other.close()
+
+    expected = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    assert [request.headers.get("Authorization") for request in service.seen] == [expected] * 2
+    assert "Authorization" not in other.seen[0].headers
+    assert "s3cret" not in here.url and here.url == f"{service.base_url}/api/v1/jobs/j1"
