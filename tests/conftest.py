@@ -57,7 +57,8 @@ def require(name: str, url: str) -> None:
 
 def _create_database(url: str) -> None:
     parsed = make_url(url)
-    admin = parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else None)
+    # URL.set(database=None) keeps the old name, so name each server's own admin database.
+    admin = parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else "mysql")
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         if parsed.get_backend_name() == "postgresql":

@@ -177,7 +177,7 @@ def fields_for(schema: Mapping[str, Any]) -> list[Field]:
     fields = []
     for name, prop in schema.get("properties", {}).items():
         prop = _concrete(prop, defs)
-        kind = prop.get("type")
+        json_type = prop.get("type")
         common: dict[str, Any] = {
             "name": name,
             "label": prop.get("title") or name,
@@ -187,19 +187,19 @@ def fields_for(schema: Mapping[str, Any]) -> list[Field]:
         }
         if "enum" in prop:
             fields.append(Field(widget="select", choices=tuple(map(str, prop["enum"])), **common))
-        elif kind == "boolean":
+        elif json_type == "boolean":
             fields.append(Field(widget="checkbox", **common))
-        elif kind in ("integer", "number"):
+        elif json_type in ("integer", "number"):
             fields.append(
                 Field(
                     widget="number",
-                    step="1" if kind == "integer" else "any",
+                    step="1" if json_type == "integer" else "any",
                     minimum=prop.get("minimum"),
                     maximum=prop.get("maximum"),
                     **common,
                 )
             )
-        elif kind == "string":
+        elif json_type == "string":
             fields.append(Field(widget="text", **common))
         else:  # arrays, objects, unions: typed as JSON
             fields.append(Field(widget="json", **common))
@@ -225,7 +225,7 @@ def params_from(form: Mapping[str, str], fields: list[Field]) -> dict[str, Any]:
     for field in fields:
         if field.widget == "checkbox":
             params[field.name] = field.key in form
-        elif raw := form.get(field.key, "").strip():
+        elif (raw := form.get(field.key, "")).strip():
             params[field.name] = field.parse(raw)
     return params
 

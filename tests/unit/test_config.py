@@ -1,0 +1,264 @@
+"""Settings: embedded defaults, PRODINF_* overrides, validation, and masking of secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from pydantic import ValidationError as PydanticValidationError
+
+from prodinf.config import Settings, get_settings, mask_url, with_driver
+
+SECRET = "hunter2"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No PRODINF_* variable from the developer's shell; run in an empty folder."""
+    for name in list(os.environ):
+        if name.startswith("PRODINF_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def test_defaults_are_embedded_under_home(tmp_path: Path) -> None:
+    settings = Settings()
+
+    assert settings.home == Path(".prodinf")
+    assert settings.database_url is None
+    assert settings.store_url == f"sqlite:///{tmp_path.resolve() / '.prodinf' / 'prodinf.sqlite'}"
+    assert settings.broker_url is None
+    assert settings.broker.startswith("filesystem://")  # kombu's filesystem transport
+    assert settings.is_embedded_broker
+    assert settings.results_url == "db+" + settings.store_url
+    assert settings.queues == {
+        "handover": "handover",
+        "event": "event",
+        "email": "email",
+        "jobs": "jobs",
+    }
+    assert settings.plugins == []
+    assert (settings.host, settings.port) == ("127.0.0.1", 5000)
+
+
+def test_home_moves_the_embedded_store(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "elsewhere")
+
+    assert settings.store_url == f"sqlite:///{tmp_path / 'elsewhere' / 'prodinf.sqlite'}"
+
+
+def test_defaults_are_valid_settings() -> None:
+    # Every default passes the field's own validation.
+    defaults = Settings()
+    assert Settings.model_validate(defaults.model_dump()) == defaults
+
+
+# -- environment -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"),
+    [
+        ("postgresql://u:pw@db/prodinf", "postgresql+psycopg://u:pw@db/prodinf"),
+        ("postgres://u:pw@db/prodinf", "postgresql+psycopg://u:pw@db/prodinf"),
+        ("mysql://u:pw@db/prodinf", "mysql+pymysql://u:pw@db/prodinf"),
+        ("mariadb://u:pw@db/prodinf", "mysql+pymysql://u:pw@db/prodinf"),
+        ("postgresql+psycopg://u@db/prodinf", "postgresql+psycopg://u@db/prodinf"),
+        ("sqlite:////var/lib/prodinf.sqlite", "sqlite:////var/lib/prodinf.sqlite"),
+    ],
+)
+def test_database_url_from_the_environment_gets_the_installed_driver(
+    monkeypatch: pytest.MonkeyPatch, given: str, effective: str
+) -> None:
+    monkeypatch.setenv("PRODINF_DATABASE_URL", given)
+
+    settings = Settings()
+
+    assert settings.database_url == given
+    assert settings.store_url == effective
+    assert settings.results_url == "db+" + effective
+
+
+def test_broker_url_from_the_environment_replaces_the_embedded_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODINF_BROKER_URL", "amqp://guest:guest@rabbit:5672//")
+
+    settings = Settings()
+
+    assert settings.broker == "amqp://guest:guest@rabbit:5672//"
+    assert not settings.is_embedded_broker
+
+
+def test_scalar_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PRODINF_HOME": "/srv/prodinf",
+        "PRODINF_PORT": "8080",
+        "PRODINF_LEASE_SECONDS": "12.5",
+        "PRODINF_WORKER_RECONCILE": "false",
+        "PRODINF_WORKER_POOL": "threads",
+        "PRODINF_QUEUE_EMAIL": "mail",
+        "PRODINF_SECRET_KEY": SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = Settings()
+
+    assert settings.home == Path("/srv/prodinf")
+    assert settings.port == 8080
+    assert settings.lease_seconds == 12.5
+    assert settings.worker_reconcile is False
+    assert settings.worker_pool == "threads"
+    assert settings.queues["email"] == "mail"
+    assert settings.secret_key.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("raw", "plugins"),
+    [
+        ("acme.kinds", ["acme.kinds"]),
+        ("acme.kinds, other.kinds ,,third", ["acme.kinds", "other.kinds", "third"]),
+        ("", []),
+        (" , ", []),
+    ],
+)
+def test_plugins_are_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch, raw: str, plugins: list[str]
+) -> None:
+    monkeypatch.setenv("PRODINF_PLUGINS", raw)
+
+    assert Settings().plugins == plugins
+
+
+def test_plugins_by_keyword_take_a_list() -> None:
+    assert Settings(plugins=["a", "b"]).plugins == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("PRODINF_PORT", "abc", "port"),
+        ("PRODINF_PORT", "70000", "port"),
+        ("PRODINF_LEASE_SECONDS", "0", "lease_seconds"),
+        ("PRODINF_REDRIVE_AFTER", "-1", "redrive_after"),
+        ("PRODINF_WORKER_POOL", "gevent", "worker_pool"),
+        ("PRODINF_WORKER_CONCURRENCY", "0", "worker_concurrency"),
+        ("PRODINF_WORKER_RECONCILE", "maybe", "worker_reconcile"),
+    ],
+)
+def test_bad_values_raise_an_error_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(PydanticValidationError) as caught:
+        Settings()
+
+    assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+    assert field in str(caught.value)
+
+
+def test_keywords_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODINF_PORT", "6000")
+
+    assert Settings(port=7000).port == 7000
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+
+    with pytest.raises(PydanticValidationError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRODINF_PORT", "6001")
+    first = get_settings()
+    monkeypatch.setenv("PRODINF_PORT", "6002")
+
+    assert get_settings() is first
+    assert first.port == 6001
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+def test_masked_hides_url_passwords_and_secret_values() -> None:
+    settings = Settings(
+        database_url=f"postgresql://prodinf:{SECRET}@db:5432/prodinf",
+        broker_url=f"amqp://prodinf:{SECRET}@rabbit:5672/prodinf",
+        result_backend=f"redis://:{SECRET}@cache:6379/0",
+        secret_key=SecretStr(SECRET),
+    )
+
+    masked = settings.masked()
+
+    assert SECRET not in json.dumps(masked)
+    assert masked["database_url"] == "postgresql://prodinf:***@db:5432/prodinf"
+    assert masked["broker_url"] == "amqp://prodinf:***@rabbit:5672/prodinf"
+    assert masked["result_backend"] == "redis://:***@cache:6379/0"
+    assert masked["secret_key"] == "**********"
+    assert masked["store_url (effective)"] == "postgresql+psycopg://prodinf:***@db:5432/prodinf"
+    assert masked["broker (effective)"] == "amqp://prodinf:***@rabbit:5672/prodinf"
+    # and the secret key never shows in the settings' repr either
+    assert SECRET not in repr(settings.secret_key)
+
+
+def test_masked_lists_every_setting_as_json() -> None:
+    masked = Settings(plugins=["acme.kinds"]).masked()
+
+    assert set(Settings.model_fields) <= set(masked)
+    assert masked["home"] == ".prodinf"
+    assert masked["plugins"] == ["acme.kinds"]
+    assert masked["database_url"] is None
+    assert masked["broker (effective)"] == Settings().broker
+    json.dumps(masked)
+
+
+def test_masked_hides_every_password_of_a_failover_broker_url() -> None:
+    # Celery accepts several broker URLs separated by ';' (failover).
+    settings = Settings(broker_url=f"amqp://u:{SECRET}@rabbit-1//;amqp://u:{SECRET}@rabbit-2//")
+
+    masked = settings.masked()
+
+    assert SECRET not in json.dumps(masked)
+    assert "rabbit-1" in masked["broker_url"] and "rabbit-2" in masked["broker_url"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://u:pw@h:5432/db", "postgresql+psycopg://u:***@h:5432/db"),
+        ("amqp://guest:pa%40ss@h:5672//", "amqp://guest:***@h:5672//"),
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("amqp://u:pw@h:notaport//", "amqp://u:***@h:notaport//"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("filesystem://", "filesystem://"),
+        ("sqlite:////srv/prodinf.sqlite", "sqlite:////srv/prodinf.sqlite"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "effective"),
+    [
+        ("postgresql://h/db", "postgresql+psycopg://h/db"),
+        ("postgres://h/db", "postgresql+psycopg://h/db"),
+        ("mysql://h/db", "mysql+pymysql://h/db"),
+        ("mariadb://h/db", "mysql+pymysql://h/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+        ("sqlite:///x.sqlite", "sqlite:///x.sqlite"),
+    ],
+)
+def test_with_driver(url: str, effective: str) -> None:
+    assert with_driver(url) == effective
