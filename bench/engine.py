@@ -40,15 +40,37 @@ POSTGRES = os.environ.get(
 )
 
 
-def start_worker(module: str, queue: str, concurrency: int, env: dict[str, str],
-                 log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    module: str, queue: str, concurrency: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue, "-c",
-         str(concurrency), "-P", "prefork", "-l", "warning", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT,
-        cwd=ROOT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            module,
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "-P",
+            "prefork",
+            "-l",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"bench-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
     )
     out.close()
     time.sleep(4)  # let the pool start before the clock does
@@ -73,17 +95,26 @@ def wait_for(count: callable, n: int, timeout: float = 600) -> None:  # type: ig
 
 
 def run_prodinf(settings: Settings, jobs: int, concurrency: int, logs: Path) -> float:
-    env = {f"PRODINF_{k.upper()}": (",".join(v) if isinstance(v, list) else str(v))
-           for k, v in settings.model_dump().items() if v is not None and k != "secret_key"}
+    env = {
+        f"PRODINF_{k.upper()}": (",".join(v) if isinstance(v, list) else str(v))
+        for k, v in settings.model_dump().items()
+        if v is not None and k != "secret_key"
+    }
     rt = Runtime(settings, create_celery(settings))
     upgrade(rt.store)
-    worker = start_worker("prodinf.worker", settings.queue_jobs, concurrency, env,
-                          logs / "prodinf-worker.log")
+    worker = start_worker(
+        "prodinf.worker", settings.queue_jobs, concurrency, env, logs / "prodinf-worker.log"
+    )
     try:
+
         def succeeded() -> int:
             with rt.store.session() as session:
-                return session.scalar(select(func.count()).select_from(JobRow)
-                                      .where(JobRow.status == "succeeded")) or 0
+                return (
+                    session.scalar(
+                        select(func.count()).select_from(JobRow).where(JobRow.status == "succeeded")
+                    )
+                    or 0
+                )
 
         started = time.perf_counter()
         for _ in range(jobs):
@@ -100,20 +131,15 @@ def run_raw(broker: str, folder: str | None, jobs: int, concurrency: int, logs: 
     env = {"BENCH_BROKER_URL": broker, "BENCH_QUEUE": queue}
     if folder:
         env["BENCH_BROKER_FOLDER"] = folder
-    os.environ.update(env)
-    app = raw_celery.app
-    app.conf.broker_url = broker
-    app.conf.task_default_queue = queue
-    if folder:
-        app.conf.broker_transport_options = {"data_folder_in": folder, "data_folder_out": folder}
+    app = raw_celery.make_app(broker, folder, queue)
+    noop, done = app.tasks["bench.noop"], app.tasks["bench.done"]
     done_file = logs / f"{queue}.done"
     done_file.touch()
     worker = start_worker("bench.raw_celery", queue, concurrency, env, logs / "raw-worker.log")
     try:
         started = time.perf_counter()
         for _ in range(jobs):
-            chain(raw_celery.noop.si(), raw_celery.noop.si(), raw_celery.noop.si(),
-                  raw_celery.done.si(str(done_file))).apply_async(queue=queue)
+            chain(noop.si(), noop.si(), noop.si(), done.si(str(done_file))).apply_async(queue=queue)
         wait_for(lambda: len(done_file.read_bytes()) // 2, jobs)
         return jobs / (time.perf_counter() - started)
     finally:
@@ -139,13 +165,17 @@ def main() -> None:
     r_emb = run_raw("filesystem://localhost//", str(folder), args.jobs, args.concurrency, work)
     print(f"embedded: prodinf {p_emb:.1f} jobs/s, raw celery chain {r_emb:.1f} chains/s")
 
-    servers = Settings(home=work / "servers", database_url=POSTGRES, broker_url=AMQP,
-                       queue_jobs=f"bench-{uuid.uuid4().hex[:6]}", **common)  # type: ignore[arg-type]
+    servers = Settings(
+        home=work / "servers",
+        database_url=POSTGRES,
+        broker_url=AMQP,
+        queue_jobs=f"bench-{uuid.uuid4().hex[:6]}",
+        **common,
+    )  # type: ignore[arg-type]
     _ensure_database(POSTGRES)
     p_srv = run_prodinf(servers, args.jobs, args.concurrency, work)
     r_srv = run_raw(AMQP, None, args.jobs, args.concurrency, work)
-    print(f"rabbitmq+postgresql: prodinf {p_srv:.1f} jobs/s, raw celery chain {r_srv:.1f} "
-          "chains/s")
+    print(f"rabbitmq+postgresql: prodinf {p_srv:.1f} jobs/s, raw celery chain {r_srv:.1f} chains/s")
     print(f"embedded ratio={p_emb / r_emb:.2f}")
     print(f"ratio={p_srv / r_srv:.2f}")
 
@@ -157,8 +187,9 @@ def _ensure_database(url: str) -> None:
     parsed = make_url(url)
     engine = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                           {"n": parsed.database}):
+        if not conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+        ):
             conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
         else:
             conn.execute(text(f'DROP DATABASE "{parsed.database}" WITH (FORCE)'))

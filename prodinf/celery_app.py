@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import celeryd_after_setup
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
 from prodinf.engine.tasks import RECONCILE, register_tasks

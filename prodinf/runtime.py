@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -88,7 +88,7 @@ def runtime_for(app: Any) -> Runtime:
     if current is not None and getattr(app, "_prodinf_pid", None) == pid:
         return current
     with _lock:
-        current = getattr(app, "_prodinf_runtime", None)
+        current = cast("Runtime | None", getattr(app, "_prodinf_runtime", None))
         if current is not None and getattr(app, "_prodinf_pid", None) == pid:
             return current
         if current is not None:  # inherited across fork: never use the parent's connections
