@@ -168,7 +168,17 @@ def with_driver(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
+    """Return ``url`` with any password replaced by ``***``.
+
+    Several URLs separated by ``;`` (Celery's broker failover list) are masked
+    one by one, as Celery itself splits them.
+    """
+    if ";" in url:
+        return ";".join(_mask_one_url(part) for part in url.split(";"))
+    return _mask_one_url(url)
+
+
+def _mask_one_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a SQLAlchemy-shaped URL: mask user:pass@ by hand

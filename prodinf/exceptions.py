@@ -9,6 +9,7 @@
     │   └── RemoteUnavailable     a remote service is down, erroring or slow
     └── PermanentError            fail now: repeating the call cannot help
         ├── ValidationError       bad input; names the field
+        │   └── Unstorable        the job store refused a value as bad data
         ├── NotFound              no such job, kind or resource
         ├── Conflict              the request does not fit the current state
         ├── UnknownKind           no kind registered under that name
@@ -36,6 +37,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientError",
     "UnknownKind",
+    "Unstorable",
     "ValidationError",
 ]
 
@@ -91,6 +93,15 @@ class ValidationError(PermanentError):
     """Raised when input is invalid; ``field`` names the offending field."""
 
     status_code = 400
+
+
+class Unstorable(ValidationError):
+    """Raised when the job store refuses a value written as bad data.
+
+    Input is checked before it is written, so this names no field: it means a
+    value got past those checks (too long, a character or JSON the database
+    cannot keep). The error never carries the value itself.
+    """
 
 
 class NotFound(PermanentError):

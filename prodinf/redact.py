@@ -1,4 +1,8 @@
-"""Masking of credentials in text and JSON before it is stored, shown or logged."""
+"""Masking of credentials in text and JSON before it is stored, shown or logged.
+
+Every pattern here runs in time linear in the text: params and error messages are
+user-controlled and can be long, and they are masked on every read.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from typing import Any
 
 __all__ = ["redact", "redact_text"]
 
-# scheme://user:password@host -> scheme://user:***@host
-_URL_CREDENTIALS = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*):(?P<pw>[^@\s'\"]+)@"
-)
+# scheme://user:password@host -> scheme://user:***@host. The match starts at "://"
+# (after one scheme character), never at every letter of a long word, and the
+# password stops at the first "@": see _mask_token for why that keeps it linear.
+_URL_CREDENTIALS = re.compile(r"(?<=[a-zA-Z0-9+.\-])(?P<head>://[^:/@\s'\"]*):(?P<pw>[^@\s'\"]+)@")
+# A stretch of text a URL credential cannot cross (it never holds spaces or quotes).
+_TOKEN = re.compile(r"[^\s'\"]+")
 # password=..., "password": "...", token: ... in free text
 _KEYED_SECRET = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api_key)\b[\"']?\s*[:=]\s*[\"']?)"
@@ -20,9 +26,20 @@ _KEYED_SECRET = re.compile(
 _SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key")
 
 
+def _mask_token(match: re.Match[str]) -> str:
+    token = match.group()
+    if "://" not in token or "@" not in token:
+        return token
+    # Only the part up to the last "@" can hold a credential. Cutting there means
+    # every password scan that starts ends at an "@" and so matches, consuming its
+    # text: no scan is repeated from the next "://" (which made "a://:a://:..." quadratic).
+    end = token.rindex("@") + 1
+    return _URL_CREDENTIALS.sub(r"\g<head>:***@", token[:end]) + token[end:]
+
+
 def redact_text(text: str) -> str:
     """``text`` with URL passwords and ``password=...`` values replaced by ``***``."""
-    text = _URL_CREDENTIALS.sub(r"\g<head>:***@", text)
+    text = _TOKEN.sub(_mask_token, text)
     return _KEYED_SECRET.sub(r"\g<key>***", text)
 
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Flow", "Retry", "Step", "Wait"]
 
+_MAX_EXPONENT = 1000
+
 
 @dataclass(frozen=True)
 class Retry:
@@ -34,11 +36,24 @@ class Retry:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise FlowError("Retry.attempts must be at least 1")
+        # "not x >= 0" also refuses NaN.
+        for name in ("backoff", "max_backoff", "jitter"):
+            if not getattr(self, name) >= 0:
+                raise FlowError(f"Retry.{name} must not be negative")
+        if self.jitter > 1:
+            raise FlowError("Retry.jitter must be at most 1")
+        if self.deadline is not None and not self.deadline >= 0:
+            raise FlowError("Retry.deadline must not be negative")
 
     def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failure (exponential, with jitter)."""
-        base = min(self.max_backoff, self.backoff * 2 ** max(0, failures - 1))
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
+        """Seconds to wait after the ``failures``-th failure (exponential, with jitter).
+
+        Never more than ``max_backoff``, however many failures.
+        """
+        # 2.0 ** 1024 overflows a float; long before that the cap applies.
+        exponent = min(max(0, failures - 1), _MAX_EXPONENT)
+        base = min(self.max_backoff, self.backoff * 2.0**exponent)
+        return min(self.max_backoff, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
 
 @dataclass(frozen=True)
@@ -64,17 +79,25 @@ class Step:
 
     ``execute(ctx)`` returns a JSON-serialisable output that later steps read
     as ``ctx.outputs[name]``, or a ``Wait``. ``revert(ctx)`` undoes it when a
-    later step fails for good. ``after`` names the steps it depends on;
-    ``None`` means "the step before me in the flow", ``()`` means "none".
-    Steps must be idempotent: they may run more than once.
+    later step fails for good. ``after`` names the steps it depends on (one
+    name may be given as a string); ``None`` means "the step before me in the
+    flow", ``()`` means "none". Steps must be idempotent: they may run more
+    than once.
     """
 
     name: str
     execute: Execute
     revert: Revert | None = None
     retry: Retry = Retry()
-    after: tuple[str, ...] | None = None
+    after: str | tuple[str, ...] | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # tuple("copy") would make each letter a dependency.
+        if isinstance(self.after, str):
+            object.__setattr__(self, "after", (self.after,))
+        elif self.after is not None:
+            object.__setattr__(self, "after", tuple(self.after))
 
 
 class Flow:

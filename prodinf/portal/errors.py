@@ -36,8 +36,11 @@ def body_for(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
 def register_api(api: Api) -> None:
     """Route every error raised under the API through ``body_for``."""
 
+    # flask-restx documents each error handler as a response in swagger.json, with
+    # the handler's docstring as its description (which OpenAPI 2 requires).
     @api.errorhandler(Exception)  # type: ignore[untyped-decorator]
     def handle(exc: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """An error: a JSON body with ``message`` and the ``field`` at fault."""
         return body_for(exc)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from prodinf.store.types import JSONType, UTCDateTime, utcnow
@@ -27,6 +28,15 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: Idempotency keys compare byte for byte: MySQL/MariaDB's default collation would
+#: make "Key" equal "key" and "kéy" equal "key" (migration 0002). Its PAD SPACE
+#: comparison still ignores trailing spaces, so the service refuses keys with
+#: surrounding whitespace.
+_EXACT_KEY = String(200).with_variant(
+    mysql.VARCHAR(200, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 class Base(DeclarativeBase):
@@ -49,7 +59,7 @@ class JobRow(Base):
     progress_total: Mapped[int] = mapped_column(Integer, default=0)
     progress_message: Mapped[str | None] = mapped_column(String(500), nullable=True)
     submitted_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(_EXACT_KEY, nullable=True, unique=True)
     notify: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
