@@ -58,7 +58,9 @@ def require(name: str, url: str) -> None:
 def _create_database(url: str) -> None:
     parsed = make_url(url)
     # URL.set(database=None) keeps the old name, so name each server's own admin database.
-    admin = parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else "mysql")
+    admin = parsed.set(
+        database="postgres" if parsed.get_backend_name() == "postgresql" else "mysql"
+    )
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         if parsed.get_backend_name() == "postgresql":
