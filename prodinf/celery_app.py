@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import lru_cache
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -17,14 +18,17 @@ from celery.signals import celeryd_after_setup
 from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
-from prodinf.engine.tasks import RECONCILE, register_tasks
+from prodinf.engine.tasks import EMAIL_WHEN_COMPLETE, RECONCILE, register_tasks
 
-__all__ = ["EXCHANGE", "create_celery"]
+__all__ = ["EXCHANGE", "RESULT_TABLES", "create_celery", "results_backend"]
 
 log = logging.getLogger(__name__)
 
 #: The direct exchange every prodinf queue is bound to, by its own name.
 EXCHANGE = "prodinf"
+#: Celery's result tables in the store. Celery configures its result models
+#: process-wide, so every backend prodinf builds must name the same tables.
+RESULT_TABLES = {"task": "prodinf_celery_taskmeta", "group": "prodinf_celery_groupmeta"}
 
 
 def create_celery(settings: Settings | None = None, *, consume: str | None = None) -> Celery:
@@ -45,14 +49,17 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         result_backend=settings.results_url,
-        database_table_names={
-            "task": "prodinf_celery_taskmeta",
-            "group": "prodinf_celery_groupmeta",
-        },
+        database_table_names=RESULT_TABLES,
         task_queues=queues,
         task_default_queue=settings.queue_jobs,
         task_default_exchange=EXCHANGE,
         task_default_routing_key=settings.queue_jobs,
+        task_routes={
+            EMAIL_WHEN_COMPLETE: {
+                "queue": settings.queue_email,
+                "routing_key": settings.queue_email,
+            }
+        },
         task_create_missing_queues=False,
         task_serializer="json",
         result_serializer="json",
@@ -110,8 +117,11 @@ def _consume_by_default(app: Celery, queue: str) -> None:
 
     @celeryd_after_setup.connect(weak=False)
     def select_queue(sender: str, instance: Any, **_: Any) -> None:
-        if instance.app is app and not instance.app.amqp.queues.consume_from:
-            instance.app.amqp.queues.select([queue])
+        queues = instance.app.amqp.queues
+        # ``consume_from`` lists every queue until one is selected, so ask whether
+        # -Q selected any: only then is ``_consume_from`` set.
+        if instance.app is app and getattr(queues, "_consume_from", None) is None:
+            queues.select([queue])
 
 
 class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -149,3 +159,16 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
                 runtime_for(app).reconcile(queues)
             except Exception:  # never let the thread die; log and try next time
                 log.exception("reconciler pass failed")
+
+
+@lru_cache(maxsize=8)
+def results_backend(url: str) -> Any:
+    """Celery's result backend at ``url``: how a job stores a Celery task's result by id."""
+    app = Celery("prodinf-results", set_as_current=False)
+    app.conf.update(
+        result_backend=url,
+        database_table_names=RESULT_TABLES,
+        result_serializer="json",
+        accept_content=["json"],
+    )
+    return app.backend

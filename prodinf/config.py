@@ -92,6 +92,66 @@ class Settings(BaseSettings):
         description="Flask secret key for the web forms; set it in production.",
     )
     log_level: str = Field(default="INFO", description="Log level of workers and portal.")
+    # -- mail and notifications ---------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that sends mail; unset means mail is written to the outbox "
+        "folder under home.",
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_tls: Literal["none", "starttls", "ssl"] = Field(
+        default="none",
+        description="TLS to the SMTP server: none, starttls (upgrade after connecting) or ssl "
+        "(TLS from the first byte, usually port 465).",
+    )
+    smtp_user: str | None = Field(
+        default=None, description="User to log in to the SMTP server as; unset means no login."
+    )
+    smtp_password: SecretStr | None = Field(default=None, description="Password of smtp_user.")
+    smtp_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds each SMTP connect, read or write may take."
+    )
+    mail_from: str = Field(
+        default="prodinf@localhost",
+        description="Sender (From) of every mail: an address, optionally with a name "
+        "(``prodinf <noreply@example.org>``).",
+    )
+    poll_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between looks at a URL that a notification waits on.",
+    )
+    notify_deadline: float = Field(
+        default=604800.0,
+        gt=0,
+        description="Seconds a notification waits for its URL to finish before it reports "
+        "that it did not (7 days).",
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Key of the HMAC-SHA256 signature sent with each webhook; empty means "
+        "webhooks are not signed.",
+    )
+
+    @field_validator("smtp_host", "smtp_user", "smtp_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # PRODINF_SMTP_HOST= (set but empty, as env files and compose often leave it)
+        # means "no server", not a host named "".
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _check_mail_from(cls, value: str) -> str:
+        from prodinf.exceptions import ValidationError
+        from prodinf.mail.message import validate_sender
+
+        try:
+            return validate_sender(value)
+        except ValidationError as exc:  # pydantic reports ValueError, naming the field
+            raise ValueError(exc.message) from None
 
     @field_validator("plugins", mode="before")
     @classmethod

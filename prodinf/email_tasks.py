@@ -6,7 +6,11 @@ when imported. Started without ``-Q``, its worker consumes only the email queue.
 
 from prodinf.celery_app import create_celery
 from prodinf.config import get_settings
+from prodinf.engine.tasks import EMAIL_WHEN_COMPLETE
 
 app = create_celery(get_settings(), consume="email")
 
-__all__ = ["app"]
+#: ``email_when_complete.delay(url, address)``: mail ``address`` once ``url`` is done.
+email_when_complete = app.tasks[EMAIL_WHEN_COMPLETE]
+
+__all__ = ["app", "email_when_complete"]

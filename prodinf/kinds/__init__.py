@@ -1,5 +1,5 @@
 """The built-in kinds. Importing this package registers them."""
 
-from prodinf.kinds import http
+from prodinf.kinds import http, notify
 
-__all__ = ["http"]
+__all__ = ["http", "notify"]

@@ -1,4 +1,5 @@
-"""Web pages: the jobs list, one job with its steps and history, and the form that submits one.
+"""Web pages: the jobs list, one job with its steps and history, the form that submits one,
+and the mail outbox.
 
 Server-rendered Jinja2, no JavaScript. Everything a job holds is text to the
 templates (autoescaped); JSON is pretty-printed here and escaped there. Forms
@@ -19,6 +20,7 @@ from flask.typing import ResponseReturnValue
 
 from prodinf.engine.registry import Kind
 from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
+from prodinf.mail import outbox_dir, outbox_message, outbox_messages
 from prodinf.portal import runtime
 from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.store import TERMINAL
@@ -31,6 +33,8 @@ blueprint = Blueprint("web", __name__)
 REFRESH_SECONDS = 5
 #: Jobs per page of the list unless ``?limit=`` says otherwise.
 PAGE_SIZE = 50
+#: Messages the outbox page lists, newest first.
+OUTBOX_SIZE = 200
 
 
 # -- the jobs list -------------------------------------------------------------------------
@@ -293,6 +297,75 @@ def _field_for(field: str | None, keys: set[str]) -> str:
             return field
         field = field.rpartition(".")[0]
     return "form"
+
+
+# -- "email me when this is done" -----------------------------------------------------------
+
+
+@blueprint.get("/notifications/new")
+def new_notification() -> ResponseReturnValue:
+    return notification_form({"url": request.args.get("url", ""), "address": ""})
+
+
+@blueprint.post("/notifications/new")
+def submit_notification_form() -> ResponseReturnValue:
+    check_csrf()
+    from prodinf.portal.api.notifications import submit_notification
+
+    values = {k: request.form.get(k, "").strip() for k in ("url", "address", "interval")}
+    body: dict[str, Any] = {k: v for k, v in values.items() if v}
+    try:
+        if "interval" in body:
+            try:
+                body["interval"] = float(body["interval"])
+            except ValueError:
+                raise ValidationError("interval must be a number", field="interval") from None
+        summary, _ = submit_notification(body, request.headers.get("X-Prodinf-User"))
+    except ValidationError as exc:
+        return notification_form(values, exc.field, exc.message, exc.status_code)
+    except TransientError as exc:
+        return notification_form(values, None, exc.message, exc.status_code)
+    flash(f"{values['address']} will be mailed when {values['url']} is done.", "success")
+    return redirect(url_for("web.job", job_id=summary["id"]), 303)
+
+
+def notification_form(
+    values: Mapping[str, str],
+    field: str | None = None,
+    message: str | None = None,
+    code: int = 200,
+) -> ResponseReturnValue:
+    errors: dict[str, str] = {}
+    if message is not None:
+        errors[field if field in ("url", "address", "interval") else "form"] = message
+    return render_template("new_notification.html", values=values, errors=errors), code
+
+
+# -- the outbox ----------------------------------------------------------------------------------
+
+
+@blueprint.get("/outbox")
+def outbox() -> ResponseReturnValue:
+    """The mail written to the outbox folder, newest first; or which server mail goes to."""
+    settings = runtime().settings
+    if settings.smtp_host is not None:
+        server = f"{settings.smtp_host}:{settings.smtp_port}"
+        return render_template("outbox.html", server=server)
+    return render_template(
+        "outbox.html",
+        server=None,
+        folder=outbox_dir(settings),
+        messages=outbox_messages(settings, limit=OUTBOX_SIZE),
+        limit=OUTBOX_SIZE,
+    )
+
+
+@blueprint.get("/outbox/<name>")
+def outbox_mail(name: str) -> ResponseReturnValue:
+    """One outbox message: its headers and its text (404 for a name that is not a file in it)."""
+    message = outbox_message(runtime().settings, name)
+    subject = next((value for key, value in message.headers if key.lower() == "subject"), "")
+    return render_template("outbox_message.html", message=message, subject=subject)
 
 
 # -- shared by the templates ------------------------------------------------------------------

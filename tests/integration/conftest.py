@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from prodinf.runtime import Runtime
 from tests.conftest import fresh_store
 
 PLUGIN = "tests.integration.plugin_kinds"
+#: The database the servers stack uses (dropped and migrated anew by each test).
+IT_DATABASE = os.environ.get("PRODINF_TEST_IT_DATABASE", "prodinf_it")
 
 
 def stack_settings(
@@ -31,7 +34,7 @@ def stack_settings(
     }
     if kind == "servers":
         amqp = request.getfixturevalue("amqp_url")
-        pg = make_url(request.getfixturevalue("postgres_url")).set(database="prodinf_it")
+        pg = make_url(request.getfixturevalue("postgres_url")).set(database=IT_DATABASE)
         url = pg.render_as_string(hide_password=False)
         fresh_store(url).dispose()
         queues = request.getfixturevalue("unique_queues")

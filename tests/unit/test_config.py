@@ -151,6 +151,13 @@ def test_plugins_by_keyword_take_a_list() -> None:
         ("PRODINF_WORKER_POOL", "gevent", "worker_pool"),
         ("PRODINF_WORKER_CONCURRENCY", "0", "worker_concurrency"),
         ("PRODINF_WORKER_RECONCILE", "maybe", "worker_reconcile"),
+        ("PRODINF_SMTP_TLS", "yes", "smtp_tls"),
+        ("PRODINF_SMTP_PORT", "0", "smtp_port"),
+        ("PRODINF_SMTP_TIMEOUT", "0", "smtp_timeout"),
+        ("PRODINF_POLL_INTERVAL", "0", "poll_interval"),
+        ("PRODINF_NOTIFY_DEADLINE", "-5", "notify_deadline"),
+        ("PRODINF_MAIL_FROM", "not an address", "mail_from"),
+        ("PRODINF_MAIL_FROM", "a@b.org\r\nBcc: x@y.org", "mail_from"),
     ],
 )
 def test_bad_values_raise_an_error_naming_the_field(
@@ -209,6 +216,60 @@ def test_masked_hides_url_passwords_and_secret_values() -> None:
     assert masked["broker (effective)"] == "amqp://prodinf:***@rabbit:5672/prodinf"
     # and the secret key never shows in the settings' repr either
     assert SECRET not in repr(settings.secret_key)
+
+
+def test_masked_hides_the_smtp_password_and_the_webhook_secret() -> None:
+    settings = Settings(
+        smtp_host="smtp.example.org",
+        smtp_user="prodinf",
+        smtp_password=SecretStr(SECRET),
+        webhook_secret=SecretStr(SECRET),
+    )
+
+    masked = settings.masked()
+
+    assert SECRET not in json.dumps(masked)
+    assert masked["smtp_password"] == "**********"
+    assert masked["webhook_secret"] == "**********"
+    assert masked["smtp_user"] == "prodinf"
+    # unset, they stay unset rather than look set
+    assert Settings().masked()["smtp_password"] is None
+    assert Settings().masked()["webhook_secret"] == ""
+
+
+def test_mail_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "PRODINF_SMTP_HOST": "smtp.example.org",
+        "PRODINF_SMTP_PORT": "587",
+        "PRODINF_SMTP_TLS": "starttls",
+        "PRODINF_SMTP_PASSWORD": SECRET,
+        "PRODINF_MAIL_FROM": "prodinf <noreply@example.org>",
+        "PRODINF_NOTIFY_DEADLINE": "3600",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    settings = Settings()
+
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_tls) == (
+        "smtp.example.org",
+        587,
+        "starttls",
+    )
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == SECRET
+    assert settings.mail_from == "prodinf <noreply@example.org>"
+    assert settings.notify_deadline == 3600
+
+
+def test_an_empty_smtp_host_means_the_outbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    # env files and compose files often leave a variable set but empty
+    monkeypatch.setenv("PRODINF_SMTP_HOST", "")
+    monkeypatch.setenv("PRODINF_SMTP_USER", " ")
+
+    settings = Settings()
+
+    assert settings.smtp_host is None
+    assert settings.smtp_user is None
 
 
 def test_masked_lists_every_setting_as_json() -> None:

@@ -7,6 +7,7 @@ from flask_restx import Api
 
 from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
+from prodinf.portal.api.notifications import ns as notifications_ns
 from prodinf.portal.errors import register_api
 
 __all__ = ["build_api"]
@@ -24,5 +25,6 @@ def build_api() -> tuple[Blueprint, Api]:
     )
     api.add_namespace(jobs_ns)
     api.add_namespace(kinds_ns)
+    api.add_namespace(notifications_ns)
     register_api(api)
     return blueprint, api

@@ -1,0 +1,199 @@
+"""``email_when_complete``: wait until a URL reports a result, then mail it to an address.
+
+The flow has three steps:
+
+``watch``
+    Looks at the URL every ``interval`` seconds, without holding a worker
+    between looks (a ``Wait``). A JSON ``status`` in :data:`PENDING_STATUSES`
+    means keep waiting; any other status is the result. Errors (connection,
+    5xx, 404, not JSON) back off and, after ``max_errors`` in a row, end the
+    watch as ``failed``; after ``deadline`` seconds it ends as ``deadline``.
+    The watch itself never fails the job: every outcome is worth an email.
+``send``
+    Mails the outcome. The JSON's own ``subject`` and ``body`` when it has both,
+    else a summary rendered from templates. The delivery is recorded with
+    ``ctx.once`` under a Message-ID made from the job id, so a redelivered task
+    does not mail twice; a mail server that is down is retried with backoff.
+``report``
+    Only for jobs started by the Celery task ``email_when_complete.delay(...)``:
+    stores ``{"message_id", "to", "subject"}`` as that task's result, so
+    ``AsyncResult.ready()`` turns true once the mail is handed over.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+from prodinf.celery_app import results_backend
+from prodinf.engine.context import StepContext
+from prodinf.engine.registry import job_kind
+from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.mail import Mail, deliver, render_summary, validate_address
+from prodinf.redact import redact_text
+from prodinf.remote import fetch_status, is_pending
+
+__all__ = ["EmailWhenCompleteParams"]
+
+#: Cap on the backoff between failed looks, seconds.
+MAX_ERROR_BACKOFF = 3600.0
+
+
+class EmailWhenCompleteParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="A URL answering JSON with a `status` field.")
+    address: str = Field(description="Where to send the email.")
+    interval: float | None = Field(
+        default=None,
+        ge=0.1,
+        le=86400,
+        description="Seconds between looks (default PRODINF_POLL_INTERVAL).",
+    )
+    deadline: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which the address is told the URL never finished "
+        "(default PRODINF_NOTIFY_DEADLINE, 7 days).",
+    )
+    max_errors: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Failed looks in a row (errors, 404, not JSON) before giving up.",
+    )
+    celery_task_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Set by the Celery task email_when_complete: where to store its result.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return validate_address(value, field="params.address")
+
+
+def _watch(ctx: StepContext) -> Any:
+    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+    url = str(params.url)
+    shown = redact_text(url)
+    interval = params.interval or ctx.settings.poll_interval
+    deadline = params.deadline or ctx.settings.notify_deadline
+    since = float(ctx.state.get("since") or time.time())
+    errors = int(ctx.state.get("errors", 0))
+    last = ctx.state.get("last_status")
+    remaining = since + deadline - time.time()
+
+    def ended(outcome: str, reason: str | None, document: Any = None) -> dict[str, Any]:
+        return {"outcome": outcome, "status": last, "document": document, "reason": reason}
+
+    if remaining <= 0:
+        return ended("deadline", f"{shown} did not finish within {_span(deadline)}")
+    try:
+        code, document = fetch_status(url, timeout=min(30.0, max(5.0, interval)))
+    except PermanentError as exc:
+        return ended("failed", exc.message)
+    except RemoteUnavailable as exc:
+        problem = exc.message
+    else:
+        status = document.get("status") if document is not None else None
+        if code == 200 and isinstance(status, str):
+            last = status
+            if is_pending(status):
+                return ctx.wait(
+                    min(interval, remaining),
+                    f"{shown} is {status}",
+                    since=since,
+                    errors=0,
+                    last_status=status,
+                )
+            return ended("complete", None, document)
+        if code != 200:
+            problem = f"{shown} answered HTTP {code}"
+        elif document is None:
+            problem = f"{shown} did not answer a JSON object"
+        else:
+            problem = f"{shown} answered JSON without a text `status`"
+    errors += 1
+    if errors >= params.max_errors:
+        return ended("failed", f"gave up after {errors} failed looks in a row: {problem}")
+    backoff = min(interval * 2 ** min(errors - 1, 20), MAX_ERROR_BACKOFF, remaining)
+    return ctx.wait(
+        backoff,
+        f"look {errors} failed ({problem}); next in {backoff:.0f}s",
+        since=since,
+        errors=errors,
+        last_status=last,
+    )
+
+
+def _send(ctx: StepContext) -> dict[str, Any]:
+    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+    watched: dict[str, Any] = ctx.outputs["watch"]
+    document = watched.get("document")
+    url = str(params.url)
+    if (
+        watched["outcome"] == "complete"
+        and isinstance(document, dict)
+        and isinstance(document.get("subject"), str)
+        and isinstance(document.get("body"), str)
+    ):
+        subject, text, html = document["subject"], document["body"], None
+    else:
+        subject, text, html = render_summary(
+            url, watched.get("status"), document, watched["outcome"], watched.get("reason")
+        )
+    mail = Mail(
+        to=[params.address],
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=f"<{ctx.job_id}.{ctx.step}@prodinf>",
+        headers={"X-Prodinf-Job": ctx.job_id},
+    )
+    ctx.progress(f"mailing {params.address}")
+    message_id = ctx.once("delivered", lambda: deliver(mail, ctx.settings))
+    return {"message_id": message_id, "to": params.address, "subject": subject}
+
+
+def _report(ctx: StepContext) -> dict[str, Any]:
+    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+    sent: dict[str, Any] = ctx.outputs["send"]
+    if params.celery_task_id:
+        backend = results_backend(ctx.settings.results_url)
+        backend.store_result(params.celery_task_id, sent, "SUCCESS")
+    return sent
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        days = int(seconds // 86400)
+        return f"{days} day{'s' if days != 1 else ''}"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} hours"
+    return f"{seconds:g} seconds"
+
+
+def _result(outputs: dict[str, Any]) -> dict[str, Any]:
+    watched = outputs["watch"]
+    return {**outputs["send"], "outcome": watched["outcome"], "status": watched["status"]}
+
+
+#: Until the mail is handed over: a mail server down for a day is still retried.
+DELIVERY = Retry(attempts=100_000, backoff=2.0, max_backoff=300.0)
+
+
+@job_kind("email_when_complete", queue="email", params=EmailWhenCompleteParams, result=_result)
+def email_when_complete(params: EmailWhenCompleteParams) -> Flow:
+    """Wait until a URL reports a final status, then email the result to an address."""
+    steps = [
+        Step("watch", _watch, retry=Retry(attempts=20, backoff=5.0, max_backoff=600.0)),
+        Step("send", _send, retry=DELIVERY),
+    ]
+    if params.celery_task_id:
+        steps.append(Step("report", _report, retry=Retry(attempts=100, backoff=2.0)))
+    return Flow(steps)

@@ -1,0 +1,537 @@
+"""``email_when_complete`` end to end: a real SMTP server (aiosmtpd), a real HTTP status
+server on loopback, and a worker started as users start it:
+``celery -A prodinf.email_tasks worker -l info``.
+
+Given a URL that answers ``running`` a few times and then ``complete``; when someone
+asks to be mailed when it is done (from Python, the REST API, the web form or the CLI);
+then exactly one email arrives, with the result, and the Celery result says so.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from prodinf.celery_app import create_celery
+from prodinf.config import Settings
+from prodinf.portal import create_app
+from prodinf.runtime import Runtime
+from prodinf.store import TERMINAL
+from tests.conftest import Processes, env_for, wait_until
+from tests.integration.conftest import delete_queues, stack_settings
+
+pytestmark = pytest.mark.integration
+
+ADDRESS = "producer@example.org"
+FAULTS = "tests.integration.faults"
+
+
+# -- a real SMTP server -------------------------------------------------------------------
+
+
+class Inbox:
+    """aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=default_policy)
+        with self.lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted for delivery"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.messages)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Smtp:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inbox = Inbox()
+        self.controller: Controller | None = None
+
+    def start(self) -> None:
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp() -> Iterator[Smtp]:
+    server = Smtp(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- a real HTTP status server ----------------------------------------------------------------
+
+
+class StatusServer:
+    """``/job/<name>?running=N``: answers ``running`` N times, then ``complete``.
+
+    ``/never``: always ``running``. ``/missing``: always 404. Counts every look.
+    """
+
+    def __init__(self) -> None:
+        self.looks: dict[str, int] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                with outer.lock:
+                    outer.looks[path] = seen = outer.looks.get(path, 0) + 1
+                if path == "/missing":
+                    self.reply(404, b"not found", "text/plain")
+                    return
+                running = int(dict(p.split("=") for p in query.split("&") if p).get("running", 3))
+                if path == "/never" or seen <= running:
+                    doc: dict[str, Any] = {"status": "running", "progress": seen}
+                else:
+                    doc = {
+                        "status": "complete",
+                        "dataset": "homo_sapiens_core_115_38",
+                        "rows": 123456,
+                        "checks": {"passed": 12, "failed": 0},
+                    }
+                self.reply(200, json.dumps(doc).encode(), "application/json")
+
+            def reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def looked(self, path: str) -> int:
+        with self.lock:
+            return self.looks.get(path, 0)
+
+
+@pytest.fixture
+def status() -> Iterator[StatusServer]:
+    server = StatusServer()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+# -- stacks ---------------------------------------------------------------------------------------
+
+
+def mail_settings(
+    home: Path, kind: str, request: pytest.FixtureRequest, smtp: Smtp | None, **overrides: object
+) -> Settings:
+    values: dict[str, object] = {"poll_interval": 0.3, **overrides}
+    if smtp is not None:
+        values.update(smtp_host="127.0.0.1", smtp_port=smtp.port)
+    return stack_settings(home, kind, request, **values)
+
+
+@pytest.fixture
+def servers_mail(request: pytest.FixtureRequest, home: Path, smtp: Smtp) -> Iterator[Settings]:
+    """RabbitMQ + PostgreSQL, mail to the test's SMTP server."""
+    settings = mail_settings(home, "servers", request, smtp)
+    yield settings
+    delete_queues(settings)
+
+
+def email_worker(
+    processes: Processes,
+    settings: Settings,
+    name: str = "email",
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``celery -A prodinf.email_tasks worker -l info``, exactly as a user starts it."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "prodinf.email_tasks",
+        "worker",
+        "-l",
+        "info",
+        "-c",
+        "2",
+        "-n",
+        f"{name}-{os.urandom(3).hex()}@%h",
+    ]
+    return processes.start(args, env_for(settings, **(extra_env or {})), name)
+
+
+PYTHON_SHELL = """
+import json, sys, time
+from prodinf.email_tasks import email_when_complete
+r = email_when_complete.delay(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
+print("task", r.id, flush=True)
+looks = 0
+while not r.ready():
+    looks += 1
+    time.sleep(0.2)
+print("result", json.dumps(r.get(timeout=10)), looks, flush=True)
+"""
+
+
+def python_shell(
+    settings: Settings, url: str, address: str, timeout: float, **options: Any
+) -> tuple[dict[str, Any], int]:
+    """Run the classic ``delay`` / ``while not r.ready()`` / ``r.get()`` loop in a new process."""
+    done = subprocess.run(
+        [sys.executable, "-c", PYTHON_SHELL, url, address, json.dumps(options)],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("result "))
+    payload, looks = line[len("result ") :].rsplit(" ", 1)
+    return json.loads(payload), int(looks)
+
+
+def text_and_html(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None, "the mail needs a text and an HTML part"
+    return text.get_content(), html.get_content()
+
+
+def check_summary(message: EmailMessage, url: str) -> None:
+    assert message["To"] == ADDRESS
+    assert message["From"]
+    assert message["Message-ID"].startswith("<") and message["Message-ID"].endswith(">")
+    assert "complete" in message["Subject"]
+    text, html = text_and_html(message)
+    for part in (text, html):
+        assert url in part.replace("&amp;", "&")
+        assert "complete" in part
+        assert "homo_sapiens_core_115_38" in part
+        assert "123456" in part
+
+
+# -- the tests ------------------------------------------------------------------------
+
+
+def test_email_when_complete_from_a_python_shell_with_a_celery_worker(
+    servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
+) -> None:
+    email_worker(processes, servers_mail)
+    url = f"{status.base}/job/shell?running=3"
+
+    try:
+        result, looks = python_shell(servers_mail, url, ADDRESS, timeout=90)
+    except BaseException:
+        print(processes.logs())
+        raise
+
+    assert set(result) == {"message_id", "to", "subject"}
+    assert result["to"] == ADDRESS
+    assert smtp.inbox.count() == 1, "exactly one email"
+    message = smtp.inbox.messages[0]
+    assert result["message_id"] == message["Message-ID"]
+    assert result["subject"] == message["Subject"]
+    check_summary(message, url)
+    assert status.looked("/job/shell") == 4, "three looks said running, the fourth complete"
+    assert looks > 1, "r.ready() was false while the URL was still running"
+
+
+def test_a_document_with_subject_and_body_is_sent_as_is(
+    servers_mail: Settings, smtp: Smtp, processes: Processes
+) -> None:
+    class Custom(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                {
+                    "status": "succeeded",
+                    "subject": "Handover of db1 done",
+                    "body": "All 12 checks passed.\n",
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Custom)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        email_worker(processes, servers_mail)
+        url = f"http://127.0.0.1:{server.server_address[1]}/done"
+        result, _ = python_shell(servers_mail, url, ADDRESS, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = smtp.inbox.messages[0]
+    assert message["Subject"] == result["subject"] == "Handover of db1 done"
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().strip() == "All 12 checks passed."
+
+
+def follow(rt: Runtime, job_id: str, timeout: float, processes: Processes) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        detail = rt.store.describe(job_id)
+        return detail if detail["status"] in TERMINAL else None
+
+    try:
+        return wait_until(done, timeout, f"job {job_id} to finish", interval=0.2)
+    except BaseException:
+        print(processes.logs())
+        raise
+
+
+def test_the_rest_endpoint_the_form_and_the_cli_each_send_one_email(
+    servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
+) -> None:
+    email_worker(processes, servers_mail)
+    rt = Runtime(servers_mail, create_celery(servers_mail))
+    app = create_app(servers_mail, runtime=rt)
+    client = app.test_client()
+    try:
+        # REST
+        api_url = f"{status.base}/job/api?running=2"
+        answer = client.post("/api/v1/notifications", json={"url": api_url, "address": ADDRESS})
+        assert answer.status_code == 201, answer.get_json()
+        created = answer.get_json()
+        assert set(created) == {"id", "url"}
+        assert client.get(created["url"]).get_json()["kind"] == "email_when_complete"
+        assert follow(rt, created["id"], 60, processes)["status"] == "succeeded"
+
+        # The web form, with its CSRF token, as a browser posts it
+        form_url = f"{status.base}/job/form?running=2"
+        page = client.get("/notifications/new")
+        assert page.status_code == 200
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.get_data(as_text=True))
+        assert token, "the form carries a CSRF token"
+        posted = client.post(
+            "/notifications/new",
+            data={"url": form_url, "address": ADDRESS, "csrf_token": token.group(1)},
+        )
+        assert posted.status_code in (302, 303), posted.get_data(as_text=True)[:500]
+        form_job = posted.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+        assert follow(rt, form_job, 60, processes)["status"] == "succeeded"
+
+        # The CLI
+        cli_url = f"{status.base}/job/cli?running=2"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prodinf.cli",
+                "notify",
+                cli_url,
+                ADDRESS,
+                "--wait",
+                "--timeout",
+                "60",
+            ],
+            env=env_for(servers_mail),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "succeeded" in done.stdout
+    finally:
+        rt.close()
+
+    wait_until(lambda: smtp.inbox.count() >= 3, 10, "three emails")
+    subjects = sorted(str(m["Subject"]) for m in smtp.inbox.messages)
+    assert smtp.inbox.count() == 3, subjects
+    by_url = {}
+    for message in smtp.inbox.messages:
+        text, _ = text_and_html(message)
+        by_url[next(u for u in (api_url, form_url, cli_url) if u in text)] = message
+    assert set(by_url) == {api_url, form_url, cli_url}
+    for url, message in by_url.items():
+        check_summary(message, url)
+
+
+def test_the_form_names_bad_fields_without_a_traceback(servers_mail: Settings) -> None:
+    rt = Runtime(servers_mail, create_celery(servers_mail))
+    try:
+        client = create_app(servers_mail, runtime=rt).test_client()
+        page = client.get("/notifications/new").get_data(as_text=True)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
+        assert token
+        answer = client.post(
+            "/notifications/new",
+            data={"url": "not a url", "address": "nobody", "csrf_token": token.group(1)},
+        )
+        assert answer.status_code == 400
+        html = answer.get_data(as_text=True)
+        assert "Traceback" not in html
+        assert re.search(r"url", html, re.I) and re.search(r"address", html, re.I)
+        assert client.post("/api/v1/notifications", json={"url": "x"}).get_json()["field"] in (
+            "url",
+            "address",
+        )
+    finally:
+        rt.close()
+
+
+def test_mail_server_down_then_up_sends_exactly_one_email(
+    request: pytest.FixtureRequest, home: Path, status: StatusServer, processes: Processes
+) -> None:
+    port = free_port()
+    down = Smtp(port)  # not started yet: connections are refused
+    settings = mail_settings(home, "servers", request, down)
+    try:
+        email_worker(processes, settings)
+        rt = Runtime(settings, create_celery(settings))
+        job, _ = rt.jobs.submit(
+            "email_when_complete", {"url": f"{status.base}/job/down?running=0", "address": ADDRESS}
+        )
+
+        def send_retried() -> bool:
+            steps = {s["name"]: s for s in rt.store.describe(job["id"])["steps"]}
+            return steps["send"]["attempts"] >= 2
+
+        wait_until(send_retried, 60, "the send step to fail twice against a closed port")
+        assert down.inbox.count() == 0
+        down.start()
+        detail = follow(rt, job["id"], 120, processes)
+        assert detail["status"] == "succeeded"
+        assert down.inbox.count() == 1
+        rt.close()
+    finally:
+        down.stop()
+        delete_queues(settings)
+
+
+def test_worker_killed_after_sending_before_ack_still_one_email(
+    request: pytest.FixtureRequest,
+    home: Path,
+    smtp: Smtp,
+    status: StatusServer,
+    processes: Processes,
+) -> None:
+    settings = mail_settings(
+        home, "servers", request, smtp, plugins=["tests.integration.plugin_kinds", FAULTS]
+    )
+    try:
+        doomed = email_worker(
+            processes, settings, "doomed", {"PRODINF_TEST_PAUSE_AFTER_ONCE": "delivered"}
+        )
+        rt = Runtime(settings, create_celery(settings))
+        task = rt.celery.tasks["prodinf.email_when_complete"].delay(
+            f"{status.base}/job/killed?running=1", ADDRESS
+        )
+        wait_until(lambda: smtp.inbox.count() == 1, 60, "the email to be sent")
+        # The worker has sent the mail and recorded it, and holds the unacknowledged
+        # task: kill it there, as a power cut would.
+        assert not task.ready()
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        email_worker(processes, settings, "rescuer")
+        result = task.get(timeout=90)
+        assert result["to"] == ADDRESS
+        assert smtp.inbox.count() == 1, "the redelivered task did not mail again"
+        rt.close()
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        delete_queues(settings)
+
+
+def test_a_url_that_never_finishes_gets_the_deadline_email(
+    servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
+) -> None:
+    email_worker(processes, servers_mail)
+    result, _ = python_shell(servers_mail, f"{status.base}/never", ADDRESS, timeout=90, deadline=3)
+    message = smtp.inbox.messages[0]
+    assert smtp.inbox.count() == 1
+    assert result["subject"] == message["Subject"]
+    assert "did not finish" in message["Subject"]
+    text, _ = text_and_html(message)
+    assert f"{status.base}/never" in text
+    assert "running" in text, "the last status seen is reported"
+    assert status.looked("/never") >= 3
+
+
+def test_a_url_answering_404_forever_gets_the_failure_email(
+    servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
+) -> None:
+    email_worker(processes, servers_mail)
+    result, _ = python_shell(
+        servers_mail, f"{status.base}/missing", ADDRESS, timeout=90, max_errors=3
+    )
+    message = smtp.inbox.messages[0]
+    assert smtp.inbox.count() == 1
+    assert result["subject"] == message["Subject"]
+    assert "could not be checked" in message["Subject"]
+    text, _ = text_and_html(message)
+    assert "404" in text
+    assert status.looked("/missing") == 3, "a bounded number of tries"
+
+
+def test_embedded_defaults_write_to_the_outbox_listed_at_slash_outbox(
+    request: pytest.FixtureRequest, home: Path, status: StatusServer, processes: Processes
+) -> None:
+    settings = mail_settings(home, "embedded", request, None)
+    email_worker(processes, settings)
+    rt = Runtime(settings, create_celery(settings))
+    try:
+        job, _ = rt.jobs.submit(
+            "email_when_complete",
+            {"url": f"{status.base}/job/outbox?running=1", "address": ADDRESS},
+        )
+        detail = follow(rt, job["id"], 60, processes)
+        assert detail["status"] == "succeeded"
+        files = list((home / "outbox").glob("*.eml"))
+        assert len(files) == 1
+        message = email.message_from_bytes(files[0].read_bytes(), policy=default_policy)
+        assert message["To"] == ADDRESS
+        page = create_app(settings, runtime=rt).test_client().get("/outbox")
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert (
+            str(message["Subject"]).replace("&", "&amp;") in html or str(message["Subject"]) in html
+        )
+    finally:
+        rt.close()
