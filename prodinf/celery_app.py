@@ -20,12 +20,24 @@ from kombu.entity import Exchange, Queue
 from prodinf.config import Settings, get_settings
 from prodinf.engine.tasks import EMAIL_WHEN_COMPLETE, RECONCILE, register_tasks
 
-__all__ = ["EXCHANGE", "RESULT_TABLES", "create_celery", "results_backend"]
+__all__ = [
+    "EXCHANGE",
+    "PRIORITY_NEW",
+    "PRIORITY_REDRIVE",
+    "RESULT_TABLES",
+    "create_celery",
+    "results_backend",
+]
 
 log = logging.getLogger(__name__)
 
 #: The direct exchange every prodinf queue is bound to, by its own name.
 EXCHANGE = "prodinf"
+#: Message priorities (RabbitMQ; the embedded broker ignores them). New work goes
+#: before re-drives of waits, so thousands of pending waits never hold up a new job.
+PRIORITY_NEW = 5
+PRIORITY_REDRIVE = 0
+
 #: Celery's result tables in the store. Celery configures its result models
 #: process-wide, so every backend prodinf builds must name the same tables.
 RESULT_TABLES = {"task": "prodinf_celery_taskmeta", "group": "prodinf_celery_groupmeta"}
@@ -40,7 +52,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     settings = settings or get_settings()
     exchange = Exchange(EXCHANGE, type="direct", durable=True)
     queues = [
-        Queue(name, exchange, routing_key=name, durable=True)
+        Queue(name, exchange, routing_key=name, durable=True, max_priority=PRIORITY_NEW)
         for name in dict.fromkeys(settings.queues.values())
     ]
     app = Celery("prodinf", set_as_current=False)
@@ -65,6 +77,8 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         result_serializer="json",
         accept_content=["json"],
         task_default_delivery_mode="persistent",
+        task_queue_max_priority=PRIORITY_NEW,
+        task_default_priority=PRIORITY_NEW,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,

@@ -14,6 +14,7 @@ from typing import Any, cast
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from prodinf.celery_app import PRIORITY_NEW, PRIORITY_REDRIVE
 from prodinf.config import Settings, mask_url
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, registry
@@ -42,13 +43,14 @@ class Runtime:
         self.runner = Runner(self.store, self.registry, settings, self.publish)
         self.jobs = Jobs(self.store, self.registry, settings, self.publish)
 
-    def publish(self, job_id: str, queue: str) -> None:
+    def publish(self, job_id: str, queue: str, priority: int = PRIORITY_NEW) -> None:
         """Send a run message for ``job_id``; raises ``BrokerUnavailable`` if not confirmed."""
         try:
             self.celery.send_task(
                 RUN_JOB,
                 args=[job_id],
                 queue=queue,
+                priority=priority,
                 retry=True,
                 retry_policy={
                     "max_retries": 3,
@@ -62,9 +64,13 @@ class Runtime:
                 f"broker unavailable ({mask_url(self.settings.broker)}): {exc}"
             ) from exc
 
+    def republish(self, job_id: str, queue: str) -> None:
+        """Publish a job the reconciler found due, behind any new work on its queue."""
+        self.publish(job_id, queue, PRIORITY_REDRIVE)
+
     def reconcile(self, queues: Collection[str] | None = None) -> int:
         return reconcile(
-            self.store, self.publish, redrive_after=self.settings.redrive_after, queues=queues
+            self.store, self.republish, redrive_after=self.settings.redrive_after, queues=queues
         )
 
     def check_broker(self) -> None:
