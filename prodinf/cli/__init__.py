@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 
 from prodinf.cli.admin import config_cmd, db
-from prodinf.cli.jobs import cancel, kinds, post, retry, show
+from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
 from prodinf.cli.serve import portal, scheduler, up, worker
 
 __all__ = ["main"]
@@ -26,5 +26,18 @@ def main() -> None:
     """prodinf: durable production jobs on Celery, with a job store, a portal and a CLI."""
 
 
-for command in (up, worker, scheduler, portal, post, show, cancel, retry, kinds, db, config_cmd):
+for command in (
+    up,
+    worker,
+    scheduler,
+    portal,
+    post,
+    notify,
+    show,
+    cancel,
+    retry,
+    kinds,
+    db,
+    config_cmd,
+):
     main.add_command(command)

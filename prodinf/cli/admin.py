@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from prodinf.cli.common import console, reports_errors
-from prodinf.config import get_settings, mask_url
+from prodinf.cli.common import console, load_settings, migrate_store, reports_errors
+from prodinf.config import mask_url
 
 __all__ = ["config_cmd", "db"]
 
@@ -21,12 +21,12 @@ def db() -> None:
 @reports_errors
 def db_upgrade(revision: str) -> None:
     """Create or migrate the job store's tables (safe to run again)."""
-    from prodinf.store import JobStore, upgrade
+    from prodinf.store import JobStore
 
-    settings = get_settings()
+    settings = load_settings()
     store = JobStore(settings.store_url)
     try:
-        upgrade(store, revision)
+        migrate_store(store, revision)
     finally:
         store.dispose()
     click.echo(f"job store at {mask_url(settings.store_url)} is at revision {revision}")
@@ -36,7 +36,7 @@ def db_upgrade(revision: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def config_cmd(as_json: bool) -> None:
     """Print the effective settings, secrets masked."""
-    values = get_settings().masked()
+    values = load_settings().masked()
     if as_json:
         import json
 

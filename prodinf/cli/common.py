@@ -1,4 +1,4 @@
-"""What every command shares: the runtime, error reporting, the console."""
+"""What every command shares: settings, the runtime, error reporting, the console."""
 
 from __future__ import annotations
 
@@ -7,27 +7,64 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError as SettingsError
 from rich.console import Console
 
 from prodinf.config import Settings, get_settings
-from prodinf.exceptions import ProdinfError
+from prodinf.exceptions import ProdinfError, StoreUnavailable, ValidationError
 
-__all__ = ["console", "make_runtime", "reports_errors"]
+__all__ = ["console", "load_settings", "make_runtime", "migrate_store", "reports_errors"]
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_settings() -> Settings:
+    """The process's settings; a bad ``PRODINF_*`` value is a one-line error naming it."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        # Only the setting's name and what is wrong: the value may be a secret.
+        problems = "; ".join(
+            f"PRODINF_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise click.ClickException(f"invalid setting {problems}") from None
+
+
+def migrate_store(store: Any, revision: str = "head") -> None:
+    """Bring the store's schema to ``revision``; a store that cannot be reached or a
+    revision that does not exist is a ``ProdinfError``, not a traceback."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from prodinf.store import upgrade
+
+    store.ping()  # StoreUnavailable, without the URL's password, if it cannot be reached
+    try:
+        upgrade(store, revision)
+    except CommandError as exc:
+        raise ValidationError(str(exc), field="--revision") from None
+    except DBAPIError as exc:
+        raise StoreUnavailable(
+            f"could not migrate the job store ({store.dialect}): {type(exc.orig).__name__}"
+        ) from None
 
 
 def make_runtime(settings: Settings | None = None, *, migrate: bool | None = None) -> Any:
     """A runtime for a command. The embedded store is migrated on first use."""
     from prodinf.celery_app import create_celery
     from prodinf.runtime import Runtime
-    from prodinf.store import upgrade
 
-    settings = settings or get_settings()
-    rt = Runtime(settings, create_celery(settings))
+    settings = settings or load_settings()
+    try:
+        rt = Runtime(settings, create_celery(settings))
+    except OSError as exc:  # the embedded broker's folders under PRODINF_HOME
+        raise click.ClickException(
+            f"cannot create {exc.filename or settings.home}: {exc.strerror or exc} (PRODINF_HOME)"
+        ) from None
     if migrate if migrate is not None else settings.database_url is None:
-        upgrade(rt.store)
+        migrate_store(rt.store)
     return rt
 
 

@@ -14,7 +14,7 @@ from prodinf.cli.common import console, make_runtime, reports_errors
 from prodinf.exceptions import ValidationError
 from prodinf.store import TERMINAL
 
-__all__ = ["cancel", "kinds", "post", "retry", "show"]
+__all__ = ["cancel", "kinds", "notify", "post", "retry", "show"]
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -91,18 +91,45 @@ def post(
         raise SystemExit(1)
 
 
+@click.command()
+@click.argument("url")
+@click.argument("address")
+@click.option("--interval", type=float, default=None, help="Seconds between looks [60].")
+@click.option("--wait", is_flag=True, help="Follow the notification until the email is sent.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after seconds.")
+@reports_errors
+def notify(
+    url: str, address: str, interval: float | None, wait: bool, timeout: float | None
+) -> None:
+    """Email ADDRESS once URL reports a final status (a prodinf job URL works)."""
+    import getpass
+
+    rt = make_runtime()
+    params: dict[str, Any] = {"url": url, "address": address}
+    if interval is not None:
+        params["interval"] = interval
+    job, _ = rt.jobs.submit("email_when_complete", params, submitted_by=getpass.getuser())
+    click.echo(f"notification {job['id']}: {address} will be mailed when {url} is done")
+    if not wait:
+        return
+    detail = follow(rt, job["id"], timeout)
+    print_job(detail)
+    if detail["status"] != "succeeded":
+        raise SystemExit(1)
+
+
 def follow(rt: Any, job_id: str, timeout: float | None) -> dict[str, Any]:
     """Poll the store, showing a progress bar, until the job ends (or ``timeout``)."""
     started = time.monotonic()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} steps"),
+        TextColumn("{task.completed:.0f}/{task.fields[steps]} steps"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[msg]}"),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("queued", total=None, msg="")
+        task = progress.add_task("queued", total=None, msg="", steps="?")
         while True:
             detail: dict[str, Any] = rt.store.describe(job_id)
             bar = detail["progress"]
@@ -111,6 +138,7 @@ def follow(rt: Any, job_id: str, timeout: float | None) -> dict[str, Any]:
                 description=detail["status"],
                 completed=bar["done"],
                 total=bar["total"] or None,
+                steps=bar["total"] or "?",
                 msg=(bar["message"] or "")[:60],
             )
             if detail["status"] in TERMINAL:
@@ -143,7 +171,7 @@ def print_job(detail: dict[str, Any]) -> None:
 @click.command()
 @click.argument("job_id", required=False)
 @click.option("--kind", help="Only jobs of this kind.")
-@click.option("--status", help="Only jobs in this status.")
+@click.option("--status", type=click.Choice(tuple(STATUS_STYLE)), help="Only jobs in this status.")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
@@ -196,6 +224,7 @@ def retry(job_id: str) -> None:
 
 
 @click.command()
+@reports_errors
 def kinds() -> None:
     """The registered kinds and their params."""
     rt = make_runtime(migrate=False)

@@ -10,12 +10,12 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import click
 
-from prodinf.cli.common import make_runtime, reports_errors
-from prodinf.config import Settings, get_settings, mask_url
+from prodinf.cli.common import load_settings, make_runtime, reports_errors
+from prodinf.config import Settings, mask_url
 
 __all__ = ["portal", "scheduler", "up", "worker"]
 
@@ -35,6 +35,26 @@ def _stop_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, raise_interrupt)
+
+
+def _bind_embedded_queues(celery: Any, nodenames: list[str]) -> None:
+    """Bind the task queues and each worker's control queue before the workers start.
+
+    kombu's filesystem transport creates an exchange's binding file empty and only
+    then locks and fills it. Workers started together on a fresh home race for it:
+    one that reads it between another's create and write dies (``JSONDecodeError``),
+    two that both find it missing each write their own binding over the other's.
+    Binding to a file that exists is serialized by its lock, so ``up`` makes the
+    files (task queues, and each worker's control queue) before starting workers.
+    """
+    from celery.utils.nodenames import host_format
+
+    with celery.connection_for_write() as conn:
+        channel = conn.default_channel
+        for queue in celery.conf.task_queues:
+            queue(channel).declare()
+        for name in nodenames:
+            celery.control.mailbox.get_queue(host_format(name))(channel).declare()
 
 
 class Child:
@@ -96,14 +116,15 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
 
     from prodinf.portal import create_app
 
-    settings = get_settings()
+    settings = load_settings()
     home = settings.home.resolve()
     logs = home / "logs"
+    rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
     logs.mkdir(parents=True, exist_ok=True)
-    rt = make_runtime(settings, migrate=True)
     env = {**os.environ, "PRODINF_HOME": str(home)}
     level = settings.log_level
     celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
+    nodenames = {logical: f"{logical}@%h" for logical in settings.queues}
     children = [
         Child(
             f"worker {queue}",
@@ -113,7 +134,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
                 "-Q",
                 queue,
                 "-n",
-                f"{logical}@%h",
+                nodenames[logical],
                 "-l",
                 level,
                 "-c",
@@ -136,12 +157,12 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
             logs / "scheduler.log",
         )
     )
+    if settings.is_embedded_broker:
+        _bind_embedded_queues(rt.celery, list(nodenames.values()))
     app = create_app(settings, runtime=rt)
     server = make_server(
         host or settings.host, settings.port if port is None else port, app, threaded=True
     )
-    for child in children:
-        child.start()
     stop = threading.Event()
 
     def supervise() -> None:
@@ -150,22 +171,27 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
                 child.check()
 
     watcher = threading.Thread(target=supervise, daemon=True, name="prodinf-supervisor")
-    watcher.start()
-    url = f"http://{server.host}:{server.port}"
-    click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
-    click.echo(
-        f"store {mask_url(settings.store_url)}, broker {mask_url(settings.broker)}, "
-        f"logs in {logs}. Ctrl-C stops everything."
-    )
+    # The children run in their own sessions, so a Ctrl-C reaches only us: from the
+    # first child started, a signal must land in the try below, which stops them all.
     _stop_on_sigterm()
     try:
+        for child in children:
+            child.start()
+        watcher.start()
+        url = f"http://{server.host}:{server.port}"
+        click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
+        click.echo(
+            f"store {mask_url(settings.store_url)}, broker {mask_url(settings.broker)}, "
+            f"logs in {logs}. Ctrl-C stops everything."
+        )
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         click.echo("stopping: letting workers finish their current step...")
         stop.set()
-        watcher.join()
+        if watcher.is_alive():
+            watcher.join()
         server.server_close()
         for child in children:
             child.terminate()
@@ -199,11 +225,12 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     help="Celery pool [PRODINF_WORKER_POOL].",
 )
 @click.option("-n", "--hostname", default=None, help="Worker node name.")
+@reports_errors
 def worker(queues: str, concurrency: int | None, pool: str | None, hostname: str | None) -> None:
     """Run one Celery worker on the given queues."""
     from prodinf.celery_app import create_celery
 
-    settings = get_settings()
+    settings = load_settings()
     app = create_celery(settings)
     argv = [
         "worker",
@@ -222,11 +249,12 @@ def worker(queues: str, concurrency: int | None, pool: str | None, hostname: str
 
 
 @click.command()
+@reports_errors
 def scheduler() -> None:
     """Run the scheduler (Celery beat): the periodic reconciler."""
     from prodinf.celery_app import create_celery
 
-    settings = get_settings()
+    settings = load_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     create_celery(settings).start(
         ["beat", "-l", settings.log_level, "-s", str(settings.home / "celerybeat-schedule")]
@@ -236,13 +264,14 @@ def scheduler() -> None:
 @click.command()
 @click.option("--host", default=None, help="Address [PRODINF_HOST].")
 @click.option("--port", type=int, default=None, help="Port [PRODINF_PORT].")
+@reports_errors
 def portal(host: str | None, port: int | None) -> None:
     """Serve the portal alone (for production use gunicorn prodinf.wsgi:app)."""
     from werkzeug.serving import make_server
 
     from prodinf.portal import create_app
 
-    settings = get_settings()
+    settings = load_settings()
     server = make_server(
         host or settings.host,
         settings.port if port is None else port,

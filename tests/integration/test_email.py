@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -25,65 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from sqlalchemy import func, select
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL
+from prodinf.store import TERMINAL, JobRow
 from tests.conftest import Processes, env_for, wait_until
 from tests.integration.conftest import delete_queues, stack_settings
+from tests.integration.servers import Smtp, StatusServer, free_port
 
 pytestmark = pytest.mark.integration
 
 ADDRESS = "producer@example.org"
 FAULTS = "tests.integration.faults"
-
-
-# -- a real SMTP server -------------------------------------------------------------------
-
-
-class Inbox:
-    """aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=default_policy)
-        with self.lock:
-            self.messages.append(message)  # type: ignore[arg-type]
-        return "250 Message accepted for delivery"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.messages)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Smtp:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.inbox = Inbox()
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
 
 
 @pytest.fixture
@@ -94,66 +51,12 @@ def smtp() -> Iterator[Smtp]:
     server.stop()
 
 
-# -- a real HTTP status server ----------------------------------------------------------------
-
-
-class StatusServer:
-    """``/job/<name>?running=N``: answers ``running`` N times, then ``complete``.
-
-    ``/never``: always ``running``. ``/missing``: always 404. Counts every look.
-    """
-
-    def __init__(self) -> None:
-        self.looks: dict[str, int] = {}
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path, _, query = self.path.partition("?")
-                with outer.lock:
-                    outer.looks[path] = seen = outer.looks.get(path, 0) + 1
-                if path == "/missing":
-                    self.reply(404, b"not found", "text/plain")
-                    return
-                running = int(dict(p.split("=") for p in query.split("&") if p).get("running", 3))
-                if path == "/never" or seen <= running:
-                    doc: dict[str, Any] = {"status": "running", "progress": seen}
-                else:
-                    doc = {
-                        "status": "complete",
-                        "dataset": "homo_sapiens_core_115_38",
-                        "rows": 123456,
-                        "checks": {"passed": 12, "failed": 0},
-                    }
-                self.reply(200, json.dumps(doc).encode(), "application/json")
-
-            def reply(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def looked(self, path: str) -> int:
-        with self.lock:
-            return self.looks.get(path, 0)
-
-
 @pytest.fixture
 def status() -> Iterator[StatusServer]:
     server = StatusServer()
-    server.thread.start()
+    server.start()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.stop()
 
 
 # -- stacks ---------------------------------------------------------------------------------------
@@ -535,3 +438,82 @@ def test_embedded_defaults_write_to_the_outbox_listed_at_slash_outbox(
         )
     finally:
         rt.close()
+
+
+@pytest.mark.slow
+def test_ten_thousand_pending_notifications_do_not_delay_an_unrelated_email(
+    request: pytest.FixtureRequest,
+    home: Path,
+    smtp: Smtp,
+    status: StatusServer,
+    processes: Processes,
+) -> None:
+    """Given 10,000 notifications waiting on a URL that never finishes, looked at every
+    20 s by one worker of concurrency 2; when an unrelated email is asked for; then it
+    arrives within one poll interval, and the worker's memory stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.email import tree_rss
+
+    interval = 20.0
+    settings = mail_settings(home, "servers", request, smtp, poll_interval=interval)
+    try:
+        worker = email_worker(processes, settings)
+        rt = Runtime(settings, create_celery(settings))
+        first, _ = rt.jobs.submit(
+            "email_when_complete", {"url": f"{status.base}/job/first?running=0", "address": ADDRESS}
+        )
+        follow(rt, first["id"], 60, processes)
+        baseline = tree_rss(worker.pid)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda i: rt.jobs.submit(
+                        "email_when_complete",
+                        {"url": f"{status.base}/never", "address": f"p{i}@example.org"},
+                    ),
+                    range(10_000),
+                )
+            )
+
+        def all_waiting() -> bool:
+            with rt.store.session() as session:
+                waiting = session.scalar(
+                    select(func.count()).select_from(JobRow).where(JobRow.status == "waiting")
+                )
+            return waiting == 10_000
+
+        wait_until(all_waiting, 900, "10,000 notifications to be waiting", interval=1)
+        peak = max(baseline, tree_rss(worker.pid))
+        for _ in range(3):  # unrelated emails while the pending ones are looked at
+            time.sleep(interval / 2)  # pending ones come due and queue up meanwhile
+            before = smtp.inbox.count()
+            started = time.monotonic()
+            rt.jobs.submit(
+                "email_when_complete",
+                {
+                    "url": f"{status.base}/job/unrelated-{before}?running=0",
+                    "address": "other@example.org",
+                },
+            )
+            wait_until(
+                lambda b=before: smtp.inbox.count() > b,
+                interval,
+                "the unrelated email within one poll interval",
+                interval=0.05,
+            )
+            latency = time.monotonic() - started
+            assert latency < interval
+            peak = max(peak, tree_rss(worker.pid))
+        assert status.looked("/never") >= 10_000, "every pending notification looked at least once"
+        assert all_waiting(), "the pending notifications are still waiting, none failed"
+        assert smtp.inbox.count() == 4, "no pending notification mailed anything"
+        # Bounded: the worker does not hold the pending notifications in memory.
+        assert peak < baseline + 150 * 2**20, (baseline, peak)
+        rt.close()
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        delete_queues(settings)

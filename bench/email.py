@@ -1,0 +1,250 @@
+"""Unrelated email jobs with 10,000 notifications pending vs none, on one email worker.
+
+    python bench/email.py [--pending 10000] [--jobs 100] [--interval 60]
+
+One run, on RabbitMQ + PostgreSQL, with a real SMTP server (aiosmtpd) and a real
+HTTP status server on loopback, and one worker started as users start it
+(``celery -A prodinf.email_tasks worker``, concurrency 2):
+
+1. throughput of N unrelated email jobs (each mails the result of a URL that is
+   already complete) with nothing else pending;
+2. ``--pending`` notifications submitted on a URL that never finishes, each
+   looking at it every ``--interval`` seconds, then the same N unrelated jobs.
+
+It prints the worker's peak RSS (main process and pool children) in each phase,
+both throughputs, and last ``ratio=<with pending/without>``. Target: >= 0.9.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's folder heads sys.path, and this file would shadow the
+# standard library's ``email`` package for everything imported below.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from sqlalchemy import func, select  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prodinf.celery_app import create_celery  # noqa: E402
+from prodinf.config import Settings  # noqa: E402
+from prodinf.runtime import Runtime  # noqa: E402
+from prodinf.store import JobRow, upgrade  # noqa: E402
+from tests.integration.servers import Smtp, StatusServer, free_port  # noqa: E402
+
+AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES = os.environ.get(
+    "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/prodinf_bench_email"
+)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its children (the prefork pool)."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, tree_rss(self.pid))
+
+    def reset(self) -> int:
+        peak, self.peak = self.peak, tree_rss(self.pid)
+        return peak
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODINF_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"PRODINF_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def unrelated(rt: Runtime, smtp: Smtp, status: StatusServer, jobs: int, tag: str) -> float:
+    """Submit ``jobs`` emails on URLs that are already complete; jobs/s until all are sent."""
+    before = smtp.inbox.count()
+    started = time.perf_counter()
+    for i in range(jobs):
+        rt.jobs.submit(
+            "email_when_complete",
+            {"url": f"{status.base}/job/{tag}-{i}?running=0", "address": "u@example.org"},
+        )
+    deadline = time.monotonic() + 600
+    while smtp.inbox.count() < before + jobs:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {smtp.inbox.count() - before}/{jobs} emails")
+        time.sleep(0.02)
+    return jobs / (time.perf_counter() - started)
+
+
+def count(rt: Runtime, status: str) -> int:
+    with rt.store.session() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == status))
+            or 0
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pending", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=60.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="prodinf-bench-email-"))
+    smtp = Smtp(free_port())
+    smtp.start()
+    status = StatusServer()
+    status.start()
+    _fresh_database(POSTGRES)
+    tag = uuid.uuid4().hex[:6]
+    settings = Settings(  # type: ignore[call-arg]
+        home=work,
+        database_url=POSTGRES,
+        broker_url=AMQP,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        poll_interval=args.interval,
+        queue_email=f"bench-{tag}-email",
+        queue_jobs=f"bench-{tag}-jobs",
+        queue_event=f"bench-{tag}-event",
+        queue_handover=f"bench-{tag}-handover",
+    )
+    rt = Runtime(settings, create_celery(settings))
+    upgrade(rt.store)
+    log = open(work / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "prodinf.email_tasks",
+            "worker",
+            "-l",
+            "warning",
+            "-c",
+            "2",
+            "-n",
+            f"bench-{tag}@%h",
+        ],
+        env=env_for(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(5)
+        rss = PeakRss(worker.pid)
+        unrelated(rt, smtp, status, 10, f"{tag}-warm")  # start the pool's connections
+        rss.reset()
+        without = unrelated(rt, smtp, status, args.jobs, f"{tag}-a")
+        peak_without = rss.reset()
+        print(
+            f"no notifications pending: {without:.1f} emails/s, worker peak RSS "
+            f"{peak_without / 2**20:.0f} MiB",
+            flush=True,
+        )
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda i: rt.jobs.submit(
+                        "email_when_complete",
+                        {"url": f"{status.base}/never", "address": f"p{i}@example.org"},
+                    ),
+                    range(args.pending),
+                )
+            )
+        while count(rt, "waiting") < args.pending:
+            time.sleep(0.5)
+        print(
+            f"{args.pending} notifications submitted and waiting in "
+            f"{time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
+
+        with_pending = unrelated(rt, smtp, status, args.jobs, f"{tag}-b")
+        peak_with = rss.reset()
+        waiting = count(rt, "waiting")
+        print(
+            f"{waiting} notifications pending: {with_pending:.1f} emails/s, worker peak RSS "
+            f"{peak_with / 2**20:.0f} MiB",
+            flush=True,
+        )
+        rss.stop()
+        print(f"peak_rss_mib={max(peak_with, peak_without) / 2**20:.0f}")
+        print(f"ratio={with_pending / without:.2f}")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        rt.close()
+        smtp.stop()
+        status.stop()
+
+
+def _fresh_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    engine = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
