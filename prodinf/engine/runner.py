@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -22,16 +21,18 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
-from prodinf.engine.planner import Claim, Finish, Idle, plan
+from prodinf.engine.heartbeat import Heartbeat, Lease
+from prodinf.engine.planner import Claim, Finish, Idle, earliest, plan
 from prodinf.engine.registry import Kind, Registry
+from prodinf.engine.rows import JobRows, LockedJob, LockedStep
 from prodinf.engine.steps import Flow, Step, Wait
-from prodinf.exceptions import PermanentError, ProdinfError, StoreUnavailable, TransientError
+from prodinf.exceptions import PermanentError, ProdinfError
 from prodinf.redact import redact, redact_text
-from prodinf.store import TERMINAL, JobRow, JobStore, StepRow, add_history
+from prodinf.store import TERMINAL, JobRow, JobStore, StepRow
 from prodinf.store.types import utcnow
 
 __all__ = ["Publish", "Runner", "error_info"]
@@ -58,12 +59,23 @@ class _Action:
     output: Any
 
 
+@dataclass(frozen=True)
+class _Built:
+    """What a job's kind makes of its params: built once per ``drive``."""
+
+    kind: Kind[Any]
+    params: BaseModel
+    flow: Flow
+    revertible: frozenset[str]
+
+
 @dataclass
 class _Outcome:
     value: Any = None
     error: BaseException | None = None
     trace: str = ""
-    state: dict[str, Any] = field(default_factory=dict)
+    #: The step's state to store; ``None`` keeps what is stored.
+    state: dict[str, Any] | None = field(default_factory=dict)
 
 
 class Runner:
@@ -83,81 +95,83 @@ class Runner:
         self.publish = publish
         self.on_finished = on_finished
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.heartbeat = Heartbeat(store, self.lease)
 
     def drive(self, job_id: str) -> None:
         """Advance ``job_id`` as far as it goes now; return when it waits, ends or is busy."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        with self.store.session() as session:
-            action = self._advance(session, job_id, owner)
+        built: dict[str, _Built] = {}  # a job's params never change: build its flow once
+        with self.store.transaction() as conn:
+            rows = JobRows.lock(conn, job_id)
+            action = self._advance(rows, owner, built)
+            if rows is not None:
+                rows.save(conn)
         while isinstance(action, _Action):
             if action.fanout:
                 self._fan_out(action)
             outcome = self._run(action, owner)
-            with self.store.session() as session:
-                self._record(session, action, owner, outcome)
-                action = self._advance(session, job_id, owner)
+            # One transaction records the outcome and claims the next step: it
+            # reads the rows once and writes what changed once.
+            with self.store.transaction() as conn:
+                rows = JobRows.lock(conn, job_id)
+                if rows is None:
+                    log.warning("job %s: gone while %s ran", job_id, action.step.name)
+                    return
+                self._record(rows, action, owner, outcome)
+                action = self._advance(rows, owner, built)
+                rows.save(conn)
         if isinstance(action, str) and self.on_finished is not None:
             self.on_finished(job_id, action)
 
     # -- deciding ------------------------------------------------------------
 
-    def _advance(self, session: Session, job_id: str, owner: str) -> _Action | str | None:
-        """Claim the job's next step, or settle its status. Returns a terminal status reached."""
-        job = session.scalars(select(JobRow).where(JobRow.id == job_id).with_for_update()).first()
-        if job is None or job.status in TERMINAL:
-            return None
-        steps = list(
-            session.scalars(
-                select(StepRow)
-                .where(StepRow.job_id == job_id)
-                .order_by(StepRow.position)
-                .with_for_update()
-            )
-        )
-        now = utcnow()
-        try:
+    def _build(self, job: LockedJob, built: dict[str, _Built]) -> _Built:
+        done = built.get(job.id)
+        if done is None:
             kind = self.registry.get(job.kind)
             params = kind.validate(job.params)
             flow = kind.flow(params)
+            revertible = frozenset(s.name for s in flow.steps if s.revert is not None)
+            done = built[job.id] = _Built(kind, params, flow, revertible)
+        return done
+
+    def _advance(
+        self, rows: JobRows | None, owner: str, built: dict[str, _Built]
+    ) -> _Action | str | None:
+        """Claim the job's next step, or settle its status. Returns a terminal status reached."""
+        if rows is None or rows.job.status in TERMINAL:
+            return None
+        job = rows.job
+        now = utcnow()
+        try:
+            b = self._build(job, built)
         except ProdinfError as exc:
             job.error = {"type": type(exc).__name__, "message": exc.message, "step": None}
-            return self._finish(session, job, steps, None, "failed", now)
-        revertible = {step.name for step in flow.steps if step.revert is not None}
-        decision = plan(job, steps, revertible, now)
+            return self._finish(rows, None, "failed", now)
+        decision = plan(job, rows.steps, b.revertible, now)
         if isinstance(decision, Idle):
             job.status = decision.status
             job.next_run_at = decision.next_run_at
             job.updated_at = now
             return None
         if isinstance(decision, Finish):
-            return self._finish(session, job, steps, flow, decision.status, now)
-        return self._claim(session, job, steps, flow, kind, params, decision, owner, now)
+            return self._finish(rows, b, decision.status, now)
+        return self._claim(rows, b, decision, owner, now)
 
     def _claim(
-        self,
-        session: Session,
-        job: JobRow,
-        steps: list[StepRow],
-        flow: Flow,
-        kind: Kind[Any],
-        params: BaseModel,
-        decision: Claim,
-        owner: str,
-        now: datetime,
+        self, rows: JobRows, b: _Built, decision: Claim[LockedStep], owner: str, now: datetime
     ) -> _Action:
-        row = decision.step
+        job, steps, row = rows.job, rows.steps, decision.step
         if row.status in ("running", "reverting"):
-            add_history(
-                session,
-                job.id,
+            rows.note(
                 "step.resumed",
                 row.name,
                 f"the worker holding {row.name} stopped answering; resuming",
             )
         elif decision.revert:
-            add_history(session, job.id, "step.reverting", row.name, f"reverting {row.name}")
+            rows.note("step.reverting", row.name, f"reverting {row.name}")
         elif row.status == "pending":
-            add_history(session, job.id, "step.started", row.name, f"started {row.name}")
+            rows.note("step.started", row.name, f"started {row.name}")
         row.status = "reverting" if decision.revert else "running"
         row.lease_owner = owner
         row.lease_until = now + self.lease
@@ -166,16 +180,19 @@ class Runner:
             row.started_at = row.started_at or now
         job.status = "running"
         job.started_at = job.started_at or now
-        job.next_run_at = row.lease_until
+        # Not past a wait in another branch: it may come due while this step runs.
+        job.next_run_at = earliest(
+            row.lease_until, *(s.due_at for s in steps if s.status == "waiting" and s is not row)
+        )
         job.updated_at = now
         if row.wait_reason is None or row.status != "running":
             job.progress_message = f"{'reverting' if decision.revert else 'running'} {row.name}"
         return _Action(
             job_id=job.id,
-            kind=kind,
-            params=params,
-            flow=flow,
-            step=flow.by_name[row.name],
+            kind=b.kind,
+            params=b.params,
+            flow=b.flow,
+            step=b.flow.by_name[row.name],
             revert=decision.revert,
             fanout=decision.fanout,
             queue=job.queue,
@@ -185,22 +202,14 @@ class Runner:
             output=row.output,
         )
 
-    def _finish(
-        self,
-        session: Session,
-        job: JobRow,
-        steps: list[StepRow],
-        flow: Flow | None,
-        status: str,
-        now: datetime,
-    ) -> str:
-        if status == "succeeded" and flow is not None:
+    def _finish(self, rows: JobRows, b: _Built | None, status: str, now: datetime) -> str:
+        job, steps = rows.job, rows.steps
+        if status == "succeeded" and b is not None:
             outputs = {s.name: s.output for s in steps}
-            kind = self.registry.get(job.kind)
-            if kind.result is not None:
-                job.result = kind.result(outputs)
+            if b.kind.result is not None:
+                job.result = b.kind.result(outputs)
             else:
-                sinks = flow.sinks()
+                sinks = b.flow.sinks()
                 job.result = (
                     outputs[sinks[-1]]
                     if len(sinks) == 1
@@ -208,12 +217,10 @@ class Runner:
                 )
             message = "succeeded"
         elif status == "cancelled":
-            for step in steps:
-                if step.status in ("pending", "waiting"):
-                    step.status = "cancelled"
-                    step.due_at = None
+            _stop(steps, ("pending", "waiting", "running", "reverting"))
             message = "cancelled"
         else:
+            _stop(steps, ("waiting", "running", "reverting"))
             reason = (job.error or {}).get("message", "")
             message = f"{status}: {reason}"[:500]
         job.status = status
@@ -222,7 +229,7 @@ class Runner:
         job.finished_at = now
         job.next_run_at = None
         job.updated_at = now
-        add_history(session, job.id, f"job.{status}", None, message)
+        rows.note(f"job.{status}", None, message)
         return status
 
     # -- running -------------------------------------------------------------
@@ -249,54 +256,41 @@ class Runner:
             hooks=hooks,
             output=action.output,
         )
-        heartbeat = _Heartbeat(self.store, action.job_id, action.step.name, owner, self.lease)
-        heartbeat.start()
+        lease = Lease(action.job_id, action.step.name, owner)
+        self.heartbeat.hold(lease)
         try:
             fn = action.step.revert if action.revert else action.step.execute
             assert fn is not None  # the planner only reverts steps that have a revert
-            value = fn(ctx)
-            if not isinstance(value, Wait):
-                json.dumps(value)  # outputs must be JSON; fail here, not in the store
-            return _Outcome(value=value, state=ctx.state)
-        except TypeError as exc:
-            if "JSON serializable" in str(exc):
-                exc = PermanentError(f"step {action.step.name} returned a non-JSON output: {exc}")
-            return _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
+            outcome = _Outcome(value=fn(ctx), state=ctx.state)
         except Exception as exc:
-            return _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
+            outcome = _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
         finally:
-            heartbeat.stop()
+            self.heartbeat.release(lease)
+        return _checked(outcome, action.step.name, stored=not action.revert)
 
-    def _record(self, session: Session, action: _Action, owner: str, outcome: _Outcome) -> None:
-        job = session.scalars(
-            select(JobRow).where(JobRow.id == action.job_id).with_for_update()
-        ).one()
-        row = session.scalars(
-            select(StepRow)
-            .where(StepRow.job_id == action.job_id, StepRow.name == action.step.name)
-            .with_for_update()
-        ).one()
-        if row.lease_owner != owner or row.status not in ("running", "reverting"):
-            log.warning("job %s step %s: lease lost; outcome discarded", job.id, row.name)
+    def _record(self, rows: JobRows, action: _Action, owner: str, outcome: _Outcome) -> None:
+        job = rows.job
+        row = next((s for s in rows.steps if s.name == action.step.name), None)
+        if row is None or row.lease_owner != owner or row.status not in ("running", "reverting"):
+            log.warning("job %s step %s: lease lost; outcome discarded", job.id, action.step.name)
             return
         now = utcnow()
         name = row.name
         row.lease_owner = None
         row.lease_until = None
-        row.state = outcome.state
+        if outcome.state is not None:
+            row.state = outcome.state
         job.updated_at = now
         error = outcome.error
         if action.revert:
             row.finished_at = now
             if error is None:
                 row.status = "reverted"
-                add_history(session, job.id, "step.reverted", name, f"reverted {name}")
+                rows.note("step.reverted", name, f"reverted {name}")
             else:
                 row.status = "revert_failed"
                 row.error = error_info(error, name, action.attempt)
-                add_history(
-                    session,
-                    job.id,
+                rows.note(
                     "step.revert_failed",
                     name,
                     row.error["message"],
@@ -313,13 +307,14 @@ class Runner:
                     f"{name} gave up after {policy.deadline:.0f}s waiting: {wait.reason}"
                 )
             else:
+                reason = redact_text(wait.reason)[:500]
                 row.status = "waiting"
                 row.due_at = now + timedelta(seconds=max(0.0, wait.seconds))
-                row.state = {**outcome.state, **wait.state}
-                if row.wait_reason != wait.reason:
-                    add_history(session, job.id, "step.waiting", name, wait.reason)
-                row.wait_reason = wait.reason[:500]
-                job.progress_message = wait.reason[:500]
+                row.state = {**row.state, **wait.state}
+                if row.wait_reason != reason:
+                    rows.note("step.waiting", name, reason)
+                row.wait_reason = reason
+                job.progress_message = reason
                 return
         if error is None:
             row.status = "succeeded"
@@ -329,7 +324,7 @@ class Runner:
             row.wait_reason = None
             row.finished_at = now
             job.progress_done += 1
-            add_history(session, job.id, "step.succeeded", name, f"{name} succeeded")
+            rows.note("step.succeeded", name, f"{name} succeeded")
             return
         row.attempts += 1
         info = error_info(error, name, row.attempts)
@@ -345,9 +340,7 @@ class Runner:
                 f"{info['type']}: {info['message']}"
             )[:500]
             job.progress_message = row.wait_reason
-            add_history(
-                session,
-                job.id,
+            rows.note(
                 "step.retrying",
                 name,
                 row.wait_reason,
@@ -358,9 +351,7 @@ class Runner:
         row.finished_at = now
         row.wait_reason = None
         job.error = info
-        add_history(
-            session,
-            job.id,
+        rows.note(
             "step.failed",
             name,
             info["message"],
@@ -383,6 +374,56 @@ def error_info(error: BaseException, step: str | None, attempt: int) -> dict[str
     return info
 
 
+def _require_json(value: Any, what: str) -> None:
+    """Raise ``PermanentError`` unless ``value`` is JSON (NaN and infinities are not)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PermanentError(f"{what}: {exc}") from None
+
+
+def _checked(outcome: _Outcome, step: str, *, stored: bool) -> _Outcome:
+    """``outcome``, or a permanent failure if what it would store is not JSON.
+
+    ``stored``: the value is an output or a wait (a revert's return value is not kept).
+    """
+    try:
+        _require_json(outcome.state, f"step {step} kept a non-JSON state")
+    except PermanentError as exc:  # keep the state last stored
+        return _Outcome(error=exc, trace=traceback.format_exc(), state=None)
+    if not stored or outcome.error is not None:
+        return outcome
+    try:
+        if isinstance(outcome.value, Wait):
+            _require_json(outcome.value.state, f"step {step} waits with a non-JSON state")
+        else:
+            _require_json(outcome.value, f"step {step} returned a non-JSON output")
+    except PermanentError as exc:
+        return _Outcome(error=exc, trace=traceback.format_exc(), state=outcome.state)
+    return outcome
+
+
+def _stop(steps: list[LockedStep], statuses: tuple[str, ...]) -> None:
+    """Mark the ``steps`` in ``statuses`` cancelled: nothing of an ended job waits or runs."""
+    for step in steps:
+        if step.status in statuses:
+            step.status = "cancelled"
+            step.due_at = None
+            step.wait_reason = None
+            step.lease_owner = None
+            step.lease_until = None
+
+
+def _holds(conn: Connection, job_id: str, step: str, owner: str) -> bool:
+    """True while ``owner`` holds the lease on ``step`` of ``job_id``."""
+    held = conn.scalar(
+        select(StepRow.id).where(
+            StepRow.job_id == job_id, StepRow.name == step, StepRow.lease_owner == owner
+        )
+    )
+    return held is not None
+
+
 class _Hooks:
     """What a ``StepContext`` may write while its step runs (only while it holds the lease)."""
 
@@ -390,8 +431,9 @@ class _Hooks:
         self.store, self.job_id, self.step, self.owner = store, job_id, step, owner
 
     def save_state(self, state: dict[str, Any]) -> None:
-        with self.store.session() as session:
-            session.execute(
+        _require_json(state, f"step {self.step} recorded a non-JSON state")
+        with self.store.transaction() as conn:
+            conn.execute(
                 update(StepRow)
                 .where(
                     StepRow.job_id == self.job_id,
@@ -402,61 +444,18 @@ class _Hooks:
             )
 
     def progress(self, message: str) -> None:
-        with self.store.session() as session:
-            session.execute(
+        with self.store.transaction() as conn:
+            # The job row first, then the step: the order Runner locks them in.
+            job = conn.scalar(select(JobRow.id).where(JobRow.id == self.job_id).with_for_update())
+            if job is None or not _holds(conn, self.job_id, self.step, self.owner):
+                return  # the lease passed to another worker: what it shows is not ours
+            conn.execute(
                 update(JobRow)
                 .where(JobRow.id == self.job_id)
                 .values(progress_message=redact_text(message)[:500], updated_at=utcnow())
             )
 
     def cancel_requested(self) -> bool:
-        with self.store.session() as session:
-            flag = session.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
+        with self.store.transaction() as conn:
+            flag = conn.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
             return bool(flag)
-
-
-class _Heartbeat:
-    """Renews a step's lease every third of its length while the step runs."""
-
-    def __init__(
-        self, store: JobStore, job_id: str, step: str, owner: str, lease: timedelta
-    ) -> None:
-        self.store, self.job_id, self.step, self.owner, self.lease = (
-            store,
-            job_id,
-            step,
-            owner,
-            lease,
-        )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, daemon=True, name=f"prodinf-heartbeat-{job_id[:8]}"
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.lease.total_seconds() / 3):
-            until = utcnow() + self.lease
-            try:
-                with self.store.session() as session:
-                    renewed = session.execute(
-                        update(StepRow)
-                        .where(
-                            StepRow.job_id == self.job_id,
-                            StepRow.name == self.step,
-                            StepRow.lease_owner == self.owner,
-                        )
-                        .values(lease_until=until)
-                    ).rowcount  # type: ignore[attr-defined]
-                    if renewed:
-                        session.execute(
-                            update(JobRow).where(JobRow.id == self.job_id).values(next_run_at=until)
-                        )
-            except (StoreUnavailable, TransientError) as exc:
-                log.warning("heartbeat for job %s failed: %s", self.job_id, exc)

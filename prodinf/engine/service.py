@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -11,14 +12,22 @@ from sqlalchemy.exc import IntegrityError
 
 from prodinf.config import Settings
 from prodinf.engine.registry import Registry
+from prodinf.engine.rows import HISTORY, JOBS, STEPS, insert_rows
 from prodinf.engine.runner import Publish
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
 from prodinf.store import TERMINAL, JobRow, JobStore, StepRow, add_history, job_summary
+from prodinf.store.repository import history_entry
 from prodinf.store.types import utcnow
 
 __all__ = ["Jobs"]
 
+#: Longest idempotency key and ``submitted_by``: the lengths of their columns.
 MAX_KEY_LENGTH = 200
+MAX_SUBMITTED_BY = 200
+#: Deepest nesting of params, the params object being level 1. MariaDB refuses JSON
+#: nested deeper than 31 levels; the limit leaves room for the step outputs and
+#: results that carry params one or two levels down.
+MAX_PARAMS_DEPTH = 20
 
 
 class Jobs:
@@ -50,64 +59,68 @@ class Jobs:
         With an ``idempotency_key`` already used, returns that job and ``False``.
         If the broker does not take the message, the job is removed again and
         ``BrokerUnavailable`` raised: a job is stored only if its message is sent.
+        Input that some store could not keep exactly (a NUL, a lone surrogate, NaN
+        or infinity, params nested too deeply, a ``submitted_by`` too long) raises
+        ``ValidationError`` naming the field, the same on every store.
         """
         if not isinstance(kind, str) or not kind:
             raise ValidationError("kind is required", field="kind")
         spec = self.registry.get(kind)
+        if isinstance(params, dict):  # what the caller sent, named as sent
+            _storable(params, "params", MAX_PARAMS_DEPTH)
         validated = spec.validate(params)
+        stored_params = validated.model_dump(mode="json")
+        _storable(stored_params, "params", MAX_PARAMS_DEPTH)  # and what is written
         flow = spec.flow(validated)
         if idempotency_key is not None:
-            if (
-                not isinstance(idempotency_key, str)
-                or not 0 < len(idempotency_key) <= MAX_KEY_LENGTH
-            ):
-                raise ValidationError(
-                    f"idempotency_key must be a string of 1 to {MAX_KEY_LENGTH} characters",
-                    field="idempotency_key",
-                )
-            existing = self._by_key(idempotency_key, kind)
-            if existing is not None:
-                return existing, False
+            _check_key(idempotency_key)
+        if submitted_by is not None:
+            _check_submitted_by(submitted_by)
+        if notify is not None:
+            _storable(notify, "notify", MAX_PARAMS_DEPTH)
+        existing = None if idempotency_key is None else self._by_key(idempotency_key, kind)
+        if existing is not None:
+            return existing, False
         now = utcnow()
-        job = JobRow(
-            id=str(uuid.uuid4()),
-            kind=kind,
-            queue=self.queue_of(kind),
-            status="queued",
-            params=validated.model_dump(mode="json"),
-            progress_done=0,
-            progress_total=len(flow.steps),
-            progress_message="queued",
-            submitted_by=submitted_by,
-            idempotency_key=idempotency_key,
-            notify=notify,
-            cancel_requested=False,
-            created_at=now,
-            updated_at=now,
-            next_run_at=now + timedelta(seconds=self.settings.redrive_after),
-        )
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "kind": kind,
+            "queue": self.queue_of(kind),
+            "status": "queued",
+            "params": stored_params,
+            "progress_done": 0,
+            "progress_total": len(flow.steps),
+            "progress_message": "queued",
+            "submitted_by": submitted_by,
+            "idempotency_key": idempotency_key,
+            "notify": notify,
+            "cancel_requested": False,
+            "created_at": now,
+            "updated_at": now,
+            "next_run_at": now + timedelta(seconds=self.settings.redrive_after),
+        }
+        job = JobRow(**values)
+        steps = [
+            {
+                "job_id": job.id,
+                "name": step.name,
+                "position": position,
+                "after": list(flow.deps[step.name]),
+                "status": "pending",
+                "attempts": 0,
+                "state": {},
+            }
+            for position, step in enumerate(flow.steps)
+        ]
+        submitted = f"submitted {kind}" + (f" by {submitted_by}" if submitted_by else "")
         try:
-            with self.store.session() as session:
-                session.add(job)
-                session.flush()
-                for position, step in enumerate(flow.steps):
-                    session.add(
-                        StepRow(
-                            job_id=job.id,
-                            name=step.name,
-                            position=position,
-                            after=list(flow.deps[step.name]),
-                            status="pending",
-                            attempts=0,
-                            state={},
-                        )
-                    )
-                add_history(
-                    session,
-                    job.id,
-                    "job.submitted",
-                    None,
-                    f"submitted {kind}" + (f" by {submitted_by}" if submitted_by else ""),
+            # Core inserts, one statement per table: the ORM's unit of work would
+            # cost more than the rest of a submission.
+            with self.store.transaction() as conn:
+                insert_rows(conn, JOBS, [values])
+                insert_rows(conn, STEPS, steps)
+                insert_rows(
+                    conn, HISTORY, [history_entry(job.id, "job.submitted", None, submitted)]
                 )
         except IntegrityError:
             if idempotency_key is None:
@@ -229,3 +242,78 @@ class Jobs:
         if job is None:
             raise NotFound(f"no job {job_id!r}", field="id")
         return job
+
+
+def _check_key(key: Any) -> None:
+    """Raise ``ValidationError`` unless ``key`` is an idempotency key every store compares exactly.
+
+    Surrounding whitespace is refused: MySQL/MariaDB ignore trailing spaces when
+    comparing, so "k " and "k" would be one key there and two elsewhere.
+    """
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise ValidationError(
+            f"idempotency_key must be a string of 1 to {MAX_KEY_LENGTH} characters",
+            field="idempotency_key",
+        )
+    if key != key.strip():
+        raise ValidationError(
+            "idempotency_key must not start or end with whitespace", field="idempotency_key"
+        )
+    _storable(key, "idempotency_key")
+
+
+def _check_submitted_by(who: Any) -> None:
+    """Raise ``ValidationError`` unless ``who`` fits the ``submitted_by`` column on every store."""
+    if not isinstance(who, str) or len(who) > MAX_SUBMITTED_BY:
+        raise ValidationError(
+            f"submitted_by must be a string of at most {MAX_SUBMITTED_BY} characters",
+            field="submitted_by",
+        )
+    _storable(who, "submitted_by")
+
+
+def _storable(value: Any, field: str, max_depth: int | None = None) -> None:
+    """Raise ``ValidationError`` naming the place in ``value`` no job store can keep as given.
+
+    All three stores must keep a value exactly or refuse it the same way, never
+    fail in the driver: PostgreSQL refuses NUL characters in text and JSONB, no
+    driver can encode a lone surrogate, JSON has no NaN or infinity (a number
+    like 1e999 reads as infinity), and MariaDB refuses deeply nested JSON. Walks
+    without recursion, so a deep value cannot exhaust the stack.
+    """
+    pending: list[tuple[Any, str, int]] = [(value, field, 1)]
+    while pending:
+        item, where, depth = pending.pop()
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValidationError(
+                    f"{where} must be a finite number (JSON has no NaN or infinity)",
+                    field=where,
+                )
+        elif isinstance(item, dict | list | tuple):
+            if max_depth is not None and depth > max_depth:
+                raise ValidationError(
+                    f"{where} nests too deeply (at most {max_depth} levels)", field=where
+                )
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str):
+                        _check_text(key, where, what="a key")
+                    pending.append((child, f"{where}.{key}", depth + 1))
+            else:
+                pending.extend(
+                    (child, f"{where}.{index}", depth + 1) for index, child in enumerate(item)
+                )
+
+
+def _check_text(text: str, where: str, *, what: str = "text") -> None:
+    if "\x00" in text:
+        raise ValidationError(f"{where} has {what} with a NUL character", field=where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{where} has {what} with a lone surrogate (not valid Unicode)", field=where
+        ) from None

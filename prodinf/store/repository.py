@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, func, select, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prodinf.config import mask_url
-from prodinf.exceptions import NotFound, StoreUnavailable
+from prodinf.exceptions import NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
 from prodinf.store.models import HistoryRow, JobRow, StepRow
 from prodinf.store.types import utcnow
 
-__all__ = ["TERMINAL", "JobStore", "add_history", "job_detail", "job_summary"]
+__all__ = ["TERMINAL", "JobStore", "add_history", "history_entry", "job_detail", "job_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,20 @@ class JobStore:
         self.url = url
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # hide_parameters: a store error ends up in logs and tracebacks, and the
+        # values written (params, URLs) may carry credentials.
+        # No pool_pre_ping: _ping_when_idle pings only connections idle a while.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                folder = Path(parsed.database).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreUnavailable(
+                        f"job store unavailable (sqlite): cannot create the folder {folder}: "
+                        f"{exc.strerror or type(exc).__name__}"
+                    ) from exc
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(
@@ -48,6 +60,7 @@ class JobStore:
             )
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, **kwargs)
+        _ping_when_idle(self.engine)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -59,12 +72,34 @@ class JobStore:
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on error.
 
-        Connection failures surface as ``StoreUnavailable`` (transient).
+        Connection failures (and lock timeouts, deadlocks) surface as
+        ``StoreUnavailable`` (transient); a value the database refuses as bad data
+        as ``Unstorable`` (permanent). ``IntegrityError`` passes through for callers
+        that expect it (a duplicate idempotency key). No error carries the values
+        written.
         """
+        with self._errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A transaction on a bare connection, for Core statements without an ORM session.
+
+        Committed on success, rolled back on error; errors as for ``session``.
+        """
+        with self._errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Store errors as ``StoreUnavailable``/``Unstorable`` (see ``session``)."""
         try:
-            with self._sessions.begin() as session:
-                yield session
-        except (OperationalError, DBAPIError) as exc:
+            yield
+        except DBAPIError as exc:
+            if _is_bad_data(exc):
+                raise Unstorable(
+                    f"the job store ({self.dialect}) refused a value: {type(exc.orig).__name__}"
+                ) from exc
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise StoreUnavailable(
                     f"job store unavailable ({self.dialect}): {type(exc.orig).__name__}"
@@ -133,16 +168,75 @@ def add_history(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Append an event to a job's history (in the caller's transaction), credentials masked."""
-    session.add(
-        HistoryRow(
-            job_id=job_id,
-            at=utcnow(),
-            event=event,
-            step=step,
-            message=redact_text(message) if message else message,
-            data=redact(data) if data else data,
-        )
-    )
+    session.add(HistoryRow(**history_entry(job_id, event, step, message, data)))
+
+
+def history_entry(
+    job_id: str,
+    event: str,
+    step: str | None,
+    message: str | None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values of a history row for an event now, credentials masked (for ``insert``)."""
+    return {
+        "job_id": job_id,
+        "at": utcnow(),
+        "event": event,
+        "step": step,
+        "message": redact_text(message) if message else message,
+        "data": redact(data) if data else data,
+    }
+
+
+#: MySQL/MariaDB errors about the data written that PyMySQL reports as OperationalError:
+#: 3140 invalid JSON text (MySQL), 4025 CHECK constraint failed (MariaDB's JSON_VALID).
+_MYSQL_BAD_DATA = frozenset({3140, 4025})
+
+
+def _is_bad_data(exc: DBAPIError) -> bool:
+    """True if the database refused the values written, not the connection or the lock."""
+    if isinstance(exc, DataError):
+        return True
+    if isinstance(exc, OperationalError) and exc.orig is not None and exc.orig.args:
+        code = exc.orig.args[0]
+        return isinstance(code, int) and code in _MYSQL_BAD_DATA
+    return False
+
+
+#: Seconds a connection may sit in the pool and still be handed out without a ping
+#: (HikariCP's aliveBypassWindowMs). A runner's transactions follow each other
+#: within milliseconds; a ping before each would be one more round trip each.
+PING_AFTER_IDLE = 0.5
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections back in the pool ``PING_AFTER_IDLE`` or longer.
+
+    A connection that fails its ping invalidates the pool and is replaced, as
+    with ``pool_pre_ping``.
+    """
+    dialect = engine.dialect
+    since = "prodinf_idle_since"
+
+    @event.listens_for(engine, "connect")
+    def on_connect(_dbapi_conn: Any, record: Any) -> None:
+        record.info[since] = time.monotonic()  # fresh: nothing to ping
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[since] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(since, -math.inf) < PING_AFTER_IDLE:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_conn, None):
+                raise InvalidatePoolError() from exc  # the pool reconnects
+            raise
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -195,7 +289,7 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
         "started_at": _iso(job.started_at),
         "next_run_at": _iso(job.next_run_at) if job.status not in TERMINAL else None,
         "cancel_requested": job.cancel_requested,
-        "result": job.result,
+        "result": redact(job.result),
         "error": job.error,
         "steps": [
             {
@@ -203,7 +297,7 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
                 "status": step.status,
                 "after": step.after,
                 "attempts": step.attempts,
-                "output": step.output,
+                "output": redact(step.output),
                 "error": step.error,
                 "waiting_for": step.wait_reason if step.status == "waiting" else None,
                 "due_at": _iso(step.due_at) if step.status == "waiting" else None,
