@@ -12,18 +12,24 @@ embedded defaults.
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from pathlib import Path
 
-from celery import chain
-from sqlalchemy import func, select
+# Run as a script, this file's folder heads sys.path, where bench/email.py would
+# shadow the standard library's ``email`` package for everything imported below.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from celery import chain  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

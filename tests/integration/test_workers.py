@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from prodinf.config import Settings
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL
+from prodinf.store import TERMINAL, StepRow
 from tests.conftest import Processes, wait_until
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,15 @@ def web() -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+def recorded(rt: Runtime, job_id: str, step: str) -> bool:
+    """Whether ``step`` of the job has a side effect recorded by ``ctx.once``."""
+    with rt.store.session() as session:
+        state = session.scalar(
+            select(StepRow.state).where(StepRow.job_id == job_id, StepRow.name == step)
+        )
+    return bool((state or {}).get("effects"))
 
 
 def finished(rt: Runtime, job_id: str) -> dict[str, Any] | None:
@@ -97,8 +107,11 @@ def test_worker_killed_mid_step_another_finishes_effect_once(
     first = processes.worker(stack, queues=stack.queue_jobs, concurrency=1, name="doomed")
     job, _ = runtime.jobs.submit("it_effect", {"effect_file": str(effects), "sleep": 6})
     others = [runtime.jobs.submit("it_noop4", {})[0]["id"] for _ in range(5)]
-    # When the step has done its side effect and is sleeping, kill the worker outright.
+    # When the step has done its side effect, recorded it, and is sleeping, kill the
+    # worker outright. (Between doing an effect and recording it there is a moment a
+    # crash repeats it; ctx.once closes every window after that moment.)
     wait_until(effects.exists, 60, "the step's side effect")
+    wait_until(lambda: recorded(runtime, job["id"], "effect"), 30, "the effect recorded")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     processes.worker(stack, queues=stack.queue_jobs, concurrency=2, name="rescuer")
