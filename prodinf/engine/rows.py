@@ -32,7 +32,10 @@ HISTORY = cast(Table, HistoryRow.__table__)
 
 @dataclass(eq=False)
 class _Tracked:
-    """Column values of one row; ``changes()`` are those assigned a different value since."""
+    """Column values of one row; ``changes()`` are those assigned a different value since.
+
+    Like the ORM's JSON columns, a value changed in place (not assigned) goes unseen.
+    """
 
     _loaded: tuple[Any, ...] = field(init=False, repr=False)
     _names: ClassVar[tuple[str, ...]]
@@ -139,7 +142,7 @@ class JobRows:
         self.history.append(history_entry(self.job.id, event, step, message, data))
 
     def save(self, conn: Connection) -> None:
-        """Write the changed columns and the new history events."""
+        """Write the changed columns and the new history events (once, before commit)."""
         changed = self.job.changes()
         if changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
