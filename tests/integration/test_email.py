@@ -459,6 +459,7 @@ def test_embedded_defaults_write_to_the_outbox_listed_at_slash_outbox(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_ten_thousand_pending_notifications_do_not_delay_an_unrelated_email(
     request: pytest.FixtureRequest,
     home: Path,
