@@ -44,6 +44,7 @@ from prodinf.celery_app import create_celery  # noqa: E402
 from prodinf.config import Settings  # noqa: E402
 from prodinf.runtime import Runtime  # noqa: E402
 from prodinf.store import JobRow, upgrade  # noqa: E402
+from tests.conftest import env_for  # noqa: E402
 from tests.integration.servers import Smtp, StatusServer, free_port  # noqa: E402
 
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -90,20 +91,6 @@ class PeakRss:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODINF_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, list):
-            value = ",".join(value)
-        env[f"PRODINF_{name.upper()}"] = str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def unrelated(rt: Runtime, smtp: Smtp, status: StatusServer, jobs: int, tag: str) -> float:
@@ -175,7 +162,7 @@ def main() -> None:
             "-n",
             f"bench-{tag}@%h",
         ],
-        env=env_for(settings),
+        env=env_for(settings, PYTHONPATH=str(ROOT)),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

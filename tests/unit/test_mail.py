@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import SecretStr
-from werkzeug.serving import make_server
 
 from prodinf.config import Settings
 from prodinf.exceptions import NotFound, PermanentError, RemoteUnavailable, ValidationError
@@ -48,9 +46,8 @@ from prodinf.mail import (
     validate_address,
 )
 from prodinf.portal import create_app
+from tests.unit.browser import CHROMIUM, chromium, need, serve
 
-CI = bool(os.environ.get("CI"))
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "hunter2-S3cret"
 
 # -- a real SMTP server ------------------------------------------------------------------------
@@ -886,52 +883,10 @@ def test_outbox_page_with_smtp_says_where_mail_goes(settings: Settings) -> None:
 # -- a real browser -----------------------------------------------------------------------------
 
 
-def need(binary: str, package: str) -> None:
-    """Skip (laptop) or fail (CI) unless ``binary`` is installed."""
-    if Path(binary).exists():
-        return
-    message = f"{binary} is not installed (apt-get install {package})"
-    if CI:
-        pytest.fail(f"{message}, and CI is set: the browser tests must run")
-    pytest.skip(message)
-
-
 @pytest.fixture
 def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1, in a thread; its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-def dump_dom(tmp_path: Path, url: str) -> str:
-    """The DOM headless Chromium renders for ``url`` (as in test_web.py)."""
-    done = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / f'profile-{time.monotonic_ns()}'}",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    """The app served over real HTTP on 127.0.0.1; its base URL."""
+    yield from serve(app)
 
 
 @pytest.mark.slow
@@ -944,14 +899,14 @@ def test_browser_renders_the_outbox(settings: Settings, live: str, tmp_path: Pat
     deliver(mail, settings)
     name = outbox_name(mail.message_id)
 
-    dom = dump_dom(tmp_path, f"{live}/outbox")
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/outbox")
     row = re.search(rf'<tr id="mail-{re.escape(name)}">(.*?)</tr>', dom, re.S)
     assert row, dom[-3000:]
     assert "status.example.org/jobs/42: complete" in row.group(1)
     assert "ada@example.org" in row.group(1)
     assert PASSWORD not in dom
 
-    dom = dump_dom(tmp_path, f"{live}/outbox/{name}")
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/outbox/{name}")
     text_block = re.search(r'<pre class="json mail-text" id="mail-text">(.*?)</pre>', dom, re.S)
     assert text_block, dom[-3000:]
     assert "has finished." in text_block.group(1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
 import socket
 import subprocess
@@ -26,7 +25,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import BaseModel, ConfigDict, Field
-from werkzeug.serving import make_server
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
@@ -36,10 +34,7 @@ from prodinf.engine.steps import Flow, Step
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.store import upgrade
-
-CI = bool(os.environ.get("CI"))
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from tests.unit.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, chromium, need, serve
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -620,54 +615,10 @@ def test_text_from_a_job_is_escaped_everywhere(note_app: Flask) -> None:
 # -- a real browser ----------------------------------------------------------------------------
 
 
-def need(binary: str, package: str) -> None:
-    """Skip (laptop) or fail (CI) unless ``binary`` is installed."""
-    if Path(binary).exists():
-        return
-    message = f"{binary} is not installed (apt-get install {package})"
-    if CI:
-        pytest.fail(f"{message}, and CI is set: the browser tests must run")
-    pytest.skip(message)
-
-
 @pytest.fixture
 def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1, in a thread; its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-]
-
-
-def chromium(tmp_path: Path, *args: str) -> str:
-    """Run headless Chromium once with ``args``; its stdout."""
-    profile = tmp_path / f"profile-{time.monotonic_ns()}"
-    done = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    """The app served over real HTTP on 127.0.0.1; its base URL."""
+    yield from serve(app)
 
 
 @pytest.mark.slow
