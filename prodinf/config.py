@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -127,13 +128,24 @@ class Settings(BaseSettings):
         description="Seconds a notification waits for its URL to finish before it reports "
         "that it did not (7 days).",
     )
+    webhook_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a webhook receiver may take to connect and to answer.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The portal's address as users reach it (https://prodinf.example.org), "
+        "for links to jobs in notifications; unset, they carry no link.",
+    )
     webhook_secret: SecretStr = Field(
         default=SecretStr(""),
         description="Key of the HMAC-SHA256 signature sent with each webhook; empty means "
         "webhooks are not signed.",
     )
 
-    @field_validator("smtp_host", "smtp_user", "smtp_password", mode="before")
+    @field_validator("smtp_host", "smtp_user", "smtp_password", "public_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # PRODINF_SMTP_HOST= (set but empty, as env files and compose often leave it)
@@ -152,6 +164,17 @@ class Settings(BaseSettings):
             return validate_sender(value)
         except ValidationError as exc:  # pydantic reports ValueError, naming the field
             raise ValueError(exc.message) from None
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://prodinf.example.org")
+        return value
 
     @field_validator("plugins", mode="before")
     @classmethod

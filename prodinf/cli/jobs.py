@@ -61,6 +61,14 @@ def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]
 )
 @click.option("--json", "raw_json", metavar="OBJECT", help="All params as one JSON object.")
 @click.option("--idempotency-key", help="Submitting the same key again returns the same job.")
+@click.option(
+    "--notify-email",
+    "emails",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Mail ADDRESS a summary when the job ends; repeat for more.",
+)
+@click.option("--webhook", metavar="URL", help="POST a signed JSON summary to URL when it ends.")
 @click.option("--wait", is_flag=True, help="Follow the job with a progress bar until it ends.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after seconds.")
 @reports_errors
@@ -69,6 +77,8 @@ def post(
     pairs: tuple[str, ...],
     raw_json: str | None,
     idempotency_key: str | None,
+    emails: tuple[str, ...],
+    webhook: str | None,
     wait: bool,
     timeout: float | None,
 ) -> None:
@@ -76,11 +86,17 @@ def post(
     import getpass
 
     rt = make_runtime()
+    notify: dict[str, Any] = {}
+    if emails:
+        notify["email"] = list(emails)
+    if webhook is not None:
+        notify["webhook"] = webhook
     job, created = rt.jobs.submit(
         kind,
         parse_params(pairs, raw_json),
         idempotency_key=idempotency_key,
         submitted_by=getpass.getuser(),
+        notify=notify or None,
     )
     click.echo(f"{'submitted' if created else 'existing'} {job['kind']} job {job['id']}")
     if not wait:

@@ -15,13 +15,16 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
 from sqlalchemy.engine import Connection, Dialect
 
 from prodinf.store.models import HistoryRow, JobRow, StepRow
 from prodinf.store.repository import history_entry
+
+if TYPE_CHECKING:
+    from prodinf.engine.newjob import NewJob
 
 __all__ = ["HISTORY", "JOBS", "STEPS", "JobRows", "LockedJob", "LockedStep", "insert_rows"]
 
@@ -71,6 +74,9 @@ class LockedJob(_Tracked):
     started_at: datetime | None
     finished_at: datetime | None
     next_run_at: datetime | None
+    notify: dict[str, Any] | None
+    submitted_by: str | None
+    created_at: datetime
 
 
 @dataclass(eq=False)
@@ -120,11 +126,14 @@ _UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("row_id"))
 
 @dataclass(eq=False)
 class JobRows:
-    """A job and its steps (in flow order), locked in this transaction, and new history."""
+    """A job and its steps (in flow order), locked in this transaction, new history, and
+    new jobs to insert with them (a notification of the job's end)."""
 
     job: LockedJob
     steps: list[LockedStep]
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: Jobs inserted by ``save``; their messages are for the caller to send after commit.
+    spawned: list[NewJob] = field(default_factory=list)
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str) -> JobRows | None:
@@ -156,6 +165,8 @@ class JobRows:
             for i, (_, changed) in enumerate(steps):
                 values.update((f"{name}_{i}", value) for name, value in changed.items())
             conn.execute(_update_steps(columns), values)
+        for new in self.spawned:
+            new.insert(conn)
         if self.history:
             insert_rows(conn, HISTORY, self.history)
             self.history = []

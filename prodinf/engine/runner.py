@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
 from prodinf.engine.heartbeat import Heartbeat, Lease
+from prodinf.engine.notices import notification_job, snapshot
 from prodinf.engine.planner import Claim, Finish, Idle, earliest, plan
 from prodinf.engine.registry import Kind, Registry
 from prodinf.engine.rows import JobRows, LockedJob, LockedStep
@@ -106,6 +107,8 @@ class Runner:
             action = self._advance(rows, owner, built)
             if rows is not None:
                 rows.save(conn)
+        if rows is not None:
+            self._publish_spawned(rows)
         while isinstance(action, _Action):
             if action.fanout:
                 self._fan_out(action)
@@ -120,6 +123,7 @@ class Runner:
                 self._record(rows, action, owner, outcome)
                 action = self._advance(rows, owner, built)
                 rows.save(conn)
+            self._publish_spawned(rows)
         if isinstance(action, str) and self.on_finished is not None:
             self.on_finished(job_id, action)
 
@@ -230,7 +234,38 @@ class Runner:
         job.next_run_at = None
         job.updated_at = now
         rows.note(f"job.{status}", None, message)
+        if job.notify:
+            self._notify(rows, now)
         return status
+
+    def _notify(self, rows: JobRows, now: datetime) -> None:
+        """Add the notification of the job's end to the rows this transaction writes."""
+        job = rows.job
+        ended = snapshot(
+            job_id=job.id,
+            kind=job.kind,
+            status=job.status,
+            result=job.result,
+            error=job.error,
+            message=job.progress_message,
+            submitted_by=job.submitted_by,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        )
+        new = notification_job(self.registry, self.settings, ended, job.notify or {}, now)
+        if new is not None:
+            rows.spawned.append(new)
+            rows.note("notification.queued", None, f"notification job {new.id}")
+
+    def _publish_spawned(self, rows: JobRows) -> None:
+        # Committed with the job's status: if a publish fails, the reconciler
+        # sends the message after redrive_after.
+        for new in rows.spawned:
+            try:
+                self.publish(new.id, new.queue)
+            except ProdinfError as exc:
+                log.warning("job %s not published yet: %s", new.id, exc)
+        rows.spawned = []
 
     # -- running -------------------------------------------------------------
 

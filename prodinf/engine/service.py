@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import math
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -11,15 +11,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from prodinf.config import Settings
+from prodinf.engine.newjob import NewJob
+from prodinf.engine.notices import notification_job, parse_notify, snapshot
 from prodinf.engine.registry import Registry
-from prodinf.engine.rows import HISTORY, JOBS, STEPS, insert_rows
 from prodinf.engine.runner import Publish
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
 from prodinf.store import TERMINAL, JobRow, JobStore, StepRow, add_history, job_summary
-from prodinf.store.repository import history_entry
 from prodinf.store.types import utcnow
 
 __all__ = ["Jobs"]
+
+log = logging.getLogger(__name__)
 
 #: Longest idempotency key and ``submitted_by``: the lengths of their columns.
 MAX_KEY_LENGTH = 200
@@ -56,6 +58,9 @@ class Jobs:
     ) -> tuple[dict[str, Any], bool]:
         """Store a new job and publish its message; return (job summary, created).
 
+        ``notify`` (``{"email": [...], "webhook": "https://..."}``) asks for a
+        notification when the job ends (see :mod:`prodinf.engine.notices`).
+
         With an ``idempotency_key`` already used, returns that job and ``False``.
         If the broker does not take the message, the job is removed again and
         ``BrokerUnavailable`` raised: a job is stored only if its message is sent.
@@ -76,52 +81,25 @@ class Jobs:
             _check_key(idempotency_key)
         if submitted_by is not None:
             _check_submitted_by(submitted_by)
-        if notify is not None:
-            _storable(notify, "notify", MAX_PARAMS_DEPTH)
+        stored_notify = parse_notify(notify, self.registry)
+        if stored_notify is not None:
+            _storable(stored_notify, "notify", MAX_PARAMS_DEPTH)
         existing = None if idempotency_key is None else self._by_key(idempotency_key, kind)
         if existing is not None:
             return existing, False
-        now = utcnow()
-        values: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "kind": kind,
-            "queue": self.queue_of(kind),
-            "status": "queued",
-            "params": stored_params,
-            "progress_done": 0,
-            "progress_total": len(flow.steps),
-            "progress_message": "queued",
-            "submitted_by": submitted_by,
-            "idempotency_key": idempotency_key,
-            "notify": notify,
-            "cancel_requested": False,
-            "created_at": now,
-            "updated_at": now,
-            "next_run_at": now + timedelta(seconds=self.settings.redrive_after),
-        }
-        job = JobRow(**values)
-        steps = [
-            {
-                "job_id": job.id,
-                "name": step.name,
-                "position": position,
-                "after": list(flow.deps[step.name]),
-                "status": "pending",
-                "attempts": 0,
-                "state": {},
-            }
-            for position, step in enumerate(flow.steps)
-        ]
-        submitted = f"submitted {kind}" + (f" by {submitted_by}" if submitted_by else "")
+        new = NewJob.build(
+            spec,
+            stored_params,
+            flow,
+            self.settings,
+            utcnow(),
+            idempotency_key=idempotency_key,
+            submitted_by=submitted_by,
+            notify=stored_notify,
+        )
         try:
-            # Core inserts, one statement per table: the ORM's unit of work would
-            # cost more than the rest of a submission.
             with self.store.transaction() as conn:
-                insert_rows(conn, JOBS, [values])
-                insert_rows(conn, STEPS, steps)
-                insert_rows(
-                    conn, HISTORY, [history_entry(job.id, "job.submitted", None, submitted)]
-                )
+                new.insert(conn)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -130,12 +108,12 @@ class Jobs:
                 raise
             return existing, False
         try:
-            self.publish(job.id, job.queue)
+            self.publish(new.id, new.queue)
         except BrokerUnavailable:
             with self.store.session() as session:
-                session.execute(delete(JobRow).where(JobRow.id == job.id))
+                session.execute(delete(JobRow).where(JobRow.id == new.id))
             raise
-        return job_summary(job), True
+        return job_summary(JobRow(**new.values)), True
 
     def _by_key(self, key: str, kind: str) -> dict[str, Any] | None:
         with self.store.session() as session:
@@ -151,6 +129,7 @@ class Jobs:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or waiting job now; a running one stops after its current step."""
+        notification = None
         with self.store.session() as session:
             job = self._locked(session, job_id)
             if job.status in TERMINAL:
@@ -173,6 +152,7 @@ class Jobs:
                 job.next_run_at = None
                 job.progress_message = "cancelled"
                 add_history(session, job_id, "job.cancelled", None, "cancelled")
+                notification = self._notification(session, job)
             else:
                 add_history(
                     session,
@@ -181,7 +161,40 @@ class Jobs:
                     None,
                     f"cancel requested; stopping after {running.name}",
                 )
-            return job_summary(job)
+            summary = job_summary(job)
+        if notification is not None:
+            self._publish_notification(notification)
+        return summary
+
+    def _notification(self, session: Any, job: JobRow) -> NewJob | None:
+        """The notification of ``job``'s end, inserted in ``session``'s transaction."""
+        if not job.notify:
+            return None
+        ended = snapshot(
+            job_id=job.id,
+            kind=job.kind,
+            status=job.status,
+            result=job.result,
+            error=job.error,
+            message=job.progress_message,
+            submitted_by=job.submitted_by,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        )
+        new = notification_job(self.registry, self.settings, ended, job.notify, utcnow())
+        if new is not None:
+            session.flush()
+            new.insert(session.connection())
+            add_history(session, job.id, "notification.queued", None, f"notification job {new.id}")
+        return new
+
+    def _publish_notification(self, new: NewJob) -> None:
+        # Committed with the status: if this publish fails, the reconciler sends it
+        # after redrive_after.
+        try:
+            self.publish(new.id, new.queue)
+        except BrokerUnavailable as exc:
+            log.warning("notification job %s not published yet: %s", new.id, exc)
 
     def retry(self, job_id: str) -> dict[str, Any]:
         """Run a failed, reverted or cancelled job again from where it stopped.

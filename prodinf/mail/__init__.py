@@ -35,6 +35,7 @@ Usage from a step::
 from __future__ import annotations
 
 from prodinf.mail.delivery import deliver
+from prodinf.mail.jobsummary import render_job_summary
 from prodinf.mail.message import (
     Mail,
     build_message,
@@ -64,6 +65,7 @@ __all__ = [
     "outbox_message",
     "outbox_messages",
     "outbox_name",
+    "render_job_summary",
     "render_summary",
     "validate_address",
     "validate_sender",

@@ -55,11 +55,11 @@ def render_summary(
     context = {
         "url": shown_url,
         "status": None if status is None else redact_text(str(status)),
-        "fields": _fields(redact(document)) if document is not None else [],
+        "fields": document_fields(redact(document)) if document is not None else [],
         "outcome": outcome,
         "reason": redact_text(reason) if reason else None,
     }
-    env = _templates()
+    env = mail_templates()
     text = env.get_template("summary.txt").render(context)
     html = env.get_template("summary.html").render(context)
     return f"[prodinf] {shown_url}: {_SUBJECT_ENDINGS[outcome]}", text, html
@@ -74,7 +74,7 @@ class _Field:
     block: bool
 
 
-def _fields(document: Any) -> list[_Field]:
+def document_fields(document: Any) -> list[_Field]:
     """Each field of ``document``: text as it is, nested values as indented JSON.
 
     A document that is not an object (a JSON list, a number) is one field, ``document``.
@@ -95,7 +95,7 @@ def _fields(document: Any) -> list[_Field]:
 
 
 @lru_cache(maxsize=1)
-def _templates() -> Environment:
+def mail_templates() -> Environment:
     return Environment(
         loader=FileSystemLoader(Path(__file__).with_name("templates")),
         autoescape=select_autoescape(enabled_extensions=("html",), default=False),

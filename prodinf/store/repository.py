@@ -291,6 +291,7 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
         "cancel_requested": job.cancel_requested,
         "result": redact(job.result),
         "error": job.error,
+        "notify": redact(job.notify),
         "steps": [
             {
                 "name": step.name,

@@ -1,5 +1,6 @@
 """Real servers on loopback for the mail tests and benchmarks: an SMTP server (aiosmtpd)
-that keeps what it accepts, and an HTTP server that answers like a remote job service."""
+that keeps what it accepts, an HTTP server that answers like a remote job service, and
+a webhook receiver that keeps every call."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import email
 import json
 import socket
 import threading
+import time
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["Inbox", "Smtp", "StatusServer", "free_port"]
+__all__ = ["Call", "Inbox", "Smtp", "StatusServer", "WebhookReceiver", "free_port"]
 
 
 # -- a real SMTP server -------------------------------------------------------------------
@@ -114,6 +116,67 @@ class StatusServer:
 
     def start(self) -> None:
         self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- a real webhook receiver ------------------------------------------------------------------
+
+
+class Call:
+    """One POST a webhook receiver got: its headers and exact body bytes."""
+
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """Takes POSTs on ``/hook``. ``answers`` are the status codes of the first calls
+    (then 200); ``delay`` seconds of silence before answering; every call is kept."""
+
+    def __init__(self, answers: list[int] | None = None, delay: float = 0.0) -> None:
+        self.answers = list(answers or [])
+        self.delay = delay
+        self.calls: list[Call] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with outer.lock:
+                    outer.calls.append(Call(dict(self.headers.items()), body))
+                    code = outer.answers.pop(0) if outer.answers else 200
+                if outer.delay:
+                    time.sleep(outer.delay)
+                self.send_response(code)
+                if 300 <= code < 400:
+                    self.send_header("Location", f"{outer.base}/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+    def start(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
 
     def stop(self) -> None:
         self.server.shutdown()

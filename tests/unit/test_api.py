@@ -277,6 +277,27 @@ def test_a_body_that_is_not_declared_json_is_refused(client: FlaskClient) -> Non
     assert_clean_error(response, 400, "body")
 
 
+def test_notify_is_accepted_shown_and_checked_field_by_field(client: FlaskClient) -> None:
+    notify = {"email": ["ada@example.org"], "webhook": "https://hooks.example.org/p"}
+    answer = client.post(
+        JOBS, json={"kind": "http_get", "params": {"url": "http://x.example/"}, "notify": notify}
+    )
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert client.get(answer.json["url"]).json["notify"] == notify  # type: ignore[index]
+
+    for bad, field in [
+        ({"email": ["nobody"]}, "notify.email.0"),
+        ({"webhook": "gopher://x"}, "notify.webhook"),
+        ({"pager": "x"}, "notify.pager"),
+        ([], "notify"),
+        ({}, "notify"),
+    ]:
+        response = client.post(
+            JOBS, json={"kind": "http_get", "params": {"url": "http://x.example/"}, "notify": bad}
+        )
+        assert_clean_error(response, 400, field)
+
+
 def test_user_header_is_held_to_the_submitted_by_limit(client: FlaskClient) -> None:
     # The header is another way to say submitted_by: the same limit applies
     # (a longer value does not fit the column on PostgreSQL or MariaDB).

@@ -273,6 +273,30 @@ def test_post_stores_a_queued_job_that_show_lists_and_details() -> None:
     assert [h["event"] for h in full["history"]] == ["job.submitted"]
 
 
+def test_post_with_notify_reports_the_end_and_names_a_bad_address() -> None:
+    """When a job is posted with --notify-email and --webhook, then they are stored as its
+    notify, and cancelling it queues the notification job; a bad address is refused
+    naming the field."""
+    job_id = post_queued(
+        "--notify-email",
+        "ada@example.org",
+        "--notify-email",
+        "bob@example.org",
+        "--webhook",
+        "https://hooks.example.org/prodinf",
+    )
+    assert show_json(job_id)["notify"] == {
+        "email": ["ada@example.org", "bob@example.org"],
+        "webhook": "https://hooks.example.org/prodinf",
+    }
+    succeeded(prodinf("cancel", job_id))
+    notes = show_json("--kind", "job_notification")["items"]
+    assert len(notes) == 1 and notes[0]["status"] == "queued"
+
+    bad = prodinf("post", "http_get", "-p", f"url={UNREACHABLE}", "--notify-email", "nobody")
+    assert_clean_failure(bad, "notify.email.0")
+
+
 def test_show_filters_by_kind_and_status() -> None:
     """Given a queued job and a cancelled one,
     when ``show`` filters by status or kind,

@@ -158,6 +158,9 @@ def test_plugins_by_keyword_take_a_list() -> None:
         ("PRODINF_NOTIFY_DEADLINE", "-5", "notify_deadline"),
         ("PRODINF_MAIL_FROM", "not an address", "mail_from"),
         ("PRODINF_MAIL_FROM", "a@b.org\r\nBcc: x@y.org", "mail_from"),
+        ("PRODINF_WEBHOOK_TIMEOUT", "0", "webhook_timeout"),
+        ("PRODINF_PUBLIC_URL", "prodinf.example.org", "public_url"),
+        ("PRODINF_PUBLIC_URL", "https://", "public_url"),
     ],
 )
 def test_bad_values_raise_an_error_naming_the_field(
@@ -170,6 +173,15 @@ def test_bad_values_raise_an_error_naming_the_field(
 
     assert [error["loc"] for error in caught.value.errors()] == [(field,)]
     assert field in str(caught.value)
+
+
+def test_public_url_loses_its_trailing_slash_and_blank_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRODINF_PUBLIC_URL", "https://prodinf.example.org/ ")
+    assert Settings().public_url == "https://prodinf.example.org"
+    monkeypatch.setenv("PRODINF_PUBLIC_URL", "")
+    assert Settings().public_url is None
 
 
 def test_keywords_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

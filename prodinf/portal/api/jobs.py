@@ -14,7 +14,7 @@ ns = Namespace("jobs", description="Jobs: submit work and follow it")
 
 #: Every status a job can have.
 STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "reverted")
-SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by"}
+SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by", "notify"}
 
 submission = ns.model(
     "Submission",
@@ -26,6 +26,21 @@ submission = ns.model(
             "the existing job (200) instead of a new one"
         ),
         "submitted_by": fields.String(description="Who submitted the job"),
+        "notify": fields.Nested(
+            ns.model(
+                "Notify",
+                {
+                    "email": fields.List(
+                        fields.String, description="Addresses mailed a summary when the job ends"
+                    ),
+                    "webhook": fields.String(
+                        description="URL sent a signed JSON summary (POST) when the job ends"
+                    ),
+                },
+            ),
+            description="Who to tell when the job ends (succeeded, failed, cancelled or "
+            "reverted); delivered from the email queue",
+        ),
     },
 )
 created = ns.model(
@@ -125,6 +140,7 @@ class JobList(Resource):  # type: ignore[misc]
             body.get("params"),
             idempotency_key=body.get("idempotency_key"),
             submitted_by=submitted_by or request.headers.get("X-Prodinf-User"),
+            notify=body.get("notify"),
         )
         url = job_url(job["id"])
         return (

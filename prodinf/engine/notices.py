@@ -1,0 +1,145 @@
+"""``notify`` on any job: what a submission may ask for, and the notification job that a
+finishing job leaves behind.
+
+A job submitted with ``"notify": {"email": [...], "webhook": "https://..."}`` gets,
+in the very transaction that records its terminal status, a ``job_notification``
+job on the email queue carrying a snapshot of how it ended. The notification
+cannot be lost (it is committed with the status) and cannot re-run the job (it
+is a job of its own, with its own retries).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from prodinf.config import Settings
+from prodinf.engine.newjob import NewJob
+from prodinf.engine.registry import Registry
+from prodinf.exceptions import ValidationError
+from prodinf.mail import validate_address
+
+__all__ = ["NOTIFICATION_KIND", "NotifySpec", "notification_job", "parse_notify", "snapshot"]
+
+log = logging.getLogger(__name__)
+
+#: The kind of the job that delivers a finished job's notifications.
+NOTIFICATION_KIND = "job_notification"
+#: Most addresses one job may notify.
+MAX_ADDRESSES = 50
+
+
+class NotifySpec(BaseModel):
+    """Who hears about a job's terminal state: email addresses and/or a webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_ADDRESSES,
+        description="Addresses mailed a summary when the job ends.",
+    )
+    webhook: AnyHttpUrl | None = Field(
+        default=None,
+        description="URL sent a signed JSON summary (POST) when the job ends.",
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [validate_address(item, field=f"notify.email.{i}") for i, item in enumerate(value)]
+
+    @model_validator(mode="after")
+    def _something(self) -> NotifySpec:
+        if not self.email and self.webhook is None:
+            raise ValueError("give email addresses, a webhook, or both")
+        return self
+
+
+def parse_notify(raw: Any, registry: Registry) -> dict[str, Any] | None:
+    """The ``notify`` of a submission as stored, or ``None``; ``ValidationError`` naming
+    the field (``notify.email.0``, ``notify.webhook``, ...) if it is not valid."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValidationError("notify must be a JSON object", field="notify")
+    if NOTIFICATION_KIND not in registry:
+        raise ValidationError(
+            f"notify needs the {NOTIFICATION_KIND} kind, which this prodinf has not loaded",
+            field="notify",
+        )
+    try:
+        # A bad address raises our own ValidationError (naming notify.email.<i>)
+        # straight through pydantic, which wraps only ValueError.
+        spec = NotifySpec.model_validate(raw)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        field = f"notify.{where}" if where else "notify"
+        raise ValidationError(f"{field}: {first['msg']}", field=field) from None
+    return spec.model_dump(mode="json", exclude_defaults=True)
+
+
+def snapshot(
+    *,
+    job_id: str,
+    kind: str,
+    status: str,
+    result: Any,
+    error: dict[str, Any] | None,
+    message: str | None,
+    submitted_by: str | None,
+    created_at: datetime | None,
+    finished_at: datetime | None,
+) -> dict[str, Any]:
+    """How a job ended, as its notification reports it (JSON-ready)."""
+    return {
+        "id": job_id,
+        "kind": kind,
+        "status": status,
+        "result": result,
+        "error": error,
+        "message": message,
+        "submitted_by": submitted_by,
+        "created_at": _iso(created_at),
+        "finished_at": _iso(finished_at),
+    }
+
+
+def notification_job(
+    registry: Registry,
+    settings: Settings,
+    job: dict[str, Any],
+    notify: dict[str, Any],
+    now: datetime,
+) -> NewJob | None:
+    """The ``job_notification`` job reporting ``job`` (a :func:`snapshot`) to ``notify``.
+
+    ``None`` (and an error logged) if the kind is gone or ``notify`` no longer
+    validates, which only a change of code between submission and end can cause:
+    the finishing job must still finish.
+    """
+    try:
+        kind = registry.get(NOTIFICATION_KIND)
+        params = kind.validate({**notify, "job": job})
+        flow = kind.flow(params)
+    except Exception:
+        log.exception("job %s: cannot notify %s", job["id"], notify)
+        return None
+    return NewJob.build(
+        kind,
+        params.model_dump(mode="json"),
+        flow,
+        settings,
+        now,
+        idempotency_key=f"notify:{job['id']}:{job['status']}:{job['finished_at']}",
+        submitted_by=f"prodinf:job {job['id']}",
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

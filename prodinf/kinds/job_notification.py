@@ -1,0 +1,126 @@
+"""``job_notification``: tell a finished job's ``notify`` targets how it ended.
+
+prodinf creates this job itself, on the email queue, in the transaction that
+records another job's terminal status (see :mod:`prodinf.engine.notices`). Its
+params carry a snapshot of that job, so it reports the end it was made for even
+if the job is retried later. Two independent steps:
+
+``email``
+    Mails a summary (text and HTML) to every address, once: the delivery is
+    recorded with ``ctx.once`` under a Message-ID made from this job's id. A mail
+    server that is down is retried with backoff until it takes the mail.
+``webhook``
+    POSTs ``{"event", "delivery", "job"}`` as signed JSON (:mod:`prodinf.webhooks`),
+    retried with backoff for up to :data:`WEBHOOK_DEADLINE` seconds while the
+    receiver is down, slow or answers 5xx; a 4xx fails the step at once.
+
+Either failing fails this job only: the job it reports on is never run again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prodinf.engine.context import StepContext
+from prodinf.engine.notices import NOTIFICATION_KIND
+from prodinf.engine.registry import job_kind
+from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.kinds.notify import DELIVERY
+from prodinf.mail import Mail, deliver, render_job_summary, validate_address
+from prodinf.redact import redact
+from prodinf.webhooks import post
+
+__all__ = ["WEBHOOK_DEADLINE", "JobNotificationParams"]
+
+#: How long a webhook receiver that keeps failing is retried: 3 days.
+WEBHOOK_DEADLINE = 3 * 86400.0
+WEBHOOK = Retry(attempts=100_000, backoff=2.0, max_backoff=600.0, deadline=WEBHOOK_DEADLINE)
+
+
+class JobNotificationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: dict[str, Any] = Field(description="How the job ended (a snapshot made by prodinf).")
+    email: list[str] = Field(default_factory=list, description="Addresses to mail.")
+    webhook: AnyHttpUrl | None = Field(default=None, description="URL to POST the summary to.")
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in ("id", "kind", "status"):
+            if not isinstance(value.get(key), str):
+                raise ValueError(f"needs a text {key!r}")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [validate_address(item, field=f"params.email.{i}") for i, item in enumerate(value)]
+
+    @model_validator(mode="after")
+    def _something(self) -> JobNotificationParams:
+        if not self.email and self.webhook is None:
+            raise ValueError("give email addresses, a webhook, or both")
+        return self
+
+
+def _links(ctx: StepContext, job_id: str) -> tuple[str | None, str | None]:
+    """The job's page and API document, when the portal's public address is set."""
+    base = ctx.settings.public_url
+    if base is None:
+        return None, None
+    return f"{base}/jobs/{job_id}", f"{base}/api/v1/jobs/{job_id}"
+
+
+def _email(ctx: StepContext) -> dict[str, Any]:
+    params: JobNotificationParams = ctx.params  # type: ignore[assignment]
+    job = params.job
+    page, _ = _links(ctx, job["id"])
+    subject, text, html = render_job_summary(job, page)
+    mail = Mail(
+        to=list(params.email),
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=f"<{ctx.job_id}.{ctx.step}@prodinf>",
+        headers={"X-Prodinf-Job": job["id"]},
+    )
+    ctx.progress(f"mailing {', '.join(params.email)}")
+    message_id = ctx.once("delivered", lambda: deliver(mail, ctx.settings))
+    return {"message_id": message_id, "to": list(params.email), "subject": subject}
+
+
+def _webhook(ctx: StepContext) -> dict[str, Any]:
+    params: JobNotificationParams = ctx.params  # type: ignore[assignment]
+    job = redact(params.job)
+    _, api = _links(ctx, job["id"])
+    event = f"job.{job['status']}"
+    document = {"event": event, "delivery": ctx.job_id, "job": {**job, "url": api}}
+    ctx.progress(f"calling the webhook ({event})")
+    return ctx.once(
+        "delivered",
+        lambda: post(
+            str(params.webhook),
+            document,
+            event=event,
+            delivery=ctx.job_id,
+            settings=ctx.settings,
+        ),
+    )
+
+
+def _result(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {name: outputs[name] for name in ("email", "webhook") if name in outputs}
+
+
+@job_kind(NOTIFICATION_KIND, queue="email", params=JobNotificationParams, result=_result)
+def job_notification(params: JobNotificationParams) -> Flow:
+    """Mail and/or call a webhook with how another job ended (made by prodinf for `notify`)."""
+    steps = []
+    if params.email:
+        steps.append(Step("email", _email, retry=DELIVERY, after=()))
+    if params.webhook is not None:
+        steps.append(Step("webhook", _webhook, retry=WEBHOOK, after=()))
+    return Flow(steps)
