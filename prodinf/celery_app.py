@@ -153,6 +153,12 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
 
     def start(self, worker: Any) -> None:
+        from prodinf.runtime import runtime_for
+
+        # Build the runtime (imports, plugins, engine) here, in the main thread: built
+        # in the thread below, a pool child forked meanwhile would inherit a module
+        # import lock held, and hang on its first task.
+        runtime_for(worker.app)
         queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self._thread = threading.Thread(
             target=self._loop, args=(worker.app, queues), daemon=True, name="prodinf-reconciler"

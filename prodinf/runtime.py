@@ -21,12 +21,24 @@ from prodinf.engine.registry import Registry, registry
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
 from prodinf.engine.tasks import RUN_JOB
+from prodinf.engine.watches import look_due
 from prodinf.exceptions import BrokerUnavailable
 from prodinf.store import JobStore
 
 __all__ = ["Runtime", "runtime_for"]
 
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # A thread of the parent (the worker's reconciler) may hold the lock while the
+    # pool forks; the child would inherit it held, and its first task would wait
+    # for it forever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 class Runtime:
@@ -69,6 +81,9 @@ class Runtime:
         self.publish(job_id, queue, PRIORITY_REDRIVE)
 
     def reconcile(self, queues: Collection[str] | None = None) -> int:
+        """Look at the URL watches that are due (waking the steps they concern), then
+        publish every due job on ``queues`` (or all)."""
+        look_due(self.store)
         return reconcile(
             self.store, self.republish, redrive_after=self.settings.redrive_after, queues=queues
         )

@@ -8,7 +8,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from prodinf.config import Settings
-from prodinf.engine.steps import Wait
+from prodinf.engine.steps import Wait, Watch
 
 __all__ = ["StepContext"]
 
@@ -68,9 +68,12 @@ class StepContext:
         self._hooks.save_state(self.state)
         return value
 
-    def wait(self, seconds: float, reason: str, **state: Any) -> Wait:
-        """A ``Wait`` to return: run this step again in ``seconds`` without holding a worker."""
-        return Wait(seconds=seconds, reason=reason, state=state)
+    def wait(
+        self, seconds: float, reason: str, *, watch: Watch | None = None, **state: Any
+    ) -> Wait:
+        """A ``Wait`` to return: run this step again in ``seconds`` without holding a worker
+        (or sooner, once the ``watch``-ed URL finishes)."""
+        return Wait(seconds=seconds, reason=reason, state=state, watch=watch)
 
     def progress(self, message: str) -> None:
         """Show ``message`` as the job's progress (committed at once)."""

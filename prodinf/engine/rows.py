@@ -25,6 +25,7 @@ from prodinf.store.repository import history_entry
 
 if TYPE_CHECKING:
     from prodinf.engine.newjob import NewJob
+    from prodinf.engine.steps import Watch
 
 __all__ = ["HISTORY", "JOBS", "STEPS", "JobRows", "LockedJob", "LockedStep", "insert_rows"]
 
@@ -134,6 +135,8 @@ class JobRows:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: Jobs inserted by ``save``; their messages are for the caller to send after commit.
     spawned: list[NewJob] = field(default_factory=list)
+    #: URL watches the job's waiting steps asked for: (step name, watch), saved by ``save``.
+    watches: list[tuple[str, Watch]] = field(default_factory=list)
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str) -> JobRows | None:
@@ -167,6 +170,12 @@ class JobRows:
             conn.execute(_update_steps(columns), values)
         for new in self.spawned:
             new.insert(conn)
+        if self.watches:
+            from prodinf.engine.watches import register
+
+            for step, watch in self.watches:
+                register(conn, self.job.id, step, watch)
+            self.watches = []
         if self.history:
             insert_rows(conn, HISTORY, self.history)
             self.history = []

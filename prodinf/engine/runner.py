@@ -346,6 +346,9 @@ class Runner:
                 row.status = "waiting"
                 row.due_at = now + timedelta(seconds=max(0.0, wait.seconds))
                 row.state = {**row.state, **wait.state}
+                if wait.watch is not None:  # a fresh watch: forget what an old one found
+                    row.state = {k: v for k, v in row.state.items() if k != "watched"}
+                    rows.watches.append((name, wait.watch))
                 if row.wait_reason != reason:
                     rows.note("step.waiting", name, reason)
                 row.wait_reason = reason

@@ -3,12 +3,15 @@
 The flow has three steps:
 
 ``watch``
-    Looks at the URL every ``interval`` seconds, without holding a worker
-    between looks (a ``Wait``). A JSON ``status`` in :data:`PENDING_STATUSES`
-    means keep waiting; any other status is the result. Errors (connection,
-    5xx, 404, not JSON) back off and, after ``max_errors`` in a row, end the
-    watch as ``failed``; after ``deadline`` seconds it ends as ``deadline``.
-    The watch itself never fails the job: every outcome is worth an email.
+    Looks at the URL once, then waits on a shared URL watch
+    (:mod:`prodinf.engine.watches`): a reconciler looks at the URL every
+    ``interval`` seconds, once for all the notifications waiting on it, and wakes
+    this step when it is final. No worker is held and no task runs while it waits.
+    A JSON ``status`` in :data:`PENDING_STATUSES` means keep waiting; any other
+    status is the result. Errors (connection, 5xx, 404, not JSON) back off and,
+    after ``max_errors`` in a row, end the watch as ``failed``; after ``deadline``
+    seconds it ends as ``deadline``. The watch itself never fails the job: every
+    outcome is worth an email.
 ``send``
     Mails the outcome. The JSON's own ``subject`` and ``body`` when it has both,
     else a summary rendered from templates. The delivery is recorded with
@@ -30,16 +33,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from prodinf.celery_app import results_backend
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
-from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.engine.steps import Flow, Retry, Step, Watch
+from prodinf.engine.watches import look
 from prodinf.mail import Mail, deliver, render_summary, validate_address
 from prodinf.redact import redact_text
-from prodinf.remote import fetch_status, is_pending
 
 __all__ = ["EmailWhenCompleteParams"]
-
-#: Cap on the backoff between failed looks, seconds.
-MAX_ERROR_BACKOFF = 3600.0
 
 
 class EmailWhenCompleteParams(BaseModel):
@@ -84,49 +83,41 @@ def _watch(ctx: StepContext) -> Any:
     interval = params.interval or ctx.settings.poll_interval
     deadline = params.deadline or ctx.settings.notify_deadline
     since = float(ctx.state.get("since") or time.time())
-    errors = int(ctx.state.get("errors", 0))
     last = ctx.state.get("last_status")
     remaining = since + deadline - time.time()
 
     def ended(outcome: str, reason: str | None, document: Any = None) -> dict[str, Any]:
         return {"outcome": outcome, "status": last, "document": document, "reason": reason}
 
+    watched = ctx.state.get("watched")
+    if isinstance(watched, dict):  # the shared watch woke this step
+        last = watched.get("status") or last
+        if watched.get("outcome") == "complete":
+            return ended("complete", None, watched.get("document"))
+        return ended("failed", watched.get("reason"))
     if remaining <= 0:
         return ended("deadline", f"{shown} did not finish within {_span(deadline)}")
-    try:
-        code, document = fetch_status(url, timeout=min(30.0, max(5.0, interval)))
-    except PermanentError as exc:
-        return ended("failed", exc.message)
-    except RemoteUnavailable as exc:
-        problem = exc.message
-    else:
-        status = document.get("status") if document is not None else None
-        if code == 200 and isinstance(status, str):
-            last = status
-            if is_pending(status):
-                return ctx.wait(
-                    min(interval, remaining),
-                    f"{shown} is {status}",
-                    since=since,
-                    errors=0,
-                    last_status=status,
-                )
-            return ended("complete", None, document)
-        if code != 200:
-            problem = f"{shown} answered HTTP {code}"
-        elif document is None:
-            problem = f"{shown} did not answer a JSON object"
+    errors = 0
+    if not ctx.state.get("watching"):
+        # The first look is made here, so a URL that is already final is mailed at once.
+        found = look(url, timeout=min(30.0, max(5.0, interval)))
+        if found.outcome == "complete":
+            last = found.status
+            return ended("complete", None, found.document)
+        if found.outcome == "failed":
+            return ended("failed", found.problem)
+        if found.outcome == "pending":
+            last = found.status
         else:
-            problem = f"{shown} answered JSON without a text `status`"
-    errors += 1
-    if errors >= params.max_errors:
-        return ended("failed", f"gave up after {errors} failed looks in a row: {problem}")
-    backoff = min(interval * 2 ** min(errors - 1, 20), MAX_ERROR_BACKOFF, remaining)
+            errors = 1
+            if errors >= params.max_errors:
+                return ended("failed", f"gave up after 1 failed look: {found.problem}")
     return ctx.wait(
-        backoff,
-        f"look {errors} failed ({problem}); next in {backoff:.0f}s",
+        remaining,
+        f"{shown} is {last}" if last else f"watching {shown}",
+        watch=Watch(url, interval, params.max_errors, errors),
         since=since,
-        errors=errors,
+        watching=True,
         last_status=last,
     )
 

@@ -1,7 +1,7 @@
 """The durable job store (SQLAlchemy 2, Alembic migrations)."""
 
 from prodinf.store.migrate import upgrade
-from prodinf.store.models import Base, HistoryRow, JobRow, StepRow
+from prodinf.store.models import Base, HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
 from prodinf.store.repository import TERMINAL, JobStore, add_history, job_detail, job_summary
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "JobRow",
     "JobStore",
     "StepRow",
+    "WatchRow",
+    "WatcherRow",
     "add_history",
     "job_detail",
     "job_summary",

@@ -1,4 +1,4 @@
-"""The job store's tables: jobs, their steps, and an append-only history."""
+"""The job store's tables: jobs, their steps, an append-only history, and URL watches."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from prodinf.store.types import JSONType, UTCDateTime, utcnow
 
-__all__ = ["Base", "HistoryRow", "JobRow", "StepRow"]
+__all__ = ["Base", "HistoryRow", "JobRow", "StepRow", "WatchRow", "WatcherRow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -118,3 +119,40 @@ class HistoryRow(Base):
     step: Mapped[str | None] = mapped_column(String(100), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class WatchRow(Base):
+    """A URL looked at on behalf of every step waiting for it to finish.
+
+    However many jobs wait on one URL, it is fetched once per ``interval``
+    (the shortest any of them asked for) by whichever reconciler claims it.
+    """
+
+    __tablename__ = "prodinf_watches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: SHA-256 of ``url``: a unique key every database can index.
+    url_key: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    interval: Mapped[float] = mapped_column(Float)
+    next_look_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: Failed looks in a row (errors, 404, not JSON).
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WatcherRow(Base):
+    """A waiting step that a watch wakes when its URL finishes or keeps failing."""
+
+    __tablename__ = "prodinf_watchers"
+
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("prodinf_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[str] = mapped_column(String(100), primary_key=True)
+    watch_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("prodinf_watches.id", ondelete="CASCADE"), index=True
+    )
+    #: Wake the step (as failed) once the URL has failed this many looks in a row.
+    max_errors: Mapped[int] = mapped_column(Integer)

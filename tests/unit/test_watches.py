@@ -1,0 +1,175 @@
+"""Shared URL watches: many ``email_when_complete`` jobs on one URL cost one look per interval.
+
+The engine runs for real on a SQLite store (the ``world``) against a real HTTP
+status server on 127.0.0.1; mail goes to the embedded outbox. Time passes by
+moving ``next_look_at`` into the past, as the clock would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+import prodinf.kinds  # noqa: F401  (registers email_when_complete)
+from prodinf.config import Settings
+from prodinf.engine.reconciler import reconcile
+from prodinf.engine.registry import registry
+from prodinf.engine.watches import look_due
+from prodinf.mail import outbox_dir
+from prodinf.store import StepRow, WatcherRow, WatchRow
+from prodinf.store.types import utcnow
+from tests.integration.servers import StatusServer
+from tests.unit.world import World
+
+
+@pytest.fixture
+def status() -> Iterator[StatusServer]:
+    server = StatusServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def notify(world: World) -> World:
+    world.registry.register(registry.get("email_when_complete"))
+    return world
+
+
+def submit(world: World, url: str, n: int = 1, **params: object) -> list[str]:
+    ids = [
+        world.submit("email_when_complete", {"url": url, "address": f"u{i}@example.org", **params})
+        for i in range(n)
+    ]
+    for job_id in ids:
+        assert world.drive(job_id)["status"] == "waiting"
+    return ids
+
+
+def watches(world: World) -> list[WatchRow]:
+    with world.store.session() as session:
+        rows = list(session.scalars(select(WatchRow)))
+        session.expunge_all()
+        return rows
+
+
+def watchers(world: World) -> int:
+    with world.store.session() as session:
+        return int(session.scalar(select(func.count()).select_from(WatcherRow)) or 0)
+
+
+def time_passes(world: World) -> None:
+    """Every watch's next look comes due."""
+    with world.store.session() as session:
+        session.execute(update(WatchRow).values(next_look_at=utcnow() - timedelta(seconds=1)))
+
+
+def woken(world: World, ids: list[str]) -> int:
+    with world.store.session() as session:
+        steps = session.scalars(
+            select(StepRow).where(StepRow.job_id.in_(ids), StepRow.name == "watch")
+        ).all()
+        return sum(1 for s in steps if "watched" in (s.state or {}))
+
+
+def test_fifty_notifications_on_one_url_share_one_look_per_interval(
+    notify: World, settings: Settings, status: StatusServer
+) -> None:
+    path = "/job/shared"
+    ids = submit(notify, f"{status.base}{path}?running=51", 50, interval=60)
+    assert status.looked(path) == 50  # each made its own first look
+    (watch,) = watches(notify)
+    assert watchers(notify) == 50
+    assert watch.interval == 60
+
+    assert look_due(notify.store) == 0  # not due for another minute
+    time_passes(notify)
+    assert look_due(notify.store) == 1
+    assert status.looked(path) == 51  # one look for all fifty: still running
+    assert watches(notify)[0].status == "running"
+    assert woken(notify, ids) == 0
+    assert look_due(notify.store) == 0  # the next look is an interval away
+
+    time_passes(notify)
+    assert look_due(notify.store) == 1
+    assert status.looked(path) == 52  # complete
+    assert woken(notify, ids) == 50
+    assert watches(notify) == [] and watchers(notify) == 0
+
+    notify.published.clear()
+    reconcile(notify.store, notify.publish, redrive_after=30.0)
+    assert sorted(job for job, _ in notify.published) == sorted(ids)
+    for job_id in ids:
+        detail = notify.drive(job_id)
+        assert detail["status"] == "succeeded", detail["error"]
+        assert detail["result"]["outcome"] == "complete"
+    assert len(list(outbox_dir(settings).glob("*.eml"))) == 50
+    assert status.looked(path) == 52  # nobody looked again
+
+
+def test_a_url_that_keeps_failing_wakes_its_watchers_after_max_errors(
+    notify: World, status: StatusServer
+) -> None:
+    (job_id,) = submit(notify, f"{status.base}/missing", max_errors=3, interval=1)
+    (watch,) = watches(notify)
+    assert watch.errors == 1  # the first look failed
+    for errors in (2, 3):
+        time_passes(notify)
+        look_due(notify.store)
+        assert status.looked("/missing") == errors
+    assert woken(notify, [job_id]) == 1
+    assert watches(notify) == []
+    notify.pass_time(job_id)
+    detail = notify.drive(job_id)
+    assert detail["status"] == "succeeded"
+    assert detail["result"]["outcome"] == "failed"
+    assert "gave up after 3 failed looks" in notify.step(job_id, "watch")["output"]["reason"]
+
+
+def test_failed_looks_back_off(notify: World, status: StatusServer) -> None:
+    submit(notify, f"{status.base}/missing", max_errors=10, interval=10)
+    before = utcnow()
+    time_passes(notify)
+    look_due(notify.store)  # the second failure in a row: 20 s to the next look
+    (watch,) = watches(notify)
+    assert watch.errors == 2
+    wait = (watch.next_look_at - before).total_seconds()
+    assert 19 < wait < 22
+
+
+def test_a_cancelled_notification_stops_being_watched(notify: World, status: StatusServer) -> None:
+    (job_id,) = submit(notify, f"{status.base}/never")
+    notify.jobs.cancel(job_id)
+    time_passes(notify)
+    look_due(notify.store)
+    assert watchers(notify) == 0
+    assert watches(notify) == []
+
+
+def test_the_shortest_interval_asked_for_wins(notify: World, status: StatusServer) -> None:
+    submit(notify, f"{status.base}/never", interval=600)
+    submit(notify, f"{status.base}/never", interval=30)
+    (watch,) = watches(notify)
+    assert watch.interval == 30
+    assert (watch.next_look_at - utcnow()).total_seconds() < 31
+
+
+def test_a_notification_past_its_deadline_is_mailed_without_the_watch(
+    notify: World, settings: Settings, status: StatusServer
+) -> None:
+    (job_id,) = submit(notify, f"{status.base}/never", deadline=5)
+    notify.pass_time(job_id)  # the deadline passes before the URL finishes
+    with notify.store.session() as session:  # as the clock would have it
+        step = session.scalars(
+            select(StepRow).where(StepRow.job_id == job_id, StepRow.name == "watch")
+        ).one()
+        step.state = {**step.state, "since": step.state["since"] - 10}
+    detail = notify.drive(job_id)
+    assert detail["result"]["outcome"] == "deadline"
+    assert detail["result"]["status"] == "running"
+    time_passes(notify)
+    look_due(notify.store)
+    assert watches(notify) == []  # the next look dropped the watcher and the watch
