@@ -1,6 +1,6 @@
 """Unrelated email jobs with 10,000 notifications pending vs none, on one email worker.
 
-    python bench/email.py [--pending 10000] [--jobs 100] [--interval 60]
+    python bench/email.py [--pending 10000] [--urls 1] [--jobs 100] [--interval 60]
 
 One run, on RabbitMQ + PostgreSQL, with a real SMTP server (aiosmtpd) and a real
 HTTP status server on loopback, and one worker started as users start it
@@ -8,8 +8,9 @@ HTTP status server on loopback, and one worker started as users start it
 
 1. throughput of N unrelated email jobs (each mails the result of a URL that is
    already complete) with nothing else pending;
-2. ``--pending`` notifications submitted on a URL that never finishes, each
-   looking at it every ``--interval`` seconds, then the same N unrelated jobs.
+2. ``--pending`` notifications submitted on ``--urls`` distinct URLs that never
+   finish (1: all on one URL; 10000: each its own), each to be looked at every
+   ``--interval`` seconds, then the same N unrelated jobs.
 
 It prints the worker's peak RSS (main process and pool children) in each phase,
 both throughputs, and last ``ratio=<with pending/without>``. Target: >= 0.9.
@@ -121,6 +122,7 @@ def count(rt: Runtime, status: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pending", type=int, default=10_000)
+    parser.add_argument("--urls", type=int, default=1, help="distinct URLs pending")
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--interval", type=float, default=60.0)
     args = parser.parse_args()
@@ -180,13 +182,18 @@ def main() -> None:
             flush=True,
         )
 
+        def pending_url(i: int) -> str:
+            if args.urls <= 1:
+                return f"{status.base}/never"
+            return f"{status.base}/job/pending-{i % args.urls}?running=1000000000"
+
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
             list(
                 pool.map(
                     lambda i: rt.jobs.submit(
                         "email_when_complete",
-                        {"url": f"{status.base}/never", "address": f"p{i}@example.org"},
+                        {"url": pending_url(i), "address": f"p{i}@example.org"},
                     ),
                     range(args.pending),
                 )
@@ -194,7 +201,7 @@ def main() -> None:
         while count(rt, "waiting") < args.pending:
             time.sleep(0.5)
         print(
-            f"{args.pending} notifications submitted and waiting in "
+            f"{args.pending} notifications on {max(1, args.urls)} URL(s) submitted and waiting in "
             f"{time.perf_counter() - started:.0f}s",
             flush=True,
         )

@@ -135,12 +135,23 @@ def look(url: str, timeout: float) -> Look:
     return Look("error", problem=f"{shown} answered JSON without a text `status`")
 
 
-def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8) -> int:
-    """Look at every watch that is due (up to ``limit``) and wake the steps it concerns.
+def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8, batches: int = 5) -> int:
+    """Look at the watches that are due and wake the steps they concern.
 
-    Returns the number of URLs looked at. Safe to call from several processes at
-    once: each watch is claimed with a conditional update first.
+    Works through up to ``batches`` batches of ``limit`` watches, ``parallel``
+    looks at a time, and returns the number of URLs looked at. Safe to call from
+    several processes at once: each watch is claimed with a conditional update.
     """
+    total = 0
+    for _ in range(batches):
+        looked = _look_batch(store, limit, parallel)
+        total += looked
+        if looked < limit:
+            break
+    return total
+
+
+def _look_batch(store: JobStore, limit: int, parallel: int) -> int:
     now = utcnow()
     claimed: list[_Due] = []
     with store.transaction() as conn:
@@ -173,12 +184,42 @@ def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8) -> int:
 
     with ThreadPoolExecutor(max_workers=min(parallel, len(claimed))) as pool:
         looks = list(pool.map(one, claimed))
+    pending = [(w, f) for w, f in zip(claimed, looks, strict=True) if f.outcome == "pending"]
+    if pending:
+        try:
+            _still_pending(store, pending)
+        except Exception:  # the claims run out and another pass looks again
+            log.exception("could not record %d looks", len(pending))
     for watch, found in zip(claimed, looks, strict=True):
+        if found.outcome == "pending":
+            continue
         try:
             _settle(store, watch, found)
         except Exception:  # the claim runs out and another pass looks again
             log.exception("could not record a look at %s", redact_text(watch.url))
     return len(claimed)
+
+
+def _still_pending(store: JobStore, looks: Sequence[tuple[_Due, Look]]) -> None:
+    """Record a batch of looks that found their URL still pending: a few statements."""
+    now = utcnow()
+    ids = [watch.id for watch, _ in looks]
+    with store.transaction() as conn:
+        _drop_stale(conn, ids)
+        conn.execute(
+            update(WATCHES)
+            .where(WATCHES.c.id == bindparam("b_id"))
+            .values(errors=0, status=bindparam("b_status"), next_look_at=bindparam("b_next")),
+            [
+                {
+                    "b_id": watch.id,
+                    "b_status": (found.status or "")[:200],
+                    "b_next": now + timedelta(seconds=watch.interval),
+                }
+                for watch, found in looks
+            ],
+        )
+        _delete_unwatched(conn, ids)
 
 
 @dataclass(frozen=True)
@@ -195,19 +236,7 @@ class _Due:
 def _settle(store: JobStore, row: _Due, found: Look) -> None:
     now = utcnow()
     with store.transaction() as conn:
-        _drop_stale(conn, row.id)
-        if found.outcome == "pending":
-            conn.execute(
-                update(WATCHES)
-                .where(WATCHES.c.id == row.id)
-                .values(
-                    errors=0,
-                    status=found.status,
-                    next_look_at=now + timedelta(seconds=float(row.interval)),
-                )
-            )
-            _delete_if_unwatched(conn, row.id)
-            return
+        _drop_stale(conn, [row.id])
         if found.outcome == "complete":
             outcome = {"outcome": "complete", "status": found.status, "document": found.document}
             watchers = _watchers(conn, row.id, None)
@@ -238,7 +267,7 @@ def _settle(store: JobStore, row: _Due, found: Look) -> None:
             conn.execute(delete(WATCHES).where(WATCHES.c.id == row.id))
     else:
         with store.transaction() as conn:
-            _delete_if_unwatched(conn, row.id)
+            _delete_unwatched(conn, [row.id])
 
 
 def _watchers(conn: Connection, watch_id: int, errors: int | None) -> list[tuple[str, str]]:
@@ -287,7 +316,7 @@ def _wake(
     )
 
 
-def _drop_stale(conn: Connection, watch_id: int) -> None:
+def _drop_stale(conn: Connection, watch_ids: Sequence[int]) -> None:
     """Forget watchers whose step no longer waits (cancelled, finished, past its deadline)."""
     waiting = exists().where(
         and_(
@@ -296,12 +325,13 @@ def _drop_stale(conn: Connection, watch_id: int) -> None:
             STEPS.c.status == "waiting",
         )
     )
-    conn.execute(delete(WATCHERS).where(WATCHERS.c.watch_id == watch_id, ~waiting))
+    conn.execute(delete(WATCHERS).where(WATCHERS.c.watch_id.in_(watch_ids), ~waiting))
 
 
-def _delete_if_unwatched(conn: Connection, watch_id: int) -> None:
-    anyone = exists().where(WATCHERS.c.watch_id == watch_id)
-    conn.execute(delete(WATCHES).where(WATCHES.c.id == watch_id, ~anyone))
+def _delete_unwatched(conn: Connection, watch_ids: Sequence[int]) -> None:
+    """Delete the watches among ``watch_ids`` that no step watches any more."""
+    anyone = exists().where(WATCHERS.c.watch_id == WATCHES.c.id)
+    conn.execute(delete(WATCHES).where(WATCHES.c.id.in_(watch_ids), ~anyone))
 
 
 def _backoff(interval: float, errors: int) -> float:

@@ -35,12 +35,15 @@ from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, job_kind
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.engine.steps import Flow, Retry, Step, Watch
+from prodinf.engine.watches import look_due
 from prodinf.exceptions import Conflict, NotFound, PermanentError, StoreUnavailable
 from prodinf.exceptions import ValidationError as ProdinfValidationError
-from prodinf.store import Base, JobRow, JobStore, StepRow, upgrade
+from prodinf.store import Base, JobRow, JobStore, StepRow, WatcherRow, WatchRow, upgrade
 from prodinf.store.migrate import alembic_config
+from prodinf.store.types import utcnow
 from tests.conftest import backend_url, fresh_store
+from tests.integration.servers import StatusServer
 
 T = TypeVar("T")
 
@@ -176,6 +179,22 @@ def build_registry(lab: Lab) -> Registry:
     def not_json(params: Payload) -> Flow:
         """One step whose output JSON cannot carry (NaN)."""
         return Flow.of(Step("score", lambda ctx: {"score": float("nan")}, retry=Retry(attempts=1)))
+
+    class Watching(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        payload: Any = None
+        url: str = ""
+
+    def watching(ctx: Any) -> Any:
+        watched = ctx.state.get("watched")
+        if watched is not None:
+            return watched
+        return ctx.wait(3600, "watching", watch=Watch(ctx.params.url, 60, max_errors=2))
+
+    @job_kind("watcher", params=Watching, into=reg)
+    def watcher(params: Watching) -> Flow:
+        """One step that waits on a shared URL watch and returns what it found."""
+        return Flow.of(Step("watch", watching))
 
     return reg
 
@@ -724,6 +743,50 @@ def test_reconciler_publishes_only_the_queues_asked_for(world: World, tmp_path: 
     assert world.published == [(fanout, "handover")]
     assert reconcile(world.store, world.publish, redrive_after=60.0) == 1
     assert world.published[-1] == (plain, "jobs")
+
+
+def test_url_watches_are_shared_and_wake_their_steps(world: World) -> None:
+    # Given five jobs waiting on one URL, and two on a URL that answers 404
+    server = StatusServer()
+    server.start()
+    try:
+        shared, missing = f"{server.base}/job/w?running=1", f"{server.base}/missing"
+        jobs = world.jobs()
+        ids = [jobs.submit("watcher", {"url": shared})[0]["id"] for _ in range(5)]
+        bad = [jobs.submit("watcher", {"url": missing})[0]["id"] for _ in range(2)]
+        runner = world.runner()
+        for job_id in ids + bad:
+            runner.drive(job_id)
+        assert {world.store.describe(j)["status"] for j in ids + bad} == {"waiting"}
+
+        def looks() -> int:
+            with world.store.session() as session:
+                session.execute(
+                    update(WatchRow).values(next_look_at=utcnow() - timedelta(seconds=1))
+                )
+            return look_due(world.store)
+
+        # When the watches are looked at: once per URL (running; 404)
+        assert looks() == 2
+        assert server.looked("/job/w") == 1
+        # then again (complete; a second 404, which is max_errors)
+        assert looks() == 2
+        assert server.looked("/job/w") == 2 and server.looked("/missing") == 2
+    finally:
+        server.stop()
+
+    # Then every step was woken with what its URL said, and the watches are gone
+    world.published.clear()
+    assert reconcile(world.store, world.publish, redrive_after=60.0) == 7
+    for job_id in ids + bad:
+        runner.drive(job_id)
+    results = [world.store.describe(j)["result"] for j in ids + bad]
+    assert [r["outcome"] for r in results] == ["complete"] * 5 + ["failed"] * 2
+    assert all(r["document"]["status"] == "complete" for r in results[:5])
+    assert "answered HTTP 404" in results[5]["reason"]
+    with world.store.session() as session:
+        assert session.scalars(select(WatchRow)).all() == []
+        assert session.scalars(select(WatcherRow)).all() == []
 
 
 def test_reconciler_ignores_finished_jobs(world: World, tmp_path: Path) -> None:
