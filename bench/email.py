@@ -54,16 +54,19 @@ POSTGRES = os.environ.get(
 )
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its children (the prefork pool)."""
-    total = 0
-    pids = [pid]
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its children (the prefork pool)."""
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
     except OSError:
-        pass
-    for p in pids:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its children."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -71,6 +74,38 @@ def tree_rss(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its children (the pool)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def idle_cpu(pid: int, seconds: float) -> float:
+    """Milliseconds of CPU per second the worker uses while given no new work."""
+    before = tree_cpu(pid)
+    time.sleep(seconds)
+    return (tree_cpu(pid) - before) * 1000 / seconds
+
+
+def settle(url: str) -> None:
+    """VACUUM ANALYZE the store, so neither phase pays for the other's dead rows."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    finally:
+        engine.dispose()
 
 
 class PeakRss:
@@ -124,6 +159,7 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=10_000)
     parser.add_argument("--urls", type=int, default=1, help="distinct URLs pending")
     parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=15.0, help="seconds of idle CPU measured")
     parser.add_argument("--interval", type=float, default=60.0)
     args = parser.parse_args()
 
@@ -173,6 +209,8 @@ def main() -> None:
         time.sleep(5)
         rss = PeakRss(worker.pid)
         unrelated(rt, smtp, status, 10, f"{tag}-warm")  # start the pool's connections
+        settle(POSTGRES)
+        idle_without = idle_cpu(worker.pid, args.idle)
         rss.reset()
         without = unrelated(rt, smtp, status, args.jobs, f"{tag}-a")
         peak_without = rss.reset()
@@ -206,6 +244,14 @@ def main() -> None:
             flush=True,
         )
 
+        settle(POSTGRES)
+        unrelated(rt, smtp, status, 10, f"{tag}-warm2")
+        idle_with = idle_cpu(worker.pid, args.idle)
+        print(
+            f"worker CPU while idle: {idle_without:.0f} ms/s with nothing pending, "
+            f"{idle_with:.0f} ms/s with the notifications pending",
+            flush=True,
+        )
         with_pending = unrelated(rt, smtp, status, args.jobs, f"{tag}-b")
         peak_with = rss.reset()
         waiting = count(rt, "waiting")
