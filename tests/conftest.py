@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from prodinf.config import Settings
 from prodinf.store import Base, JobStore, upgrade
+from tests.integration.servers import StatusServer, WebhookReceiver
 
 CI = bool(os.environ.get("CI"))
 
@@ -244,3 +245,20 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s: {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def status() -> Iterator[StatusServer]:
+    """A real HTTP server on loopback that answers like a remote job service."""
+    server = StatusServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    """A real webhook receiver on loopback that keeps every call."""
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()

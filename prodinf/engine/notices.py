@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -84,29 +84,32 @@ def parse_notify(raw: Any, registry: Registry) -> dict[str, Any] | None:
     return spec.model_dump(mode="json", exclude_defaults=True)
 
 
-def snapshot(
-    *,
-    job_id: str,
-    kind: str,
-    status: str,
-    result: Any,
-    error: dict[str, Any] | None,
-    message: str | None,
-    submitted_by: str | None,
-    created_at: datetime | None,
-    finished_at: datetime | None,
-) -> dict[str, Any]:
+class _Ended(Protocol):
+    """What :func:`snapshot` reads of a job row (a ``JobRow`` or the runner's locked copy)."""
+
+    id: str
+    kind: str
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+    progress_message: str | None
+    submitted_by: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def snapshot(job: _Ended) -> dict[str, Any]:
     """How a job ended, as its notification reports it (JSON-ready)."""
     return {
-        "id": job_id,
-        "kind": kind,
-        "status": status,
-        "result": result,
-        "error": error,
-        "message": message,
-        "submitted_by": submitted_by,
-        "created_at": _iso(created_at),
-        "finished_at": _iso(finished_at),
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "result": job.result,
+        "error": job.error,
+        "message": job.progress_message,
+        "submitted_by": job.submitted_by,
+        "created_at": _iso(job.created_at),
+        "finished_at": _iso(job.finished_at),
     }
 
 

@@ -241,17 +241,7 @@ class Runner:
     def _notify(self, rows: JobRows, now: datetime) -> None:
         """Add the notification of the job's end to the rows this transaction writes."""
         job = rows.job
-        ended = snapshot(
-            job_id=job.id,
-            kind=job.kind,
-            status=job.status,
-            result=job.result,
-            error=job.error,
-            message=job.progress_message,
-            submitted_by=job.submitted_by,
-            created_at=job.created_at,
-            finished_at=job.finished_at,
-        )
+        ended = snapshot(job)
         new = notification_job(self.registry, self.settings, ended, job.notify or {}, now)
         if new is not None:
             rows.spawned.append(new)

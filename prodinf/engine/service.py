@@ -170,17 +170,7 @@ class Jobs:
         """The notification of ``job``'s end, inserted in ``session``'s transaction."""
         if not job.notify:
             return None
-        ended = snapshot(
-            job_id=job.id,
-            kind=job.kind,
-            status=job.status,
-            result=job.result,
-            error=job.error,
-            message=job.progress_message,
-            submitted_by=job.submitted_by,
-            created_at=job.created_at,
-            finished_at=job.finished_at,
-        )
+        ended = snapshot(job)
         new = notification_job(self.registry, self.settings, ended, job.notify, utcnow())
         if new is not None:
             session.flush()

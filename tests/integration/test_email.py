@@ -52,14 +52,6 @@ def smtp() -> Iterator[Smtp]:
 
 
 @pytest.fixture
-def status() -> Iterator[StatusServer]:
-    server = StatusServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def runtimes() -> Iterator[Callable[[Settings], Runtime]]:
     """Make submitting-side runtimes that are closed even when the test fails."""
     made: list[Runtime] = []

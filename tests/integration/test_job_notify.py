@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,6 @@ from tests.integration.test_email import ADDRESS, email_worker, follow, mail_set
 pytestmark = pytest.mark.integration
 
 SECRET = "it-webhook-secret"
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver().start()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
-def status() -> Iterator[StatusServer]:
-    server = StatusServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def notification_id(rt: Runtime, job_id: str) -> str:

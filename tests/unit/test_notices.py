@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -69,13 +68,6 @@ def kinds(world: World) -> World:
     world.linear("slow", Step("wait", lambda ctx: ctx.wait(3600, "waiting")))
     world.runs = runs  # type: ignore[attr-defined]
     return world
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver().start()
-    yield receiver
-    receiver.stop()
 
 
 def notification_of(world: World, job_id: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ moving ``next_look_at`` into the past, as the clock would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -23,14 +22,6 @@ from prodinf.store import StepRow, WatcherRow, WatchRow
 from prodinf.store.types import utcnow
 from tests.integration.servers import StatusServer
 from tests.unit.world import World
-
-
-@pytest.fixture
-def status() -> Iterator[StatusServer]:
-    server = StatusServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
