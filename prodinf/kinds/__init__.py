@@ -1,5 +1,5 @@
 """The built-in kinds. Importing this package registers them."""
 
-from prodinf.kinds import http, notify
+from prodinf.kinds import database, http, notify
 
-__all__ = ["http", "notify"]
+__all__ = ["database", "http", "notify"]
