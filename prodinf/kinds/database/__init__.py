@@ -1,8 +1,8 @@
-"""Database job services: ``healthcheck``, ``register_metadata`` (and ``copy_database``).
+"""Database job services: ``healthcheck``, ``copy_database``, ``register_metadata``.
 
 Importing this package registers them.
 """
 
-from prodinf.kinds.database import healthcheck, metadata
+from prodinf.kinds.database import copy, healthcheck, metadata
 
-__all__ = ["healthcheck", "metadata"]
+__all__ = ["copy", "healthcheck", "metadata"]
