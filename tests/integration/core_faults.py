@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, NullPool, text
 
 from prodinf.databases.sample import build_core_like
@@ -23,10 +25,13 @@ from tests.integration.datasets import Datasets
 
 __all__ = [
     "ORPHANS",
+    "PASSWORD",
     "core_named",
     "drive_to_end",
     "execute",
+    "mariadb_user",
     "plant_faults",
+    "postgres_role",
 ]
 
 #: How many orphan object_xref rows ``plant_faults`` makes.
@@ -103,3 +108,40 @@ def drive_to_end(rt: Runtime, job_id: str, timeout: float = 120) -> dict[str, An
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {detail['status']} after {timeout}s")
         time.sleep(0.3)
+
+
+# -- a user and a role with a password, for the masking tests -------------------------------
+
+#: The password of both.
+PASSWORD = "Hc-Secret-8841"
+
+
+@pytest.fixture
+def mariadb_user() -> Iterator[str]:
+    """A MariaDB user ``prodinf_hc_b`` with a password and SELECT on every database."""
+    require("MariaDB", MYSQL_URL)
+    admin = DatabaseURI.parse(MYSQL_URL).server().create_engine(poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(text("DROP USER IF EXISTS 'prodinf_hc_b'@'%'"))
+        conn.execute(text(f"CREATE USER 'prodinf_hc_b'@'%' IDENTIFIED BY '{PASSWORD}'"))
+        conn.execute(text("GRANT SELECT ON *.* TO 'prodinf_hc_b'@'%'"))
+    yield "prodinf_hc_b"
+    with admin.begin() as conn:
+        conn.execute(text("DROP USER IF EXISTS 'prodinf_hc_b'@'%'"))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_role(datasets: Datasets) -> Iterator[str]:
+    """A PostgreSQL role ``prodinf_hc_b`` with a password (loopback may trust it anyway)."""
+    require("PostgreSQL", POSTGRES_URL)
+    admin = DatabaseURI.parse(POSTGRES_URL).server().create_engine(poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(text("DROP ROLE IF EXISTS prodinf_hc_b"))
+        conn.execute(text(f"CREATE ROLE prodinf_hc_b LOGIN PASSWORD '{PASSWORD}'"))
+    yield "prodinf_hc_b"
+    datasets.drop_all()  # the grants in the test's databases go with them
+    with admin.begin() as conn:
+        conn.execute(text("DROP OWNED BY prodinf_hc_b"))
+        conn.execute(text("DROP ROLE IF EXISTS prodinf_hc_b"))
+    admin.dispose()

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import NullPool, text
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
-from tests.conftest import MYSQL_URL, POSTGRES_URL, fresh_store, require
+from tests.conftest import fresh_store
 from tests.integration.core_faults import (
     ORPHANS,
+    PASSWORD,
     core_named,
     drive_to_end,
     execute,
@@ -35,7 +35,6 @@ from tests.integration.datasets import ENGINES, Datasets
 pytestmark = pytest.mark.integration
 
 PLUGIN = "tests.integration.plugin_checks"
-PASSWORD = "Hc-Secret-8841"
 ALL_CHECKS = {
     "reachable",
     "core_tables_present",
@@ -199,37 +198,6 @@ def test_a_missing_sqlite_file_fails_at_once(rt: Runtime, tmp_path: Path) -> Non
     assert done["steps"][0]["attempts"] == 1
     assert "no such database file" in done["error"]["message"]
     assert not (tmp_path / "nothing_core_115_38.sqlite").exists()  # not created by looking
-
-
-@pytest.fixture
-def mariadb_user() -> Iterator[str]:
-    """A MariaDB user ``prodinf_hc_b`` with a password and SELECT on every database."""
-    require("MariaDB", MYSQL_URL)
-    admin = DatabaseURI.parse(MYSQL_URL).server().create_engine(poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text("DROP USER IF EXISTS 'prodinf_hc_b'@'%'"))
-        conn.execute(text(f"CREATE USER 'prodinf_hc_b'@'%' IDENTIFIED BY '{PASSWORD}'"))
-        conn.execute(text("GRANT SELECT ON *.* TO 'prodinf_hc_b'@'%'"))
-    yield "prodinf_hc_b"
-    with admin.begin() as conn:
-        conn.execute(text("DROP USER IF EXISTS 'prodinf_hc_b'@'%'"))
-    admin.dispose()
-
-
-@pytest.fixture
-def postgres_role(datasets: Datasets) -> Iterator[str]:
-    """A PostgreSQL role ``prodinf_hc_b`` with a password (loopback may trust it anyway)."""
-    require("PostgreSQL", POSTGRES_URL)
-    admin = DatabaseURI.parse(POSTGRES_URL).server().create_engine(poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text("DROP ROLE IF EXISTS prodinf_hc_b"))
-        conn.execute(text(f"CREATE ROLE prodinf_hc_b LOGIN PASSWORD '{PASSWORD}'"))
-    yield "prodinf_hc_b"
-    datasets.drop_all()  # the grants in the test's databases go with them
-    with admin.begin() as conn:
-        conn.execute(text("DROP OWNED BY prodinf_hc_b"))
-        conn.execute(text("DROP ROLE IF EXISTS prodinf_hc_b"))
-    admin.dispose()
 
 
 def test_bad_credentials_fail_at_once_and_say_so(

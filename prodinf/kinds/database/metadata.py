@@ -129,6 +129,7 @@ def _size(conn: Connection, uri: DatabaseURI) -> int | None:
 def _register(ctx: StepContext) -> dict[str, Any]:
     params: RegisterMetadataParams = ctx.params  # type: ignore[assignment]
     measured: dict[str, Any] = dict(ctx.outputs["measure"])
+    dataset, dataset_type = measured.pop("dataset"), measured.pop("type")
     rules = load_event_rules(ctx.settings.event_rules)
     current = Snapshot(measured["release"], measured["tables"], measured["meta"])
 
@@ -136,8 +137,8 @@ def _register(ctx: StepContext) -> dict[str, Any]:
         found = events_between(previous.snapshot if previous else None, current, rules)
         for event in found:
             event.update(
-                dataset=measured["dataset"],
-                dataset_type=measured["type"],
+                dataset=dataset,
+                dataset_type=dataset_type,
                 release=measured["release"],
                 database=measured["database_uri"],
             )
@@ -145,7 +146,6 @@ def _register(ctx: StepContext) -> dict[str, Any]:
                 event["previous_registration"] = previous.id
         return found
 
-    dataset, dataset_type = measured.pop("dataset"), measured.pop("type")
     values = {
         **measured,
         "source": redact_text(params.source) if params.source else None,
