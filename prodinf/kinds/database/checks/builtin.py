@@ -228,7 +228,10 @@ class _KeyRule(_Options):
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
         if value is not None:
-            re.compile(value)  # a re.error becomes a ValueError naming the key
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression: {exc}") from None
         return value
 
 
