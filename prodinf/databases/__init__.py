@@ -5,14 +5,11 @@ from prodinf.databases.sample import build_core_like, dataset_uri
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
 
 __all__ = [
-    # URIs
     "DatabaseURI",
     "DatabaseUriField",
-    "database_errors",
-    # row counts and checksums
     "TableStats",
-    "table_stats",
-    # generated datasets
     "build_core_like",
+    "database_errors",
     "dataset_uri",
+    "table_stats",
 ]

@@ -23,10 +23,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select, tuple_
 
-__all__ = ["Writer", "copy_table", "writer_for"]
+__all__ = ["Writer", "before_commit", "copy_table", "copy_table_postgres", "writer_for"]
 
 #: Called after each committed batch with the rows of the table now on the target.
 OnBatch = Callable[[int], None]
+
+
+def before_commit(table: str, batch: int) -> None:
+    """Called before the ``batch``-th batch (from 1) of ``table`` commits: does nothing.
+
+    Batch 0: before a table is loaded whole by the native tools.
+
+    The one seam for fault injection: a test replaces it to stall a worker with a
+    batch written but not committed, and kills the worker there.
+    """
 
 
 class Writer:
@@ -154,8 +164,9 @@ def copy_table(
                 # The server waits on us while we write; never let it time out.
                 conn.exec_driver_sql("SET SESSION net_write_timeout = 86400")
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-            for rows in result.partitions(batch):
+            for number, rows in enumerate(result.partitions(batch), 1):
                 writer.write(rows)
+                before_commit(src_table.name, number)
                 writer.commit()
                 done += len(rows)
                 if on_batch is not None:
@@ -203,6 +214,7 @@ def copy_table_postgres(
     marks = ", ".join(["%s"] * len(key))
     name = quote(src_table.name)
     last: Sequence[Any] | None = _key_at(source, src_table, key, done) if done else None
+    number = 0
     src_raw: Any = source.raw_connection()
     tgt_raw: Any = target.raw_connection()
     try:
@@ -229,6 +241,8 @@ def copy_table_postgres(
                 for data in out:
                     into.write(data)
             copied = tcur.rowcount
+            number += 1
+            before_commit(src_table.name, number)
             tgt_raw.commit()
             src_raw.rollback()
             if end is None:
