@@ -29,7 +29,7 @@ from prodinf.kinds.database.checks import (
     render_report,
 )
 from prodinf.kinds.database.checks import catalogue as catalogue_module
-from prodinf.kinds.database.healthcheck import run_check
+from prodinf.kinds.database.healthcheck import run_check, run_healthchecks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -305,3 +305,17 @@ def test_the_html_report_escapes_what_the_database_holds() -> None:
     assert "<script>" not in report["html"]
     assert "&lt;script&gt;" in report["html"]
     assert "value=<script>alert(1)</script>" in report["text"]  # text is shown as text
+
+
+def test_a_script_runs_the_catalogue_without_a_job(core_sqlite: DatabaseURI, home: Path) -> None:
+    # As bench/copy.py does: the plain function behind the kind's step
+    result = run_healthchecks(core_sqlite.masked(), Settings(home=home), groups=["core"])
+
+    assert result["passed"] is True
+    assert [c["name"] for c in result["checks"]] == [
+        "core_tables_present",
+        "core_tables_not_empty",
+        "core_columns_set",
+    ]
+    assert result["summary"]["seconds"] > 0
+    assert result["report"]["subject"].startswith("Healthchecks passed on homo_sapiens_core_115_38")

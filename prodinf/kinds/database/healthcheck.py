@@ -15,6 +15,8 @@ dies mid-run hands the rest to another without repeating the finished checks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,7 +40,13 @@ from prodinf.kinds.database.checks import (
 )
 from prodinf.redact import redact_text
 
-__all__ = ["HealthcheckParams", "HealthchecksFailed", "active_catalogue", "run_check"]
+__all__ = [
+    "HealthcheckParams",
+    "HealthchecksFailed",
+    "active_catalogue",
+    "run_check",
+    "run_healthchecks",
+]
 
 
 class HealthchecksFailed(PermanentError):
@@ -117,14 +125,31 @@ def run_check(ctx: CheckContext, spec: CheckSpec) -> dict[str, Any]:
     }
 
 
-def _check(ctx: StepContext) -> dict[str, Any]:
-    params: HealthcheckParams = ctx.params  # type: ignore[assignment]
-    uri = DatabaseURI.parse(params.database_uri, field="params.database_uri")
-    selected = active_catalogue(ctx.settings).select(params.groups, params.names)
-    dataset = load_naming_rules(ctx.settings.naming_rules).match(uri.database)
+def run_healthchecks(
+    uri: DatabaseURI | str,
+    settings: Settings,
+    *,
+    groups: Iterable[str] = (),
+    names: Iterable[str] = (),
+    record: Callable[[str, Callable[[], Any]], Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the selected checks on a database; the result (see docs/kinds.rst).
+
+    The job's step calls this with ``record=ctx.once`` (each finding kept as it
+    completes) and ``progress=ctx.progress``; a script or a benchmark calls it plainly.
+
+    :raises ValidationError: an unknown group or name.
+    :raises PermanentError: bad credentials, no such database.
+    :raises RemoteUnavailable: the server does not answer.
+    """
+    uri = DatabaseURI.of(uri)
+    remember = record or (lambda _key, effect: effect())
+    selected = active_catalogue(settings).select(list(groups), list(names))
+    dataset = load_naming_rules(settings.naming_rules).match(uri.database)
     if uri.engine_name == "sqlite" and not uri.path.is_file():
         raise PermanentError(f"{uri.masked()}: no such database file")
-    started = float(ctx.once("started", time.time))
+    started = float(remember("started", time.time))
     checks: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     to_run: list[CheckSpec] = []
@@ -141,13 +166,24 @@ def _check(ctx: StepContext) -> dict[str, Any]:
                 conn, engine_name=uri.engine_name, database=uri.database, dataset=dataset
             )
             for number, spec in enumerate(to_run, 1):
-                ctx.progress(f"check {number} of {len(to_run)}: {spec.name}")
-                checks.append(
-                    ctx.once(f"check:{spec.name}", lambda s=spec: run_check(check_ctx, s))  # type: ignore[misc]
-                )
+                if progress is not None:
+                    progress(f"check {number} of {len(to_run)}: {spec.name}")
+                checks.append(remember(f"check:{spec.name}", partial(run_check, check_ctx, spec)))
     finally:
         engine.dispose()
     return _result(uri, dataset, checks, skipped, time.time() - started)
+
+
+def _check(ctx: StepContext) -> dict[str, Any]:
+    params: HealthcheckParams = ctx.params  # type: ignore[assignment]
+    return run_healthchecks(
+        DatabaseURI.parse(params.database_uri, field="params.database_uri"),
+        ctx.settings,
+        groups=params.groups,
+        names=params.names,
+        record=ctx.once,
+        progress=ctx.progress,
+    )
 
 
 def _result(
