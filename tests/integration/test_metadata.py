@@ -207,3 +207,27 @@ def test_no_password_is_kept_or_shown(rt: Runtime, datasets: Datasets, mariadb_u
     with rt.store.engine.connect() as conn:
         stored = conn.execute(select(dataset_registrations)).mappings().all()
     assert PASSWORD not in json.dumps([dict(row) for row in stored], default=str)
+
+
+def test_an_unreachable_server_fails_after_retries_with_a_clear_error(rt: Runtime) -> None:
+    uri = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/hcx_core_115_38"
+
+    done = register(rt, {"database_uri": uri})
+
+    assert done["status"] == "failed"
+    assert done["steps"][0]["attempts"] == 3
+    assert "server unavailable" in done["error"]["message"]
+    assert "postgres:***@127.0.0.1:1" in done["error"]["message"]
+    assert PASSWORD not in json.dumps(done)
+
+
+def test_bad_credentials_fail_at_once(rt: Runtime, datasets: Datasets, mariadb_user: str) -> None:
+    uri, _ = core_named(datasets, "mysql", genes=50)
+    url = DatabaseURI.parse(uri).url.set(username=mariadb_user, password="Wrong-Pass-9876")
+
+    done = register(rt, {"database_uri": url.render_as_string(hide_password=False)})
+
+    assert done["status"] == "failed"
+    assert done["steps"][0]["attempts"] == 1
+    assert "access denied or no such database" in done["error"]["message"]
+    assert "Wrong-Pass-9876" not in json.dumps(done)

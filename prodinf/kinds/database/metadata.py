@@ -30,6 +30,7 @@ from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
 from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import PermanentError, ValidationError
+from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
 from prodinf.kinds.database.metadata_store import MetadataStore, Registration
 from prodinf.redact import redact_text
@@ -102,7 +103,7 @@ def _meta(conn: Connection) -> dict[str, Any]:
         raise PermanentError(f"the meta table has more than {MAX_META_ROWS} rows")
     values: dict[str, list[Any]] = {}
     for key, value in rows:
-        values.setdefault(str(key), []).append(value)
+        values.setdefault(str(key), []).append(json_value(value))
     return {
         key: found[0] if len(found) == 1 else sorted(map(str, found))
         for key, found in values.items()
