@@ -25,8 +25,8 @@ Steps (each may run again after a crash and then does only what is left):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -54,6 +54,9 @@ __all__ = ["CopyDatabaseParams", "CopyMismatch"]
 
 #: Seconds between progress messages (and looks at a cancel request) during the data step.
 PROGRESS_EVERY = 2.0
+
+#: Tables loaded at once by the native tools (each pipe is two processes).
+NATIVE_PARALLEL = 2
 
 _RETRY = Retry(attempts=3, backoff=5.0)
 
@@ -229,12 +232,11 @@ def _data(ctx: StepContext) -> dict[str, Any]:
             looked["cancelled"] = ctx.cancel_requested()
 
         method = _method(side, params)
+        if method == "native":
+            _native_tables(side, source, target, md, tmd, totals, rows, on_batch)
         for table in md.sorted_tables:
             name = table.name
-            if method == "native":
-                rows[name] = _native_table(side, source, target, table, tmd.tables[name])
-                on_batch(name, 0)
-            else:
+            if method != "native":
                 copy = copy_table_postgres if method == "postgres-copy" else copy_table
                 rows[name] = copy(
                     source,
@@ -266,6 +268,28 @@ def _method(side: _Side, params: CopyDatabaseParams) -> str:
     if side.same_engine and engine == "postgresql":
         return "postgres-copy"
     return "stream"
+
+
+def _native_tables(
+    side: _Side,
+    source: Engine,
+    target: Engine,
+    md: MetaData,
+    tmd: MetaData,
+    totals: dict[str, int],
+    rows: dict[str, int],
+    on_batch: Callable[[str, int], None],
+) -> None:
+    """Every table through the native tools, ``NATIVE_PARALLEL`` at a time, largest first."""
+    order = sorted(md.sorted_tables, key=lambda t: -totals[t.name])
+    with ThreadPoolExecutor(NATIVE_PARALLEL) as pool:
+        futures = {
+            pool.submit(_native_table, side, source, target, t, tmd.tables[t.name]): t.name
+            for t in order
+        }
+        for future in as_completed(futures):
+            rows[futures[future]] = future.result()
+            on_batch(futures[future], 0)
 
 
 def _native_table(
