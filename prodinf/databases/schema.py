@@ -94,6 +94,11 @@ def _for_mysql(generic: Any) -> Any:
         return mysql.LONGBLOB()
     if isinstance(generic, types.DateTime):
         return mysql.DATETIME(fsp=6)
+    if isinstance(generic, types.Float):
+        # PostgreSQL reflects DOUBLE PRECISION with precision 53, which MariaDB's
+        # DOUBLE(M) would read as a display width needing a scale.
+        single = generic.precision is not None and generic.precision <= 24
+        return mysql.FLOAT() if single else mysql.DOUBLE()
     if (
         isinstance(generic, types.Numeric)
         and not isinstance(generic, types.Float)
