@@ -11,17 +11,22 @@ appears anywhere a user can look.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
-from tests.conftest import fresh_store
+from prodinf.store import TERMINAL, StepRow
+from tests.conftest import Processes, fresh_store, wait_until
+from tests.integration.conftest import stack_settings
 from tests.integration.core_faults import (
     ORPHANS,
     PASSWORD,
@@ -35,6 +40,7 @@ from tests.integration.datasets import ENGINES, Datasets
 pytestmark = pytest.mark.integration
 
 PLUGIN = "tests.integration.plugin_checks"
+FAULTS = "tests.integration.faults"
 ALL_CHECKS = {
     "reachable",
     "core_tables_present",
@@ -237,3 +243,59 @@ def test_no_password_appears_in_the_result_report_progress_or_history(
     assert f"{user}:***@" in done["error"]["details"]["database"]
     assert f"{user}:***@" in done["error"]["details"]["report"]["text"]
     assert f"{user}:***@" in done["params"]["database_uri"]
+
+
+def recorded_checks(rt: Runtime, job_id: str) -> dict[str, Any]:
+    """The findings the job's check step has recorded so far (``ctx.once``), by key."""
+    with rt.store.session() as session:
+        state = session.scalar(
+            select(StepRow.state).where(StepRow.job_id == job_id, StepRow.name == "check")
+        )
+    effects: dict[str, Any] = (state or {}).get("effects", {})
+    return {k: v for k, v in effects.items() if k.startswith("check:")}
+
+
+def test_a_worker_killed_mid_run_hands_over_without_repeating_finished_checks(
+    home: Path, datasets: Datasets, processes: Processes, request: pytest.FixtureRequest
+) -> None:
+    # Given a worker that stops dead right after recording the foreign_keys finding
+    # (the fault plugin stalls it there, so the kill lands at that exact point)
+    settings = stack_settings(home, "embedded", request, plugins=[PLUGIN, FAULTS])
+    rt = Runtime(settings, create_celery(settings))
+    try:
+        uri, _ = core_named(datasets, "sqlite")
+        doomed = processes.worker(
+            settings,
+            queues=settings.queue_jobs,
+            concurrency=1,
+            name="doomed",
+            extra_env={"PRODINF_TEST_PAUSE_AFTER_ONCE": "check:foreign_keys"},
+        )
+        job, _ = rt.jobs.submit("healthcheck", {"database_uri": uri})
+        wait_until(
+            lambda: "check:foreign_keys" in recorded_checks(rt, job["id"]),
+            60,
+            f"the foreign_keys finding to be recorded\n{processes.logs()}",
+        )
+        before = recorded_checks(rt, job["id"])
+
+        # When the worker is SIGKILLed there and another one starts
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        processes.worker(settings, queues=settings.queue_jobs, name="rescuer")
+        detail = wait_until(
+            lambda: (d := rt.store.describe(job["id"]))["status"] in TERMINAL and d,
+            120,
+            f"the job to finish\n{processes.logs()}",
+        )
+    finally:
+        rt.close()
+
+    # Then the job succeeds with every check, and the findings recorded before the
+    # kill are the ones reported (not run again: same timings to the millisecond)
+    assert detail["status"] == "succeeded", (detail["error"], processes.logs())
+    checks = by_name(detail["result"]["checks"])
+    assert set(checks) == ALL_CHECKS
+    for key, finding in before.items():
+        assert checks[key.removeprefix("check:")] == finding
+    assert "step.resumed" in [h["event"] for h in detail["history"]]
