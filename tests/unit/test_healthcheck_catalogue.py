@@ -18,7 +18,7 @@ from prodinf.config import Settings
 from prodinf.databases.naming import load_naming_rules
 from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
-from prodinf.exceptions import ValidationError
+from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks import (
     DEFAULT_CATALOGUE,
     Catalogue,
@@ -320,3 +320,15 @@ def test_a_script_runs_the_catalogue_without_a_job(core_sqlite: DatabaseURI, hom
     ]
     assert result["summary"]["seconds"] > 0
     assert result["report"]["subject"].startswith("Healthchecks passed on homo_sapiens_core_115_38")
+
+
+def test_selecting_only_checks_that_do_not_apply_is_an_error(home: Path, tmp_path: Path) -> None:
+    # A database whose name matches no naming rule: its type is unknown
+    uri = DatabaseURI.parse(f"sqlite:///{tmp_path}/scratch.sqlite")
+    build_core_like(uri, genes=10)
+
+    with pytest.raises(PermanentError) as caught:
+        run_healthchecks(uri, Settings(home=home), groups=["meta"])
+
+    assert caught.value.message.startswith("none of the selected checks applies to scratch (")
+    assert "meta_keys: the database name matches no naming rule" in caught.value.message

@@ -159,6 +159,10 @@ def run_healthchecks(
             skipped.append({"name": spec.name, "group": spec.group, "reason": reason})
         else:
             to_run.append(spec)
+    if not to_run:
+        # Passing on nothing checked would let a handover go on unchecked.
+        why = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped[:5])
+        raise PermanentError(f"none of the selected checks applies to {uri.database} ({why})")
     engine = uri.create_engine(poolclass=NullPool)
     try:
         with database_errors(uri, "healthcheck of"), engine.connect() as conn:
