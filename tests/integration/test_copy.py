@@ -127,6 +127,12 @@ def test_a_copy_holds_exactly_the_source_rows(
     assert result["checksums"] == ("engine" if same_engine else "portable")
     assert_same(src, tgt, counts)
     assert foreign_keys(tgt) == foreign_keys(src) == 12
+    # The copy is usable: its meta table still numbers new rows after the copied ones.
+    execute(tgt, "INSERT INTO meta (species_id, meta_key, meta_value) VALUES (1, 'k', 'v')")
+    engine = DatabaseURI.parse(tgt).create_engine(poolclass=NullPool)
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT meta_id FROM meta WHERE meta_key = 'k'")) == 9
+    engine.dispose()
     if method == "stream":
         assert result["method"] == "stream"
 

@@ -39,6 +39,7 @@ from prodinf.databases.native import native_table, native_tools
 from prodinf.databases.schema import (
     add_foreign_keys,
     add_indexes,
+    add_primary_keys,
     reflect,
     reset_sequences,
     target_metadata,
@@ -313,10 +314,11 @@ def _constraints(ctx: StepContext) -> dict[str, Any]:
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
         with target.begin() as conn:
+            keys_added = add_primary_keys(conn, md)
             indexes = add_indexes(conn, md, tmd)
             keys = add_foreign_keys(conn, md, tmd)
-            reset_sequences(conn, tmd.sorted_tables)
-        return {"indexes": indexes, "foreign_keys": keys}
+            reset_sequences(conn, md.sorted_tables)
+        return {"primary_keys": keys_added, "indexes": indexes, "foreign_keys": keys}
 
 
 def _verify(ctx: StepContext) -> dict[str, Any]:
