@@ -359,6 +359,7 @@ def _result(outputs: dict[str, Any]) -> dict[str, Any]:
         "rows_per_second": outputs["data"]["rows_per_second"],
         "checksums": outputs["verify"]["checksums"],
         "tables": tables,
+        "primary_keys": len(outputs["constraints"]["primary_keys"]),
         "indexes": len(outputs["constraints"]["indexes"]),
         "foreign_keys": len(outputs["constraints"]["foreign_keys"]),
     }
