@@ -8,14 +8,17 @@ Steps (each may run again after a crash and then does only what is left):
     created it, so its revert drops only what the job made.
 ``schema``
     Reflects the source and creates its tables on the target (types adapted
-    across engines), with primary keys only.
+    across engines), with primary keys only (PostgreSQL: none yet).
 ``data``
-    Streams every table in primary-key order, in committed batches; after a crash
-    it goes on after the last row the target holds (see ``prodinf.databases.transfer``).
-    Progress is shown in rows; a cancel stops it and reverts the copy.
+    Same engine with the native tools installed: one table per transaction through
+    ``mysqldump | mysql`` or ``psql | psql`` (``prodinf.databases.native``).
+    Otherwise streams every table in primary-key order, in committed batches; after
+    a crash it goes on after the last row the target holds (see
+    ``prodinf.databases.transfer``). Progress is shown in rows; a cancel stops it
+    and reverts the copy.
 ``constraints``
-    Adds secondary indexes and foreign keys, and moves PostgreSQL sequences past
-    the copied ids.
+    Adds PostgreSQL's primary keys, secondary indexes and foreign keys, and moves
+    PostgreSQL sequences past the copied ids.
 ``verify``
     Compares row counts and per-table checksums of source and target
     (``prodinf.databases.checksum``; the portable form across engines). A
