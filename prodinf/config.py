@@ -13,12 +13,13 @@ configuration reference in ``docs/configuration.rst`` is checked against it.
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -144,8 +145,39 @@ class Settings(BaseSettings):
         description="Key of the HMAC-SHA256 signature sent with each webhook; empty means "
         "webhooks are not signed.",
     )
+    # -- database job services (healthcheck, register_metadata) ----------------------------
+    naming_rules: Path | None = Field(
+        default=None,
+        description="YAML file of the naming rules that read a database name as dataset, type, "
+        "release and assembly; unset means the shipped Ensembl-style rules (config/naming.yaml).",
+    )
+    healthchecks: Path | None = Field(
+        default=None,
+        description="YAML healthcheck catalogue; unset means the shipped one "
+        "(config/healthchecks.yaml).",
+    )
+    event_rules: Path | None = Field(
+        default=None,
+        description="YAML rules mapping changed meta keys to dataset events; unset means the "
+        "shipped ones (config/events.yaml).",
+    )
+    metadata_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database holding dataset registrations; unset means "
+        "the job store's database.",
+    )
 
-    @field_validator("smtp_host", "smtp_user", "smtp_password", "public_url", mode="before")
+    @field_validator(
+        "smtp_host",
+        "smtp_user",
+        "smtp_password",
+        "public_url",
+        "naming_rules",
+        "healthchecks",
+        "event_rules",
+        "metadata_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         # PRODINF_SMTP_HOST= (set but empty, as env files and compose often leave it)
@@ -174,6 +206,19 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL such as https://prodinf.example.org")
+        return value
+
+    @field_validator("naming_rules", "healthchecks", "event_rules")
+    @classmethod
+    def _check_rules_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Read and checked now, so a bad pattern stops every process at start.
+        from prodinf.exceptions import ValidationError
+
+        module, _, loader = _RULES_LOADERS[info.field_name or ""].partition(":")
+        try:
+            getattr(importlib.import_module(module), loader)(value)
+        except ValidationError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @field_validator("plugins", mode="before")
@@ -233,6 +278,14 @@ class Settings(BaseSettings):
         out["store_url (effective)"] = mask_url(self.store_url)
         out["broker (effective)"] = mask_url(self.broker)
         return out
+
+
+#: The function that reads and checks each rules file setting.
+_RULES_LOADERS = {
+    "naming_rules": "prodinf.databases.naming:load_naming_rules",
+    "healthchecks": "prodinf.kinds.database.checks.catalogue:load_catalogue",
+    "event_rules": "prodinf.kinds.database.events:load_event_rules",
+}
 
 
 #: Drivers prodinf installs, used when a URL names only the database.

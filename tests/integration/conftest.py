@@ -15,6 +15,11 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.runtime import Runtime
 from tests.conftest import fresh_store
+from tests.integration.core_faults import mariadb_user, postgres_role
+from tests.integration.datasets import core_db, datasets, make_core_db
+
+# fixtures for the database kinds
+__all__ = ["core_db", "datasets", "make_core_db", "mariadb_user", "postgres_role"]
 
 PLUGIN = "tests.integration.plugin_kinds"
 #: The database the servers stack uses (dropped and migrated anew by each test).

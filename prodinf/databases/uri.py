@@ -1,0 +1,267 @@
+"""Database URIs as users write them, parsed once into what SQLAlchemy needs.
+
+Users give ``mysql://``, ``mariadb://``, ``postgres://``, ``postgresql://`` or
+``sqlite:///path``; prodinf fills in the driver it ships with (PyMySQL,
+psycopg 3) so every kind talks to a server the same way. A ``DatabaseURI``
+never shows its password: ``masked()`` and ``str()`` replace it with ``***``,
+and errors raised while connecting name the masked URI only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy
+from pydantic import AfterValidator
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from prodinf.exceptions import PermanentError, RemoteUnavailable, ValidationError
+
+__all__ = ["DatabaseURI", "DatabaseUriField", "database_errors", "validate_database_uri"]
+
+#: What a user may write before ``://`` and the SQLAlchemy driver it means.
+_DRIVERS = {
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "mariadb+pymysql": "mysql+pymysql",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+}
+
+# Names are quoted in CREATE/DROP DATABASE, so they are kept to what needs no escaping.
+_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,63}$")
+
+# Server error codes that mean "these credentials will never work" (not "try later").
+_MYSQL_AUTH_CODES = {1044, 1045, 1049, 1698}
+
+
+@dataclass(frozen=True)
+class DatabaseURI:
+    """A parsed database URI: one database on one server (or one SQLite file)."""
+
+    url: URL
+
+    @classmethod
+    def parse(cls, text_: str, *, field: str = "database_uri") -> DatabaseURI:
+        """Parse what a user wrote; ``ValidationError(field=field)`` when it is not a database URI.
+
+        The error message never repeats the URI (it may hold a password).
+        """
+        url = _parse_url(text_)
+        if isinstance(url, str):
+            raise ValidationError(f"{field}: {url}", field=field)
+        return cls(url)
+
+    @classmethod
+    def of(cls, value: str | DatabaseURI) -> DatabaseURI:
+        """``value`` itself if already parsed, else ``parse(value)``."""
+        return value if isinstance(value, DatabaseURI) else cls.parse(value)
+
+    @property
+    def engine_name(self) -> str:
+        """``mysql`` (MySQL and MariaDB), ``postgresql`` or ``sqlite``."""
+        return self.url.get_backend_name()
+
+    @property
+    def database(self) -> str:
+        """The database name; for SQLite, the file's stem."""
+        name = self.url.database or ""
+        return Path(name).stem if self.engine_name == "sqlite" else name
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (only meaningful for SQLite)."""
+        return Path(self.url.database or "")
+
+    def masked(self) -> str:
+        """The URI with its password shown as ``***`` (and the driver as the user wrote it)."""
+        return self.url.render_as_string(hide_password=True)
+
+    def __str__(self) -> str:
+        return self.masked()
+
+    def __repr__(self) -> str:
+        return f"DatabaseURI({self.masked()!r})"
+
+    def secret(self) -> str:
+        """The full URI with its password: for native tools' environments only, never shown."""
+        return self.url.render_as_string(hide_password=False)
+
+    def create_engine(self, **kw: Any) -> sqlalchemy.Engine:
+        """A SQLAlchemy engine for this database (``kw`` go to ``create_engine``)."""
+        if self.engine_name != "sqlite":
+            kw.setdefault("pool_pre_ping", True)
+        return sqlalchemy.create_engine(self.url, **kw)
+
+    def server(self) -> DatabaseURI:
+        """The same server without this database: where CREATE/DROP DATABASE run.
+
+        PostgreSQL needs a database to connect to; its ``postgres`` one is used.
+        For SQLite, the URI itself (a file needs no server).
+        """
+        if self.engine_name == "postgresql":
+            return DatabaseURI(self.url.set(database="postgres"))
+        if self.engine_name == "mysql":
+            # URL.set(database=None) keeps the old name; build the URL afresh.
+            return DatabaseURI(
+                URL.create(
+                    self.url.drivername,
+                    username=self.url.username,
+                    password=self.url.password,
+                    host=self.url.host,
+                    port=self.url.port,
+                    query=self.url.query,
+                )
+            )
+        return self
+
+    def with_database(self, name: str) -> DatabaseURI:
+        """The URI of database ``name`` on the same server (SQLite: a file beside this one)."""
+        if self.engine_name == "sqlite":
+            return DatabaseURI(self.url.set(database=str(self.path.with_name(f"{name}.sqlite"))))
+        if not _NAME.match(name):
+            raise ValidationError(f"bad database name {name[:80]!r}", field="database")
+        return DatabaseURI(self.url.set(database=name))
+
+    def _admin(self) -> sqlalchemy.Engine:
+        return self.server().create_engine(
+            isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool
+        )
+
+    def exists(self) -> bool:
+        """Whether the database (SQLite: the file) exists."""
+        if self.engine_name == "sqlite":
+            return self.path.exists()
+        query = (
+            "SELECT 1 FROM pg_database WHERE datname = :n"
+            if self.engine_name == "postgresql"
+            else "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"
+        )
+        with database_errors(self), self._admin().connect() as conn:
+            return conn.scalar(text(query), {"n": self.database}) is not None
+
+    def create(self) -> None:
+        """Create the database if it does not exist (SQLite: an empty file)."""
+        if self.engine_name == "sqlite":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(exist_ok=True)
+            return
+        with database_errors(self), self._admin().connect() as conn:
+            if self.engine_name == "mysql":
+                conn.execute(
+                    text(
+                        f"CREATE DATABASE IF NOT EXISTS `{self.database}` "
+                        "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    )
+                )
+            elif not conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": self.database}
+            ):
+                conn.execute(text(f"CREATE DATABASE \"{self.database}\" ENCODING 'UTF8'"))
+
+    def drop(self) -> None:
+        """Drop the database if it exists, closing other sessions on it (PostgreSQL)."""
+        if self.engine_name == "sqlite":
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            return
+        with database_errors(self), self._admin().connect() as conn:
+            if self.engine_name == "mysql":
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{self.database}`"))
+            else:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+
+    def table_names(self) -> list[str]:
+        """The tables in the database (empty when it does not exist)."""
+        if not self.exists():
+            return []
+        engine = self.create_engine(poolclass=sqlalchemy.NullPool)
+        try:
+            with database_errors(self), engine.connect() as conn:
+                return sorted(sqlalchemy.inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
+
+
+def _is_auth_failure(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_AUTH_CODES:
+        return True
+    message = str(orig).lower()
+    return "password authentication failed" in message or (
+        "database" in message and "does not exist" in message
+    )
+
+
+@contextmanager
+def database_errors(uri: DatabaseURI, doing: str = "") -> Iterator[None]:
+    """Turn driver errors into prodinf's error tree, naming only the masked URI.
+
+    Bad credentials or a missing database: ``PermanentError`` (trying again cannot
+    help). A server that does not answer or drops the connection:
+    ``RemoteUnavailable`` (retry later). The driver's own message is left out
+    because it can quote the URI.
+    """
+    where = f"{doing} {uri.masked()}".strip()
+    try:
+        yield
+    except DBAPIError as exc:
+        if _is_auth_failure(exc):
+            raise PermanentError(
+                f"{where}: access denied or no such database", uri=uri.masked()
+            ) from None
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            raise RemoteUnavailable(
+                f"{where}: server unavailable ({type(exc.orig).__name__})", uri=uri.masked()
+            ) from None
+        raise
+
+
+def _parse_url(value: str) -> URL | str:
+    """The SQLAlchemy URL ``value`` means, or what is wrong with it (without repeating it)."""
+    if not isinstance(value, str) or "://" not in value:
+        return "expected mysql://user@host/db, postgresql://user@host/db or sqlite:///path"
+    scheme, rest = value.split("://", 1)
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        return f"unsupported scheme {scheme[:20]!r} (use mysql, mariadb, postgresql or sqlite)"
+    try:
+        url = make_url(f"{driver}://{rest}")
+    except (ArgumentError, ValueError):
+        return "not a valid URI"
+    if driver == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return "a SQLite URI needs a file path (sqlite:///path/to/file.db)"
+        return url
+    if not url.host:
+        return "names no host"
+    if not url.database or not _NAME.match(url.database):
+        return "needs a database name of letters, digits, _, $ or - (at most 63)"
+    if driver == "mysql+pymysql" and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def validate_database_uri(value: str) -> str:
+    """Pydantic validator: ``value`` if it parses as a ``DatabaseURI``, else ``ValueError``."""
+    problem = _parse_url(value)
+    if isinstance(problem, str):
+        # Pydantic names the field itself; the message says what is wrong.
+        raise ValueError(problem)
+    return value
+
+
+#: A params field holding a database URI: a bad one is a 400 naming the field.
+DatabaseUriField = Annotated[str, AfterValidator(validate_database_uri)]

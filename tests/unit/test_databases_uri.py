@@ -1,0 +1,130 @@
+"""Database URIs, checksums and sample datasets, without servers (SQLite only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import NullPool, text
+
+from prodinf.databases import DatabaseURI, build_core_like, dataset_uri, table_stats
+from prodinf.engine.registry import registry
+from prodinf.exceptions import ValidationError
+from prodinf.kinds.database import copy as _copy  # noqa: F401  (registers copy_database)
+
+SECRET = "mysql://user:S3cret-pw@db.example:3306/homo_sapiens_core_115_38"
+
+
+@pytest.mark.parametrize(
+    ("written", "engine", "driver", "database"),
+    [
+        ("mysql://u@h/db_1", "mysql", "mysql+pymysql", "db_1"),
+        ("mariadb://u@h:3307/db", "mysql", "mysql+pymysql", "db"),
+        ("postgres://u@h/db", "postgresql", "postgresql+psycopg", "db"),
+        ("postgresql://u@h:5433/db", "postgresql", "postgresql+psycopg", "db"),
+        ("sqlite:////data/x/core_db.sqlite", "sqlite", "sqlite", "core_db"),
+    ],
+)
+def test_each_scheme_gets_its_driver(written: str, engine: str, driver: str, database: str) -> None:
+    uri = DatabaseURI.parse(written)
+    assert uri.engine_name == engine
+    assert uri.url.drivername == driver
+    assert uri.database == database
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        ("nothing", "expected mysql://"),
+        ("oracle://u:pw@h/db", "unsupported scheme"),
+        ("mysql://u@h", "database name"),
+        ("mysql://u@h/bad;name", "database name"),
+        ("mysql:///db", "names no host"),
+        ("sqlite://", "file path"),
+        ("sqlite:///:memory:", "file path"),
+    ],
+)
+def test_a_bad_uri_names_the_field_and_never_repeats_the_password(
+    written: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        DatabaseURI.parse(written.replace("pw", "S3cret-pw"), field="src_uri")
+    assert caught.value.field == "src_uri"
+    assert problem in caught.value.message
+    assert "S3cret" not in caught.value.message
+
+
+def test_the_password_is_masked_everywhere_but_secret() -> None:
+    uri = DatabaseURI.parse(SECRET)
+    for shown in (uri.masked(), str(uri), repr(uri), uri.server().masked()):
+        assert "S3cret" not in shown
+        assert "user:***@db.example:3306" in shown
+    assert "S3cret-pw" in uri.secret()
+
+
+def test_server_and_sibling_databases() -> None:
+    uri = DatabaseURI.parse(SECRET)
+    assert uri.server().url.database is None
+    assert DatabaseURI.parse("postgresql://u@h/db").server().database == "postgres"
+    assert uri.with_database("other_db").database == "other_db"
+    assert dataset_uri("sqlite:////tmp/a/x.sqlite", "y") == "sqlite:////tmp/a/y.sqlite"
+    with pytest.raises(ValidationError):
+        uri.with_database("no good")
+
+
+def test_copy_params_name_the_bad_field() -> None:
+    kind = registry.get("copy_database")
+    good = {"src_uri": "sqlite:////tmp/a.sqlite", "tgt_uri": "sqlite:////tmp/b.sqlite"}
+    assert kind.validate(good).overwrite is False
+    for params, field in [
+        ({**good, "src_uri": "ftp://x"}, "params.src_uri"),
+        ({**good, "tgt_uri": good["src_uri"]}, "params.tgt_uri"),
+        ({**good, "batch_rows": 0}, "params.batch_rows"),
+        ({**good, "extra": 1}, "params.extra"),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            kind.validate(params)
+        assert caught.value.field == field
+
+
+def test_sqlite_lifecycle(tmp_path: Path) -> None:
+    uri = DatabaseURI.parse(f"sqlite:///{tmp_path / 'sub' / 'd.sqlite'}")
+    assert not uri.exists()
+    uri.create()
+    assert uri.exists() and uri.table_names() == []
+    uri.drop()
+    assert not uri.exists()
+
+
+def test_checksums_see_any_change_and_not_row_order(tmp_path: Path) -> None:
+    a = DatabaseURI.parse(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    b = DatabaseURI.parse(f"sqlite:///{tmp_path / 'b.sqlite'}")
+    counts = build_core_like(a, genes=60, seed=3)
+    assert build_core_like(b, genes=60, seed=3) == counts
+    engine_a = a.create_engine(poolclass=NullPool)
+    engine_b = b.create_engine(poolclass=NullPool)
+    for portable in (False, True):
+        assert table_stats(engine_a, portable=portable) == table_stats(engine_b, portable=portable)
+    before = table_stats(engine_b)
+    assert {name: s.rows for name, s in before.items()} == counts
+    with engine_b.begin() as conn:
+        # Same rows in another physical order: the checksum does not change.
+        conn.execute(text("CREATE TABLE meta2 AS SELECT * FROM meta ORDER BY meta_id DESC"))
+        conn.execute(text("DELETE FROM meta"))
+        conn.execute(text("INSERT INTO meta SELECT * FROM meta2"))
+        conn.execute(text("DROP TABLE meta2"))
+    assert table_stats(engine_b)["meta"] == before["meta"]
+    with engine_b.begin() as conn:
+        conn.execute(text("UPDATE gene SET description = NULL WHERE gene_id = 7"))
+        conn.execute(text("UPDATE exon SET phase = phase WHERE exon_id = 1"))  # no change
+    after = table_stats(engine_b)
+    assert [n for n in after if after[n] != before[n]] == ["gene"]
+    engine_a.dispose()
+    engine_b.dispose()
+
+
+def test_a_sample_refuses_a_database_with_tables(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    build_core_like(uri, genes=20)
+    with pytest.raises(Exception, match="already has tables"):
+        build_core_like(uri, genes=20)
