@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
 
 __all__ = [
@@ -166,23 +164,6 @@ def load_naming_rules(path: Path | str | None = None) -> NamingRules:
 
     :raises ValidationError: the file is missing, is not YAML, or holds a bad rule.
     """
-    target = Path(path) if path else DEFAULT_NAMING_RULES
-    try:
-        stamp = target.stat().st_mtime_ns
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read naming rules {target}: {exc.strerror}", field="naming_rules"
-        ) from None
-    return _load(str(target), stamp)
-
-
-@lru_cache(maxsize=16)
-def _load(path: str, stamp: int) -> NamingRules:
-    # ``stamp`` is only part of the cache key: an edited file is read again.
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValidationError(
-            f"cannot read naming rules {path}: {exc}", field="naming_rules"
-        ) from None
-    return NamingRules.from_document(document, path)
+    return load_rules_file(
+        path, DEFAULT_NAMING_RULES, "naming rules", "naming_rules", NamingRules.from_document
+    )

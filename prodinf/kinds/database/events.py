@@ -12,12 +12,10 @@ The rules file is read and checked when settings load.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
 
 __all__ = [
@@ -121,23 +119,6 @@ def load_event_rules(path: Path | str | None = None) -> EventRules:
 
     :raises ValidationError: the file is missing, not YAML, or holds a bad rule.
     """
-    target = Path(path) if path else DEFAULT_EVENT_RULES
-    try:
-        stamp = target.stat().st_mtime_ns
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read event rules {target}: {exc.strerror}", field="event_rules"
-        ) from None
-    return _load(str(target), stamp)
-
-
-@lru_cache(maxsize=16)
-def _load(path: str, stamp: int) -> EventRules:
-    # ``stamp`` is only part of the cache key: an edited file is read again.
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValidationError(
-            f"cannot read event rules {path}: {exc}", field="event_rules"
-        ) from None
-    return EventRules.from_document(document, path)
+    return load_rules_file(
+        path, DEFAULT_EVENT_RULES, "event rules", "event_rules", EventRules.from_document
+    )

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError as PydanticValidationError
 
+from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database.checks.builtin import CHECK_TYPES, CheckFn
 
@@ -249,24 +248,10 @@ def load_catalogue(path: Path | str | None = None) -> Catalogue:
 
     :raises ValidationError: the file is missing, not YAML, or has a bad entry.
     """
-    target = Path(path) if path else DEFAULT_CATALOGUE
-    try:
-        stamp = target.stat().st_mtime_ns
-    except OSError as exc:
-        raise ValidationError(
-            f"cannot read the healthcheck catalogue {target}: {exc.strerror}",
-            field="healthchecks",
-        ) from None
-    return _load(str(target), stamp)
-
-
-@lru_cache(maxsize=16)
-def _load(path: str, stamp: int) -> Catalogue:
-    # ``stamp`` is only part of the cache key: an edited file is read again.
-    try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValidationError(
-            f"cannot read the healthcheck catalogue {path}: {exc}", field="healthchecks"
-        ) from None
-    return Catalogue.from_document(document, path)
+    return load_rules_file(
+        path,
+        DEFAULT_CATALOGUE,
+        "the healthcheck catalogue",
+        "healthchecks",
+        Catalogue.from_document,
+    )
