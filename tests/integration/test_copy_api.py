@@ -10,19 +10,16 @@ field, and the password appears in no answer, page or worker log.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import NullPool, text
 
 from prodinf.databases.uri import DatabaseURI
-from prodinf.store import TERMINAL
 from tests.conftest import MYSQL_URL, Processes, require
 from tests.integration.datasets import Datasets
-from tests.integration.test_database_services_api import portal
+from tests.integration.remote_api import follow, portal, submit
 
 pytestmark = pytest.mark.integration
 
@@ -51,30 +48,6 @@ def with_user(uri: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def follow(base: str, job_id: str, processes: Processes, timeout: float = 180) -> dict[str, Any]:
-    """GET the job until it ends, as a remote caller polls it; no answer shows the password."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = requests.get(f"{base}/api/v1/jobs/{job_id}", timeout=10)
-        assert answer.status_code == 200, answer.text
-        assert PASSWORD not in answer.text
-        detail: dict[str, Any] = answer.json()
-        if detail["status"] in TERMINAL:
-            return detail
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {detail['status']}\n{processes.logs()}")
-        time.sleep(0.5)
-
-
-def submit(base: str, params: dict[str, Any]) -> str:
-    answer = requests.post(
-        f"{base}/api/v1/jobs", json={"kind": "copy_database", "params": params}, timeout=30
-    )
-    assert answer.status_code == 201, answer.text
-    assert PASSWORD not in answer.text
-    return str(answer.json()["id"])
-
-
 def test_copy_database_is_a_remote_job_service_that_never_shows_the_password(
     portal: str, datasets: Datasets, copy_user: str, processes: Processes
 ) -> None:
@@ -84,7 +57,11 @@ def test_copy_database_is_a_remote_job_service_that_never_shows_the_password(
 
     # When a copy is submitted and followed over HTTP, then it succeeds, verified
     copied = follow(
-        portal, submit(portal, {"src_uri": src_secret, "tgt_uri": tgt_secret}), processes
+        portal,
+        submit(portal, "copy_database", {"src_uri": src_secret, "tgt_uri": tgt_secret}, PASSWORD),
+        processes,
+        PASSWORD,
+        180,
     )
     assert copied["status"] == "succeeded", (copied["error"], processes.logs())
     result = copied["result"]
@@ -94,7 +71,11 @@ def test_copy_database_is_a_remote_job_service_that_never_shows_the_password(
 
     # When the same copy is submitted again, then the existing target is refused, clearly
     again = follow(
-        portal, submit(portal, {"src_uri": src_secret, "tgt_uri": tgt_secret}), processes
+        portal,
+        submit(portal, "copy_database", {"src_uri": src_secret, "tgt_uri": tgt_secret}, PASSWORD),
+        processes,
+        PASSWORD,
+        180,
     )
     assert again["status"] == "failed"
     assert "already exists" in again["error"]["message"]
