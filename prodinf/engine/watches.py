@@ -30,7 +30,9 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
 
 from prodinf.engine.steps import Watch
 from prodinf.exceptions import PermanentError, RemoteUnavailable
@@ -66,41 +68,50 @@ def register(conn: Connection, job_id: str, step: str, watch: Watch) -> None:
     ``watch.url``, creating the watch if it is new (first look one interval from now)."""
     now = utcnow()
     key = url_key(watch.url)
+    # Insert-if-absent, then lock the row: steps of other jobs may start watching the
+    # same new URL at the same moment, and a plain INSERT would fail all but one.
+    conn.execute(
+        _insert_if_absent(conn).values(
+            url_key=key,
+            url=watch.url,
+            interval=watch.interval,
+            next_look_at=now + timedelta(seconds=_backoff(watch.interval, watch.errors)),
+            errors=watch.errors,
+            status=None,
+            created_at=now,
+        )
+    )
     found = conn.execute(
         select(WATCHES.c.id, WATCHES.c.interval, WATCHES.c.next_look_at)
         .where(WATCHES.c.url_key == key)
         .with_for_update()
-    ).first()
-    if found is None:
-        result = conn.execute(
-            WATCHES.insert().values(
-                url_key=key,
-                url=watch.url,
+    ).one()
+    watch_id = int(found.id)
+    if watch.interval < found.interval:  # the shortest interval asked for wins
+        conn.execute(
+            update(WATCHES)
+            .where(WATCHES.c.id == watch_id)
+            .values(
                 interval=watch.interval,
-                next_look_at=now + timedelta(seconds=_backoff(watch.interval, watch.errors)),
-                errors=watch.errors,
-                status=None,
-                created_at=now,
+                next_look_at=min(found.next_look_at, now + timedelta(seconds=watch.interval)),
             )
         )
-        watch_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-    else:
-        watch_id = int(found.id)
-        if watch.interval < found.interval:  # the shortest interval asked for wins
-            conn.execute(
-                update(WATCHES)
-                .where(WATCHES.c.id == watch_id)
-                .values(
-                    interval=watch.interval,
-                    next_look_at=min(found.next_look_at, now + timedelta(seconds=watch.interval)),
-                )
-            )
     conn.execute(delete(WATCHERS).where(WATCHERS.c.job_id == job_id, WATCHERS.c.step == step))
     conn.execute(
         WATCHERS.insert().values(
             job_id=job_id, step=step, watch_id=watch_id, max_errors=watch.max_errors
         )
     )
+
+
+def _insert_if_absent(conn: Connection) -> Insert:
+    """An INSERT into the watches that does nothing when the URL is already watched."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
+    if dialect == "sqlite":
+        return sqlite.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
+    return WATCHES.insert().prefix_with("IGNORE")  # MySQL, MariaDB
 
 
 @dataclass(frozen=True)

@@ -789,6 +789,21 @@ def test_url_watches_are_shared_and_wake_their_steps(world: World) -> None:
         assert session.scalars(select(WatcherRow)).all() == []
 
 
+def test_steps_that_start_watching_one_new_url_at_once_share_one_watch(world: World) -> None:
+    # Given six jobs about to watch the same URL, which nobody watches yet
+    url = f"http://127.0.0.1:9/race-{uuid.uuid4().hex}"
+    ids = [world.jobs().submit("watcher", {"url": url})[0]["id"] for _ in range(6)]
+
+    # When six runners record their waits at the same instant
+    at_once(6, lambda i: world.runner().drive(ids[i]))
+
+    # Then every step waits, watching the one watch of that URL
+    assert {world.store.describe(j)["status"] for j in ids} == {"waiting"}
+    with world.store.session() as session:
+        assert len(session.scalars(select(WatchRow)).all()) == 1
+        assert len(session.scalars(select(WatcherRow)).all()) == 6
+
+
 def test_reconciler_ignores_finished_jobs(world: World, tmp_path: Path) -> None:
     quick = Settings(home=tmp_path / "quick", redrive_after=0.05)
     job_id = world.jobs(quick).submit("plain", {})[0]["id"]
