@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
@@ -111,7 +111,10 @@ def _insert_if_absent(conn: Connection) -> Insert:
         return postgresql.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
     if dialect == "sqlite":
         return sqlite.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
-    return WATCHES.insert().prefix_with("IGNORE")  # MySQL, MariaDB
+    # MySQL/MariaDB: a no-op update, not INSERT IGNORE, which would take a shared lock
+    # on an existing row that the SELECT ... FOR UPDATE after it then deadlocks upgrading.
+    insert = mysql.insert(WATCHES)
+    return insert.on_duplicate_key_update(url_key=insert.inserted.url_key)
 
 
 @dataclass(frozen=True)
