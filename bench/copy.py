@@ -20,30 +20,27 @@ and the last line is ``ratio=<prodinf/native for MariaDB>``.
 
 from __future__ import annotations
 
+# isort: off
+import benchpath  # first: it keeps this folder from shadowing the standard library
+# isort: on
+
+import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-# Run as a script, this file's folder heads sys.path, where bench/email.py would
-# shadow the standard library's ``email`` package for everything imported below.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from prodinf.config import Settings
+from prodinf.databases.sample import build_core_like
+from prodinf.databases.uri import DatabaseURI
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from prodinf.config import Settings  # noqa: E402
-from prodinf.databases.sample import build_core_like  # noqa: E402
-from prodinf.databases.uri import DatabaseURI  # noqa: E402
+ROOT = benchpath.ROOT
 
 SERVERS = {
     "postgresql": os.environ.get(

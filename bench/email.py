@@ -18,35 +18,32 @@ both throughputs, and last ``ratio=<with pending/without>``. Target: >= 0.9.
 
 from __future__ import annotations
 
+# isort: off
+import benchpath  # first: it keeps this folder from shadowing the standard library
+# isort: on
+
+import argparse
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-# Run as a script, this file's folder heads sys.path, and this file would shadow the
-# standard library's ``email`` package for everything imported below.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from sqlalchemy import func, select
 
-import argparse  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
+from prodinf.celery_app import create_celery
+from prodinf.config import Settings
+from prodinf.runtime import Runtime
+from prodinf.store import JobRow, upgrade
+from tests.conftest import env_for
+from tests.integration.servers import Smtp, StatusServer, free_port
 
-from sqlalchemy import func, select  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from prodinf.celery_app import create_celery  # noqa: E402
-from prodinf.config import Settings  # noqa: E402
-from prodinf.runtime import Runtime  # noqa: E402
-from prodinf.store import JobRow, upgrade  # noqa: E402
-from tests.conftest import env_for  # noqa: E402
-from tests.integration.servers import Smtp, StatusServer, free_port  # noqa: E402
+ROOT = benchpath.ROOT
 
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES = os.environ.get(

@@ -12,33 +12,30 @@ embedded defaults.
 
 from __future__ import annotations
 
+# isort: off
+import benchpath  # first: it keeps this folder from shadowing the standard library
+# isort: on
+
+import argparse
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
 
-# Run as a script, this file's folder heads sys.path, where bench/email.py would
-# shadow the standard library's ``email`` package for everything imported below.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+from celery import chain
+from sqlalchemy import func, select
 
-import argparse  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
+from bench import raw_celery
+from prodinf.celery_app import create_celery
+from prodinf.config import Settings
+from prodinf.runtime import Runtime
+from prodinf.store import JobRow, upgrade
 
-from celery import chain  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench import raw_celery  # noqa: E402
-from prodinf.celery_app import create_celery  # noqa: E402
-from prodinf.config import Settings  # noqa: E402
-from prodinf.runtime import Runtime  # noqa: E402
-from prodinf.store import JobRow, upgrade  # noqa: E402
+ROOT = benchpath.ROOT
 
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES = os.environ.get(
