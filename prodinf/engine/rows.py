@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
 from sqlalchemy.engine import Connection, Dialect
 
+from prodinf.engine.watches import register
 from prodinf.store.models import HistoryRow, JobRow, StepRow
 from prodinf.store.repository import history_entry
 
@@ -171,8 +172,6 @@ class JobRows:
         for new in self.spawned:
             new.insert(conn)
         if self.watches:
-            from prodinf.engine.watches import register
-
             for step, watch in self.watches:
                 register(conn, self.job.id, step, watch)
             self.watches = []
