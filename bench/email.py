@@ -42,6 +42,7 @@ from prodinf.runtime import Runtime
 from prodinf.store import JobRow, upgrade
 from tests.conftest import env_for
 from tests.integration.servers import Smtp, StatusServer, free_port
+from tests.procstat import tree_cpu, tree_rss
 
 ROOT = benchpath.ROOT
 
@@ -49,41 +50,6 @@ AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/prodinf_bench_email"
 )
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its children (the prefork pool)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return [pid, *(int(c) for c in children)]
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its children."""
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its children (the pool)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for p in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
 
 
 def idle_cpu(pid: int, seconds: float) -> float:

@@ -465,7 +465,7 @@ def test_ten_thousand_pending_notifications_do_not_delay_an_unrelated_email(
     arrives within one poll interval, and the worker's memory stays bounded."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from bench.email import tree_rss
+    from tests.procstat import tree_rss
 
     interval = 20.0
     settings = mail_settings(home, "servers", request, smtp, poll_interval=interval)
