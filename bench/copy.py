@@ -3,7 +3,7 @@
     python bench/copy.py [--genes 45000] [--keep]
 
 For PostgreSQL, then MariaDB, it builds a core-like database of about 1,000,000
-rows (``prodinf.databases.sample``), then copies it twice: with the
+rows (``tests.sample_data``), then copies it twice: with the
 ``copy_database`` kind, driven in-process by prodinf's engine (store, steps,
 history, verification and all) in a child process so its peak RSS is its own; and
 with ``pg_dump | psql`` or ``mysqldump | mysql`` into an empty database. Throughput
@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from prodinf.config import Settings
-from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
+from tests.sample_data import build_core_like
 
 ROOT = benchpath.ROOT
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import lru_cache
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -18,29 +17,16 @@ from celery.signals import celeryd_after_setup
 from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
-from prodinf.engine.tasks import EMAIL_WHEN_COMPLETE, RECONCILE, register_tasks
+from prodinf.runtime import EMAIL_WHEN_COMPLETE, PRIORITY_NEW, RECONCILE, runtime_for
+from prodinf.task_results import RESULT_TABLES
+from prodinf.tasks import ProdinfTask, register_tasks
 
-__all__ = [
-    "EXCHANGE",
-    "PRIORITY_NEW",
-    "PRIORITY_REDRIVE",
-    "RESULT_TABLES",
-    "create_celery",
-    "results_backend",
-]
+__all__ = ["EXCHANGE", "create_celery"]
 
 log = logging.getLogger(__name__)
 
 #: The direct exchange every prodinf queue is bound to, by its own name.
 EXCHANGE = "prodinf"
-#: Message priorities (RabbitMQ; the embedded broker ignores them). New work goes
-#: before re-drives of waits, so thousands of pending waits never hold up a new job.
-PRIORITY_NEW = 5
-PRIORITY_REDRIVE = 0
-
-#: Celery's result tables in the store. Celery configures its result models
-#: process-wide, so every backend prodinf builds must name the same tables.
-RESULT_TABLES = {"task": "prodinf_celery_taskmeta", "group": "prodinf_celery_groupmeta"}
 
 
 def create_celery(settings: Settings | None = None, *, consume: str | None = None) -> Celery:
@@ -55,8 +41,10 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         Queue(name, exchange, routing_key=name, durable=True, max_priority=PRIORITY_NEW)
         for name in dict.fromkeys(settings.queues.values())
     ]
-    app = Celery("prodinf", set_as_current=False)
+    app = Celery("prodinf", set_as_current=False, task_cls=ProdinfTask)
     app.conf.update(
+        # Read by ``runtime_for``: each process builds its runtime from these.
+        prodinf_settings=settings,
         broker_url=settings.broker,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
@@ -95,12 +83,12 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
             }
         },
     )
-    app.prodinf_settings = settings
     register_tasks(app)
+    app.steps["worker"].add(WorkerRuntime)
     if settings.worker_reconcile:
         app.steps["worker"].add(WorkerReconciler)
     if consume is not None:
-        _consume_by_default(app, settings.queues.get(consume, consume))
+        _consume_by_default(app, settings.queue_for(consume))
     return app
 
 
@@ -138,6 +126,20 @@ def _consume_by_default(app: Celery, queue: str) -> None:
             queues.select([queue])
 
 
+class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Builds the worker's runtime as it starts: imports, plugins, rules files checked.
+
+    In the main thread, before the pool forks: built later in a thread of the
+    worker, a pool child forked meanwhile would inherit a module import lock held,
+    and hang on its first task. A bad rules file stops the worker here.
+    """
+
+    label = "prodinf runtime"
+
+    def start(self, worker: Any) -> None:
+        runtime_for(worker.app)
+
+
 class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs the reconciler for the worker's own queues in a thread of the worker.
 
@@ -146,6 +148,7 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
     """
 
     label = "prodinf reconciler"
+    requires = (WorkerRuntime,)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -153,12 +156,6 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
         self._thread: threading.Thread | None = None
 
     def start(self, worker: Any) -> None:
-        from prodinf.runtime import runtime_for
-
-        # Build the runtime (imports, plugins, engine) here, in the main thread: built
-        # in the thread below, a pool child forked meanwhile would inherit a module
-        # import lock held, and hang on its first task.
-        runtime_for(worker.app)
         queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self._thread = threading.Thread(
             target=self._loop, args=(worker.app, queues), daemon=True, name="prodinf-reconciler"
@@ -171,24 +168,9 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread.join(timeout=10)
 
     def _loop(self, app: Celery, queues: list[str]) -> None:
-        from prodinf.runtime import runtime_for
-
-        interval = app.prodinf_settings.reconcile_interval
+        interval = app.conf.prodinf_settings.reconcile_interval
         while not self._stop.wait(interval):
             try:
                 runtime_for(app).reconcile(queues)
             except Exception:  # never let the thread die; log and try next time
                 log.exception("reconciler pass failed")
-
-
-@lru_cache(maxsize=8)
-def results_backend(url: str) -> Any:
-    """Celery's result backend at ``url``: how a job stores a Celery task's result by id."""
-    app = Celery("prodinf-results", set_as_current=False)
-    app.conf.update(
-        result_backend=url,
-        database_table_names=RESULT_TABLES,
-        result_serializer="json",
-        accept_content=["json"],
-    )
-    return app.backend

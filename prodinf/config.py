@@ -13,17 +13,19 @@ configuration reference in ``docs/configuration.rst`` is checked against it.
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
-__all__ = ["Settings", "get_settings", "mask_url", "with_driver"]
+from prodinf.addresses import validate_sender
+from prodinf.exceptions import ValidationError
+from prodinf.redact import redact_text
+
+__all__ = ["Settings", "get_settings", "with_driver"]
 
 
 class Settings(BaseSettings):
@@ -189,9 +191,6 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _check_mail_from(cls, value: str) -> str:
-        from prodinf.exceptions import ValidationError
-        from prodinf.mail.message import validate_sender
-
         try:
             return validate_sender(value)
         except ValidationError as exc:  # pydantic reports ValueError, naming the field
@@ -206,19 +205,6 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL such as https://prodinf.example.org")
-        return value
-
-    @field_validator("naming_rules", "healthchecks", "event_rules")
-    @classmethod
-    def _check_rules_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        # Read and checked now, so a bad pattern stops every process at start.
-        from prodinf.exceptions import ValidationError
-
-        module, _, loader = _RULES_LOADERS[info.field_name or ""].partition(":")
-        try:
-            getattr(importlib.import_module(module), loader)(value)
-        except ValidationError as exc:
-            raise ValueError(exc.message) from None
         return value
 
     @field_validator("plugins", mode="before")
@@ -263,6 +249,11 @@ class Settings(BaseSettings):
             "jobs": self.queue_jobs,
         }
 
+    def queue_for(self, name: str) -> str:
+        """The configured queue of a logical queue (``email`` -> ``PRODINF_QUEUE_EMAIL``);
+        any other name is a queue of its own and comes back unchanged."""
+        return self.queues.get(name, name)
+
     def masked(self) -> dict[str, Any]:
         """Every setting and derived URL, with secrets and URL passwords masked."""
         out: dict[str, Any] = {}
@@ -271,21 +262,13 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 value = "**********" if value.get_secret_value() else ""
             elif isinstance(value, str) and name.endswith(("_url", "_backend")):
-                value = mask_url(value)
+                value = redact_text(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[name] = value
-        out["store_url (effective)"] = mask_url(self.store_url)
-        out["broker (effective)"] = mask_url(self.broker)
+        out["store_url (effective)"] = redact_text(self.store_url)
+        out["broker (effective)"] = redact_text(self.broker)
         return out
-
-
-#: The function that reads and checks each rules file setting.
-_RULES_LOADERS = {
-    "naming_rules": "prodinf.databases.naming:load_naming_rules",
-    "healthchecks": "prodinf.kinds.database.checks.catalogue:load_catalogue",
-    "event_rules": "prodinf.kinds.database.events:load_event_rules",
-}
 
 
 #: Drivers prodinf installs, used when a URL names only the database.
@@ -301,29 +284,6 @@ def with_driver(url: str) -> str:
     """Return ``url`` with the installed driver named (``postgresql://`` -> ``+psycopg``)."""
     scheme, sep, rest = url.partition("://")
     return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}{sep}{rest}"
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
-
-    Several URLs separated by ``;`` (Celery's broker failover list) are masked
-    one by one, as Celery itself splits them.
-    """
-    if ";" in url:
-        return ";".join(_mask_one_url(part) for part in url.split(";"))
-    return _mask_one_url(url)
-
-
-def _mask_one_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy-shaped URL: mask user:pass@ by hand
-        scheme, sep, rest = url.partition("://")
-        if not sep or "@" not in rest:
-            return url
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 @lru_cache(maxsize=1)

@@ -6,7 +6,7 @@ when imported. Started without ``-Q``, its worker consumes only the email queue.
 
 from prodinf.celery_app import create_celery
 from prodinf.config import get_settings
-from prodinf.engine.tasks import EMAIL_WHEN_COMPLETE
+from prodinf.runtime import EMAIL_WHEN_COMPLETE
 
 app = create_celery(get_settings(), consume="email")
 

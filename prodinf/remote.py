@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -71,6 +70,7 @@ from prodinf.exceptions import (
     RemoteUnavailable,
     ValidationError,
 )
+from prodinf.redact import redact_text
 
 __all__ = [
     "PENDING_STATUSES",
@@ -107,9 +107,6 @@ _BAD_URL_ERRORS: tuple[type[requests.RequestException], ...] = (
 
 _JOBS_PATH = "/api/v1/jobs"
 _MIN_TIMEOUT = 0.05
-# Starts at "://" after a scheme character, not at every letter of a long word (which
-# made masking quadratic); user and password stop at the next "/", so scans never overlap.
-_CREDENTIALS = re.compile(r"(?<=[A-Za-z0-9+.-])(://[^/?#\s:@]*):[^/?#\s]*@")
 
 # Monotonic time by which the current call must end; read by _DeadlineRetry,
 # which urllib3 runs synchronously in the calling thread.
@@ -121,11 +118,6 @@ _CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def is_pending(status: str | None) -> bool:
     """Return True if ``status`` means "keep waiting" (case-insensitive); None means done."""
     return status is not None and status.strip().lower() in PENDING_STATUSES
-
-
-def _mask(text: str) -> str:
-    """Return ``text`` with the password of every ``scheme://user:password@`` replaced."""
-    return _CREDENTIALS.sub(r"\1:***@", text)
 
 
 @dataclass(frozen=True)
@@ -262,7 +254,7 @@ class RemoteJobClient:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError(
-                f"base_url must be an http(s) URL with a host, not {_mask(base_url)!r}",
+                f"base_url must be an http(s) URL with a host, not {redact_text(base_url)!r}",
                 field="base_url",
             )
         for name, value in (("timeout", timeout), ("deadline", deadline)):
@@ -415,7 +407,7 @@ class RemoteJobClient:
             remaining = end - time.monotonic()
             if remaining > 0:
                 time.sleep(min(interval, remaining))
-        shown = _mask(url)
+        shown = redact_text(url)
         status = current.status if current is not None else "unknown"
         message = f"job at {shown} still {status!r} after waiting {deadline:g}s"
         if last_error is not None:
@@ -437,8 +429,8 @@ class RemoteJobClient:
         status = doc.get("status")
         if not isinstance(status, str):
             raise PermanentError(
-                f"GET {_mask(url)} answered a document without a status",
-                url=_mask(url),
+                f"GET {redact_text(url)} answered a document without a status",
+                url=redact_text(url),
             )
         job_id = doc.get("id")
         if job_id is None or job_id == "":
@@ -462,7 +454,7 @@ class RemoteJobClient:
         """One logical call (retries included) that returns the 2xx JSON object answered."""
         budget = self.deadline if budget is None else budget
         attempt = max(min(self.timeout, budget), _MIN_TIMEOUT)
-        shown = _mask(url)
+        shown = redact_text(url)
         token = _CALL_DEADLINE.set(time.monotonic() + budget)
         try:
             response = self._session.request(
@@ -479,7 +471,7 @@ class RemoteJobClient:
             ) from None
         except requests.RequestException as exc:
             raise RemoteUnavailable(
-                f"{method} {shown} failed: {type(exc).__name__}: {_mask(str(exc))}", url=shown
+                f"{method} {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
             ) from exc
         finally:
             _CALL_DEADLINE.reset(token)
@@ -503,7 +495,7 @@ def _check(method: str, shown: str, response: requests.Response) -> dict[str, An
     remote_message = doc.get("message") if doc is not None else None
     if not isinstance(remote_message, str) or not remote_message:
         remote_message = " ".join(response.text[:200].split()) or response.reason or "no message"
-    remote_message = _mask(remote_message)
+    remote_message = redact_text(remote_message)
     field = doc.get("field") if doc is not None else None
     field = field if isinstance(field, str) else None
     message = f"{method} {shown} answered {status}: {remote_message}"
@@ -536,7 +528,7 @@ def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any
     :raises RemoteUnavailable: connection error or timeout.
     :raises PermanentError: ``url`` is not a usable http(s) URL.
     """
-    shown = _mask(url)
+    shown = redact_text(url)
     try:
         with requests.Session() as session:
             response = session.get(
@@ -548,7 +540,7 @@ def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any
         ) from None
     except requests.RequestException as exc:
         raise RemoteUnavailable(
-            f"GET {shown} failed: {type(exc).__name__}: {_mask(str(exc))}", url=shown
+            f"GET {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
         ) from exc
     with response:
         return response.status_code, _json_object(response)

@@ -1,5 +1,8 @@
 """One process's prodinf: settings, store, kinds, Celery app, runner and job service.
 
+Importing it registers the built-in kinds (``prodinf.kinds``); building a
+``Runtime`` checks the rules files and loads the plugins.
+
 Built lazily, once per process (a forked worker child builds its own), from
 the app's settings, so no connection is opened at import time.
 """
@@ -8,26 +11,50 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Collection
-from typing import Any, cast
+from typing import Any
 
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from prodinf.celery_app import PRIORITY_NEW, PRIORITY_REDRIVE
-from prodinf.config import Settings, mask_url
+import prodinf.kinds  # noqa: F401  (registers the built-in kinds)
+from prodinf.config import Settings
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, registry
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.tasks import RUN_JOB
 from prodinf.engine.watches import look_due
 from prodinf.exceptions import BrokerUnavailable
+from prodinf.kinds.rules_files import check_rules_files
+from prodinf.redact import redact_text
 from prodinf.store import JobStore
 
-__all__ = ["Runtime", "runtime_for"]
+__all__ = [
+    "EMAIL_WHEN_COMPLETE",
+    "PRIORITY_NEW",
+    "PRIORITY_REDRIVE",
+    "RECONCILE",
+    "RUN_JOB",
+    "Runtime",
+    "runtime_for",
+]
+
+#: Name of the task that advances one job.
+RUN_JOB = "prodinf.run_job"
+#: Name of the periodic task that re-drives due jobs.
+RECONCILE = "prodinf.reconcile"
+#: Name of ``email_when_complete.delay(url, address)``, routed to the email queue.
+EMAIL_WHEN_COMPLETE = "prodinf.email_when_complete"
+
+#: Message priorities (RabbitMQ; the embedded broker ignores them). New work goes
+#: before re-drives of waits, so thousands of pending waits never hold up a new job.
+PRIORITY_NEW = 5
+PRIORITY_REDRIVE = 0
 
 _lock = threading.Lock()
+#: Each Celery app's runtime in this process, with the pid that built it.
+_runtimes: weakref.WeakKeyDictionary[Any, tuple[int, Runtime]] = weakref.WeakKeyDictionary()
 
 
 def _new_lock_in_child() -> None:
@@ -48,8 +75,7 @@ class Runtime:
         self.settings = settings
         self.celery = celery
         self.registry = kinds or registry
-        import prodinf.kinds  # noqa: F401  (registers the built-in kinds)
-
+        check_rules_files(settings)
         self.registry.load_plugins(settings.plugins)
         self.store = JobStore(settings.store_url)
         self.runner = Runner(self.store, self.registry, settings, self.publish)
@@ -73,7 +99,7 @@ class Runtime:
             )
         except (KombuError, KombuOperationalError, OSError) as exc:
             raise BrokerUnavailable(
-                f"broker unavailable ({mask_url(self.settings.broker)}): {exc}"
+                f"broker unavailable ({redact_text(self.settings.broker)}): {exc}"
             ) from exc
 
     def republish(self, job_id: str, queue: str) -> None:
@@ -103,18 +129,18 @@ class Runtime:
 
 
 def runtime_for(app: Any) -> Runtime:
-    """The runtime of ``app`` in this process, built on first use."""
+    """The runtime of the Celery ``app`` in this process, built on first use from the
+    settings the app was made with (``app.conf.prodinf_settings``)."""
     pid = os.getpid()
-    current: Runtime | None = getattr(app, "_prodinf_runtime", None)
-    if current is not None and getattr(app, "_prodinf_pid", None) == pid:
-        return current
+    found = _runtimes.get(app)
+    if found is not None and found[0] == pid:
+        return found[1]
     with _lock:
-        current = cast("Runtime | None", getattr(app, "_prodinf_runtime", None))
-        if current is not None and getattr(app, "_prodinf_pid", None) == pid:
-            return current
-        if current is not None:  # inherited across fork: never use the parent's connections
-            current.store.engine.dispose(close=False)
-        runtime = Runtime(app.prodinf_settings, app)
-        app._prodinf_runtime = runtime
-        app._prodinf_pid = pid
+        found = _runtimes.get(app)
+        if found is not None and found[0] == pid:
+            return found[1]
+        if found is not None:  # inherited across fork: never use the parent's connections
+            found[1].store.engine.dispose(close=False)
+        runtime = Runtime(app.conf.prodinf_settings, app)
+        _runtimes[app] = (pid, runtime)
         return runtime

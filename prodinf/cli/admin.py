@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from prodinf.cli.common import console, load_settings, migrate_store, reports_errors
-from prodinf.config import mask_url
+from prodinf.redact import redact_text
 
 __all__ = ["config_cmd", "db"]
 
@@ -29,7 +29,7 @@ def db_upgrade(revision: str) -> None:
         migrate_store(store, revision)
     finally:
         store.dispose()
-    click.echo(f"job store at {mask_url(settings.store_url)} is at revision {revision}")
+    click.echo(f"job store at {redact_text(settings.store_url)} is at revision {revision}")
 
 
 @click.command("config")

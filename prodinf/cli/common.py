@@ -12,6 +12,7 @@ from rich.console import Console
 
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError, StoreUnavailable, ValidationError
+from prodinf.kinds.rules_files import check_rules_files
 
 __all__ = ["console", "load_settings", "make_runtime", "migrate_store", "reports_errors"]
 
@@ -20,9 +21,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def load_settings() -> Settings:
-    """The process's settings; a bad ``PRODINF_*`` value is a one-line error naming it."""
+    """The process's settings, with the rules files they name checked; a bad
+    ``PRODINF_*`` value or rules file is a one-line error naming it."""
     try:
-        return get_settings()
+        settings = get_settings()
     except SettingsError as exc:
         # Only the setting's name and what is wrong: the value may be a secret.
         problems = "; ".join(
@@ -30,6 +32,11 @@ def load_settings() -> Settings:
             for error in exc.errors()
         )
         raise click.ClickException(f"invalid setting {problems}") from None
+    try:
+        check_rules_files(settings)
+    except ValidationError as exc:
+        raise click.ClickException(exc.message) from None
+    return settings
 
 
 def migrate_store(store: Any, revision: str = "head") -> None:

@@ -251,7 +251,5 @@ def kinds() -> None:
         params = ", ".join(
             f"{name}{'*' if name in required else ''}" for name in schema.get("properties", {})
         )
-        table.add_row(
-            kind.name, rt.settings.queues.get(kind.queue, kind.queue), params, kind.description
-        )
+        table.add_row(kind.name, rt.settings.queue_for(kind.queue), params, kind.description)
     console.print(table)

@@ -15,16 +15,15 @@ from typing import IO, Any
 import click
 
 from prodinf.cli.common import load_settings, make_runtime, reports_errors
-from prodinf.config import Settings, mask_url
+from prodinf.config import Settings
+from prodinf.redact import redact_text
 
 __all__ = ["portal", "scheduler", "up", "worker"]
 
 
 def _queues(settings: Settings, names: str) -> list[str]:
     """Logical queue names (``email``) or configured ones, comma-separated."""
-    return [
-        settings.queues.get(name.strip(), name.strip()) for name in names.split(",") if name.strip()
-    ]
+    return [settings.queue_for(name.strip()) for name in names.split(",") if name.strip()]
 
 
 def _stop_on_sigterm() -> None:
@@ -181,7 +180,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
         url = f"http://{server.host}:{server.port}"
         click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
         click.echo(
-            f"store {mask_url(settings.store_url)}, broker {mask_url(settings.broker)}, "
+            f"store {redact_text(settings.store_url)}, broker {redact_text(settings.broker)}, "
             f"logs in {logs}. Ctrl-C stops everything."
         )
         server.serve_forever()

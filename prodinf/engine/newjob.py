@@ -57,7 +57,7 @@ class NewJob:
         values: dict[str, Any] = {
             "id": job_id,
             "kind": kind.name,
-            "queue": settings.queues.get(kind.queue, kind.queue),
+            "queue": settings.queue_for(kind.queue),
             "status": "queued",
             "params": params,
             "progress_done": 0,

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from prodinf.addresses import validate_address
 from prodinf.config import Settings
 from prodinf.engine.newjob import NewJob
 from prodinf.engine.registry import Registry
 from prodinf.exceptions import ValidationError
-from prodinf.mail import validate_address
 
 __all__ = ["NOTIFICATION_KIND", "NotifySpec", "notification_job", "parse_notify", "snapshot"]
 

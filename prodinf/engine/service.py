@@ -43,10 +43,6 @@ class Jobs:
         self.settings = settings
         self.publish = publish
 
-    def queue_of(self, kind: str) -> str:
-        logical = self.registry.get(kind).queue
-        return self.settings.queues.get(logical, logical)
-
     def submit(
         self,
         kind: str,

@@ -23,12 +23,13 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prodinf.addresses import validate_address
 from prodinf.engine.context import StepContext
 from prodinf.engine.notices import NOTIFICATION_KIND
 from prodinf.engine.registry import job_kind
 from prodinf.engine.steps import Flow, Retry, Step
-from prodinf.kinds.notify import DELIVERY
-from prodinf.mail import Mail, deliver, render_job_summary, validate_address
+from prodinf.kinds.email_when_complete import DELIVERY
+from prodinf.mail import Mail, deliver, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
 
@@ -78,7 +79,7 @@ def _email(ctx: StepContext) -> dict[str, Any]:
     params: JobNotificationParams = ctx.params  # type: ignore[assignment]
     job = params.job
     page, _ = _links(ctx, job["id"])
-    subject, text, html = render_job_summary(job, page)
+    subject, text, html = render_job_report(job, page)
     mail = Mail(
         to=list(params.email),
         subject=subject,

@@ -1,4 +1,4 @@
-"""Mail: build a message, deliver it by SMTP or to the outbox folder, and the summary mail.
+"""Mail: build a message, deliver it by SMTP or to the outbox folder; the two report mails.
 
 ``deliver(mail, settings)`` is the one way prodinf sends mail. With ``smtp_host``
 unset, each message is written to ``<home>/outbox/<message id>.eml`` instead, so one
@@ -20,7 +20,7 @@ What a caller (a step on the email queue) can rely on:
 
 Usage from a step::
 
-    subject, text, html = render_summary(url, status, document, "complete", None)
+    subject, text, html = render_url_report(url, status, document, "complete", None)
     mail = Mail(
         to=[address],
         subject=subject,
@@ -34,15 +34,10 @@ Usage from a step::
 
 from __future__ import annotations
 
+from prodinf.addresses import validate_address, validate_sender
 from prodinf.mail.delivery import deliver
-from prodinf.mail.jobsummary import render_job_summary
-from prodinf.mail.message import (
-    Mail,
-    build_message,
-    message_id_for,
-    validate_address,
-    validate_sender,
-)
+from prodinf.mail.job_report import render_job_report
+from prodinf.mail.message import Mail, build_message, message_id_for
 from prodinf.mail.outbox import (
     OutboxEntry,
     OutboxMessage,
@@ -51,7 +46,7 @@ from prodinf.mail.outbox import (
     outbox_messages,
     outbox_name,
 )
-from prodinf.mail.summary import OUTCOMES, render_summary
+from prodinf.mail.url_report import OUTCOMES, render_url_report
 
 __all__ = [
     "OUTCOMES",
@@ -65,8 +60,8 @@ __all__ = [
     "outbox_message",
     "outbox_messages",
     "outbox_name",
-    "render_job_summary",
-    "render_summary",
+    "render_job_report",
+    "render_url_report",
     "validate_address",
     "validate_sender",
 ]

@@ -15,7 +15,6 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from prodinf.config import mask_url
 from prodinf.exceptions import NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
 from prodinf.store.models import HistoryRow, JobRow, StepRow
@@ -66,7 +65,7 @@ class JobStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def __repr__(self) -> str:
-        return f"JobStore({mask_url(self.url)!r})"
+        return f"JobStore({redact_text(self.url)!r})"
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, NullPool, text
 
-from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
 from prodinf.store import TERMINAL
 from tests.conftest import MYSQL_URL, POSTGRES_URL, require
 from tests.integration.datasets import Datasets
+from tests.sample_data import build_core_like
 
 __all__ = [
     "ORPHANS",

@@ -1,7 +1,7 @@
 """Core-like datasets on real servers for the database kinds' tests.
 
 Each dataset is a uniquely named database (so two developers' runs and CI can
-share the servers), built by ``prodinf.databases.sample.build_core_like`` and
+share the servers), built by ``tests.sample_data.build_core_like`` and
 dropped when the fixture that made it ends.
 """
 
@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
 from tests.conftest import MYSQL_URL, POSTGRES_URL, require
+from tests.sample_data import build_core_like
 
 #: The engines a dataset can be built on, as pytest params.
 ENGINES = ["sqlite", "postgresql", "mysql"]

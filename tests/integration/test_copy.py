@@ -25,7 +25,6 @@ from sqlalchemy import MetaData, NullPool, func, select, text
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
-from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
 from prodinf.kinds.database import copy as copy_kind
 from prodinf.runtime import Runtime
@@ -33,6 +32,7 @@ from prodinf.store import TERMINAL
 from tests.conftest import Processes, fresh_store, wait_until
 from tests.integration.core_faults import drive_to_end, execute
 from tests.integration.datasets import Datasets
+from tests.sample_data import build_core_like
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 from pydantic import ValidationError as PydanticValidationError
 
-from prodinf.config import Settings, get_settings, mask_url, with_driver
+from prodinf.config import Settings, get_settings, with_driver
+from prodinf.redact import redact_text
 
 SECRET = "hunter2"
 
@@ -318,8 +319,8 @@ def test_masked_hides_every_password_of_a_failover_broker_url() -> None:
         ("not a url", "not a url"),
     ],
 )
-def test_mask_url(url: str, shown: str) -> None:
-    assert mask_url(url) == shown
+def test_urls_are_masked(url: str, shown: str) -> None:
+    assert redact_text(url) == shown
 
 
 @pytest.mark.parametrize(

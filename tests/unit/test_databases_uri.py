@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import NullPool, text
 
-from prodinf.databases import DatabaseURI, build_core_like, dataset_uri, table_stats
+from prodinf.databases import DatabaseURI, table_stats
 from prodinf.engine.registry import registry
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database import copy as _copy  # noqa: F401  (registers copy_database)
+from tests.sample_data import build_core_like, dataset_uri
 
 SECRET = "mysql://user:S3cret-pw@db.example:3306/homo_sapiens_core_115_38"
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError as PydanticValidationError
 
 from prodinf.config import Settings
 from prodinf.exceptions import ValidationError
@@ -17,6 +16,7 @@ from prodinf.kinds.database.events import (
     events_between,
     load_event_rules,
 )
+from prodinf.kinds.rules_files import check_rules_files
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {"gene": {"rows": 10, "checksum": "a1"}, "meta": {"rows": 3, "checksum": "b2"}}
@@ -98,9 +98,15 @@ def test_bad_rules_are_refused(document: Any, fragment: str) -> None:
     assert fragment in caught.value.message
 
 
-def test_a_bad_rules_file_is_a_settings_error(tmp_path: Path) -> None:
+def test_a_bad_rules_file_stops_prodinf_as_it_starts(tmp_path: Path) -> None:
+    """Given PRODINF_EVENT_RULES naming a file with a bad rule,
+    when the rules files are checked (as every runtime does when it is built),
+    then the error names the setting and what is wrong with the rule."""
     bad = tmp_path / "events.yaml"
     bad.write_text("rules:\n  - {event: new_assembly}\n")
 
-    with pytest.raises(PydanticValidationError, match="exactly `event` and `when_changed`"):
-        Settings(event_rules=bad)
+    with pytest.raises(ValidationError, match="exactly `event` and `when_changed`") as caught:
+        check_rules_files(Settings(event_rules=bad))
+
+    assert caught.value.message.startswith("invalid setting PRODINF_EVENT_RULES: ")
+    assert caught.value.field == "PRODINF_EVENT_RULES"

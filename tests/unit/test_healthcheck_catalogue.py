@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import Connection
 
 from prodinf.config import Settings
 from prodinf.databases.naming import load_naming_rules
-from prodinf.databases.sample import build_core_like
 from prodinf.databases.uri import DatabaseURI
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks import (
@@ -30,6 +28,8 @@ from prodinf.kinds.database.checks import (
 )
 from prodinf.kinds.database.checks import catalogue as catalogue_module
 from prodinf.kinds.database.healthcheck import run_check, run_healthchecks
+from prodinf.kinds.rules_files import check_rules_files
+from tests.sample_data import build_core_like
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,15 +131,15 @@ def test_a_bad_entry_is_refused_naming_it(document: Any, fragment: str) -> None:
     assert fragment in caught.value.message
 
 
-def test_a_bad_catalogue_file_is_a_settings_error(tmp_path: Path) -> None:
+def test_a_bad_catalogue_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
     bad = tmp_path / "healthchecks.yaml"
     bad.write_text("checks:\n  - {name: c, group: g, type: not_empty}\n")
 
-    with pytest.raises(PydanticValidationError) as caught:
-        Settings(healthchecks=bad)
+    with pytest.raises(ValidationError) as caught:
+        check_rules_files(Settings(healthchecks=bad))
 
-    assert caught.value.errors()[0]["loc"] == ("healthchecks",)
-    assert "check 'c': options.tables: Field required" in str(caught.value)
+    assert caught.value.field == "PRODINF_HEALTHCHECKS"
+    assert "check 'c': options.tables: Field required" in caught.value.message
 
 
 # -- selection ----------------------------------------------------------------------------------

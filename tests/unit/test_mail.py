@@ -42,7 +42,7 @@ from prodinf.mail import (
     outbox_message,
     outbox_messages,
     outbox_name,
-    render_summary,
+    render_url_report,
     validate_address,
 )
 from prodinf.portal import create_app
@@ -674,7 +674,7 @@ def test_summary_of_a_complete_url_lists_every_field() -> None:
         "result": {"tables": ["a", "b"], "size": 3},
     }
 
-    subject, text, html = render_summary(URL, "succeeded", document, "complete", None)
+    subject, text, html = render_url_report(URL, "succeeded", document, "complete", None)
 
     assert subject == "[prodinf] https://reporter:***@status.example.org/jobs/42: complete"
     assert "https://reporter:***@status.example.org/jobs/42 has finished." in text
@@ -702,7 +702,7 @@ def test_summary_escapes_html_and_masks_credentials() -> None:
         "nested": {"dsn": f"amqp://u:{PASSWORD}@rabbit//", "html": evil},
     }
 
-    subject, text, html = render_summary(URL, evil, document, "complete", f"token={PASSWORD}")
+    subject, text, html = render_url_report(URL, evil, document, "complete", f"token={PASSWORD}")
 
     for rendered in (subject, text, html):
         assert PASSWORD not in rendered
@@ -713,7 +713,7 @@ def test_summary_escapes_html_and_masks_credentials() -> None:
 
 
 def test_summary_of_a_deadline_says_it_did_not_finish() -> None:
-    subject, text, html = render_summary(URL, "running", {"status": "running"}, "deadline", None)
+    subject, text, html = render_url_report(URL, "running", {"status": "running"}, "deadline", None)
 
     assert subject.endswith(": did not finish")
     assert "did not finish before the deadline" in text
@@ -723,7 +723,7 @@ def test_summary_of_a_deadline_says_it_did_not_finish() -> None:
 
 
 def test_summary_of_a_deadline_with_no_status_seen() -> None:
-    _, text, _ = render_summary(URL, None, None, "deadline", None)
+    _, text, _ = render_url_report(URL, None, None, "deadline", None)
 
     assert "Last status seen: (none)" in text
     assert "document" not in text
@@ -731,7 +731,7 @@ def test_summary_of_a_deadline_with_no_status_seen() -> None:
 
 @pytest.mark.parametrize("reason", ["answered 404", "did not answer with JSON"])
 def test_summary_of_a_failed_check_says_why(reason: str) -> None:
-    subject, text, html = render_summary(URL, None, None, "failed", reason)
+    subject, text, html = render_url_report(URL, None, None, "failed", reason)
 
     assert subject.endswith(": could not be checked")
     assert f"Why: {reason}" in text
@@ -742,7 +742,7 @@ def test_summary_of_a_failed_check_says_why(reason: str) -> None:
 def test_summary_of_a_document_that_is_not_an_object() -> None:
     document: Any = [{"step": 1}, {"step": 2}]  # what a URL may answer, whatever the type says
 
-    _, text, html = render_summary(URL, "done", document, "complete", None)
+    _, text, html = render_url_report(URL, "done", document, "complete", None)
 
     assert '  document:\n    [\n      {\n        "step": 1\n' in text
     assert ">document</th>" in html
@@ -751,7 +751,7 @@ def test_summary_of_a_document_that_is_not_an_object() -> None:
 def test_summary_refuses_an_unknown_outcome() -> None:
     assert OUTCOMES == ("complete", "deadline", "failed")
     with pytest.raises(ValidationError) as caught:
-        render_summary(URL, None, None, "done", None)
+        render_url_report(URL, None, None, "done", None)
 
     assert caught.value.field == "outcome"
 
@@ -759,7 +759,7 @@ def test_summary_refuses_an_unknown_outcome() -> None:
 def test_summary_mail_goes_through_smtp_intact(smtpd: Start) -> None:
     handler, settings = smtpd()
     document = {"status": "done", "comment": "<script>alert(1)</script>"}
-    subject, text, html = render_summary(URL, "done", document, "complete", None)
+    subject, text, html = render_url_report(URL, "done", document, "complete", None)
 
     deliver(a_mail(subject=subject, text=text, html=html), settings)
 
@@ -892,7 +892,7 @@ def live(app: Flask) -> Iterator[str]:
 @pytest.mark.slow
 def test_browser_renders_the_outbox(settings: Settings, live: str, tmp_path: Path) -> None:
     need(CHROMIUM, "chromium")
-    subject, text, html = render_summary(
+    subject, text, html = render_url_report(
         URL, "done", {"status": "done", "comment": "<script>alert(1)</script>"}, "complete", None
     )
     mail = a_mail(subject=subject, text=text, html=html)

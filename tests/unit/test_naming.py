@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError as PydanticValidationError
 
 from prodinf.config import Settings
 from prodinf.databases.naming import DEFAULT_NAMING_RULES, NamingRules, load_naming_rules
 from prodinf.exceptions import ValidationError
+from prodinf.kinds.rules_files import check_rules_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,21 +109,23 @@ def test_bad_rules_are_refused_saying_what_is_wrong(document: object, fragment: 
     assert caught.value.message.startswith("my-rules.yaml: ")
 
 
-def test_a_bad_rules_file_is_a_settings_error_naming_the_setting(tmp_path: Path) -> None:
+def test_a_bad_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
     bad = tmp_path / "naming.yaml"
     bad.write_text("rules:\n  - name: broken\n    pattern: '(?P<dataset>[a-z'\n")
 
-    with pytest.raises(PydanticValidationError) as caught:
-        Settings(naming_rules=bad)
+    with pytest.raises(ValidationError) as caught:
+        check_rules_files(Settings(naming_rules=bad))
 
-    error = caught.value.errors()[0]
-    assert error["loc"] == ("naming_rules",)
-    assert "rule 'broken': bad regular expression" in error["msg"]
+    assert caught.value.field == "PRODINF_NAMING_RULES"
+    assert caught.value.message.startswith("invalid setting PRODINF_NAMING_RULES: ")
+    assert "rule 'broken': bad regular expression" in caught.value.message
 
 
-def test_a_missing_rules_file_is_a_settings_error(tmp_path: Path) -> None:
-    with pytest.raises(PydanticValidationError, match="cannot read naming rules"):
-        Settings(naming_rules=tmp_path / "nowhere.yaml")
+def test_a_missing_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="cannot read naming rules") as caught:
+        check_rules_files(Settings(naming_rules=tmp_path / "nowhere.yaml"))
+
+    assert caught.value.field == "PRODINF_NAMING_RULES"
 
 
 def test_an_edited_rules_file_is_read_again(tmp_path: Path) -> None:

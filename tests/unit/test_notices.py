@@ -28,7 +28,7 @@ from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import registry
 from prodinf.engine.steps import Retry, Step
 from prodinf.exceptions import BrokerUnavailable, PermanentError, ValidationError
-from prodinf.mail import outbox_dir, render_job_summary
+from prodinf.mail import outbox_dir, render_job_report
 from prodinf.store import JobRow
 from prodinf.store.types import utcnow
 from prodinf.webhooks import encode, signature
@@ -318,7 +318,7 @@ def test_the_html_summary_escapes_what_the_job_returned() -> None:
         "created_at": None,
         "finished_at": None,
     }
-    subject, text, html = render_job_summary(job, None)
+    subject, text, html = render_job_report(job, None)
     assert subject == "[prodinf] k job 01234567 failed"
     assert "<script>" in text
     assert "<script>" not in html and "&lt;script&gt;" in html

@@ -31,9 +31,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from prodinf.config import Settings, mask_url
+from prodinf.config import Settings
 from prodinf.exceptions import PermanentError, StoreUnavailable
 from prodinf.kinds.database.events import Snapshot
+from prodinf.redact import redact_text
 from prodinf.store.datasets import DATASET_TABLES, dataset_registrations, datasets
 from prodinf.store.types import utcnow
 
@@ -71,7 +72,7 @@ class MetadataStore:
     def __init__(self, settings: Settings) -> None:
         self.separate = bool(settings.metadata_url)
         url = settings.metadata_url or settings.store_url
-        self.shown_url = mask_url(url)
+        self.shown_url = redact_text(url)
         from prodinf.config import with_driver
 
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}

@@ -15,7 +15,7 @@ ns = Namespace("kinds", description="The kinds of job this prodinf runs")
 def describe_kind(kind: Kind[Any]) -> dict[str, Any]:
     return {
         "name": kind.name,
-        "queue": runtime().settings.queues.get(kind.queue, kind.queue),
+        "queue": runtime().settings.queue_for(kind.queue),
         "description": kind.description,
         "params_schema": kind.schema(),
     }

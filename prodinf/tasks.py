@@ -1,7 +1,9 @@
-"""The Celery tasks: thin wrappers that hand a job id to the runner.
+"""The Celery tasks: thin wrappers that hand a job id to this process's runtime.
 
-They live here, in a module that never builds an app: ``register_tasks`` binds
-them to whichever app the factory makes.
+``ProdinfTask`` is the app's ``task_cls`` (as Flask's ``examples/celery`` binds its
+``FlaskTask``): every task reaches the runtime as ``self.runtime``, built once per
+process from the settings the app was made with. ``register_tasks`` binds the tasks
+to whichever app the factory makes; this module never builds an app.
 """
 
 from __future__ import annotations
@@ -9,28 +11,32 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prodinf.exceptions import StoreUnavailable
+from celery import Task
+from celery.exceptions import Ignore
 
-__all__ = ["EMAIL_WHEN_COMPLETE", "RECONCILE", "RUN_JOB", "register_tasks"]
+from prodinf.exceptions import StoreUnavailable
+from prodinf.runtime import EMAIL_WHEN_COMPLETE, RECONCILE, RUN_JOB, Runtime, runtime_for
+
+__all__ = ["ProdinfTask", "register_tasks"]
 
 log = logging.getLogger(__name__)
 
-#: Name of the task that advances one job.
-RUN_JOB = "prodinf.run_job"
-#: Name of the periodic task that re-drives due jobs.
-RECONCILE = "prodinf.reconcile"
-#: Name of ``email_when_complete.delay(url, address)``, routed to the email queue.
-EMAIL_WHEN_COMPLETE = "prodinf.email_when_complete"
+
+class ProdinfTask(Task):  # type: ignore[misc]
+    """A task of a prodinf app; ``self.runtime`` is the process's :class:`Runtime`."""
+
+    @property
+    def runtime(self) -> Runtime:
+        return runtime_for(self.app)
 
 
 def register_tasks(app: Any) -> None:
-    """Register prodinf's tasks on ``app``."""
-    from prodinf.runtime import runtime_for
+    """Register prodinf's tasks on ``app`` (whose ``task_cls`` is :class:`ProdinfTask`)."""
 
     @app.task(name=RUN_JOB, shared=False, bind=True, ignore_result=True, max_retries=None)  # type: ignore[untyped-decorator]
-    def run_job(self: Any, job_id: str) -> None:
+    def run_job(self: ProdinfTask, job_id: str) -> None:
         try:
-            runtime_for(self.app).runner.drive(job_id)
+            self.runtime.runner.drive(job_id)
         except StoreUnavailable as exc:
             # The store is the truth; without it nothing can be recorded. Try
             # again later; the reconciler also re-drives the job once it is back.
@@ -38,11 +44,11 @@ def register_tasks(app: Any) -> None:
             raise self.retry(countdown=5, exc=exc) from exc
 
     @app.task(name=RECONCILE, shared=False, bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
-    def reconcile(self: Any, queues: list[str] | None = None) -> int:
-        return runtime_for(self.app).reconcile(queues)
+    def reconcile(self: ProdinfTask, queues: list[str] | None = None) -> int:
+        return self.runtime.reconcile(queues)
 
     @app.task(name=EMAIL_WHEN_COMPLETE, shared=False, bind=True, ignore_result=False)  # type: ignore[untyped-decorator]
-    def email_when_complete(self: Any, url: str, address: str, **options: Any) -> None:
+    def email_when_complete(self: ProdinfTask, url: str, address: str, **options: Any) -> None:
         """Mail ``address`` once ``url`` reports a final status.
 
         The task submits an ``email_when_complete`` job (idempotent on the task
@@ -52,10 +58,8 @@ def register_tasks(app: Any) -> None:
         ``ready()`` means "the email was sent". Bad input fails the task at once
         with a ``ValidationError`` naming the field.
         """
-        from celery.exceptions import Ignore
-
         params = {**options, "url": url, "address": address, "celery_task_id": self.request.id}
-        runtime_for(self.app).jobs.submit(
+        self.runtime.jobs.submit(
             "email_when_complete",
             params,
             idempotency_key=f"celery-task:{self.request.id}",

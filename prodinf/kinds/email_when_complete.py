@@ -30,13 +30,14 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from prodinf.celery_app import results_backend
+from prodinf.addresses import validate_address
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
 from prodinf.engine.steps import Flow, Retry, Step, Watch
 from prodinf.engine.watches import look
-from prodinf.mail import Mail, deliver, render_summary, validate_address
+from prodinf.mail import Mail, deliver, render_url_report
 from prodinf.redact import redact_text
+from prodinf.task_results import results_backend
 
 __all__ = ["EmailWhenCompleteParams"]
 
@@ -135,7 +136,7 @@ def _send(ctx: StepContext) -> dict[str, Any]:
     ):
         subject, text, html = document["subject"], document["body"], None
     else:
-        subject, text, html = render_summary(
+        subject, text, html = render_url_report(
             url, watched.get("status"), document, watched["outcome"], watched.get("reason")
         )
     mail = Mail(

@@ -1,0 +1,45 @@
+"""The YAML rules files the built-in kinds read, checked when prodinf starts.
+
+Naming rules (``PRODINF_NAMING_RULES``), the healthcheck catalogue
+(``PRODINF_HEALTHCHECKS``) and the event rules (``PRODINF_EVENT_RULES``) are read
+by jobs, but a bad file must stop prodinf when it starts, not fail the first job:
+every runtime (portal, worker, CLI) calls :func:`check_rules_files` as it is built.
+Each loader caches the file per version, so jobs do not read it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prodinf.config import Settings
+from prodinf.databases.naming import load_naming_rules
+from prodinf.exceptions import ValidationError
+from prodinf.kinds.database.checks.catalogue import load_catalogue
+from prodinf.kinds.database.events import load_event_rules
+
+__all__ = ["RULES_FILES", "check_rules_files"]
+
+#: Each rules file setting and the function that reads and checks it.
+RULES_FILES: dict[str, Callable[[Path | None], Any]] = {
+    "naming_rules": load_naming_rules,
+    "healthchecks": load_catalogue,
+    "event_rules": load_event_rules,
+}
+
+
+def check_rules_files(settings: Settings) -> None:
+    """Read every rules file ``settings`` name (or the shipped defaults).
+
+    :raises ValidationError: a file is missing or wrong; the message starts
+        ``invalid setting PRODINF_<NAME>:`` and names the file and the entry.
+    """
+    for name, load in RULES_FILES.items():
+        try:
+            load(getattr(settings, name))
+        except ValidationError as exc:
+            setting = f"PRODINF_{name.upper()}"
+            raise ValidationError(
+                f"invalid setting {setting}: {exc.message}", field=setting
+            ) from None
