@@ -71,6 +71,7 @@ from prodinf.exceptions import (
     ValidationError,
 )
 from prodinf.redact import redact_text
+from prodinf.status import ACTIVE, JobStatus
 
 __all__ = [
     "PENDING_STATUSES",
@@ -81,14 +82,13 @@ __all__ = [
     "is_pending",
 ]
 
-#: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract.
-PENDING_STATUSES: frozenset[str] = frozenset(
-    {"submitted", "queued", "incomplete", "running", "waiting"}
-)
+#: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract:
+#: a prodinf job that is not over, and the words other job services use.
+PENDING_STATUSES: frozenset[str] = frozenset(ACTIVE | {"submitted", "incomplete"})
 
-#: Final statuses that count as success (prodinf says ``succeeded``; others say the rest).
+#: Final statuses that count as success: prodinf's own, and other services' words.
 SUCCEEDED_STATUSES: frozenset[str] = frozenset(
-    {"succeeded", "complete", "completed", "success", "done"}
+    {JobStatus.SUCCEEDED, "complete", "completed", "success", "done"}
 )
 
 #: HTTP statuses retried inside a call (on every method).

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from prodinf.cli.common import console, make_runtime, reports_errors
 from prodinf.exceptions import ValidationError
-from prodinf.store import TERMINAL
+from prodinf.status import TERMINAL, JobStatus
 
 __all__ = ["cancel", "kinds", "notify", "post", "retry", "show"]
 
@@ -103,7 +103,7 @@ def post(
         return
     detail = follow(rt, job["id"], timeout)
     print_job(detail)
-    if detail["status"] != "succeeded":
+    if detail["status"] != JobStatus.SUCCEEDED:
         raise SystemExit(1)
 
 
@@ -130,7 +130,7 @@ def notify(
         return
     detail = follow(rt, job["id"], timeout)
     print_job(detail)
-    if detail["status"] != "succeeded":
+    if detail["status"] != JobStatus.SUCCEEDED:
         raise SystemExit(1)
 
 
@@ -145,7 +145,7 @@ def follow(rt: Any, job_id: str, timeout: float | None) -> dict[str, Any]:
         TextColumn("{task.fields[msg]}"),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("queued", total=None, msg="", steps="?")
+        task = progress.add_task(JobStatus.QUEUED, total=None, msg="", steps="?")
         while True:
             detail: dict[str, Any] = rt.store.describe(job_id)
             bar = detail["progress"]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from prodinf.config import Settings
-from prodinf.engine.steps import Wait, Watch
+from prodinf.engine.waits import Wait, Watch
 
 __all__ = ["StepContext"]
 
 T = TypeVar("T")
+#: The params model of the kind whose step runs.
+P = TypeVar("P", bound=BaseModel)
 
 
 class _Hooks(Protocol):
@@ -21,15 +23,19 @@ class _Hooks(Protocol):
     def cancel_requested(self) -> bool: ...
 
 
-class StepContext:
-    """The job, params, earlier outputs and persisted state of one step execution."""
+class StepContext(Generic[P]):
+    """The job, params, earlier outputs and persisted state of one step execution.
+
+    Generic over the kind's params model: a step of a kind with ``params=CopyParams``
+    takes ``ctx: StepContext[CopyParams]`` and reads ``ctx.params.src_uri`` typed.
+    """
 
     def __init__(
         self,
         *,
         job_id: str,
         kind: str,
-        params: BaseModel,
+        params: P,
         step: str,
         attempt: int,
         outputs: Mapping[str, Any],

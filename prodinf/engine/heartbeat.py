@@ -15,11 +15,9 @@ import time
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import func, select, update
-
-from prodinf.engine.planner import earliest
 from prodinf.exceptions import StoreUnavailable, TransientError
-from prodinf.store import JobRow, JobStore, StepRow
+from prodinf.store import JobStore
+from prodinf.store.leases import renew
 from prodinf.store.types import utcnow
 
 __all__ = ["Heartbeat", "Lease"]
@@ -114,33 +112,4 @@ class Heartbeat:
             log.exception("heartbeat for job %s failed", lease.job_id)
 
     def _renew(self, lease: Lease) -> None:
-        until = utcnow() + self.lease
-        with self.store.transaction() as conn:
-            # The job row first, then the step: the order Runner locks them in,
-            # so a heartbeat and a runner never wait for each other in a cycle.
-            job = conn.execute(
-                select(JobRow.next_run_at).where(JobRow.id == lease.job_id).with_for_update()
-            ).first()
-            if job is None:
-                return
-            renewed = conn.execute(
-                update(StepRow)
-                .where(
-                    StepRow.job_id == lease.job_id,
-                    StepRow.name == lease.step,
-                    StepRow.lease_owner == lease.owner,
-                )
-                .values(lease_until=until)
-            ).rowcount
-            if not renewed:
-                return
-            due = conn.scalar(
-                select(func.min(StepRow.due_at)).where(
-                    StepRow.job_id == lease.job_id, StepRow.status == "waiting"
-                )
-            )
-            # Not past a wait in another branch; but a wait already due keeps the
-            # later time the reconciler set when it published the job for it.
-            if due is not None:
-                until = earliest(until, max(due, job.next_run_at or due)) or until
-            conn.execute(update(JobRow).where(JobRow.id == lease.job_id).values(next_run_at=until))
+        renew(self.store, lease.job_id, lease.step, lease.owner, utcnow() + self.lease)

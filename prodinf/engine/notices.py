@@ -19,9 +19,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from prodinf.addresses import validate_address
 from prodinf.config import Settings
-from prodinf.engine.newjob import NewJob
+from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
 from prodinf.exceptions import ValidationError
+from prodinf.store.rows import NewRows
 
 __all__ = ["NOTIFICATION_KIND", "NotifySpec", "notification_job", "parse_notify", "snapshot"]
 
@@ -119,7 +120,7 @@ def notification_job(
     job: dict[str, Any],
     notify: dict[str, Any],
     now: datetime,
-) -> NewJob | None:
+) -> NewRows | None:
     """The ``job_notification`` job reporting ``job`` (a :func:`snapshot`) to ``notify``.
 
     ``None`` (and an error logged) if the kind is gone or ``notify`` no longer
@@ -133,7 +134,7 @@ def notification_job(
     except Exception:
         log.exception("job %s: cannot notify %s", job["id"], notify)
         return None
-    return NewJob.build(
+    return new_job(
         kind,
         params.model_dump(mode="json"),
         flow,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from prodinf.status import HELD, JobStatus, StepStatus
+
 __all__ = ["Claim", "Decision", "Finish", "Idle", "JobView", "StepView", "earliest", "plan"]
 
 
@@ -54,14 +56,14 @@ class Claim(Generic[S]):
 class Finish:
     """The job has reached a terminal ``status``."""
 
-    status: str
+    status: JobStatus
 
 
 @dataclass(frozen=True)
 class Idle:
     """Nothing to run now; the job is ``status`` until ``next_run_at``."""
 
-    status: str
+    status: JobStatus
     next_run_at: datetime | None
 
 
@@ -80,49 +82,51 @@ def plan(
     was undone or an undo failed.
     """
     by_name = {step.name: step for step in steps}
-    live = [s for s in steps if s.status in ("running", "reverting") and _leased(s, now)]
-    stale = [s for s in steps if s.status in ("running", "reverting") and not _leased(s, now)]
+    live = [s for s in steps if s.status in HELD and _leased(s, now)]
+    stale = [s for s in steps if s.status in HELD and not _leased(s, now)]
     busy_until = min((s.lease_until for s in live if s.lease_until), default=None)
 
     # Undoing goes on even when a cancel is requested: a cancel stops the work,
     # it must not leave the work half undone.
-    if any(s.status == "failed" for s in steps):
+    if any(s.status == StepStatus.FAILED for s in steps):
         if live:
-            return Idle("running", busy_until)
+            return Idle(JobStatus.RUNNING, busy_until)
         for step in stale:
-            if step.status == "reverting":
+            if step.status == StepStatus.REVERTING:
                 return Claim(step, revert=True)
-        undo = [s for s in steps if s.status == "succeeded" and s.name in revertible]
+        undo = [s for s in steps if s.status == StepStatus.SUCCEEDED and s.name in revertible]
         if undo:
             undo.sort(key=lambda s: (s.finished_at or now, s.position), reverse=True)
             return Claim(undo[0], revert=True)
-        if any(s.status == "revert_failed" for s in steps):
-            return Finish("failed")  # something is still in place: not "reverted"
-        return Finish("reverted" if any(s.status == "reverted" for s in steps) else "failed")
+        if any(s.status == StepStatus.REVERT_FAILED for s in steps):
+            return Finish(JobStatus.FAILED)  # something is still in place: not "reverted"
+        undone = any(s.status == StepStatus.REVERTED for s in steps)
+        return Finish(JobStatus.REVERTED if undone else JobStatus.FAILED)
 
     if job.cancel_requested:
-        return Idle("running", busy_until) if live else Finish("cancelled")
+        return Idle(JobStatus.RUNNING, busy_until) if live else Finish(JobStatus.CANCELLED)
 
     ready = [
         s
         for s in steps
-        if (s.status == "pending" and _ancestors_succeeded(s, by_name))
-        or (s.status == "waiting" and (s.due_at is None or s.due_at <= now))
+        if (s.status == StepStatus.PENDING and _ancestors_succeeded(s, by_name))
+        or (s.status == StepStatus.WAITING and (s.due_at is None or s.due_at <= now))
         or (s in stale)
     ]
     if ready:
         return Claim(ready[0], fanout=len(ready) > 1)
-    if all(s.status == "succeeded" for s in steps):
-        return Finish("succeeded")
+    if all(s.status == StepStatus.SUCCEEDED for s in steps):
+        return Finish(JobStatus.SUCCEEDED)
     next_due = min(
-        (s.due_at for s in steps if s.status == "waiting" and s.due_at is not None), default=None
+        (s.due_at for s in steps if s.status == StepStatus.WAITING and s.due_at is not None),
+        default=None,
     )
     if live:
         # A wait in another branch may come due before the running step's lease ends.
-        return Idle("running", earliest(busy_until, next_due))
+        return Idle(JobStatus.RUNNING, earliest(busy_until, next_due))
     if next_due is not None:
-        return Idle("waiting", next_due)
-    return Idle(job.status, None)
+        return Idle(JobStatus.WAITING, next_due)
+    return Idle(JobStatus(job.status), None)
 
 
 def earliest(*times: datetime | None) -> datetime | None:
@@ -141,7 +145,7 @@ def _ancestors_succeeded(step: StepView, by_name: Mapping[str, StepView]) -> boo
             continue
         seen.add(name)
         dep = by_name.get(name)
-        if dep is None or dep.status != "succeeded":
+        if dep is None or dep.status != StepStatus.SUCCEEDED:
             return False
         todo.extend(dep.after)
     return True

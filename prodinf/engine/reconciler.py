@@ -14,18 +14,15 @@ import logging
 from collections.abc import Collection
 from datetime import timedelta
 
-from sqlalchemy import select, update
-
 from prodinf.engine.runner import Publish
 from prodinf.exceptions import ProdinfError
-from prodinf.store import JobRow, JobStore
+from prodinf.store import JobStore
+from prodinf.store.due import claim_due
 from prodinf.store.types import utcnow
 
 __all__ = ["reconcile"]
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ("queued", "running", "waiting")
 
 
 def reconcile(
@@ -37,26 +34,8 @@ def reconcile(
     limit: int = 1000,
 ) -> int:
     """Publish the jobs that are due (on ``queues``, or all); return how many."""
-    now = utcnow()
-    query = (
-        select(JobRow.id, JobRow.queue, JobRow.next_run_at)
-        .where(JobRow.status.in_(ACTIVE), JobRow.next_run_at <= now)
-        .order_by(JobRow.next_run_at)
-        .limit(limit)
-    )
-    if queues is not None:
-        query = query.where(JobRow.queue.in_(list(queues)))
-    later = now + timedelta(seconds=redrive_after)
-    claimed: list[tuple[str, str]] = []
-    with store.session() as session:
-        for job_id, queue, due in session.execute(query).all():
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.next_run_at == due)
-                .values(next_run_at=later)
-            )
-            if result.rowcount:  # type: ignore[attr-defined]
-                claimed.append((job_id, queue))
+    later = utcnow() + timedelta(seconds=redrive_after)
+    claimed = claim_due(store, until=later, queues=queues, limit=limit)
     published = 0
     for job_id, queue in claimed:
         try:

@@ -20,20 +20,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
 
 from prodinf.config import Settings
+from prodinf.engine import lifecycle
 from prodinf.engine.context import StepContext
 from prodinf.engine.heartbeat import Heartbeat, Lease
-from prodinf.engine.notices import notification_job, snapshot
-from prodinf.engine.planner import Claim, Finish, Idle, earliest, plan
+from prodinf.engine.lifecycle import Lifecycle
+from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
-from prodinf.engine.rows import JobRows, LockedJob, LockedStep
-from prodinf.engine.steps import Flow, Step, Wait
+from prodinf.engine.steps import Flow, Step
+from prodinf.engine.waits import Wait
 from prodinf.exceptions import PermanentError, ProdinfError
 from prodinf.redact import redact, redact_text
-from prodinf.store import TERMINAL, JobRow, JobStore, StepRow
+from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
+from prodinf.store import JobStore
+from prodinf.store import leases as held
+from prodinf.store.rows import JobRows, LockedJob, LockedStep
 from prodinf.store.types import utcnow
 
 __all__ = ["Publish", "Runner", "error_info"]
@@ -97,6 +99,7 @@ class Runner:
         self.on_finished = on_finished
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.heartbeat = Heartbeat(store, self.lease)
+        self.lifecycle = Lifecycle(registry, settings)
 
     def drive(self, job_id: str) -> None:
         """Advance ``job_id`` as far as it goes now; return when it waits, ends or is busy."""
@@ -151,7 +154,8 @@ class Runner:
             b = self._build(job, built)
         except ProdinfError as exc:
             job.error = {"type": type(exc).__name__, "message": exc.message, "step": None}
-            return self._finish(rows, None, "failed", now)
+            self.lifecycle.finish(rows, JobStatus.FAILED, now)
+            return JobStatus.FAILED
         decision = plan(job, rows.steps, b.revertible, now)
         if isinstance(decision, Idle):
             job.status = decision.status
@@ -165,87 +169,40 @@ class Runner:
     def _claim(
         self, rows: JobRows, b: _Built, decision: Claim[LockedStep], owner: str, now: datetime
     ) -> _Action:
-        job, steps, row = rows.job, rows.steps, decision.step
-        if row.status in ("running", "reverting"):
-            rows.note(
-                "step.resumed",
-                row.name,
-                f"the worker holding {row.name} stopped answering; resuming",
-            )
-        elif decision.revert:
-            rows.note("step.reverting", row.name, f"reverting {row.name}")
-        elif row.status == "pending":
-            rows.note("step.started", row.name, f"started {row.name}")
-        row.status = "reverting" if decision.revert else "running"
-        row.lease_owner = owner
-        row.lease_until = now + self.lease
-        if not decision.revert:
-            row.first_attempt_at = row.first_attempt_at or now
-            row.started_at = row.started_at or now
-        job.status = "running"
-        job.started_at = job.started_at or now
-        # Not past a wait in another branch: it may come due while this step runs.
-        job.next_run_at = earliest(
-            row.lease_until, *(s.due_at for s in steps if s.status == "waiting" and s is not row)
+        row = decision.step
+        lifecycle.claim(
+            rows, row, revert=decision.revert, owner=owner, until=now + self.lease, now=now
         )
-        job.updated_at = now
-        if row.wait_reason is None or row.status != "running":
-            job.progress_message = f"{'reverting' if decision.revert else 'running'} {row.name}"
         return _Action(
-            job_id=job.id,
+            job_id=rows.job.id,
             kind=b.kind,
             params=b.params,
             flow=b.flow,
             step=b.flow.by_name[row.name],
             revert=decision.revert,
             fanout=decision.fanout,
-            queue=job.queue,
+            queue=rows.job.queue,
             attempt=row.attempts + 1,
-            outputs={s.name: s.output for s in steps if s.status == "succeeded"},
+            outputs={s.name: s.output for s in rows.steps if s.status == StepStatus.SUCCEEDED},
             state=dict(row.state or {}),
             output=row.output,
         )
 
-    def _finish(self, rows: JobRows, b: _Built | None, status: str, now: datetime) -> str:
-        job, steps = rows.job, rows.steps
-        if status == "succeeded" and b is not None:
-            outputs = {s.name: s.output for s in steps}
+    def _finish(self, rows: JobRows, b: _Built, status: JobStatus, now: datetime) -> str:
+        result = None
+        if status == JobStatus.SUCCEEDED:
+            outputs = {s.name: s.output for s in rows.steps}
             if b.kind.result is not None:
-                job.result = b.kind.result(outputs)
+                result = b.kind.result(outputs)
             else:
                 sinks = b.flow.sinks()
-                job.result = (
+                result = (
                     outputs[sinks[-1]]
                     if len(sinks) == 1
                     else {name: outputs[name] for name in sinks}
                 )
-            message = "succeeded"
-        elif status == "cancelled":
-            _stop(steps, ("pending", "waiting", "running", "reverting"))
-            message = "cancelled"
-        else:
-            _stop(steps, ("waiting", "running", "reverting"))
-            reason = (job.error or {}).get("message", "")
-            message = f"{status}: {reason}"[:500]
-        job.status = status
-        job.progress_message = message
-        job.progress_done = sum(1 for s in steps if s.status == "succeeded")
-        job.finished_at = now
-        job.next_run_at = None
-        job.updated_at = now
-        rows.note(f"job.{status}", None, message)
-        if job.notify:
-            self._notify(rows, now)
+        self.lifecycle.finish(rows, status, now, result=result)
         return status
-
-    def _notify(self, rows: JobRows, now: datetime) -> None:
-        """Add the notification of the job's end to the rows this transaction writes."""
-        job = rows.job
-        ended = snapshot(job)
-        new = notification_job(self.registry, self.settings, ended, job.notify or {}, now)
-        if new is not None:
-            rows.spawned.append(new)
-            rows.note("notification.queued", None, f"notification job {new.id}")
 
     def _publish_spawned(self, rows: JobRows) -> None:
         # Committed with the job's status: if a publish fails, the reconciler
@@ -268,7 +225,7 @@ class Runner:
             log.warning("could not fan out job %s: %s", action.job_id, exc)
 
     def _run(self, action: _Action, owner: str) -> _Outcome:
-        hooks = _Hooks(self.store, action.job_id, action.step.name, owner)
+        hooks = _Hooks(self.store, Lease(action.job_id, action.step.name, owner))
         ctx = StepContext(
             job_id=action.job_id,
             kind=action.kind.name,
@@ -296,95 +253,65 @@ class Runner:
     def _record(self, rows: JobRows, action: _Action, owner: str, outcome: _Outcome) -> None:
         job = rows.job
         row = next((s for s in rows.steps if s.name == action.step.name), None)
-        if row is None or row.lease_owner != owner or row.status not in ("running", "reverting"):
+        if row is None or row.lease_owner != owner or row.status not in HELD:
             log.warning("job %s step %s: lease lost; outcome discarded", job.id, action.step.name)
             return
         now = utcnow()
         name = row.name
-        row.lease_owner = None
-        row.lease_until = None
         if outcome.state is not None:
             row.state = outcome.state
-        job.updated_at = now
         error = outcome.error
+        trace = redact_text(outcome.trace)
         if action.revert:
-            row.finished_at = now
             if error is None:
-                row.status = "reverted"
-                rows.note("step.reverted", name, f"reverted {name}")
+                lifecycle.undone(rows, row, now)
             else:
-                row.status = "revert_failed"
-                row.error = error_info(error, name, action.attempt)
-                rows.note(
-                    "step.revert_failed",
-                    name,
-                    row.error["message"],
-                    {"traceback": redact_text(outcome.trace)},
-                )
+                info = error_info(error, name, action.attempt)
+                lifecycle.undo_failed(rows, row, info, trace, now)
             return
         policy = action.step.retry
         elapsed = (now - (row.first_attempt_at or now)).total_seconds()
         past_deadline = policy.deadline is not None and elapsed > policy.deadline
         if error is None and isinstance(outcome.value, Wait):
             wait = outcome.value
-            if past_deadline:
-                error = PermanentError(
-                    f"{name} gave up after {policy.deadline:.0f}s waiting: {wait.reason}"
+            if not past_deadline:
+                lifecycle.wait(
+                    rows,
+                    row,
+                    until=now + timedelta(seconds=max(0.0, wait.seconds)),
+                    reason=redact_text(wait.reason)[:500],
+                    state=wait.state,
+                    watch=wait.watch,
+                    now=now,
                 )
-            else:
-                reason = redact_text(wait.reason)[:500]
-                row.status = "waiting"
-                row.due_at = now + timedelta(seconds=max(0.0, wait.seconds))
-                row.state = {**row.state, **wait.state}
-                if wait.watch is not None:  # a fresh watch: forget what an old one found
-                    row.state = {k: v for k, v in row.state.items() if k != "watched"}
-                    rows.watches.append((name, wait.watch))
-                if row.wait_reason != reason:
-                    rows.note("step.waiting", name, reason)
-                row.wait_reason = reason
-                job.progress_message = reason
                 return
+            error = PermanentError(
+                f"{name} gave up after {policy.deadline:.0f}s waiting: {wait.reason}"
+            )
         if error is None:
-            row.status = "succeeded"
-            row.output = outcome.value
-            row.error = None
-            row.due_at = None
-            row.wait_reason = None
-            row.finished_at = now
-            job.progress_done += 1
-            rows.note("step.succeeded", name, f"{name} succeeded")
+            lifecycle.succeed(rows, row, outcome.value, now)
             return
         row.attempts += 1
         info = error_info(error, name, row.attempts)
-        row.error = info
         permanent = isinstance(error, PermanentError) or past_deadline
         if not permanent and row.attempts < policy.attempts:
             retry_after = getattr(error, "retry_after", None)
             delay = retry_after if retry_after is not None else policy.delay(row.attempts)
-            row.status = "waiting"
-            row.due_at = now + timedelta(seconds=delay)
-            row.wait_reason = (
+            reason = (
                 f"retry {row.attempts + 1}/{policy.attempts} in {delay:.1f}s after "
                 f"{info['type']}: {info['message']}"
-            )[:500]
-            job.progress_message = row.wait_reason
-            rows.note(
-                "step.retrying",
-                name,
-                row.wait_reason,
-                {"traceback": redact_text(outcome.trace)},
+            )
+            lifecycle.retry_later(
+                rows,
+                row,
+                until=now + timedelta(seconds=delay),
+                reason=reason,
+                error=info,
+                trace=trace,
+                now=now,
             )
             return
-        row.status = "failed"
-        row.finished_at = now
-        row.wait_reason = None
-        job.error = info
-        rows.note(
-            "step.failed",
-            name,
-            info["message"],
-            {"traceback": redact_text(outcome.trace)},
-        )
+        lifecycle.fail(rows, row, info, trace, now)
 
 
 def error_info(error: BaseException, step: str | None, attempt: int) -> dict[str, Any]:
@@ -431,59 +358,18 @@ def _checked(outcome: _Outcome, step: str, *, stored: bool) -> _Outcome:
     return outcome
 
 
-def _stop(steps: list[LockedStep], statuses: tuple[str, ...]) -> None:
-    """Mark the ``steps`` in ``statuses`` cancelled: nothing of an ended job waits or runs."""
-    for step in steps:
-        if step.status in statuses:
-            step.status = "cancelled"
-            step.due_at = None
-            step.wait_reason = None
-            step.lease_owner = None
-            step.lease_until = None
-
-
-def _holds(conn: Connection, job_id: str, step: str, owner: str) -> bool:
-    """True while ``owner`` holds the lease on ``step`` of ``job_id``."""
-    held = conn.scalar(
-        select(StepRow.id).where(
-            StepRow.job_id == job_id, StepRow.name == step, StepRow.lease_owner == owner
-        )
-    )
-    return held is not None
-
-
 class _Hooks:
     """What a ``StepContext`` may write while its step runs (only while it holds the lease)."""
 
-    def __init__(self, store: JobStore, job_id: str, step: str, owner: str) -> None:
-        self.store, self.job_id, self.step, self.owner = store, job_id, step, owner
+    def __init__(self, store: JobStore, lease: Lease) -> None:
+        self.store, self.lease = store, lease
 
     def save_state(self, state: dict[str, Any]) -> None:
-        _require_json(state, f"step {self.step} recorded a non-JSON state")
-        with self.store.transaction() as conn:
-            conn.execute(
-                update(StepRow)
-                .where(
-                    StepRow.job_id == self.job_id,
-                    StepRow.name == self.step,
-                    StepRow.lease_owner == self.owner,
-                )
-                .values(state=json.loads(json.dumps(state)))
-            )
+        _require_json(state, f"step {self.lease.step} recorded a non-JSON state")
+        held.save_state(self.store, *self.lease, state)
 
     def progress(self, message: str) -> None:
-        with self.store.transaction() as conn:
-            # The job row first, then the step: the order Runner locks them in.
-            job = conn.scalar(select(JobRow.id).where(JobRow.id == self.job_id).with_for_update())
-            if job is None or not _holds(conn, self.job_id, self.step, self.owner):
-                return  # the lease passed to another worker: what it shows is not ours
-            conn.execute(
-                update(JobRow)
-                .where(JobRow.id == self.job_id)
-                .values(progress_message=redact_text(message)[:500], updated_at=utcnow())
-            )
+        held.show_progress(self.store, *self.lease, redact_text(message)[:500])
 
     def cancel_requested(self) -> bool:
-        with self.store.transaction() as conn:
-            flag = conn.scalar(select(JobRow.cancel_requested).where(JobRow.id == self.job_id))
-            return bool(flag)
+        return held.cancel_requested(self.store, self.lease.job_id)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from prodinf.config import Settings
-from prodinf.engine.newjob import NewJob
-from prodinf.engine.notices import notification_job, parse_notify, snapshot
+from prodinf.engine.lifecycle import Lifecycle
+from prodinf.engine.newjob import new_job
+from prodinf.engine.notices import parse_notify
 from prodinf.engine.registry import Registry
 from prodinf.engine.runner import Publish
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
-from prodinf.store import TERMINAL, JobRow, JobStore, StepRow, add_history, job_summary
+from prodinf.status import RETRYABLE, TERMINAL
+from prodinf.store import JobStore, job_summary
+from prodinf.store.rows import JobRows, NewRows
+from prodinf.store.submissions import delete_job, find_by_key, insert_job
 from prodinf.store.types import utcnow
 
 __all__ = ["Jobs"]
@@ -42,6 +45,7 @@ class Jobs:
         self.registry = registry
         self.settings = settings
         self.publish = publish
+        self.lifecycle = Lifecycle(registry, settings)
 
     def submit(
         self,
@@ -83,7 +87,7 @@ class Jobs:
         existing = None if idempotency_key is None else self._by_key(idempotency_key, kind)
         if existing is not None:
             return existing, False
-        new = NewJob.build(
+        new = new_job(
             spec,
             stored_params,
             flow,
@@ -94,8 +98,7 @@ class Jobs:
             notify=stored_notify,
         )
         try:
-            with self.store.transaction() as conn:
-                new.insert(conn)
+            insert_job(self.store, new)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -106,81 +109,31 @@ class Jobs:
         try:
             self.publish(new.id, new.queue)
         except BrokerUnavailable:
-            with self.store.session() as session:
-                session.execute(delete(JobRow).where(JobRow.id == new.id))
+            delete_job(self.store, new.id)
             raise
-        return job_summary(JobRow(**new.values)), True
+        return new.summary(), True
 
     def _by_key(self, key: str, kind: str) -> dict[str, Any] | None:
-        with self.store.session() as session:
-            job = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
-            if job is None:
-                return None
-            if job.kind != kind:
-                raise Conflict(
-                    f"idempotency_key {key!r} was used for a {job.kind} job",
-                    field="idempotency_key",
-                )
-            return job_summary(job)
+        found = find_by_key(self.store, key)
+        if found is None:
+            return None
+        used_for, summary = found
+        if used_for != kind:
+            raise Conflict(
+                f"idempotency_key {key!r} was used for a {used_for} job", field="idempotency_key"
+            )
+        return summary
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or waiting job now; a running one stops after its current step."""
-        notification = None
-        with self.store.session() as session:
-            job = self._locked(session, job_id)
-            if job.status in TERMINAL:
-                raise Conflict(f"job {job_id} has already {job.status}", field="id")
-            job.cancel_requested = True
-            now = utcnow()
-            job.updated_at = now
-            running = session.scalars(
-                select(StepRow).where(
-                    StepRow.job_id == job_id, StepRow.status.in_(("running", "reverting"))
-                )
-            ).first()
-            if running is None:
-                for step in session.scalars(select(StepRow).where(StepRow.job_id == job_id)):
-                    if step.status in ("pending", "waiting"):
-                        step.status = "cancelled"
-                        step.due_at = None
-                job.status = "cancelled"
-                job.finished_at = now
-                job.next_run_at = None
-                job.progress_message = "cancelled"
-                add_history(session, job_id, "job.cancelled", None, "cancelled")
-                notification = self._notification(session, job)
-            else:
-                add_history(
-                    session,
-                    job_id,
-                    "job.cancel_requested",
-                    None,
-                    f"cancel requested; stopping after {running.name}",
-                )
-            summary = job_summary(job)
-        if notification is not None:
-            self._publish_notification(notification)
-        return summary
-
-    def _notification(self, session: Any, job: JobRow) -> NewJob | None:
-        """The notification of ``job``'s end, inserted in ``session``'s transaction."""
-        if not job.notify:
-            return None
-        ended = snapshot(job)
-        new = notification_job(self.registry, self.settings, ended, job.notify, utcnow())
-        if new is not None:
-            session.flush()
-            new.insert(session.connection())
-            add_history(session, job.id, "notification.queued", None, f"notification job {new.id}")
-        return new
-
-    def _publish_notification(self, new: NewJob) -> None:
-        # Committed with the status: if this publish fails, the reconciler sends it
-        # after redrive_after.
-        try:
-            self.publish(new.id, new.queue)
-        except BrokerUnavailable as exc:
-            log.warning("notification job %s not published yet: %s", new.id, exc)
+        with self.store.transaction() as conn:
+            rows = self._locked(conn, job_id)
+            if rows.job.status in TERMINAL:
+                raise Conflict(f"job {job_id} has already {rows.job.status}", field="id")
+            self.lifecycle.cancel(rows, utcnow())
+            rows.save(conn)
+        self._publish_spawned(rows.spawned)
+        return job_summary(rows.job)
 
     def retry(self, job_id: str) -> dict[str, Any]:
         """Run a failed, reverted or cancelled job again from where it stopped.
@@ -188,59 +141,36 @@ class Jobs:
         Steps that succeeded (and were not reverted) keep their outputs and do
         not run again; failed, reverted and cancelled steps start afresh.
         """
-        with self.store.session() as session:
-            job = self._locked(session, job_id)
-            if job.status not in ("failed", "reverted", "cancelled"):
+        with self.store.transaction() as conn:
+            rows = self._locked(conn, job_id)
+            if rows.job.status not in RETRYABLE:
                 raise Conflict(
-                    f"job {job_id} is {job.status}; only a failed, reverted or "
+                    f"job {job_id} is {rows.job.status}; only a failed, reverted or "
                     "cancelled job can be retried",
                     field="id",
                 )
-            now = utcnow()
-            again = []
-            for step in session.scalars(select(StepRow).where(StepRow.job_id == job_id)):
-                if step.status != "succeeded":
-                    if step.status != "pending":
-                        again.append(step.name)
-                    step.status = "pending"
-                    step.attempts = 0
-                    step.error = None
-                    step.due_at = None
-                    step.wait_reason = None
-                    step.first_attempt_at = None
-                    step.finished_at = None
-                    step.output = None
-                    step.state = {}
-            job.status = "queued"
-            job.cancel_requested = False
-            job.error = None
-            job.result = None
-            job.finished_at = None
-            job.updated_at = now
-            job.progress_message = "queued for retry"
-            job.next_run_at = now + timedelta(seconds=self.settings.redrive_after)
-            add_history(
-                session,
-                job_id,
-                "job.retried",
-                None,
-                "retrying " + (", ".join(again) or "remaining steps"),
-            )
-            summary = job_summary(job)
-            queue = job.queue
+            self.lifecycle.retry(rows, utcnow(), redrive_after=self.settings.redrive_after)
+            rows.save(conn)
         # If this publish fails the job is queued in the store and the
         # reconciler publishes it after redrive_after; the caller is told.
-        self.publish(job_id, queue)
-        return summary
+        self.publish(job_id, rows.job.queue)
+        return job_summary(rows.job)
+
+    def _publish_spawned(self, spawned: list[NewRows]) -> None:
+        # Committed with the status: if this publish fails, the reconciler sends it
+        # after redrive_after.
+        for new in spawned:
+            try:
+                self.publish(new.id, new.queue)
+            except BrokerUnavailable as exc:
+                log.warning("notification job %s not published yet: %s", new.id, exc)
 
     @staticmethod
-    def _locked(session: Any, job_id: str) -> JobRow:
-        job: JobRow | None = session.scalars(
-            select(JobRow).where(JobRow.id == job_id).with_for_update()
-        ).first()
-        if job is None:
+    def _locked(conn: Connection, job_id: str) -> JobRows:
+        rows = JobRows.lock(conn, job_id)
+        if rows is None:
             raise NotFound(f"no job {job_id!r}", field="id")
-        return job
+        return rows
 
 
 def _check_key(key: Any) -> None:

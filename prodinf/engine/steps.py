@@ -1,10 +1,10 @@
-"""Steps, retry policies, waits and flows: what a kind is built from."""
+"""Steps, retry policies and flows: what a kind is built from (waits: :mod:`.waits`)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prodinf.exceptions import FlowError
@@ -12,7 +12,7 @@ from prodinf.exceptions import FlowError
 if TYPE_CHECKING:
     from prodinf.engine.context import StepContext
 
-__all__ = ["Flow", "Retry", "Step", "Wait"]
+__all__ = ["Execute", "Flow", "Retry", "Revert", "Step"]
 
 _MAX_EXPONENT = 1000
 
@@ -56,42 +56,8 @@ class Retry:
         return min(self.max_backoff, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
 
-@dataclass(frozen=True)
-class Watch:
-    """A URL a waiting step wants looked at until its JSON ``status`` is final.
-
-    The watch is shared: however many steps watch one URL, a reconciler fetches
-    it once per ``interval`` (the shortest asked for). The step runs again early,
-    with ``ctx.state["watched"]`` set, once the URL reports a final status
-    (``{"outcome": "complete", "status", "document"}``) or has failed
-    ``max_errors`` looks in a row (``{"outcome": "failed", "status", "reason"}``).
-    ``errors`` counts the failed looks the step already made itself.
-    """
-
-    url: str
-    interval: float
-    max_errors: int = 10
-    errors: int = 0
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Returned by a step to be executed again later, without holding a worker.
-
-    ``state`` is merged into the step's persisted state, which the next
-    execution reads as ``ctx.state``. With a ``watch``, the step is also woken
-    as soon as the watched URL finishes (see :class:`Watch`); ``seconds`` is then
-    how long to wait at most.
-    """
-
-    seconds: float
-    reason: str
-    state: dict[str, Any] = field(default_factory=dict)
-    watch: Watch | None = None
-
-
-Execute = Callable[["StepContext"], Any]
-Revert = Callable[["StepContext"], None]
+Execute = Callable[["StepContext[Any]"], Any]
+Revert = Callable[["StepContext[Any]"], None]
 
 
 @dataclass(frozen=True)

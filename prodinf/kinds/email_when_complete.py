@@ -33,9 +33,10 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from prodinf.addresses import validate_address
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step, Watch
-from prodinf.engine.watches import look
-from prodinf.mail import Mail, deliver, render_url_report
+from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.engine.waits import Watch
+from prodinf.engine.watches import Seen, look
+from prodinf.mail import Mail, Outcome, deliver, render_url_report
 from prodinf.redact import redact_text
 from prodinf.task_results import results_backend
 
@@ -77,8 +78,8 @@ class EmailWhenCompleteParams(BaseModel):
         return validate_address(value, field="params.address")
 
 
-def _watch(ctx: StepContext) -> Any:
-    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+def _watch(ctx: StepContext[EmailWhenCompleteParams]) -> Any:
+    params = ctx.params
     url = str(params.url)
     shown = redact_text(url)
     interval = params.interval or ctx.settings.poll_interval
@@ -87,32 +88,32 @@ def _watch(ctx: StepContext) -> Any:
     last = ctx.state.get("last_status")
     remaining = since + deadline - time.time()
 
-    def ended(outcome: str, reason: str | None, document: Any = None) -> dict[str, Any]:
+    def ended(outcome: Outcome, reason: str | None, document: Any = None) -> dict[str, Any]:
         return {"outcome": outcome, "status": last, "document": document, "reason": reason}
 
     watched = ctx.state.get("watched")
     if isinstance(watched, dict):  # the shared watch woke this step
         last = watched.get("status") or last
-        if watched.get("outcome") == "complete":
-            return ended("complete", None, watched.get("document"))
-        return ended("failed", watched.get("reason"))
+        if watched.get("outcome") == Seen.COMPLETE:
+            return ended(Outcome.COMPLETE, None, watched.get("document"))
+        return ended(Outcome.FAILED, watched.get("reason"))
     if remaining <= 0:
-        return ended("deadline", f"{shown} did not finish within {_span(deadline)}")
+        return ended(Outcome.DEADLINE, f"{shown} did not finish within {_span(deadline)}")
     errors = 0
     if not ctx.state.get("watching"):
         # The first look is made here, so a URL that is already final is mailed at once.
         found = look(url, timeout=min(30.0, max(5.0, interval)))
-        if found.outcome == "complete":
+        if found.outcome == Seen.COMPLETE:
             last = found.status
-            return ended("complete", None, found.document)
-        if found.outcome == "failed":
-            return ended("failed", found.problem)
-        if found.outcome == "pending":
+            return ended(Outcome.COMPLETE, None, found.document)
+        if found.outcome == Seen.FAILED:
+            return ended(Outcome.FAILED, found.problem)
+        if found.outcome == Seen.PENDING:
             last = found.status
         else:
             errors = 1
             if errors >= params.max_errors:
-                return ended("failed", f"gave up after 1 failed look: {found.problem}")
+                return ended(Outcome.FAILED, f"gave up after 1 failed look: {found.problem}")
     return ctx.wait(
         remaining,
         f"{shown} is {last}" if last else f"watching {shown}",
@@ -123,13 +124,13 @@ def _watch(ctx: StepContext) -> Any:
     )
 
 
-def _send(ctx: StepContext) -> dict[str, Any]:
-    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+def _send(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
+    params = ctx.params
     watched: dict[str, Any] = ctx.outputs["watch"]
     document = watched.get("document")
     url = str(params.url)
     if (
-        watched["outcome"] == "complete"
+        watched["outcome"] == Outcome.COMPLETE
         and isinstance(document, dict)
         and isinstance(document.get("subject"), str)
         and isinstance(document.get("body"), str)
@@ -152,8 +153,8 @@ def _send(ctx: StepContext) -> dict[str, Any]:
     return {"message_id": message_id, "to": params.address, "subject": subject}
 
 
-def _report(ctx: StepContext) -> dict[str, Any]:
-    params: EmailWhenCompleteParams = ctx.params  # type: ignore[assignment]
+def _report(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
+    params = ctx.params
     sent: dict[str, Any] = ctx.outputs["send"]
     if params.celery_task_id:
         backend = results_backend(ctx.settings.results_url)

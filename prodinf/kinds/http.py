@@ -10,7 +10,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step, Wait
+from prodinf.engine.steps import Flow, Retry, Step
+from prodinf.engine.waits import Wait
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
@@ -41,8 +42,8 @@ class WaitForUrlParams(BaseModel):
     )
 
 
-def _fetch(ctx: StepContext) -> dict[str, Any]:
-    params: HttpGetParams = ctx.params  # type: ignore[assignment]
+def _fetch(ctx: StepContext[HttpGetParams]) -> dict[str, Any]:
+    params = ctx.params
     url = str(params.url)
     digest = hashlib.sha256()
     size = 0
@@ -67,8 +68,8 @@ def http_get(params: HttpGetParams) -> Flow:
     return Flow.of(Step("fetch", _fetch, retry=Retry(attempts=3, backoff=1.0)))
 
 
-def _look(ctx: StepContext) -> Any:
-    params: WaitForUrlParams = ctx.params  # type: ignore[assignment]
+def _look(ctx: StepContext[WaitForUrlParams]) -> Any:
+    params = ctx.params
     url = str(params.url)
     errors = int(ctx.state.get("errors", 0))
     try:

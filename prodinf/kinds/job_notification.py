@@ -67,7 +67,7 @@ class JobNotificationParams(BaseModel):
         return self
 
 
-def _links(ctx: StepContext, job_id: str) -> tuple[str | None, str | None]:
+def _links(ctx: StepContext[JobNotificationParams], job_id: str) -> tuple[str | None, str | None]:
     """The job's page and API document, when the portal's public address is set."""
     base = ctx.settings.public_url
     if base is None:
@@ -75,8 +75,8 @@ def _links(ctx: StepContext, job_id: str) -> tuple[str | None, str | None]:
     return f"{base}/jobs/{job_id}", f"{base}/api/v1/jobs/{job_id}"
 
 
-def _email(ctx: StepContext) -> dict[str, Any]:
-    params: JobNotificationParams = ctx.params  # type: ignore[assignment]
+def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
+    params = ctx.params
     job = params.job
     page, _ = _links(ctx, job["id"])
     subject, text, html = render_job_report(job, page)
@@ -93,8 +93,8 @@ def _email(ctx: StepContext) -> dict[str, Any]:
     return {"message_id": message_id, "to": list(params.email), "subject": subject}
 
 
-def _webhook(ctx: StepContext) -> dict[str, Any]:
-    params: JobNotificationParams = ctx.params  # type: ignore[assignment]
+def _webhook(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
+    params = ctx.params
     job = redact(params.job)
     _, api = _links(ctx, job["id"])
     event = f"job.{job['status']}"

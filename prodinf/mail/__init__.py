@@ -46,13 +46,14 @@ from prodinf.mail.outbox import (
     outbox_messages,
     outbox_name,
 )
-from prodinf.mail.url_report import OUTCOMES, render_url_report
+from prodinf.mail.url_report import OUTCOMES, Outcome, render_url_report
 
 __all__ = [
     "OUTCOMES",
     "Mail",
     "OutboxEntry",
     "OutboxMessage",
+    "Outcome",
     "build_message",
     "deliver",
     "message_id_for",

@@ -6,6 +6,7 @@ a document is whatever the URL returned). Credentials are masked before renderin
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from prodinf.exceptions import ValidationError
@@ -13,14 +14,26 @@ from prodinf.mail.message import one_line
 from prodinf.mail.rendering import document_fields, mail_templates
 from prodinf.redact import redact, redact_text
 
-__all__ = ["OUTCOMES", "render_url_report"]
+__all__ = ["OUTCOMES", "Outcome", "render_url_report"]
 
-#: What a notification found: the URL finished, the deadline passed, or it could not be read.
-OUTCOMES = ("complete", "deadline", "failed")
+
+class Outcome(StrEnum):
+    """What a notification found about its URL."""
+
+    #: The URL reported a final ``status``.
+    COMPLETE = "complete"
+    #: It never finished before the deadline.
+    DEADLINE = "deadline"
+    #: It could not be read.
+    FAILED = "failed"
+
+
+#: Every outcome, in the order above.
+OUTCOMES = tuple(Outcome)
 _SUBJECT_ENDINGS = {
-    "complete": "complete",
-    "deadline": "did not finish",
-    "failed": "could not be checked",
+    Outcome.COMPLETE: "complete",
+    Outcome.DEADLINE: "did not finish",
+    Outcome.FAILED: "could not be checked",
 }
 
 
@@ -56,4 +69,4 @@ def render_url_report(
     env = mail_templates()
     text = env.get_template("url_report.txt").render(context)
     html = env.get_template("url_report.html").render(context)
-    return f"[prodinf] {shown_url}: {_SUBJECT_ENDINGS[outcome]}", text, html
+    return f"[prodinf] {shown_url}: {_SUBJECT_ENDINGS[Outcome(outcome)]}", text, html

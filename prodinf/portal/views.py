@@ -23,7 +23,7 @@ from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, Vali
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
 from prodinf.portal import runtime
 from prodinf.portal.api.jobs import STATUSES, int_arg
-from prodinf.store import TERMINAL
+from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 
 __all__ = ["blueprint"]
 
@@ -94,7 +94,7 @@ def job(job_id: str) -> ResponseReturnValue:
         "job.html",
         job=detail,
         can_cancel=active,
-        can_retry=detail["status"] in ("failed", "reverted", "cancelled"),
+        can_retry=detail["status"] in RETRYABLE,
         refresh=REFRESH_SECONDS if active else None,
     )
 
@@ -107,7 +107,7 @@ def cancel(job_id: str) -> ResponseReturnValue:
     except Conflict as exc:
         flash(exc.message, "error")
     else:
-        if summary["status"] == "cancelled":
+        if summary["status"] == JobStatus.CANCELLED:
             flash("Job cancelled.", "success")
         else:
             flash("Cancel requested: the job stops after its current step.", "info")

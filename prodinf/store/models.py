@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
@@ -13,15 +13,29 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from prodinf.status import StepStatus
 from prodinf.store.types import JSONType, UTCDateTime, utcnow
 
-__all__ = ["Base", "HistoryRow", "JobRow", "StepRow", "WatchRow", "WatcherRow"]
+__all__ = [
+    "HISTORY",
+    "JOBS",
+    "STEPS",
+    "WATCHERS",
+    "WATCHES",
+    "Base",
+    "HistoryRow",
+    "JobRow",
+    "StepRow",
+    "WatchRow",
+    "WatcherRow",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -88,7 +102,7 @@ class StepRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     position: Mapped[int] = mapped_column(Integer)
     after: Mapped[list[str]] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    status: Mapped[str] = mapped_column(String(20), default=StepStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     output: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
@@ -156,3 +170,11 @@ class WatcherRow(Base):
     )
     #: Wake the step (as failed) once the URL has failed this many looks in a row.
     max_errors: Mapped[int] = mapped_column(Integer)
+
+
+# The tables, for Core statements (the runner's hot path uses no ORM session).
+JOBS = cast(Table, JobRow.__table__)
+STEPS = cast(Table, StepRow.__table__)
+HISTORY = cast(Table, HistoryRow.__table__)
+WATCHES = cast(Table, WatchRow.__table__)
+WATCHERS = cast(Table, WatcherRow.__table__)

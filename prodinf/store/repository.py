@@ -7,8 +7,9 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -17,15 +18,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from prodinf.exceptions import NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
+from prodinf.status import TERMINAL, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow
-from prodinf.store.types import utcnow
 
-__all__ = ["TERMINAL", "JobStore", "add_history", "history_entry", "job_detail", "job_summary"]
+__all__ = ["JobStore", "Summarised", "job_detail", "job_summary"]
 
 log = logging.getLogger(__name__)
 
-#: Job statuses after which nothing more happens (unless retried).
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "reverted"})
+
+class Summarised(Protocol):
+    """What :func:`job_summary` reads of a job (a ``JobRow``, or a transaction's locked copy)."""
+
+    id: str
+    kind: str
+    status: str
+    progress_done: int
+    progress_total: int
+    progress_message: str | None
+    submitted_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
 
 
 class JobStore:
@@ -158,36 +171,6 @@ class JobStore:
             return {status: n for status, n in rows}
 
 
-def add_history(
-    session: Session,
-    job_id: str,
-    event: str,
-    step: str | None,
-    message: str | None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    """Append an event to a job's history (in the caller's transaction), credentials masked."""
-    session.add(HistoryRow(**history_entry(job_id, event, step, message, data)))
-
-
-def history_entry(
-    job_id: str,
-    event: str,
-    step: str | None,
-    message: str | None,
-    data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The values of a history row for an event now, credentials masked (for ``insert``)."""
-    return {
-        "job_id": job_id,
-        "at": utcnow(),
-        "event": event,
-        "step": step,
-        "message": redact_text(message) if message else message,
-        "data": redact(data) if data else data,
-    }
-
-
 #: MySQL/MariaDB errors about the data written that PyMySQL reports as OperationalError:
 #: 3140 invalid JSON text (MySQL), 4025 CHECK constraint failed (MariaDB's JSON_VALID).
 _MYSQL_BAD_DATA = frozenset({3140, 4025})
@@ -260,7 +243,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_summary(job: JobRow) -> dict[str, Any]:
+def job_summary(job: Summarised) -> dict[str, Any]:
     """The fields of a job shown in lists."""
     return {
         "id": job.id,
@@ -299,8 +282,8 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
                 "attempts": step.attempts,
                 "output": redact(step.output),
                 "error": step.error,
-                "waiting_for": step.wait_reason if step.status == "waiting" else None,
-                "due_at": _iso(step.due_at) if step.status == "waiting" else None,
+                "waiting_for": step.wait_reason if step.status == StepStatus.WAITING else None,
+                "due_at": _iso(step.due_at) if step.status == StepStatus.WAITING else None,
                 "started_at": _iso(step.started_at),
                 "finished_at": _iso(step.finished_at),
             }

@@ -141,16 +141,16 @@ class _Side:
 
 
 @contextmanager
-def _sides(ctx: StepContext) -> Iterator[_Side]:
-    side = _Side(ctx.params)  # type: ignore[arg-type]
+def _sides(ctx: StepContext[CopyDatabaseParams]) -> Iterator[_Side]:
+    side = _Side(ctx.params)
     try:
         yield side
     finally:
         side.close()
 
 
-def _prepare(ctx: StepContext) -> dict[str, Any]:
-    params: CopyDatabaseParams = ctx.params  # type: ignore[assignment]
+def _prepare(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
+    params = ctx.params
     with _sides(ctx) as side:
         src, tgt = side.src, side.tgt
         if not src.exists():
@@ -188,7 +188,7 @@ def _prepare(ctx: StepContext) -> dict[str, Any]:
         }
 
 
-def _drop_created(ctx: StepContext) -> None:
+def _drop_created(ctx: StepContext[CopyDatabaseParams]) -> None:
     """Revert: drop the database this job created, or else the tables it created."""
     with _sides(ctx) as side:
         if (ctx.output or {}).get("created"):
@@ -205,7 +205,7 @@ def _drop_created(ctx: StepContext) -> None:
             md.drop_all(conn)
 
 
-def _schema(ctx: StepContext) -> dict[str, Any]:
+def _schema(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("creating the schema of"):
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
@@ -214,8 +214,8 @@ def _schema(ctx: StepContext) -> dict[str, Any]:
         return {"tables": [t.name for t in md.sorted_tables]}
 
 
-def _data(ctx: StepContext) -> dict[str, Any]:
-    params: CopyDatabaseParams = ctx.params  # type: ignore[assignment]
+def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
+    params = ctx.params
     started = time.monotonic()
     with _sides(ctx) as side, side.errors("copying"):
         source, target = side.engine(side.src), side.engine(side.tgt)
@@ -223,7 +223,7 @@ def _data(ctx: StepContext) -> dict[str, Any]:
         totals = {t.name: count_rows(source, t) for t in md.sorted_tables}
         grand = sum(totals.values())
         rows: dict[str, int] = {}
-        looked = {"at": time.monotonic(), "cancelled": False}
+        looked = {"at": time.monotonic(), "stop": False}
 
         def on_batch(table: str, done: int) -> None:
             # Progress and the cancel flag live in the store: look every few seconds.
@@ -233,7 +233,7 @@ def _data(ctx: StepContext) -> dict[str, Any]:
             looked["at"] = now
             so_far = sum(rows.values()) + done
             ctx.progress(f"copied {so_far:,} of {grand:,} rows (table {table})")
-            looked["cancelled"] = ctx.cancel_requested()
+            looked["stop"] = ctx.cancel_requested()
 
         method = _method(side, params)
         if method == "native":
@@ -249,9 +249,9 @@ def _data(ctx: StepContext) -> dict[str, Any]:
                     tmd.tables[name],
                     batch=params.batch_rows,
                     on_batch=lambda done, name=name: on_batch(name, done),  # type: ignore[misc]
-                    stop=lambda: bool(looked["cancelled"]),
+                    stop=lambda: bool(looked["stop"]),
                 )
-            if looked["cancelled"]:
+            if looked["stop"]:
                 raise PermanentError("cancelled on request; the partial copy is dropped")
         elapsed = time.monotonic() - started
         total = sum(rows.values())
@@ -312,7 +312,7 @@ def _native_table(
     return count_rows(target, tgt_table)
 
 
-def _constraints(ctx: StepContext) -> dict[str, Any]:
+def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("adding indexes and keys copied from"):
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
@@ -324,7 +324,7 @@ def _constraints(ctx: StepContext) -> dict[str, Any]:
         return {"primary_keys": keys_added, "indexes": indexes, "foreign_keys": keys}
 
 
-def _verify(ctx: StepContext) -> dict[str, Any]:
+def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("verifying the copy of"):
         portable = not side.same_engine
         ctx.progress("verifying row counts and checksums")

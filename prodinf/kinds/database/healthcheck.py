@@ -178,8 +178,8 @@ def run_healthchecks(
     return _result(uri, dataset, checks, skipped, time.time() - started)
 
 
-def _check(ctx: StepContext) -> dict[str, Any]:
-    params: HealthcheckParams = ctx.params  # type: ignore[assignment]
+def _check(ctx: StepContext[HealthcheckParams]) -> dict[str, Any]:
+    params = ctx.params
     return run_healthchecks(
         DatabaseURI.parse(params.database_uri, field="params.database_uri"),
         ctx.settings,
@@ -218,7 +218,7 @@ def _result(
     return result
 
 
-def _verdict(ctx: StepContext) -> dict[str, Any]:
+def _verdict(ctx: StepContext[HealthcheckParams]) -> dict[str, Any]:
     result: dict[str, Any] = _check(ctx)
     if not result["passed"]:
         raise HealthchecksFailed(result["report"]["subject"], **result)

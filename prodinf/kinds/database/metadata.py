@@ -57,8 +57,8 @@ class RegisterMetadataParams(BaseModel):
     comment: str | None = Field(default=None, max_length=10_000, description="A note to keep.")
 
 
-def _measure(ctx: StepContext) -> dict[str, Any]:
-    params: RegisterMetadataParams = ctx.params  # type: ignore[assignment]
+def _measure(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
+    params = ctx.params
     uri = DatabaseURI.parse(params.database_uri, field="params.database_uri")
     try:
         name = load_naming_rules(ctx.settings.naming_rules).parse(uri.database)
@@ -127,8 +127,8 @@ def _size(conn: Connection, uri: DatabaseURI) -> int | None:
     return None
 
 
-def _register(ctx: StepContext) -> dict[str, Any]:
-    params: RegisterMetadataParams = ctx.params  # type: ignore[assignment]
+def _register(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
+    params = ctx.params
     measured: dict[str, Any] = dict(ctx.outputs["measure"])
     dataset, dataset_type = measured.pop("dataset"), measured.pop("type")
     rules = load_event_rules(ctx.settings.event_rules)

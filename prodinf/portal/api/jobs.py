@@ -9,11 +9,12 @@ from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
 from prodinf.portal import runtime
+from prodinf.status import JobStatus
 
 ns = Namespace("jobs", description="Jobs: submit work and follow it")
 
 #: Every status a job can have.
-STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled", "reverted")
+STATUSES = tuple(JobStatus)
 SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by", "notify"}
 
 submission = ns.model(

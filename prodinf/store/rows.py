@@ -1,7 +1,8 @@
-"""A job's rows as one runner transaction sees them: locked and read once, written once.
+"""A job's rows as one transaction sees them: locked and read once, written once.
 
-The runner records a step's outcome and claims the next step in one
-transaction. It reads the job row and its step rows at the start (the job row
+Every change of a job's status goes through :class:`JobRows`: the runner records a
+step's outcome and claims the next step in one transaction, and cancel and retry
+change a job the same way. It reads the job row and its step rows at the start (the job row
 first, then its steps, ``FOR UPDATE``: the order everyone locks them in), works
 on these plain copies, and at the end writes what changed: one ``UPDATE`` per
 changed table and one ``INSERT`` for all the history events. Core statements, not
@@ -15,24 +16,71 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
 from sqlalchemy.engine import Connection, Dialect
 
-from prodinf.engine.watches import register
-from prodinf.store.models import HistoryRow, JobRow, StepRow
-from prodinf.store.repository import history_entry
+from prodinf.redact import redact, redact_text
+from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
+from prodinf.store.repository import job_summary
+from prodinf.store.types import utcnow
+from prodinf.store.watches import WatchRequest, register
 
-if TYPE_CHECKING:
-    from prodinf.engine.newjob import NewJob
-    from prodinf.engine.steps import Watch
+__all__ = [
+    "JobRows",
+    "LockedJob",
+    "LockedStep",
+    "NewRows",
+    "history_entry",
+    "insert_rows",
+]
 
-__all__ = ["HISTORY", "JOBS", "STEPS", "JobRows", "LockedJob", "LockedStep", "insert_rows"]
 
-JOBS = cast(Table, JobRow.__table__)
-STEPS = cast(Table, StepRow.__table__)
-HISTORY = cast(Table, HistoryRow.__table__)
+def history_entry(
+    job_id: str,
+    event: str,
+    step: str | None,
+    message: str | None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The values of a history row for an event now, credentials masked (for ``insert``)."""
+    return {
+        "job_id": job_id,
+        "at": utcnow(),
+        "event": event,
+        "step": step,
+        "message": redact_text(message) if message else message,
+        "data": redact(data) if data else data,
+    }
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """A new job's row, its step rows and its ``job.submitted`` event, ready to insert."""
+
+    values: dict[str, Any]
+    steps: list[dict[str, Any]]
+    history: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.values["id"])
+
+    @property
+    def queue(self) -> str:
+        return str(self.values["queue"])
+
+    def summary(self) -> dict[str, Any]:
+        """The job as lists show it (what a submission answers)."""
+        return job_summary(JobRow(**self.values))
+
+    def insert(self, conn: Connection) -> None:
+        """Insert the rows: Core statements, one per table (the ORM's unit of work
+        would cost more than the rest of a submission)."""
+        insert_rows(conn, JOBS, [self.values])
+        insert_rows(conn, STEPS, self.steps)
+        insert_rows(conn, HISTORY, [self.history])
 
 
 @dataclass(eq=False)
@@ -70,6 +118,7 @@ class LockedJob(_Tracked):
     result: Any
     error: dict[str, Any] | None
     progress_done: int
+    progress_total: int
     progress_message: str | None
     cancel_requested: bool
     updated_at: datetime
@@ -135,9 +184,9 @@ class JobRows:
     steps: list[LockedStep]
     history: list[dict[str, Any]] = field(default_factory=list)
     #: Jobs inserted by ``save``; their messages are for the caller to send after commit.
-    spawned: list[NewJob] = field(default_factory=list)
+    spawned: list[NewRows] = field(default_factory=list)
     #: URL watches the job's waiting steps asked for: (step name, watch), saved by ``save``.
-    watches: list[tuple[str, Watch]] = field(default_factory=list)
+    watches: list[tuple[str, WatchRequest]] = field(default_factory=list)
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str) -> JobRows | None:

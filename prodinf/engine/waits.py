@@ -1,0 +1,57 @@
+"""What a step returns to wait without holding a worker: a ``Wait``, maybe on a ``Watch``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MAX_LOOK_BACKOFF", "Wait", "Watch", "look_backoff"]
+
+#: Longest pause between looks at a URL that keeps failing.
+MAX_LOOK_BACKOFF = 3600.0
+
+
+def look_backoff(interval: float, errors: int) -> float:
+    """Seconds to the next look at a URL after ``errors`` failed looks in a row."""
+    if errors <= 0:
+        return interval
+    return min(interval * 2.0 ** min(errors - 1, 20), MAX_LOOK_BACKOFF)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A URL a waiting step wants looked at until its JSON ``status`` is final.
+
+    The watch is shared: however many steps watch one URL, a reconciler fetches
+    it once per ``interval`` (the shortest asked for). The step runs again early,
+    with ``ctx.state["watched"]`` set, once the URL reports a final status
+    (``{"outcome": "complete", "status", "document"}``) or has failed
+    ``max_errors`` looks in a row (``{"outcome": "failed", "status", "reason"}``).
+    ``errors`` counts the failed looks the step already made itself.
+    """
+
+    url: str
+    interval: float
+    max_errors: int = 10
+    errors: int = 0
+
+    @property
+    def first_look_in(self) -> float:
+        """Seconds to the first look of a new watch (backed off by the step's own errors)."""
+        return look_backoff(self.interval, self.errors)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Returned by a step to be executed again later, without holding a worker.
+
+    ``state`` is merged into the step's persisted state, which the next
+    execution reads as ``ctx.state``. With a ``watch``, the step is also woken
+    as soon as the watched URL finishes (see :class:`Watch`); ``seconds`` is then
+    how long to wait at most.
+    """
+
+    seconds: float
+    reason: str
+    state: dict[str, Any] = field(default_factory=dict)
+    watch: Watch | None = None

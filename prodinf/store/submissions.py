@@ -1,0 +1,35 @@
+"""Writing a new job and finding one by its idempotency key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from prodinf.store.models import JobRow
+from prodinf.store.repository import JobStore, job_summary
+from prodinf.store.rows import NewRows
+
+__all__ = ["delete_job", "find_by_key", "insert_job"]
+
+
+def insert_job(store: JobStore, new: NewRows) -> None:
+    """Insert a new job's rows in a transaction of their own.
+
+    ``IntegrityError`` passes through when its idempotency key is taken.
+    """
+    with store.transaction() as conn:
+        new.insert(conn)
+
+
+def find_by_key(store: JobStore, key: str) -> tuple[str, dict[str, Any]] | None:
+    """The kind and summary of the job submitted with idempotency key ``key``, if any."""
+    with store.session() as session:
+        job = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+        return None if job is None else (job.kind, job_summary(job))
+
+
+def delete_job(store: JobStore, job_id: str) -> None:
+    """Remove a job whose message could not be sent (its steps and history go with it)."""
+    with store.session() as session:
+        session.execute(delete(JobRow).where(JobRow.id == job_id))

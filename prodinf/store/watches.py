@@ -1,0 +1,268 @@
+"""URL watches in the store: who watches which URL, which looks are due, and waking.
+
+The engine (:mod:`prodinf.engine.watches`) decides when to look and what a look
+means; these functions are the reads and writes. A watch row per URL
+(``prodinf_watches``) is shared by every step watching it (``prodinf_watchers``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, bindparam, delete, exists, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+from prodinf.status import ACTIVE, StepStatus
+from prodinf.store.models import JOBS, STEPS, WATCHERS, WATCHES
+from prodinf.store.repository import JobStore
+from prodinf.store.types import utcnow
+
+__all__ = [
+    "DueWatch",
+    "WatchRequest",
+    "claim_due",
+    "delete_unwatched",
+    "delete_watch",
+    "failed_look",
+    "register",
+    "still_pending",
+    "wake",
+    "watchers",
+]
+
+
+class WatchRequest(Protocol):
+    """What a waiting step asks for (the engine's ``Watch``)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def interval(self) -> float: ...
+    @property
+    def max_errors(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def first_look_in(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class DueWatch:
+    """A watch claimed for a look."""
+
+    id: int
+    url: str
+    interval: float
+    errors: int
+    status: str | None
+
+
+def url_key(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> None:
+    """Make ``step`` of ``job_id`` (whose job row this transaction holds) a watcher of
+    ``watch.url``, creating the watch if it is new (first look ``first_look_in`` on)."""
+    now = utcnow()
+    key = url_key(watch.url)
+    # Insert-if-absent, then lock the row: steps of other jobs may start watching the
+    # same new URL at the same moment, and a plain INSERT would fail all but one.
+    conn.execute(
+        _insert_if_absent(conn).values(
+            url_key=key,
+            url=watch.url,
+            interval=watch.interval,
+            next_look_at=now + timedelta(seconds=watch.first_look_in),
+            errors=watch.errors,
+            status=None,
+            created_at=now,
+        )
+    )
+    found = conn.execute(
+        select(WATCHES.c.id, WATCHES.c.interval, WATCHES.c.next_look_at)
+        .where(WATCHES.c.url_key == key)
+        .with_for_update()
+    ).one()
+    watch_id = int(found.id)
+    if watch.interval < found.interval:  # the shortest interval asked for wins
+        conn.execute(
+            update(WATCHES)
+            .where(WATCHES.c.id == watch_id)
+            .values(
+                interval=watch.interval,
+                next_look_at=min(found.next_look_at, now + timedelta(seconds=watch.interval)),
+            )
+        )
+    conn.execute(delete(WATCHERS).where(WATCHERS.c.job_id == job_id, WATCHERS.c.step == step))
+    conn.execute(
+        WATCHERS.insert().values(
+            job_id=job_id, step=step, watch_id=watch_id, max_errors=watch.max_errors
+        )
+    )
+
+
+def _insert_if_absent(conn: Connection) -> Insert:
+    """An INSERT into the watches that does nothing when the URL is already watched."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
+    if dialect == "sqlite":
+        return sqlite.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
+    # MySQL/MariaDB: a no-op update, not INSERT IGNORE, which would take a shared lock
+    # on an existing row that the SELECT ... FOR UPDATE after it then deadlocks upgrading.
+    insert = mysql.insert(WATCHES)
+    return insert.on_duplicate_key_update(url_key=insert.inserted.url_key)
+
+
+def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:
+    """Claim up to ``limit`` watches whose look is due, each for ``hold`` seconds.
+
+    Each claim is a conditional update of ``next_look_at``, so reconcilers in
+    several processes never claim the same watch twice.
+    """
+    now = utcnow()
+    claimed: list[DueWatch] = []
+    with store.transaction() as conn:
+        due = conn.execute(
+            select(
+                WATCHES.c.id,
+                WATCHES.c.url,
+                WATCHES.c.interval,
+                WATCHES.c.errors,
+                WATCHES.c.status,
+                WATCHES.c.next_look_at,
+            )
+            .where(WATCHES.c.next_look_at <= now)
+            .order_by(WATCHES.c.next_look_at)
+            .limit(limit)
+        ).all()
+        for row in due:
+            taken = conn.execute(
+                update(WATCHES)
+                .where(WATCHES.c.id == row.id, WATCHES.c.next_look_at == row.next_look_at)
+                .values(next_look_at=now + timedelta(seconds=hold))
+            )
+            if taken.rowcount:
+                claimed.append(
+                    DueWatch(row.id, row.url, float(row.interval), row.errors, row.status)
+                )
+    return claimed
+
+
+def still_pending(store: JobStore, looks: Sequence[tuple[DueWatch, str | None]]) -> None:
+    """Record looks that found their URL still pending, with the status each showed:
+    the next look is one interval on. A few statements for the whole batch."""
+    now = utcnow()
+    ids = [watch.id for watch, _ in looks]
+    with store.transaction() as conn:
+        _drop_stale(conn, ids)
+        conn.execute(
+            update(WATCHES)
+            .where(WATCHES.c.id == bindparam("b_id"))
+            .values(errors=0, status=bindparam("b_status"), next_look_at=bindparam("b_next")),
+            [
+                {
+                    "b_id": watch.id,
+                    "b_status": (status or "")[:200],
+                    "b_next": now + timedelta(seconds=watch.interval),
+                }
+                for watch, status in looks
+            ],
+        )
+        _delete_unwatched(conn, ids)
+
+
+def failed_look(conn: Connection, watch_id: int, errors: int, next_look_at: datetime) -> None:
+    """Record a failed look: ``errors`` in a row, the next one at ``next_look_at``."""
+    conn.execute(
+        update(WATCHES)
+        .where(WATCHES.c.id == watch_id)
+        .values(errors=errors, next_look_at=next_look_at)
+    )
+
+
+def watchers(conn: Connection, watch_id: int, errors: int | None) -> list[tuple[str, str]]:
+    """(job id, step) of the watchers still waiting: all, or those whose ``max_errors``
+    is reached after ``errors`` failed looks. Watchers that stopped waiting are dropped."""
+    _drop_stale(conn, [watch_id])
+    query = select(WATCHERS.c.job_id, WATCHERS.c.step).where(WATCHERS.c.watch_id == watch_id)
+    if errors is not None:
+        query = query.where(WATCHERS.c.max_errors <= errors)
+    return [(job_id, step) for job_id, step in conn.execute(query.order_by(WATCHERS.c.job_id))]
+
+
+def wake(
+    conn: Connection,
+    watch_id: int,
+    woken: Sequence[tuple[str, str]],
+    outcome: dict[str, Any],
+) -> None:
+    """Wake the waiting steps ``woken`` (job id, step) with ``state["watched"] = outcome``:
+    they and their jobs are due now. Job rows are locked before steps, as the runner does."""
+    now = utcnow()
+    ids = sorted({job_id for job_id, _ in woken})
+    conn.execute(select(JOBS.c.id).where(JOBS.c.id.in_(ids)).order_by(JOBS.c.id).with_for_update())
+    wanted = set(woken)
+    steps = conn.execute(
+        select(STEPS.c.id, STEPS.c.job_id, STEPS.c.name, STEPS.c.state).where(
+            STEPS.c.job_id.in_(ids), STEPS.c.status == StepStatus.WAITING
+        )
+    ).all()
+    values = [
+        {"b_id": s.id, "b_state": {**(s.state or {}), "watched": outcome}, "b_due": now}
+        for s in steps
+        if (s.job_id, s.name) in wanted
+    ]
+    if values:
+        conn.execute(
+            update(STEPS)
+            .where(STEPS.c.id == bindparam("b_id"))
+            .values(state=bindparam("b_state"), due_at=bindparam("b_due")),
+            values,
+        )
+        conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(ids), JOBS.c.status.in_(sorted(ACTIVE)))
+            .values(next_run_at=now)
+        )
+    conn.execute(
+        delete(WATCHERS).where(WATCHERS.c.watch_id == watch_id, WATCHERS.c.job_id.in_(ids))
+    )
+
+
+def delete_watch(store: JobStore, watch_id: int) -> None:
+    """Forget a watch that is over (its URL finished or can never be read)."""
+    with store.transaction() as conn:
+        conn.execute(delete(WATCHERS).where(WATCHERS.c.watch_id == watch_id))
+        conn.execute(delete(WATCHES).where(WATCHES.c.id == watch_id))
+
+
+def delete_unwatched(store: JobStore, watch_id: int) -> None:
+    """Delete the watch if no step watches it any more."""
+    with store.transaction() as conn:
+        _delete_unwatched(conn, [watch_id])
+
+
+def _drop_stale(conn: Connection, watch_ids: Sequence[int]) -> None:
+    """Forget watchers whose step no longer waits (cancelled, finished, past its deadline)."""
+    waiting = exists().where(
+        and_(
+            STEPS.c.job_id == WATCHERS.c.job_id,
+            STEPS.c.name == WATCHERS.c.step,
+            STEPS.c.status == StepStatus.WAITING,
+        )
+    )
+    conn.execute(delete(WATCHERS).where(WATCHERS.c.watch_id.in_(watch_ids), ~waiting))
+
+
+def _delete_unwatched(conn: Connection, watch_ids: Sequence[int]) -> None:
+    """Delete the watches among ``watch_ids`` that no step watches any more."""
+    anyone = exists().where(WATCHERS.c.watch_id == WATCHES.c.id)
+    conn.execute(delete(WATCHES).where(WATCHES.c.id.in_(watch_ids), ~anyone))
