@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from prodinf import Flow, Step
 from prodinf.engine.registry import NoParams, job_kind
-from prodinf.engine.steps import Flow, Step
 
 
 def _noop(ctx: object) -> None:

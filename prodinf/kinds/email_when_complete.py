@@ -30,11 +30,8 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
+from prodinf import Flow, Retry, Step, StepContext, Watch, job_kind
 from prodinf.addresses import validate_address
-from prodinf.engine.context import StepContext
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
-from prodinf.engine.waits import Watch
 from prodinf.engine.watches import Seen, look
 from prodinf.mail import Mail, Outcome, deliver, render_url_report
 from prodinf.redact import redact_text

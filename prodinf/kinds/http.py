@@ -8,10 +8,7 @@ from typing import Any
 import requests
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from prodinf.engine.context import StepContext
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
-from prodinf.engine.waits import Wait
+from prodinf import Flow, Retry, Step, StepContext, Wait, job_kind
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending

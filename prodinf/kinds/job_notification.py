@@ -23,11 +23,9 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.addresses import validate_address
-from prodinf.engine.context import StepContext
 from prodinf.engine.notices import NOTIFICATION_KIND
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.kinds.email_when_complete import DELIVERY
 from prodinf.mail import Mail, deliver, render_job_report
 from prodinf.redact import redact

@@ -30,12 +30,12 @@ from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from prodinf import Flow, Retry, Step, Watch
 from prodinf.config import Settings
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, job_kind
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.steps import Flow, Retry, Step, Watch
 from prodinf.engine.watches import look_due
 from prodinf.exceptions import Conflict, NotFound, PermanentError, StoreUnavailable
 from prodinf.exceptions import ValidationError as ProdinfValidationError

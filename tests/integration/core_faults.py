@@ -18,7 +18,7 @@ from sqlalchemy import Connection, NullPool, text
 
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL
+from prodinf.status import TERMINAL
 from tests.conftest import MYSQL_URL, POSTGRES_URL, require
 from tests.integration.datasets import Datasets
 from tests.sample_data import build_core_like

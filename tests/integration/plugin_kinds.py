@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from prodinf import Flow, Retry, Step
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import PermanentError
 
 

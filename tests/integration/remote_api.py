@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from prodinf.config import Settings
-from prodinf.store import TERMINAL
+from prodinf.status import TERMINAL
 from tests.conftest import Processes, env_for, wait_until
 from tests.integration.servers import free_port
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from prodinf.store import TERMINAL
+from prodinf.status import TERMINAL
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

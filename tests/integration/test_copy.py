@@ -28,7 +28,7 @@ from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.kinds.database import copy as copy_kind
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL
+from prodinf.status import TERMINAL
 from tests.conftest import Processes, fresh_store, wait_until
 from tests.integration.core_faults import drive_to_end, execute
 from tests.integration.datasets import Datasets

@@ -32,7 +32,8 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL, JobRow
+from prodinf.status import TERMINAL
+from prodinf.store import JobRow
 from tests.conftest import Processes, env_for, wait_until
 from tests.integration.conftest import delete_queues, stack_settings
 from tests.integration.servers import Smtp, StatusServer, free_port

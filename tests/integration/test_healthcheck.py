@@ -24,7 +24,8 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL, StepRow
+from prodinf.status import TERMINAL
+from prodinf.store import StepRow
 from tests.conftest import Processes, fresh_store, wait_until
 from tests.integration.conftest import stack_settings
 from tests.integration.core_faults import (

@@ -22,7 +22,8 @@ from sqlalchemy import select
 
 from prodinf.config import Settings
 from prodinf.runtime import Runtime
-from prodinf.store import TERMINAL, StepRow
+from prodinf.status import TERMINAL
+from prodinf.store import StepRow
 from tests.conftest import Processes, wait_until
 
 pytestmark = pytest.mark.integration

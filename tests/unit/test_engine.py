@@ -24,12 +24,12 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 
+from prodinf import Retry, Step, Wait
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import Registry
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.steps import Retry, Step, Wait
 from prodinf.exceptions import (
     BrokerUnavailable,
     Conflict,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from prodinf import Flow, Retry, Step
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import NoParams, Registry, job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import FlowError, UnknownKind, ValidationError
 from prodinf.store import JobRow, StepRow
 from prodinf.store.types import utcnow

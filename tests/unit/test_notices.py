@@ -21,12 +21,12 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 
 import prodinf.kinds  # noqa: F401  (registers job_notification)
+from prodinf import Retry, Step
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
 from prodinf.engine.notices import NOTIFICATION_KIND
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import registry
-from prodinf.engine.steps import Retry, Step
 from prodinf.exceptions import BrokerUnavailable, PermanentError, ValidationError
 from prodinf.mail import outbox_dir, render_job_report
 from prodinf.store import JobRow

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from prodinf import Flow, Step
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, job_kind
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.steps import Flow, Step
 from prodinf.exceptions import BrokerUnavailable
 from prodinf.store import JobRow, JobStore, StepRow, upgrade
 from prodinf.store.types import utcnow

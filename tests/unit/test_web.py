@@ -26,11 +26,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from prodinf import Flow, Step
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import Registry, job_kind
-from prodinf.engine.steps import Flow, Step
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.store import upgrade

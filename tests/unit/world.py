@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import update
 
+from prodinf import Flow, Step
 from prodinf.config import Settings
 from prodinf.engine.registry import Registry, job_kind
 from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
-from prodinf.engine.steps import Flow, Step
 from prodinf.store import JobRow, JobStore, StepRow, upgrade
 from prodinf.store.types import utcnow
 

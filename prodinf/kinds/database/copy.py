@@ -36,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import Engine, MetaData, NullPool, Table
 
+from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.databases import transfer
 from prodinf.databases.checksum import table_stats
 from prodinf.databases.native import native_table, native_tools
@@ -49,9 +50,6 @@ from prodinf.databases.schema import (
 )
 from prodinf.databases.transfer import copy_table, copy_table_postgres, count_rows
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
-from prodinf.engine.context import StepContext
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import PermanentError
 
 __all__ = ["CopyDatabaseParams", "CopyMismatch"]

@@ -23,12 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import NullPool
 from sqlalchemy.exc import DBAPIError
 
+from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings, get_settings
 from prodinf.databases.naming import DatasetName, load_naming_rules
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
-from prodinf.engine.context import StepContext
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import PermanentError, ProdinfError, TransientError
 from prodinf.kinds.database.checks import (
     Catalogue,

@@ -23,12 +23,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, NullPool, inspect, text
 
+from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.databases.checksum import table_stats
 from prodinf.databases.naming import load_naming_rules
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
-from prodinf.engine.context import StepContext
-from prodinf.engine.registry import job_kind
-from prodinf.engine.steps import Flow, Retry, Step
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
