@@ -1,52 +1,7 @@
-"""Client for remote job services: submit a job over HTTP, then poll it.
-
-A *remote job service* is anything that accepts a job with one HTTP request and
-reports its state at a URL. prodinf's own API is the first such service::
-
-    POST {base}/api/v1/jobs  {"kind", "params", "idempotency_key"}
-        -> 201 (created) or 200 (the job already made for that key)
-           {"id", "url", "status"}
-    GET  {url}
-        -> 200 {"id", "kind", "status", "progress", "steps", "result", "error", "history"}
-
-Usage from a script::
-
-    with RemoteJobClient("https://prodinf.example.org") as client:
-        job = client.submit("rebuild_index", {"shard": 3}, idempotency_key="rebuild-3")
-        job = client.wait(job, interval=5, deadline=1800)
-        if not job.succeeded:
-            raise SystemExit(f"job {job.id} ended {job.status}: {job.document.get('error')}")
-
-What a caller can rely on:
-
-* Connection errors, read errors and 500/502/503/504 answers are retried inside
-  each call with exponential backoff (``retries`` times, ``backoff`` seconds
-  doubling), for POST too: every submission carries an idempotency key (one is
-  generated when the caller gives none), so a retried POST cannot create the
-  job twice.
-* No call blocks much longer than ``deadline`` seconds: every attempt's
-  connect and read timeouts are bounded by the time left, and no retry is
-  started that could not begin before the deadline. The worst case is about
-  ``deadline`` plus one attempt's ``timeout``.
-* Errors come from :mod:`prodinf.exceptions`: :class:`RemoteUnavailable`
-  (transient: unreachable, timed out, 5xx once retries are spent, 408/429) and
-  :class:`PermanentError` for other 4xx answers, which are never retried -
-  :class:`NotFound` for 404, :class:`ValidationError` for 400/422 and
-  :class:`Conflict` for 409, each carrying the server's ``message`` (in
-  ``details["remote_message"]``) and ``field``.
-* Credentials in URLs (``https://user:password@host``) are used for HTTP basic
-  auth against the base URL's host only, and the password never appears in an
-  error message: it is shown as ``***``.
-
-:func:`fetch_status` is the one-shot variant for polling steps that run their
-own retry policy, and :func:`is_pending` decides the generic "status URL"
-contract: a JSON document whose ``status`` is one of :data:`PENDING_STATUSES`
-is still going; any other status means done.
-"""
+"""The client of remote job services: submit a job over HTTP, then poll it."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import time
 import uuid
@@ -58,10 +13,6 @@ from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import ConnectionPool
-from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
-from urllib3.response import BaseHTTPResponse
-from urllib3.util.retry import Retry
 
 from prodinf.exceptions import (
     Conflict,
@@ -71,25 +22,15 @@ from prodinf.exceptions import (
     ValidationError,
 )
 from prodinf.redact import redact_text
-from prodinf.status import ACTIVE, JobStatus
-
-__all__ = [
-    "PENDING_STATUSES",
-    "SUCCEEDED_STATUSES",
-    "RemoteJob",
-    "RemoteJobClient",
-    "fetch_status",
-    "is_pending",
-]
-
-#: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract:
-#: a prodinf job that is not over, and the words other job services use.
-PENDING_STATUSES: frozenset[str] = frozenset(ACTIVE | {"submitted", "incomplete"})
-
-#: Final statuses that count as success: prodinf's own, and other services' words.
-SUCCEEDED_STATUSES: frozenset[str] = frozenset(
-    {JobStatus.SUCCEEDED, "complete", "completed", "success", "done"}
+from prodinf.remote.deadline import CALL_DEADLINE, DeadlineRetry
+from prodinf.remote.status_url import (
+    BAD_URL_ERRORS,
+    SUCCEEDED_STATUSES,
+    is_pending,
+    json_object,
 )
+
+__all__ = ["RETRY_STATUSES", "RemoteJob", "RemoteJobClient"]
 
 #: HTTP statuses retried inside a call (on every method).
 RETRY_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
@@ -97,27 +38,8 @@ RETRY_STATUSES: frozenset[int] = frozenset({500, 502, 503, 504})
 #: 4xx statuses that mean "try later": reported as RemoteUnavailable, not retried in-call.
 _TRANSIENT_4XX = frozenset({408, 429})
 
-#: Requests errors that no retry can cure: the URL itself is wrong.
-_BAD_URL_ERRORS: tuple[type[requests.RequestException], ...] = (
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.InvalidURL,
-    requests.exceptions.URLRequired,
-)
-
 _JOBS_PATH = "/api/v1/jobs"
 _MIN_TIMEOUT = 0.05
-
-# Monotonic time by which the current call must end; read by _DeadlineRetry,
-# which urllib3 runs synchronously in the calling thread.
-_CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "prodinf_remote_call_deadline", default=None
-)
-
-
-def is_pending(status: str | None) -> bool:
-    """Return True if ``status`` means "keep waiting" (case-insensitive); None means done."""
-    return status is not None and status.strip().lower() in PENDING_STATUSES
 
 
 @dataclass(frozen=True)
@@ -145,53 +67,6 @@ class RemoteJob:
         return self.status.strip().lower() in SUCCEEDED_STATUSES
 
 
-class _DeadlineRetry(Retry):
-    """A urllib3 ``Retry`` that also stops at the calling thread's call deadline.
-
-    It gives up (as if retries were spent) when the next attempt could not start
-    before the deadline, and never sleeps past it. 4xx answers are never retried,
-    even with a ``Retry-After`` header.
-    """
-
-    RETRY_AFTER_STATUS_CODES = frozenset[int]()
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        new = super().increment(method, url, response, error, _pool, _stacktrace)
-        end = _CALL_DEADLINE.get()
-        if end is not None and time.monotonic() + new._delay(response) >= end:
-            reason = error or ResponseError("call deadline reached")
-            raise MaxRetryError(_pool, url, reason) from reason  # type: ignore[arg-type]
-        return new
-
-    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
-        end = _CALL_DEADLINE.get()
-        if end is None:
-            super().sleep(response)
-            return
-        delay = min(self._delay(response), end - time.monotonic())
-        if delay > 0:
-            time.sleep(delay)
-
-    def _delay(self, response: BaseHTTPResponse | None) -> float:
-        """Seconds to wait before the next attempt: Retry-After if given, else backoff."""
-        if response is not None and self.respect_retry_after_header:
-            try:
-                after = self.get_retry_after(response)
-            except InvalidHeader:
-                after = None
-            if after is not None:
-                return max(after, 0.0)
-        return self.get_backoff_time()
-
-
 def _without_credentials(url: str) -> str:
     """Return ``url`` with any ``user:password@`` removed."""
     parts = urlsplit(url)
@@ -205,15 +80,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     scheme = parts.scheme.lower()
     port = parts.port or {"http": 80, "https": 443}.get(scheme)
     return scheme, (parts.hostname or "").lower(), port
-
-
-def _json_object(response: requests.Response) -> dict[str, Any] | None:
-    """The response body as a JSON object, or None if it is not one."""
-    try:
-        value = response.json()
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -274,7 +140,7 @@ class RemoteJobClient:
         self.backoff = float(backoff)
         self.deadline = float(deadline)
 
-        retry = _DeadlineRetry(
+        retry = DeadlineRetry(
             total=self.retries,
             connect=self.retries,
             read=self.retries,
@@ -455,7 +321,7 @@ class RemoteJobClient:
         budget = self.deadline if budget is None else budget
         attempt = max(min(self.timeout, budget), _MIN_TIMEOUT)
         shown = redact_text(url)
-        token = _CALL_DEADLINE.set(time.monotonic() + budget)
+        token = CALL_DEADLINE.set(time.monotonic() + budget)
         try:
             response = self._session.request(
                 method,
@@ -465,7 +331,7 @@ class RemoteJobClient:
                 timeout=(attempt, attempt),
                 auth=self._auth_for(url),
             )
-        except _BAD_URL_ERRORS as exc:
+        except BAD_URL_ERRORS as exc:
             raise PermanentError(
                 f"{method} {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
             ) from None
@@ -474,7 +340,7 @@ class RemoteJobClient:
                 f"{method} {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
             ) from exc
         finally:
-            _CALL_DEADLINE.reset(token)
+            CALL_DEADLINE.reset(token)
         with response:
             return _check(method, shown, response)
 
@@ -482,7 +348,7 @@ class RemoteJobClient:
 def _check(method: str, shown: str, response: requests.Response) -> dict[str, Any]:
     """Return a 2xx answer's JSON object, or raise the error the answer stands for."""
     status = response.status_code
-    doc = _json_object(response)
+    doc = json_object(response)
     if 200 <= status < 300:
         if doc is None:
             raise PermanentError(
@@ -516,31 +382,3 @@ def _check(method: str, shown: str, response: requests.Response) -> dict[str, An
     else:
         error = PermanentError
     raise error(message, field=field, **details)
-
-
-def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any] | None]:
-    """GET ``url`` once (no retries) and return ``(HTTP status, JSON object or None)``.
-
-    The second item is None when the body is not a JSON object (HTML, a list,
-    empty...). Any HTTP status is returned, not raised: the caller owns the retry
-    policy. Credentials in ``url`` are sent as basic auth.
-
-    :raises RemoteUnavailable: connection error or timeout.
-    :raises PermanentError: ``url`` is not a usable http(s) URL.
-    """
-    shown = redact_text(url)
-    try:
-        with requests.Session() as session:
-            response = session.get(
-                url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
-            )
-    except _BAD_URL_ERRORS as exc:
-        raise PermanentError(
-            f"GET {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
-        ) from None
-    except requests.RequestException as exc:
-        raise RemoteUnavailable(
-            f"GET {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
-        ) from exc
-    with response:
-        return response.status_code, _json_object(response)

@@ -1,0 +1,78 @@
+"""The generic "status URL" contract: GET a URL once, and what its JSON ``status`` means.
+
+A JSON document whose ``status`` is one of :data:`PENDING_STATUSES` is still going;
+any other status means done, and :data:`SUCCEEDED_STATUSES` the ones that count as
+success. :func:`fetch_status` is the one-shot GET for polling steps that run their
+own retry policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.redact import redact_text
+from prodinf.status import ACTIVE, JobStatus
+
+__all__ = ["PENDING_STATUSES", "SUCCEEDED_STATUSES", "fetch_status", "is_pending", "json_object"]
+
+#: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract:
+#: a prodinf job that is not over, and the words other job services use.
+PENDING_STATUSES: frozenset[str] = frozenset(ACTIVE | {"submitted", "incomplete"})
+
+#: Final statuses that count as success: prodinf's own, and other services' words.
+SUCCEEDED_STATUSES: frozenset[str] = frozenset(
+    {JobStatus.SUCCEEDED, "complete", "completed", "success", "done"}
+)
+
+#: Requests errors that no retry can cure: the URL itself is wrong.
+BAD_URL_ERRORS: tuple[type[requests.RequestException], ...] = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.URLRequired,
+)
+
+
+def is_pending(status: str | None) -> bool:
+    """Return True if ``status`` means "keep waiting" (case-insensitive); None means done."""
+    return status is not None and status.strip().lower() in PENDING_STATUSES
+
+
+def json_object(response: requests.Response) -> dict[str, Any] | None:
+    """The response body as a JSON object, or None if it is not one."""
+    try:
+        value = response.json()
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any] | None]:
+    """GET ``url`` once (no retries) and return ``(HTTP status, JSON object or None)``.
+
+    The second item is None when the body is not a JSON object (HTML, a list,
+    empty...). Any HTTP status is returned, not raised: the caller owns the retry
+    policy. Credentials in ``url`` are sent as basic auth.
+
+    :raises RemoteUnavailable: connection error or timeout.
+    :raises PermanentError: ``url`` is not a usable http(s) URL.
+    """
+    shown = redact_text(url)
+    try:
+        with requests.Session() as session:
+            response = session.get(
+                url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
+            )
+    except BAD_URL_ERRORS as exc:
+        raise PermanentError(
+            f"GET {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
+        ) from None
+    except requests.RequestException as exc:
+        raise RemoteUnavailable(
+            f"GET {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
+        ) from exc
+    with response:
+        return response.status_code, json_object(response)
