@@ -7,6 +7,7 @@ user-controlled and can be long, and they are masked on every read.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["redact", "redact_text"]
@@ -37,8 +38,15 @@ def _mask_token(match: re.Match[str]) -> str:
     return _URL_CREDENTIALS.sub(r"\g<head>:***@", token[:end]) + token[end:]
 
 
-def redact_text(text: str) -> str:
-    """``text`` with URL passwords and ``password=...`` values replaced by ``***``."""
+def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
+    """``text`` with URL passwords, ``password=...`` values and each of ``secrets`` (known
+    secret values, such as the SMTP password, wherever they were echoed) replaced by ``***``.
+
+    The one masking function: every URL, message and value prodinf shows goes through it.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
     text = _TOKEN.sub(_mask_token, text)
     return _KEYED_SECRET.sub(r"\g<key>***", text)
 

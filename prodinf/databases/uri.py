@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from prodinf.exceptions import PermanentError, RemoteUnavailable, ValidationError
+from prodinf.redact import redact_text
 
 __all__ = ["DatabaseURI", "DatabaseUriField", "database_errors", "validate_database_uri"]
 
@@ -86,7 +87,7 @@ class DatabaseURI:
 
     def masked(self) -> str:
         """The URI with its password shown as ``***`` (and the driver as the user wrote it)."""
-        return self.url.render_as_string(hide_password=True)
+        return redact_text(self.secret())
 
     def __str__(self) -> str:
         return self.masked()

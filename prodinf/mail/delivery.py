@@ -151,6 +151,4 @@ def _refusals(refused: Mapping[str, tuple[int, bytes]]) -> str:
 
 def _scrub(text: str, settings: Settings) -> str:
     """``text`` with URL credentials and the SMTP password masked, whatever echoed them."""
-    text = redact_text(text)
-    password = _password(settings)
-    return text.replace(password, "***") if password else text
+    return redact_text(text, secrets=[_password(settings) or ""])
