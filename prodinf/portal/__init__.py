@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 from flask_restx import apidoc
 
+from prodinf.celery_app import create_celery
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError
+from prodinf.portal import errors, views
+from prodinf.portal.api import build_api
+from prodinf.portal.current import EXTENSION, runtime_of
 from prodinf.runtime import Runtime
 
-__all__ = ["create_app", "runtime"]
+__all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
     """Build the portal for ``settings`` (read from the environment when omitted)."""
-    from prodinf.celery_app import create_celery
-    from prodinf.portal import errors, views
-    from prodinf.portal.api import build_api
-
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config.update(
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         RESTX_MASK_SWAGGER=False,
         JSON_SORT_KEYS=False,
     )
-    app.extensions["prodinf"] = runtime or Runtime(settings, create_celery(settings))
+    app.extensions[EXTENSION] = runtime or Runtime(settings, create_celery(settings))
 
     blueprint, api = build_api()
     app.register_blueprint(blueprint)
@@ -50,13 +50,3 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return jsonify(report), code
 
     return app
-
-
-def runtime_of(app: Flask) -> Runtime:
-    rt: Runtime = app.extensions["prodinf"]
-    return rt
-
-
-def runtime() -> Runtime:
-    """The runtime of the app handling the current request."""
-    return runtime_of(current_app)

@@ -21,8 +21,8 @@ from flask.typing import ResponseReturnValue
 from prodinf.engine.registry import Kind
 from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
-from prodinf.portal import runtime
 from prodinf.portal.api.jobs import STATUSES, int_arg
+from prodinf.portal.current import runtime
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 
 __all__ = ["blueprint"]

@@ -8,7 +8,7 @@ from flask import request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
-from prodinf.portal import runtime
+from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
 
 ns = Namespace("jobs", description="Jobs: submit work and follow it")

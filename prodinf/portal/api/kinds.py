@@ -7,7 +7,7 @@ from typing import Any
 from flask_restx import Namespace, Resource
 
 from prodinf.engine.registry import Kind
-from prodinf.portal import runtime
+from prodinf.portal.current import runtime
 
 ns = Namespace("kinds", description="The kinds of job this prodinf runs")
 

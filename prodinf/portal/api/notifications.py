@@ -8,8 +8,8 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
-from prodinf.portal import runtime
 from prodinf.portal.api.jobs import job_url, json_object
+from prodinf.portal.current import runtime
 
 ns = Namespace("notifications", description="Email an address when a URL reports a result")
 
