@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,19 @@ def test_the_readme_starts_with_the_two_commands() -> None:
     head = (ROOT / "README.rst").read_text(encoding="utf-8").split("\n\n", 5)[:5]
     assert "    pip install -e . && prodinf up" in head
     assert "    pip install -e '.[test]' && pytest" in head
+
+
+def test_the_architecture_shows_the_layers_exactly_as_the_contract_states_them() -> None:
+    contract = next(
+        c
+        for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
+            "contracts"
+        ]
+        if c["type"] == "layers"
+    )
+    text = (ROOT / "docs" / "architecture.rst").read_text(encoding="utf-8")
+    block = text.split(".. code-block:: text\n\n", 1)[1].split("\n\n", 1)[0]
+    # Each line: an optional layer-group name, then the layer as the contract writes it.
+    shown = [re.sub(r"^\s*(?:[a-z]+\s{2,})?", "", line).strip() for line in block.splitlines()]
+
+    assert shown == contract["layers"]
