@@ -24,8 +24,8 @@ from prodinf.exceptions import (
 from prodinf.redact import redact_text
 from prodinf.remote.deadline import CALL_DEADLINE, DeadlineRetry
 from prodinf.remote.status_url import (
-    BAD_URL_ERRORS,
     SUCCEEDED_STATUSES,
+    http_errors,
     is_pending,
     json_object,
 )
@@ -323,22 +323,15 @@ class RemoteJobClient:
         shown = redact_text(url)
         token = CALL_DEADLINE.set(time.monotonic() + budget)
         try:
-            response = self._session.request(
-                method,
-                url,
-                data=body,
-                headers={"Content-Type": "application/json"} if body is not None else None,
-                timeout=(attempt, attempt),
-                auth=self._auth_for(url),
-            )
-        except BAD_URL_ERRORS as exc:
-            raise PermanentError(
-                f"{method} {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
-            ) from None
-        except requests.RequestException as exc:
-            raise RemoteUnavailable(
-                f"{method} {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
-            ) from exc
+            with http_errors(method, shown):
+                response = self._session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"} if body is not None else None,
+                    timeout=(attempt, attempt),
+                    auth=self._auth_for(url),
+                )
         finally:
             CALL_DEADLINE.reset(token)
         with response:

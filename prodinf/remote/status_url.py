@@ -8,6 +8,8 @@ own retry policy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import requests
@@ -16,7 +18,14 @@ from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.redact import redact_text
 from prodinf.status import ACTIVE, JobStatus
 
-__all__ = ["PENDING_STATUSES", "SUCCEEDED_STATUSES", "fetch_status", "is_pending", "json_object"]
+__all__ = [
+    "PENDING_STATUSES",
+    "SUCCEEDED_STATUSES",
+    "fetch_status",
+    "http_errors",
+    "is_pending",
+    "json_object",
+]
 
 #: Statuses meaning "not finished yet, keep waiting" in the generic status URL contract:
 #: a prodinf job that is not over, and the words other job services use.
@@ -26,6 +35,24 @@ PENDING_STATUSES: frozenset[str] = frozenset(ACTIVE | {"submitted", "incomplete"
 SUCCEEDED_STATUSES: frozenset[str] = frozenset(
     {JobStatus.SUCCEEDED, "complete", "completed", "success", "done"}
 )
+
+
+@contextmanager
+def http_errors(method: str, shown: str) -> Iterator[None]:
+    """Requests' errors as prodinf's: a URL that can never work is a ``PermanentError``,
+    anything else (unreachable, timed out, reset) ``RemoteUnavailable``. ``shown`` is
+    the URL as messages show it (masked)."""
+    try:
+        yield
+    except BAD_URL_ERRORS as exc:
+        raise PermanentError(
+            f"{method} {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
+        ) from None
+    except requests.RequestException as exc:
+        raise RemoteUnavailable(
+            f"{method} {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
+        ) from exc
+
 
 #: Requests errors that no retry can cure: the URL itself is wrong.
 BAD_URL_ERRORS: tuple[type[requests.RequestException], ...] = (
@@ -60,19 +87,9 @@ def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any
     :raises RemoteUnavailable: connection error or timeout.
     :raises PermanentError: ``url`` is not a usable http(s) URL.
     """
-    shown = redact_text(url)
-    try:
-        with requests.Session() as session:
-            response = session.get(
-                url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
-            )
-    except BAD_URL_ERRORS as exc:
-        raise PermanentError(
-            f"GET {shown}: invalid URL ({type(exc).__name__})", field="url", url=shown
-        ) from None
-    except requests.RequestException as exc:
-        raise RemoteUnavailable(
-            f"GET {shown} failed: {type(exc).__name__}: {redact_text(str(exc))}", url=shown
-        ) from exc
+    with http_errors("GET", redact_text(url)), requests.Session() as session:
+        response = session.get(
+            url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
+        )
     with response:
         return response.status_code, json_object(response)
