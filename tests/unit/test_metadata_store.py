@@ -9,7 +9,7 @@ import pytest
 
 from prodinf.config import Settings
 from prodinf.exceptions import PermanentError, StoreUnavailable
-from prodinf.kinds.database.metadata_store import MetadataStore, Registration
+from prodinf.store.registrations import MetadataStore, Registration
 
 VALUES: dict[str, Any] = {
     "database_uri": "sqlite:///x/homo_sapiens_core_115_38.sqlite",

@@ -30,8 +30,8 @@ from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
-from prodinf.kinds.database.metadata_store import MetadataStore, Registration
 from prodinf.redact import redact_text
+from prodinf.store.registrations import MetadataStore, Registration
 
 __all__ = ["MAX_META_ROWS", "RegisterMetadataParams"]
 
@@ -133,7 +133,7 @@ def _register(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
     current = Snapshot(measured["release"], measured["tables"], measured["meta"])
 
     def events(previous: Registration | None) -> list[dict[str, Any]]:
-        found = events_between(previous.snapshot if previous else None, current, rules)
+        found = events_between(_snapshot(previous) if previous else None, current, rules)
         for event in found:
             event.update(
                 dataset=dataset,
@@ -186,3 +186,9 @@ def register_metadata(params: RegisterMetadataParams) -> Flow:
         Step("measure", _measure, retry=Retry(attempts=3, backoff=2.0)),
         Step("register", _register, retry=Retry(attempts=5, backoff=2.0)),
     )
+
+
+def _snapshot(registration: Registration) -> Snapshot:
+    """What a registration recorded that events compare."""
+    values = registration.values
+    return Snapshot(values["release"], values["tables"], values["meta"])

@@ -1,6 +1,6 @@
 """dataset metadata: datasets and their registrations
 
-Tables of the ``register_metadata`` kind (``prodinf/kinds/database/metadata_store.py``)
+Tables of the ``register_metadata`` kind (``prodinf/store/registrations.py``)
 in the job store, used when ``PRODINF_METADATA_URL`` is unset.
 
 Revision ID: 0004

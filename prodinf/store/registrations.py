@@ -1,4 +1,5 @@
-"""Where dataset registrations are kept: two tables, in the job store or elsewhere.
+"""Where dataset registrations are kept (``register_metadata``): two tables, in the job
+store or elsewhere.
 
 ``prodinf_datasets`` has one row per dataset (name and type from the naming
 rules); ``prodinf_dataset_registrations`` one row per registration, never updated
@@ -31,9 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from prodinf.config import Settings
+from prodinf.config import Settings, with_driver
 from prodinf.exceptions import PermanentError, StoreUnavailable
-from prodinf.kinds.database.events import Snapshot
 from prodinf.redact import redact_text
 from prodinf.store.datasets import DATASET_TABLES, dataset_registrations, datasets
 from prodinf.store.types import utcnow
@@ -53,10 +53,6 @@ class Registration:
     job_id: str | None
     values: dict[str, Any]
 
-    @property
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.values["release"], self.values["tables"], self.values["meta"])
-
     def to_dict(self) -> dict[str, Any]:
         out = {"id": self.id, "dataset": self.dataset, "type": self.type, "job_id": self.job_id}
         out.update(self.values)
@@ -73,8 +69,6 @@ class MetadataStore:
         self.separate = bool(settings.metadata_url)
         url = settings.metadata_url or settings.store_url
         self.shown_url = redact_text(url)
-        from prodinf.config import with_driver
-
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(
             with_driver(url), poolclass=NullPool, connect_args=connect_args
