@@ -27,13 +27,16 @@ from prodinf.engine.context import StepContext
 from prodinf.engine.notices import NOTIFICATION_KIND
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import registry
-from prodinf.exceptions import BrokerUnavailable, PermanentError, ValidationError
+from prodinf.engine.runner import Runner
+from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.mail import outbox_dir, render_job_report
 from prodinf.store import JobRow
 from prodinf.store.types import utcnow
 from prodinf.webhooks import encode, signature
+from tests.broker import Broker
 from tests.integration.servers import WebhookReceiver
-from tests.unit.world import World
+from tests.unit.leaks import logged
+from tests.world import World
 
 SECRET = "s3cret-key"
 ADDRESS = "producer@example.org"
@@ -141,28 +144,31 @@ def test_a_retried_job_is_reported_again_when_it_ends_again(kinds: World) -> Non
     assert len(kinds.messages(job_id, "notification.queued")) == 2
 
 
-def test_a_notification_whose_message_is_lost_is_sent_by_the_reconciler(kinds: World) -> None:
+def test_a_notification_whose_message_is_lost_is_sent_by_the_reconciler(
+    kinds: World, broker: Broker
+) -> None:
+    # Given a job with a notification, driven by a worker whose broker (the real
+    # embedded one) cannot store a message when the job ends
     job_id = kinds.submit("ok", notify={"email": [ADDRESS]})
+    worker = Runner(kinds.store, kinds.registry, kinds.settings, broker.publish)
+    with broker.down():
+        # When the job ends
+        assert kinds.drive(job_id, worker)["status"] == "succeeded"  # the job is not held up
 
-    def broker_down_for_email(job: str, queue: str) -> None:
-        if queue == "email":
-            raise BrokerUnavailable("the broker did not confirm")
-        kinds.published.append((job, queue))
-
-    kinds.runner.publish = broker_down_for_email
-    assert kinds.drive(job_id)["status"] == "succeeded"  # the job is not held up
+    # Then its notification job is stored, queued, but no message for it reached the broker
     note = notification_of(kinds, job_id)
     assert note["status"] == "queued"
-    assert (note["id"], "email") not in kinds.published
+    assert broker.messages() == []
 
-    with kinds.store.session() as session:  # the clock passes redrive_after
+    # And when the clock passes redrive_after, the reconciler sends it to the email queue
+    with kinds.store.session() as session:
         session.execute(
             update(JobRow)
             .where(JobRow.id == note["id"])
             .values(next_run_at=utcnow() - timedelta(seconds=1))
         )
-    reconcile(kinds.store, kinds.publish, redrive_after=30.0)
-    assert (note["id"], "email") in kinds.published
+    assert reconcile(kinds.store, broker.publish, redrive_after=30.0) == 1
+    assert broker.messages() == [(note["id"], "email")]
 
 
 # -- delivery ---------------------------------------------------------------------------------
@@ -294,16 +300,23 @@ def test_the_signature_is_hmac_sha256_of_the_body() -> None:
 
 
 def test_credentials_in_a_result_are_masked_in_mail_and_webhook(
-    kinds: World, settings: Settings, hook: WebhookReceiver
+    kinds: World, settings: Settings, hook: WebhookReceiver, logs: pytest.LogCaptureFixture
 ) -> None:
+    # Given a job whose result carries a database URL with its password
     kinds.linear("leaky", Step("s", lambda ctx: {"target": "mysql://u:hunter2@db/x"}))
     job_id = kinds.submit("leaky", notify={"email": [ADDRESS], "webhook": hook.url})
     kinds.drive(job_id)
+
+    # When its notification is delivered
     assert deliver(kinds, job_id)["status"] == "succeeded"
+
+    # Then neither the mail, nor the webhook, nor a log line has the password
     (mail,) = outbox(settings)
     assert b"hunter2" not in mail.as_bytes()
     assert b"hunter2" not in hook.calls[0].body
     assert "mysql://u:***@db/x" in hook.calls[0].json()["job"]["result"]["target"]
+    assert "written to" in logged(logs)  # the delivery was logged, without the password
+    assert "hunter2" not in logged(logs)
 
 
 def test_the_html_summary_escapes_what_the_job_returned() -> None:
@@ -356,10 +369,19 @@ def test_notify_needs_the_notification_kind(world: World) -> None:
     assert caught.value.field == "notify"
 
 
-def test_notify_is_shown_with_the_job_credentials_masked(kinds: World) -> None:
+def test_notify_is_shown_with_the_job_credentials_masked(
+    kinds: World, logs: pytest.LogCaptureFixture
+) -> None:
+    # Given a job submitted with a webhook URL that carries credentials
     job_id = kinds.submit(
         "ok", notify={"webhook": "https://bot:hunter2@hooks.example.org/x", "email": [ADDRESS]}
     )
+
+    # When the job is shown, and when it ends and leaves its notification
     shown = json.dumps(kinds.describe(job_id)["notify"])
+    kinds.drive(job_id)
+
+    # Then the credentials are masked where the job is shown, and in no log line
     assert "hunter2" not in shown
     assert "hooks.example.org" in shown and ADDRESS in shown
+    assert "hunter2" not in logged(logs)

@@ -21,7 +21,7 @@ from prodinf.mail import outbox_dir
 from prodinf.store import StepRow, WatcherRow, WatchRow
 from prodinf.store.types import utcnow
 from tests.integration.servers import StatusServer
-from tests.unit.world import World
+from tests.world import World
 
 
 @pytest.fixture
@@ -121,14 +121,19 @@ def test_a_url_that_keeps_failing_wakes_its_watchers_after_max_errors(
 
 
 def test_failed_looks_back_off(notify: World, status: StatusServer) -> None:
+    # Given a watch whose first look (at submit) failed, every 10 s
     submit(notify, f"{status.base}/missing", max_errors=10, interval=10)
-    before = utcnow()
     time_passes(notify)
-    look_due(notify.store)  # the second failure in a row: 20 s to the next look
+
+    # When its next look fails too: the second failure in a row
+    before = utcnow()
+    look_due(notify.store)
+    after = utcnow()
+
+    # Then the look after it is twice the interval (20 s) from when it failed
     (watch,) = watches(notify)
     assert watch.errors == 2
-    wait = (watch.next_look_at - before).total_seconds()
-    assert 19 < wait < 22
+    assert before + timedelta(seconds=20) <= watch.next_look_at <= after + timedelta(seconds=20)
 
 
 def test_a_cancelled_notification_stops_being_watched(notify: World, status: StatusServer) -> None:
