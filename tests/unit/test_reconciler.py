@@ -1,9 +1,15 @@
-"""The reconciler on a real SQLite store: it publishes each due job once, and only due jobs."""
+"""The reconciler on a real SQLite store and the real embedded broker: it publishes each
+due job once, and only due jobs.
+
+Messages go through prodinf's ``Runtime.publish`` to the embedded broker
+(kombu's filesystem transport, tests/broker.py) and are read back from it;
+``broker.take()`` consumes them, as workers would. A broker that fails is made to
+fail for real (``broker.down()``).
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,81 +17,33 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from prodinf import Flow, Step
+from prodinf import Step
 from prodinf.config import Settings
 from prodinf.engine.context import StepContext
-from prodinf.engine.reconciler import reconcile
-from prodinf.engine.registry import Registry, job_kind
-from prodinf.engine.runner import Runner
-from prodinf.engine.service import Jobs
-from prodinf.exceptions import BrokerUnavailable
-from prodinf.store import JobRow, JobStore, StepRow, upgrade
+from prodinf.store import JobRow, StepRow
 from prodinf.store.types import utcnow
+from tests.broker import Broker
+from tests.conftest import wait_until
+from tests.world import World
 
 REDRIVE = 30.0
 
 
-class Broker:
-    """Stands in for the broker: the messages published, in order."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str]] = []
-        self.down = False
-
-    def publish(self, job_id: str, queue: str) -> None:
-        if self.down:
-            raise BrokerUnavailable("broker did not confirm")
-        self.messages.append((job_id, queue))
-
-    def take(self) -> list[tuple[str, str]]:
-        taken, self.messages = self.messages, []
-        return taken
-
-
-class World:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = JobStore(settings.store_url)
-        upgrade(self.store)
-        self.registry = Registry()
-        self.broker = Broker()
-        self.jobs = Jobs(self.store, self.registry, settings, self.broker.publish)
-        self.runner = Runner(self.store, self.registry, settings, self.broker.publish)
-
-    def linear(self, name: str, *steps: Step, queue: str = "jobs") -> None:
-        job_kind(name, queue=queue, into=self.registry)(lambda _params: Flow.of(*steps))
-
-    def submit(self, kind: str) -> str:
-        summary, _ = self.jobs.submit(kind, {})
-        return str(summary["id"])
-
-    def reconcile(self, queues: list[str] | None = None) -> int:
-        return reconcile(self.store, self.broker.publish, redrive_after=REDRIVE, queues=queues)
-
-    def status(self, job_id: str) -> str:
-        return str(self.store.describe(job_id)["status"])
-
-    def next_run_at(self, job_id: str) -> Any:
-        with self.store.session() as session:
-            return session.scalar(select(JobRow.next_run_at).where(JobRow.id == job_id))
-
-    def pass_time(self, job_id: str, seconds: float = 1.0) -> None:
-        """The clock moves on: the job's due time and its steps' due times are in the past."""
-        past = utcnow() - timedelta(seconds=seconds)
-        with self.store.session() as session:
-            session.execute(
-                update(StepRow)
-                .where(StepRow.job_id == job_id, StepRow.status == "waiting")
-                .values(due_at=past)
-            )
-            session.execute(update(JobRow).where(JobRow.id == job_id).values(next_run_at=past))
-
-
 @pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
-    w = World(settings)
+def world(settings: Settings, broker: Broker) -> Iterator[World]:
+    """The engine on SQLite, publishing to the real embedded broker."""
+    w = World(settings, publish=broker.publish)
     yield w
-    w.store.dispose()
+    w.close()
+
+
+def status(world: World, job_id: str) -> str:
+    return str(world.describe(job_id)["status"])
+
+
+def next_run_at(world: World, job_id: str) -> Any:
+    with world.store.session() as session:
+        return session.scalar(select(JobRow.next_run_at).where(JobRow.id == job_id))
 
 
 def waits_once(reason: str = "remote job running") -> Callable[[StepContext], Any]:
@@ -95,19 +53,21 @@ def waits_once(reason: str = "remote job running") -> Callable[[StepContext], An
     return execute
 
 
-def waiting_job(world: World, kind: str = "poller", queue: str = "jobs") -> str:
+def waiting_job(world: World, broker: Broker, kind: str = "poller", queue: str = "jobs") -> str:
     if kind not in world.registry:
         world.linear(kind, Step("poll", waits_once()), queue=queue)
     job_id = world.submit(kind)
     world.runner.drive(job_id)
-    assert world.status(job_id) == "waiting"
-    world.broker.take()
+    assert status(world, job_id) == "waiting"
+    broker.take()
     return job_id
 
 
-def test_a_due_waiting_job_is_published_once_however_often_reconcile_runs(world: World) -> None:
+def test_a_due_waiting_job_is_published_once_however_often_reconcile_runs(
+    world: World, broker: Broker
+) -> None:
     # Given a waiting job whose due time has passed
-    job_id = waiting_job(world)
+    job_id = waiting_job(world, broker)
     world.pass_time(job_id)
 
     # When the reconciler runs twice
@@ -115,16 +75,16 @@ def test_a_due_waiting_job_is_published_once_however_often_reconcile_runs(world:
 
     # Then the job was published once, and will not be again before redrive_after
     assert (first, second) == (1, 0)
-    assert world.broker.take() == [(job_id, "jobs")]
-    assert world.next_run_at(job_id) > utcnow() + timedelta(seconds=REDRIVE - 5)
+    assert broker.take() == [(job_id, "jobs")]
+    assert next_run_at(world, job_id) > utcnow() + timedelta(seconds=REDRIVE - 5)
 
     # And the message it got drives it to the end
     world.runner.drive(job_id)
-    assert world.status(job_id) == "succeeded"
+    assert status(world, job_id) == "succeeded"
 
 
-def test_concurrent_reconcilers_publish_a_due_job_once(world: World) -> None:
-    job_ids = [waiting_job(world) for _ in range(5)]
+def test_concurrent_reconcilers_publish_a_due_job_once(world: World, broker: Broker) -> None:
+    job_ids = [waiting_job(world, broker) for _ in range(5)]
     for job_id in job_ids:
         world.pass_time(job_id)
     start = threading.Barrier(4)
@@ -141,36 +101,37 @@ def test_concurrent_reconcilers_publish_a_due_job_once(world: World) -> None:
         t.join(10)
 
     assert sum(counts) == 5
-    assert sorted(world.broker.take()) == sorted((job_id, "jobs") for job_id in job_ids)
+    assert sorted(broker.take()) == sorted((job_id, "jobs") for job_id in job_ids)
 
 
-def test_a_job_not_yet_due_is_not_published(world: World) -> None:
-    job_id = waiting_job(world)
+def test_a_job_not_yet_due_is_not_published(world: World, broker: Broker) -> None:
+    job_id = waiting_job(world, broker)
 
     assert world.reconcile() == 0
-    assert world.broker.take() == []
-    assert world.status(job_id) == "waiting"
+    assert broker.take() == []
+    assert status(world, job_id) == "waiting"
 
 
-def test_queues_limit_what_a_reconciler_publishes(world: World) -> None:
-    mail = waiting_job(world, "mail", queue="email")
-    copy = waiting_job(world, "copy", queue="handover")
+def test_queues_limit_what_a_reconciler_publishes(world: World, broker: Broker) -> None:
+    mail = waiting_job(world, broker, "mail", queue="email")
+    copy = waiting_job(world, broker, "copy", queue="handover")
     for job_id in (mail, copy):
         world.pass_time(job_id)
 
     assert world.reconcile(queues=["email"]) == 1
-    assert world.broker.take() == [(mail, "email")]
+    assert broker.take() == [(mail, "email")]
     assert world.reconcile(queues=["event"]) == 0
     assert world.reconcile(queues=["handover", "event"]) == 1
-    assert world.broker.take() == [(copy, "handover")]
+    assert broker.take() == [(copy, "handover")]
 
 
 def test_a_queued_job_whose_message_was_lost_is_published_after_redrive_after(
     world: World,
+    broker: Broker,
 ) -> None:
     world.linear("quick", Step("a", lambda ctx: 1))
     job_id = world.submit("quick")
-    world.broker.take()  # the message is lost: no worker will ever see it
+    broker.take()  # the message is lost: no worker will ever see it
 
     # Before redrive_after the reconciler trusts the message
     assert world.reconcile() == 0
@@ -178,12 +139,14 @@ def test_a_queued_job_whose_message_was_lost_is_published_after_redrive_after(
     # After it, the job is published again, and driving it finishes it
     world.pass_time(job_id)
     assert world.reconcile() == 1
-    assert world.broker.take() == [(job_id, "jobs")]
+    assert broker.take() == [(job_id, "jobs")]
     world.runner.drive(job_id)
-    assert world.status(job_id) == "succeeded"
+    assert status(world, job_id) == "succeeded"
 
 
-def test_a_job_whose_worker_died_is_published_when_its_lease_runs_out(world: World) -> None:
+def test_a_job_whose_worker_died_is_published_when_its_lease_runs_out(
+    world: World, broker: Broker
+) -> None:
     # Given a worker inside a step (its thread blocks; a 60 s lease means its heartbeat,
     # every 20 s, does not tick during the test)
     entered, release = threading.Event(), threading.Event()
@@ -198,13 +161,8 @@ def test_a_job_whose_worker_died_is_published_when_its_lease_runs_out(world: Wor
 
     world.linear("work", Step("work", work))
     job_id = world.submit("work")
-    world.broker.take()
-    stalled = Runner(
-        world.store,
-        world.registry,
-        world.settings.model_copy(update={"lease_seconds": 60.0}),
-        world.broker.publish,
-    )
+    broker.take()
+    stalled = world.new_runner(world.settings.model_copy(update={"lease_seconds": 60.0}))
     thread = threading.Thread(target=stalled.drive, args=(job_id,))
     thread.start()
     try:
@@ -224,62 +182,73 @@ def test_a_job_whose_worker_died_is_published_when_its_lease_runs_out(world: Wor
 
         # Then the reconciler publishes it, and another worker finishes it
         assert world.reconcile() == 1
-        assert world.broker.take() == [(job_id, "jobs")]
+        assert broker.take() == [(job_id, "jobs")]
         world.runner.drive(job_id)
-        assert world.status(job_id) == "succeeded"
+        assert status(world, job_id) == "succeeded"
         assert world.store.describe(job_id)["result"] == 2
     finally:
         release.set()
         thread.join(10)
 
 
-def test_finished_jobs_are_never_published(world: World) -> None:
+def test_finished_jobs_are_never_published(world: World, broker: Broker) -> None:
     world.linear("quick", Step("a", lambda ctx: 1))
     done = world.submit("quick")
     world.runner.drive(done)
-    cancelled = waiting_job(world)
+    cancelled = waiting_job(world, broker)
     world.jobs.cancel(cancelled)
     for job_id in (done, cancelled):
         world.pass_time(job_id)  # even with a due time left in the row
-    world.broker.take()
+    broker.take()
 
     assert world.reconcile() == 0
-    assert world.broker.take() == []
+    assert broker.take() == []
 
 
-def test_a_publish_that_fails_is_tried_again_after_redrive_after(world: World) -> None:
-    job_id = waiting_job(world)
+def test_a_publish_that_fails_is_tried_again_after_redrive_after(
+    world: World, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a due waiting job, and a broker that cannot store a message
+    job_id = waiting_job(world, broker)
     world.pass_time(job_id)
-    world.broker.down = True
+    with broker.down():
+        # When the reconciler runs
+        published = world.reconcile()
 
+    # Then it published nothing, said why, and nothing reached the broker
+    assert published == 0
+    assert broker.messages() == []
+    assert f"reconciler could not publish job {job_id}" in caplog.text
+
+    # And once the broker is back, the job is not published at once (it was claimed
+    # for redrive_after), but it is once redrive_after has passed
     assert world.reconcile() == 0
-
-    world.broker.down = False
-    assert world.reconcile() == 0  # not at once: it was claimed for redrive_after
     world.pass_time(job_id)
     assert world.reconcile() == 1
-    assert world.broker.take() == [(job_id, "jobs")]
+    assert broker.take() == [(job_id, "jobs")]
 
 
-def test_reconcile_and_workers_carry_a_waiting_job_to_the_end(world: World) -> None:
+def test_reconcile_and_workers_carry_a_waiting_job_to_the_end(world: World, broker: Broker) -> None:
     # The embedded loop: reconcile, then every published message drives its job.
     def nap(ctx: StepContext) -> Any:
         return "awake" if ctx.state.get("slept") else ctx.wait(0.3, "napping", slept=True)
 
     world.linear("nap", Step("nap", nap))
     job_id = world.submit("nap")
-    deadline = time.monotonic() + 5
-    while world.status(job_id) != "succeeded" and time.monotonic() < deadline:
-        world.reconcile()
-        for message, _queue in world.broker.take():
-            world.runner.drive(message)
-        time.sleep(0.05)
 
-    assert world.status(job_id) == "succeeded"
+    def loop() -> bool:
+        world.reconcile()
+        for message, _queue in broker.take():
+            world.runner.drive(message)
+        return status(world, job_id) == "succeeded"
+
+    wait_until(loop, 10, "reconcile and workers to finish the nap", interval=0.05)
     assert world.store.describe(job_id)["result"] == "awake"
 
 
-def test_a_wait_in_one_branch_comes_due_while_another_branch_runs(world: World) -> None:
+def test_a_wait_in_one_branch_comes_due_while_another_branch_runs(
+    world: World, broker: Broker
+) -> None:
     # Given a graph: a long step on one worker (3 s lease, renewed every second), and in a
     # parallel branch a poll that waits half a second
     entered, release = threading.Event(), threading.Event()
@@ -294,7 +263,7 @@ def test_a_wait_in_one_branch_comes_due_while_another_branch_runs(world: World) 
 
     world.linear("split", Step("long", long, after=()), Step("poll", poll, after=()))
     job_id = world.submit("split")
-    world.broker.take()
+    broker.take()
     busy = threading.Thread(target=world.runner.drive, args=(job_id,))
     busy.start()
     try:
@@ -306,11 +275,19 @@ def test_a_wait_in_one_branch_comes_due_while_another_branch_runs(world: World) 
             )
         assert poll_due is not None
 
-        # When the poll's due time passes while the long step still runs (and heartbeats)
-        time.sleep(max(0.0, (poll_due - utcnow()).total_seconds()) + 1.2)
+        # When the poll's due time has passed and the long step's heartbeat has renewed
+        # its lease since (a renewal writes "now + lease")
+        lease = timedelta(seconds=world.settings.lease_seconds)
+
+        def renewed_after_due() -> bool:
+            until = world.lease_until(job_id, "long")
+            return until is not None and until - lease > poll_due
+
+        wait_until(renewed_after_due, 10, "a renewal of the long step after the poll is due")
 
         # Then the reconciler publishes the job, and the poll runs on time
         assert world.reconcile() == 1, "the due poll waits for the long step's lease"
+        assert broker.take()[-1] == (job_id, "jobs")
         world.runner.drive(job_id)
         assert world.store.describe(job_id)["steps"][1]["status"] == "succeeded"
     finally:

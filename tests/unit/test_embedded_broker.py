@@ -1,0 +1,46 @@
+"""The embedded broker as the tests use it (tests/broker.py): what ``messages`` reads is
+what a worker consumes, and ``down()`` is a real failure that prodinf reports.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from prodinf.exceptions import BrokerUnavailable
+from prodinf.runtime import RUN_JOB
+from tests.broker import Broker
+
+
+def test_a_published_message_is_what_a_worker_would_consume(broker: Broker) -> None:
+    # Given run messages published through prodinf's Runtime to two queues
+    broker.publish("job-1", "jobs")
+    broker.publish("job-2", "email")
+
+    # When the tests read the broker, and when a kombu consumer takes from the jobs queue
+    held = sorted(broker.messages())
+    with broker.runtime.celery.connection_for_read() as conn:
+        message = conn.default_channel.basic_get("jobs", no_ack=True)
+
+    # Then both see the message: a run_job task for the job, on its queue
+    assert held == [("job-1", "jobs"), ("job-2", "email")]
+    assert message is not None
+    assert message.headers["task"] == RUN_JOB
+    assert message.decode()[0] == ["job-1"]
+    assert broker.messages() == [("job-2", "email")]
+
+
+def test_a_broker_that_is_down_refuses_and_keeps_what_it_held(broker: Broker) -> None:
+    # Given a broker holding one message
+    broker.publish("job-1", "jobs")
+
+    # When it cannot store a message
+    with broker.down(), pytest.raises(BrokerUnavailable) as caught:
+        broker.publish("job-2", "jobs")
+
+    # Then publishing says so, and once it is back it still holds the first message
+    # and takes new ones
+    assert "broker unavailable" in str(caught.value)
+    assert broker.messages() == [("job-1", "jobs")]
+    broker.publish("job-3", "jobs")
+    assert sorted(broker.take()) == [("job-1", "jobs"), ("job-3", "jobs")]
+    assert broker.messages() == []
