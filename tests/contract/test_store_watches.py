@@ -1,0 +1,77 @@
+"""The job store contract for URL watches, on every backend: one watch per URL however
+many steps wait on it, looked at once per interval against a real HTTP server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from prodinf.engine.reconciler import reconcile
+from prodinf.engine.watches import look_due
+from prodinf.store import WatcherRow, WatchRow
+from prodinf.store.types import utcnow
+from tests.contract.lab import at_once
+from tests.integration.servers import StatusServer
+from tests.world import World
+
+
+def test_url_watches_are_shared_and_wake_their_steps(world: World) -> None:
+    # Given five jobs waiting on one URL, and two on a URL that answers 404
+    server = StatusServer()
+    server.start()
+    try:
+        shared, missing = f"{server.base}/job/w?running=1", f"{server.base}/missing"
+        jobs = world.jobs
+        ids = [jobs.submit("watcher", {"url": shared})[0]["id"] for _ in range(5)]
+        bad = [jobs.submit("watcher", {"url": missing})[0]["id"] for _ in range(2)]
+        runner = world.runner
+        for job_id in ids + bad:
+            runner.drive(job_id)
+        assert {world.store.describe(j)["status"] for j in ids + bad} == {"waiting"}
+
+        def looks() -> int:
+            with world.store.session() as session:
+                session.execute(
+                    update(WatchRow).values(next_look_at=utcnow() - timedelta(seconds=1))
+                )
+            return look_due(world.store)
+
+        # When the watches are looked at: once per URL (running; 404)
+        assert looks() == 2
+        assert server.looked("/job/w") == 1
+        # then again (complete; a second 404, which is max_errors)
+        assert looks() == 2
+        assert server.looked("/job/w") == 2 and server.looked("/missing") == 2
+    finally:
+        server.stop()
+
+    # Then every step was woken with what its URL said, and the watches are gone
+    world.published.clear()
+    assert reconcile(world.store, world.publish, redrive_after=60.0) == 7
+    for job_id in ids + bad:
+        runner.drive(job_id)
+    results = [world.store.describe(j)["result"] for j in ids + bad]
+    assert [r["outcome"] for r in results] == ["complete"] * 5 + ["failed"] * 2
+    assert all(r["document"]["status"] == "complete" for r in results[:5])
+    assert "answered HTTP 404" in results[5]["reason"]
+    with world.store.session() as session:
+        assert session.scalars(select(WatchRow)).all() == []
+        assert session.scalars(select(WatcherRow)).all() == []
+
+
+def test_steps_that_start_watching_one_new_url_at_once_share_one_watch(world: World) -> None:
+    # Given six jobs about to watch the same URL, which nobody watches yet
+    url = f"http://127.0.0.1:9/race-{uuid.uuid4().hex}"
+    ids = [world.jobs.submit("watcher", {"url": url})[0]["id"] for _ in range(6)]
+
+    # When six runners record their waits at the same instant
+    at_once(6, lambda i: world.new_runner().drive(ids[i]))
+
+    # Then every step waits, watching the one watch of that URL
+    assert {world.store.describe(j)["status"] for j in ids} == {"waiting"}
+    with world.store.session() as session:
+        assert len(session.scalars(select(WatchRow)).all()) == 1
+        assert len(session.scalars(select(WatcherRow)).all()) == 6
