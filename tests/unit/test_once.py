@@ -40,6 +40,7 @@ def test_once_runs_a_side_effect_once_across_re_executions(world: World) -> None
 
 
 def test_once_survives_a_failure_after_the_effect(world: World) -> None:
+    # Given a step that submits a remote job once, then fails its first poll
     submitted: list[int] = []
 
     def submit_remote_job() -> int:
@@ -57,7 +58,9 @@ def test_once_survives_a_failure_after_the_effect(world: World) -> None:
     assert world.drive(job_id)["status"] == "waiting"
     world.pass_time(job_id)
 
+    # When its retry runs
     job = world.drive(job_id)
 
+    # Then the remote job was submitted once, and the retry got its id
     assert submitted == [1]
     assert job["result"] == {"remote_id": 1234}

@@ -22,6 +22,7 @@ from tests.world import World
 
 
 def test_a_step_returning_a_non_json_output_fails_with_a_clear_message(world: World) -> None:
+    # Given a step that returns an object JSON cannot carry, with retries
     calls = counter()
 
     def handle(ctx: StepContext) -> Any:
@@ -30,8 +31,10 @@ def test_a_step_returning_a_non_json_output_fails_with_a_clear_message(world: Wo
 
     world.linear("leaky", Step("open", handle, retry=Retry(attempts=3)))
 
+    # When it runs
     job = world.drive(world.submit("leaky"))
 
+    # Then the job failed at once, saying which step and why
     assert job["status"] == "failed"
     assert job["error"]["type"] == "PermanentError"
     assert job["error"]["message"].startswith("step open returned a non-JSON output")
@@ -45,10 +48,13 @@ def test_a_step_returning_a_non_finite_number_fails_with_a_clear_message(
 ) -> None:
     # NaN and Infinity are not JSON: PostgreSQL's JSONB refuses them, and the API
     # would answer a body JSON clients cannot parse.
+    # Given a step that returns NaN or Infinity
     world.linear("nan", Step("ratio", lambda ctx: {"ratio": value}))
 
+    # When it runs
     job = world.drive(world.submit("nan"))
 
+    # Then the job failed, saying the output is not JSON
     assert job["status"] == "failed"
     assert "non-JSON output" in job["error"]["message"]
 
@@ -56,11 +62,14 @@ def test_a_step_returning_a_non_finite_number_fails_with_a_clear_message(
 def test_a_wait_with_non_json_state_fails_the_job_instead_of_crashing_the_worker(
     world: World,
 ) -> None:
+    # Given a step that waits, keeping state JSON cannot carry
     world.linear("bad-wait", Step("poll", lambda ctx: Wait(60, "later", {"conn": object()})))
     job_id = world.submit("bad-wait")
 
+    # When it runs
     job = world.drive(job_id)  # must not raise: the worker would crash on every redelivery
 
+    # Then the job failed, saying why
     assert job["status"] == "failed"
     assert "JSON" in job["error"]["message"]
 

@@ -84,9 +84,12 @@ def test_a_due_waiting_job_is_published_once_however_often_reconcile_runs(
 
 
 def test_concurrent_reconcilers_publish_a_due_job_once(world: World, broker: Broker) -> None:
+    # Given five due waiting jobs
     job_ids = [waiting_job(world, broker) for _ in range(5)]
     for job_id in job_ids:
         world.pass_time(job_id)
+
+    # When four reconcilers run at the same instant
     start = threading.Barrier(4)
     counts: list[int] = []
 
@@ -100,24 +103,29 @@ def test_concurrent_reconcilers_publish_a_due_job_once(world: World, broker: Bro
     for t in threads:
         t.join(10)
 
+    # Then each job was published once in all
     assert sum(counts) == 5
     assert sorted(broker.take()) == sorted((job_id, "jobs") for job_id in job_ids)
 
 
 def test_a_job_not_yet_due_is_not_published(world: World, broker: Broker) -> None:
+    # Given a job waiting for a minute
     job_id = waiting_job(world, broker)
 
+    # When the reconciler runs, then it publishes nothing
     assert world.reconcile() == 0
     assert broker.take() == []
     assert status(world, job_id) == "waiting"
 
 
 def test_queues_limit_what_a_reconciler_publishes(world: World, broker: Broker) -> None:
+    # Given due jobs on the email and the handover queues
     mail = waiting_job(world, broker, "mail", queue="email")
     copy = waiting_job(world, broker, "copy", queue="handover")
     for job_id in (mail, copy):
         world.pass_time(job_id)
 
+    # When a reconciler runs for some queues, then it publishes only their jobs
     assert world.reconcile(queues=["email"]) == 1
     assert broker.take() == [(mail, "email")]
     assert world.reconcile(queues=["event"]) == 0
@@ -126,17 +134,17 @@ def test_queues_limit_what_a_reconciler_publishes(world: World, broker: Broker) 
 
 
 def test_a_queued_job_whose_message_was_lost_is_published_after_redrive_after(
-    world: World,
-    broker: Broker,
+    world: World, broker: Broker
 ) -> None:
+    # Given a queued job whose message was lost
     world.linear("quick", Step("a", lambda ctx: 1))
     job_id = world.submit("quick")
     broker.take()  # the message is lost: no worker will ever see it
 
-    # Before redrive_after the reconciler trusts the message
+    # When the reconciler runs before redrive_after, then it trusts the message
     assert world.reconcile() == 0
 
-    # After it, the job is published again, and driving it finishes it
+    # When it runs after, then the job is published again, and driving it finishes it
     world.pass_time(job_id)
     assert world.reconcile() == 1
     assert broker.take() == [(job_id, "jobs")]
@@ -192,6 +200,7 @@ def test_a_job_whose_worker_died_is_published_when_its_lease_runs_out(
 
 
 def test_finished_jobs_are_never_published(world: World, broker: Broker) -> None:
+    # Given a succeeded and a cancelled job, both with a due time left in the row
     world.linear("quick", Step("a", lambda ctx: 1))
     done = world.submit("quick")
     world.runner.drive(done)
@@ -201,6 +210,7 @@ def test_finished_jobs_are_never_published(world: World, broker: Broker) -> None
         world.pass_time(job_id)  # even with a due time left in the row
     broker.take()
 
+    # When the reconciler runs, then it publishes neither
     assert world.reconcile() == 0
     assert broker.take() == []
 
@@ -233,9 +243,11 @@ def test_reconcile_and_workers_carry_a_waiting_job_to_the_end(world: World, brok
     def nap(ctx: StepContext) -> Any:
         return "awake" if ctx.state.get("slept") else ctx.wait(0.3, "napping", slept=True)
 
+    # Given a job whose step naps 0.3 s
     world.linear("nap", Step("nap", nap))
     job_id = world.submit("nap")
 
+    # When the reconciler runs and a worker drives whatever it publishes, repeatedly
     def loop() -> bool:
         world.reconcile()
         for message, _queue in broker.take():
@@ -243,6 +255,8 @@ def test_reconcile_and_workers_carry_a_waiting_job_to_the_end(world: World, brok
         return status(world, job_id) == "succeeded"
 
     wait_until(loop, 10, "reconcile and workers to finish the nap", interval=0.05)
+
+    # Then the job ends with the nap over
     assert world.store.describe(job_id)["result"] == "awake"
 
 

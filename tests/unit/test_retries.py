@@ -70,6 +70,7 @@ def test_a_transient_failure_is_retried_with_backoff_then_succeeds(world: World)
 
 
 def test_any_exception_is_transient_and_retried_until_attempts_run_out(world: World) -> None:
+    # Given a step that always raises an exception prodinf does not know, 3 attempts
     calls = counter()
 
     def broken(ctx: StepContext) -> None:
@@ -79,11 +80,13 @@ def test_any_exception_is_transient_and_retried_until_attempts_run_out(world: Wo
     world.linear("broken", Step("call", broken, retry=Retry(attempts=3, backoff=0.01)))
     job_id = world.submit("broken")
 
+    # When it is driven, and time passes, until it stops waiting
     job = world.drive(job_id)
     while job["status"] == "waiting":
         world.pass_time(job_id)
         job = world.drive(job_id)
 
+    # Then it was tried three times and the job failed, saying so
     assert calls == {"broken": 3}
     assert job["status"] == "failed"
     assert job["error"] == {
@@ -104,6 +107,7 @@ def test_any_exception_is_transient_and_retried_until_attempts_run_out(world: Wo
 
 
 def test_a_permanent_error_fails_at_once_without_retry(world: World) -> None:
+    # Given a step that fails for good, with five attempts allowed
     calls = counter()
 
     def refuse(ctx: StepContext) -> None:
@@ -114,8 +118,10 @@ def test_a_permanent_error_fails_at_once_without_retry(world: World) -> None:
         "strict", Step("check", refuse, retry=Retry(attempts=5)), Step("next", lambda ctx: 1)
     )
 
+    # When it is driven
     job = world.drive(world.submit("strict"))
 
+    # Then it ran once, and the job failed without a retry
     assert calls == {"refuse": 1}
     assert job["status"] == "failed"
     assert job["error"]["type"] == "PermanentError"
@@ -126,14 +132,17 @@ def test_a_permanent_error_fails_at_once_without_retry(world: World) -> None:
 
 
 def test_a_transient_error_may_say_when_to_try_again(world: World) -> None:
+    # Given a step whose error asks to be tried again in two minutes (backoff: 1 s)
     def throttled(ctx: StepContext) -> None:
         raise TransientError("429 from the archive", retry_after=120)
 
     world.linear("throttled", Step("call", throttled, retry=Retry(backoff=1)))
 
+    # When it fails
     before = utcnow()
     step = world.drive(world.submit("throttled"))["steps"][0]
 
+    # Then its next try is no sooner than the error asked
     assert when(step["due_at"]) >= before + timedelta(seconds=120)
 
 
@@ -169,6 +178,7 @@ def test_a_step_that_waits_past_its_deadline_fails(world: World) -> None:
 
 
 def test_a_transient_failure_past_the_deadline_is_not_retried(world: World) -> None:
+    # Given a step that keeps failing, with ten attempts but a 60 s deadline
     calls = counter()
 
     def busy(ctx: StepContext) -> None:
@@ -179,10 +189,12 @@ def test_a_transient_failure_past_the_deadline_is_not_retried(world: World) -> N
     job_id = world.submit("late")
     assert world.drive(job_id)["status"] == "waiting"
 
+    # When it fails again after its deadline has passed
     move_first_attempt_back(world, job_id, 61)
     world.pass_time(job_id)
     job = world.drive(job_id)
 
+    # Then it is not retried: the job failed after two tries
     assert calls == {"busy": 2}
     assert job["status"] == "failed"
     assert job["steps"][0]["attempts"] == 2

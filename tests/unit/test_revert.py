@@ -69,6 +69,7 @@ def test_a_permanent_failure_reverts_earlier_steps_latest_first(world: World) ->
 
 
 def test_only_steps_with_a_revert_are_undone(world: World) -> None:
+    # Given an undoable step, a step without a revert, and a step that fails for good
     done: list[str] = []
     undone: list[tuple[str, Any]] = []
     world.linear(
@@ -78,8 +79,10 @@ def test_only_steps_with_a_revert_are_undone(world: World) -> None:
         Step("check", fail_for_good),
     )
 
+    # When it runs
     job = world.drive(world.submit("mixed"))
 
+    # Then only the undoable step was undone; the other stays succeeded
     assert [name for name, _ in undone] == ["copy"]
     assert job["status"] == "reverted"
     assert [s["status"] for s in job["steps"]] == ["reverted", "succeeded", "failed"]
@@ -88,6 +91,8 @@ def test_only_steps_with_a_revert_are_undone(world: World) -> None:
 def test_a_revert_that_raises_leaves_the_step_revert_failed_and_the_job_failed(
     world: World,
 ) -> None:
+    # Given a step whose revert fails (naming a URL with its password), and a
+    # step after it that fails for good
     def cannot_undo(ctx: StepContext) -> None:
         raise RuntimeError(f"drop database on {SECRET_URL} refused")
 
@@ -98,8 +103,10 @@ def test_a_revert_that_raises_leaves_the_step_revert_failed_and_the_job_failed(
     )
     job_id = world.submit("stuck-copy")
 
+    # When it runs
     job = world.drive(job_id)
 
+    # Then the step is revert_failed, the job failed, and the password is masked
     assert job["status"] == "failed"
     copy = job["steps"][0]
     assert copy["status"] == "revert_failed"
@@ -136,10 +143,13 @@ def test_a_failed_revert_means_the_job_is_failed_even_if_other_reverts_worked(
 
 
 def test_with_nothing_to_revert_a_permanent_failure_leaves_the_job_failed(world: World) -> None:
+    # Given a step without a revert, then one that fails for good
     world.linear("plain", Step("a", lambda ctx: 1), Step("b", fail_for_good))
 
+    # When it runs
     job = world.drive(world.submit("plain"))
 
+    # Then the job failed, and nothing was reverted
     assert job["status"] == "failed"
     assert [s["status"] for s in job["steps"]] == ["succeeded", "failed"]
     assert "step.reverting" not in [e for e, _ in world.events(job["id"])]

@@ -66,6 +66,7 @@ def test_linear_flow_succeeds_with_the_last_steps_output_as_result(world: World)
 
 
 def test_params_reach_steps_validated(world: World) -> None:
+    # Given a kind whose params are a model, and a step that reads them
     class Greeting(BaseModel):
         model_config = ConfigDict(extra="forbid")
         name: str
@@ -77,21 +78,26 @@ def test_params_reach_steps_validated(world: World) -> None:
 
     world.linear("greet", Step("say", say), params=Greeting)
 
+    # When a job is submitted with params and driven
     job = world.drive(world.submit("greet", {"name": "ada", "times": 2}))
 
+    # Then the params were validated into the model the step read
     assert job["params"] == {"name": "ada", "times": 2}
     assert job["result"] == "hi ada hi ada"
 
 
 def test_driving_a_finished_or_unknown_job_does_nothing(world: World) -> None:
+    # Given a job that has finished
     calls = counter()
     world.linear("once", Step("a", lambda ctx: count(calls, "a")))
     job_id = world.submit("once")
     world.drive(job_id)
 
+    # When it is driven again, and a job that does not exist is driven
     job = world.drive(job_id)
     world.runner.drive("no-such-job")
 
+    # Then nothing ran again, and nothing failed
     assert job["status"] == "succeeded" and calls == {"a": 1}
 
 
@@ -137,11 +143,14 @@ def diamond(world: World, left: Callable[[StepContext], Any] | None = None) -> d
 
 
 def test_graph_fans_out_and_the_join_sees_both_branches(world: World) -> None:
+    # Given a diamond: root, then left and right in parallel, then join
     diamond(world)
     job_id = world.submit("diamond")
 
+    # When one worker drives it
     job = world.drive(job_id)
 
+    # Then every step ran, and the join saw the outputs of both branches
     assert job["status"] == "succeeded"
     assert job["result"] == {"sum": 110, "seen": ["left", "right", "root"]}
     # submit published once; when two branches became ready, the runner published again
@@ -189,6 +198,7 @@ def test_a_second_worker_takes_the_other_branch_while_the_first_is_busy(world: W
 
 
 def test_a_flow_with_two_sinks_has_a_dict_of_their_outputs_as_result(world: World) -> None:
+    # Given a flow that ends in two steps, neither after the other
     world.linear(
         "two-sinks",
         Step("root", lambda ctx: 2),
@@ -196,13 +206,16 @@ def test_a_flow_with_two_sinks_has_a_dict_of_their_outputs_as_result(world: Worl
         Step("cube", lambda ctx: ctx.outputs["root"] ** 3, after=("root",)),
     )
 
+    # When it runs
     job = world.drive(world.submit("two-sinks"))
 
+    # Then its result is both steps' outputs, by name
     assert job["status"] == "succeeded"
     assert job["result"] == {"square": 4, "cube": 8}
 
 
 def test_a_kind_can_shape_its_result_from_all_outputs(world: World) -> None:
+    # Given a kind that makes its result from all its outputs
     world.linear(
         "shaped",
         Step("a", lambda ctx: 1),
@@ -210,6 +223,8 @@ def test_a_kind_can_shape_its_result_from_all_outputs(world: World) -> None:
         result=lambda outputs: {"total": outputs["a"] + outputs["b"]},
     )
 
+    # When it runs
     job = world.drive(world.submit("shaped"))
 
+    # Then the result is what the kind made
     assert job["result"] == {"total": 3}

@@ -46,10 +46,14 @@ class Copy(BaseModel):
 
 
 def test_an_idempotency_key_returns_the_existing_job(world: World) -> None:
+    # Given a kind
     world.linear("copy", Step("copy", lambda ctx: 1), params=Copy)
+
+    # When the same job is submitted twice with one idempotency key
     first, created = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
     again, created_again = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
 
+    # Then the second submit returns the first job: one job, one message
     assert created is True and created_again is False
     assert again["id"] == first["id"]
     assert world.store.list_jobs()[1] == 1
@@ -57,24 +61,30 @@ def test_an_idempotency_key_returns_the_existing_job(world: World) -> None:
 
 
 def test_an_idempotency_key_used_for_another_kind_is_a_conflict(world: World) -> None:
+    # Given a job submitted with a key
     world.linear("copy", Step("copy", lambda ctx: 1), params=Copy)
     world.linear("other", Step("a", lambda ctx: 1))
     world.jobs.submit("copy", {"database": "a"}, idempotency_key="shared")
 
+    # When the key is used to submit a job of another kind
     with pytest.raises(Conflict) as caught:
         world.jobs.submit("other", {}, idempotency_key="shared")
 
+    # Then it is a conflict naming the key, and no second job is made
     assert caught.value.field == "idempotency_key"
     assert world.store.list_jobs()[1] == 1
 
 
 @pytest.mark.parametrize("key", ["", "k" * 201, 42])
 def test_a_bad_idempotency_key_names_the_field(world: World, key: Any) -> None:
+    # Given a kind
     world.linear("copy", Step("copy", lambda ctx: 1), params=Copy)
 
+    # When a job is submitted with an empty, too long or non-text key
     with pytest.raises(ValidationError) as caught:
         world.jobs.submit("copy", {"database": "a"}, idempotency_key=key)
 
+    # Then it is refused naming the key, and nothing is stored or sent
     assert caught.value.field == "idempotency_key"
     assert world.store.list_jobs()[1] == 0 and world.published == []
 
@@ -90,11 +100,14 @@ def test_a_bad_idempotency_key_names_the_field(world: World, key: Any) -> None:
     ],
 )
 def test_invalid_params_name_the_field(world: World, params: Any, field: str) -> None:
+    # Given a kind whose params are a model
     world.linear("copy", Step("copy", lambda ctx: 1), params=Copy)
 
+    # When a job is submitted with params the model refuses
     with pytest.raises(ValidationError) as caught:
         world.jobs.submit("copy", params)
 
+    # Then it is refused naming the first bad field, and nothing is stored
     assert caught.value.field == field
     assert caught.value.message.startswith(field)
     assert world.store.list_jobs()[1] == 0
@@ -102,24 +115,30 @@ def test_invalid_params_name_the_field(world: World, params: Any, field: str) ->
 
 @pytest.mark.parametrize("kind", ["nope", ""])
 def test_an_unknown_kind_names_the_kind_field(world: World, kind: str) -> None:
+    # Given no such kind, when a job of it is submitted
     with pytest.raises(ValidationError) as caught:
         world.jobs.submit(kind, {})
 
+    # Then it is refused naming the kind
     assert caught.value.field == "kind"
 
 
 def test_unknown_kind_is_a_validation_error() -> None:
+    """An unknown kind is bad input: the API answers it as a 4xx naming the field."""
     assert issubclass(UnknownKind, ValidationError)
 
 
 def test_submit_records_who_submitted_and_queues_by_settings(
     world: World, settings: Settings
 ) -> None:
+    # Given a kind on the email queue, which settings name "mail-prod"
     world.linear("mail", Step("send", lambda ctx: 1), queue="email")
     world.jobs.settings = settings.model_copy(update={"queue_email": "mail-prod"})
 
+    # When someone submits a job of it
     summary, _ = world.jobs.submit("mail", {}, submitted_by="ada")
 
+    # Then the job is on the configured queue, saying who submitted it
     job = world.describe(summary["id"])
     assert job["queue"] == "mail-prod" and job["submitted_by"] == "ada"
     assert world.published == [(summary["id"], "mail-prod")]
@@ -153,12 +172,15 @@ def test_a_job_is_not_kept_when_the_broker_refuses_its_message(
 
 
 def test_cancelling_a_queued_job_cancels_it_at_once(world: World) -> None:
+    # Given a job no worker has started
     calls = counter()
     world.linear("todo", Step("a", lambda ctx: count(calls, "a")), Step("b", lambda ctx: 2))
     job_id = world.submit("todo")
 
+    # When it is cancelled
     summary = world.jobs.cancel(job_id)
 
+    # Then it is cancelled at once, every step with it
     assert summary["status"] == "cancelled"
     job = world.describe(job_id)
     assert [s["status"] for s in job["steps"]] == ["cancelled", "cancelled"]
@@ -170,6 +192,7 @@ def test_cancelling_a_queued_job_cancels_it_at_once(world: World) -> None:
 
 
 def test_cancelling_a_waiting_job_cancels_it_at_once(world: World) -> None:
+    # Given a job waiting for a remote job
     calls = counter()
 
     def poll(ctx: StepContext) -> Any:
@@ -180,8 +203,10 @@ def test_cancelling_a_waiting_job_cancels_it_at_once(world: World) -> None:
     job_id = world.submit("poller")
     assert world.drive(job_id)["status"] == "waiting"
 
+    # When it is cancelled, then it is cancelled at once
     assert world.jobs.cancel(job_id)["status"] == "cancelled"
 
+    # And when its wait would have come due, nothing runs
     world.pass_time(job_id)
     job = world.drive(job_id)
     assert job["status"] == "cancelled"
@@ -230,10 +255,12 @@ def test_cancelling_a_running_job_stops_it_after_the_current_step(world: World) 
 
 
 def test_cancelling_a_finished_job_is_a_conflict(world: World) -> None:
+    # Given a job that succeeded
     world.linear("fine", Step("a", lambda ctx: 1))
     job_id = world.submit("fine")
     world.drive(job_id)
 
+    # When it is cancelled, then it is a conflict (each time); an unknown job is not found
     with pytest.raises(Conflict) as caught:
         world.jobs.cancel(job_id)
     assert caught.value.field == "id"
@@ -357,13 +384,16 @@ def test_retry_resumes_a_failed_job_without_rerunning_what_stays_done(world: Wor
 
 
 def test_retry_of_a_cancelled_job_runs_it(world: World) -> None:
+    # Given a job cancelled before it ran
     world.linear("todo", Step("a", lambda ctx: "a"), Step("b", lambda ctx: "b"))
     job_id = world.submit("todo")
     world.jobs.cancel(job_id)
 
+    # When it is retried and driven
     world.jobs.retry(job_id)
     job = world.drive(job_id)
 
+    # Then it runs to the end, no longer asked to stop
     assert job["status"] == "succeeded" and job["result"] == "b"
     assert job["cancel_requested"] is False
 
@@ -421,6 +451,7 @@ def test_after_retry_no_step_runs_before_the_steps_it_depends_on_are_redone(
 
 
 def test_retry_of_an_active_or_succeeded_job_is_a_conflict(world: World) -> None:
+    # Given a queued, a waiting and a succeeded job
     world.linear("ok", Step("a", lambda ctx: ctx.wait(60, "later") if not ctx.state else 1))
     queued = world.submit("ok")
     waiting = world.submit("ok")
@@ -429,6 +460,7 @@ def test_retry_of_an_active_or_succeeded_job_is_a_conflict(world: World) -> None
     succeeded = world.submit("fine")
     world.drive(succeeded)
 
+    # When each is retried, then it is a conflict naming the id; an unknown job is not found
     for job_id in (queued, waiting, succeeded):
         with pytest.raises(Conflict) as caught:
             world.jobs.retry(job_id)
@@ -438,12 +470,14 @@ def test_retry_of_an_active_or_succeeded_job_is_a_conflict(world: World) -> None
 
 
 def test_retry_of_a_running_job_is_a_conflict(world: World) -> None:
+    # Given a job whose step is running on a worker
     gate = Gate()
     world.linear("long", Step("work", lambda ctx: gate.hold()))
     job_id = world.submit("long")
     other = Background(world.new_runner(), job_id)
     assert gate.entered.wait(5)
     try:
+        # When it is retried, then it is a conflict that says it is running
         with pytest.raises(Conflict, match="is running"):
             world.jobs.retry(job_id)
     finally:

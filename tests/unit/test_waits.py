@@ -77,6 +77,7 @@ def test_a_step_that_waits_gives_its_worker_back_until_due(world: World) -> None
 
 
 def test_history_records_each_distinct_wait_reason(world: World) -> None:
+    # Given a step that finds the remote job queued, running three times, then complete
     answers = iter(["queued", "running", "running", "running", "complete"])
 
     def poll(ctx: StepContext) -> Any:
@@ -86,11 +87,13 @@ def test_history_records_each_distinct_wait_reason(world: World) -> None:
     world.linear("poller", Step("poll", poll))
     job_id = world.submit("poller")
 
+    # When it is driven, and time passes, until it ends
     job = world.drive(job_id)
     while job["status"] == "waiting":
         world.pass_time(job_id)
         job = world.drive(job_id)
 
+    # Then history has one "waiting" entry per distinct reason, not one per look
     assert job["result"] == "complete"
     assert world.messages(job_id, "step.waiting") == [
         "remote job is queued",
