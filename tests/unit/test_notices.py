@@ -94,9 +94,13 @@ def make_due(world: World, job_id: str) -> None:
 
 
 def test_a_finished_job_leaves_a_notification_job_on_the_email_queue(kinds: World) -> None:
+    # Given a job submitted with notify (an address and a webhook)
     job_id = kinds.submit("ok", notify={"email": [ADDRESS], "webhook": "https://h.example/x"})
+
+    # When it succeeds
     assert kinds.drive(job_id)["status"] == "succeeded"
 
+    # Then it left a queued notification job on the email queue, carrying the job as it ended
     note = notification_of(kinds, job_id)
     assert note["kind"] == NOTIFICATION_KIND
     assert note["status"] == "queued"
@@ -113,14 +117,18 @@ def test_a_finished_job_leaves_a_notification_job_on_the_email_queue(kinds: Worl
 
 
 def test_no_notify_means_no_notification(kinds: World) -> None:
+    # Given a job submitted without notify, when it ends
     job_id = kinds.submit("ok")
     kinds.drive(job_id)
+
+    # Then no notification job was made
     assert kinds.messages(job_id, "notification.queued") == []
     with kinds.store.session() as session:
         assert session.scalars(select(JobRow).where(JobRow.kind == NOTIFICATION_KIND)).all() == []
 
 
 def test_failed_and_cancelled_jobs_are_reported_too(kinds: World) -> None:
+    # Given a job with notify that fails, then its notification names the failure
     failed = kinds.submit("broken", notify={"email": [ADDRESS]})
     assert kinds.drive(failed)["status"] == "failed"
     ended = notification_of(kinds, failed)["params"]["job"]
@@ -128,6 +136,7 @@ def test_failed_and_cancelled_jobs_are_reported_too(kinds: World) -> None:
     assert ended["error"]["message"] == "table gene is empty"
     assert ended["error"]["step"] == "check"
 
+    # Given a waiting job with notify that is cancelled, then it is reported cancelled
     waiting = kinds.submit("slow", notify={"email": [ADDRESS]})
     assert kinds.drive(waiting)["status"] == "waiting"
     kinds.jobs.cancel(waiting)
@@ -137,10 +146,13 @@ def test_failed_and_cancelled_jobs_are_reported_too(kinds: World) -> None:
 
 
 def test_a_retried_job_is_reported_again_when_it_ends_again(kinds: World) -> None:
+    # Given a job with notify that failed, when it is retried and ends again
     job_id = kinds.submit("broken", notify={"email": [ADDRESS]})
     kinds.drive(job_id)
     kinds.jobs.retry(job_id)
     kinds.drive(job_id)
+
+    # Then it left a second notification
     assert len(kinds.messages(job_id, "notification.queued")) == 2
 
 
@@ -182,9 +194,14 @@ def deliver(world: World, job_id: str) -> dict[str, Any]:
 def test_the_email_and_the_signed_webhook_report_the_job(
     kinds: World, settings: Settings, hook: WebhookReceiver
 ) -> None:
+    # Given a job that succeeded, notifying an address and a webhook
     job_id = kinds.submit("ok", notify={"email": [ADDRESS], "webhook": hook.url})
     kinds.drive(job_id)
+
+    # When its notification is delivered
     note = deliver(kinds, job_id)
+
+    # Then the mail reports the job, with a link to it
     assert note["status"] == "succeeded", note["error"]
     assert set(note["result"]) == {"email", "webhook"}
 
@@ -201,6 +218,7 @@ def test_the_email_and_the_signed_webhook_report_the_job(
         assert "homo_sapiens_core_115_38" in content and "123456" in content
         assert f"https://prodinf.example.org/jobs/{job_id}" in content
 
+    # And the webhook got a signed JSON report of it
     (call,) = hook.calls
     expected = "sha256=" + hmac.new(SECRET.encode(), call.body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(call.headers["X-Prodinf-Signature"], expected)
@@ -220,15 +238,19 @@ def test_the_email_and_the_signed_webhook_report_the_job(
 def test_a_failing_webhook_is_retried_and_never_reruns_the_job(
     kinds: World, hook: WebhookReceiver
 ) -> None:
+    # Given a webhook that answers 500, then 503, then 200
     hook.answers = [500, 503]
     job_id = kinds.submit("ok", notify={"webhook": hook.url})
     kinds.drive(job_id)
     note_id = notification_of(kinds, job_id)["id"]
+
+    # When the notification is delivered, and retried as time passes
     for _ in range(2):
         assert kinds.drive(note_id)["status"] == "waiting"  # retry with backoff
         make_due(kinds, note_id)
     assert kinds.drive(note_id)["status"] == "succeeded"
 
+    # Then the same delivery was sent three times, and the job itself ran once
     assert hook.count() == 3
     assert len({call.body for call in hook.calls}) == 1  # the same delivery each time
     assert {call.headers["X-Prodinf-Delivery"] for call in hook.calls} == {note_id}
@@ -246,10 +268,15 @@ def test_a_failing_webhook_is_retried_and_never_reruns_the_job(
 def test_a_webhook_that_refuses_fails_the_notification_only(
     kinds: World, hook: WebhookReceiver, answer: int, says: str
 ) -> None:
+    # Given a webhook that refuses the call (4xx) or redirects
     hook.answers = [answer]
     job_id = kinds.submit("ok", notify={"webhook": hook.url})
     kinds.drive(job_id)
+
+    # When the notification is delivered
     note = deliver(kinds, job_id)
+
+    # Then the notification failed, saying why, without a retry; the job did not
     assert note["status"] == "failed"
     assert says in note["error"]["message"]
     assert hook.count() == 1
@@ -259,18 +286,24 @@ def test_a_webhook_that_refuses_fails_the_notification_only(
 def test_a_webhook_that_hangs_is_given_up_on_and_retried(
     kinds: World, hook: WebhookReceiver
 ) -> None:
+    # Given a webhook that answers only after 3 s
     hook.delay = 3.0  # longer than webhook_timeout (1 s)
     job_id = kinds.submit("ok", notify={"webhook": hook.url})
     kinds.drive(job_id)
     note_id = notification_of(kinds, job_id)["id"]
+
+    # When the notification is delivered, then it gives up after 1 s and waits to retry
     assert kinds.drive(note_id)["status"] == "waiting"
     assert "did not answer within 1s" in kinds.step(note_id, "webhook")["error"]["message"]
 
 
 def test_a_webhook_unreachable_is_retried(kinds: World) -> None:
+    # Given a webhook URL nothing listens at
     job_id = kinds.submit("ok", notify={"webhook": "http://127.0.0.1:9/hook"})
     kinds.drive(job_id)
     note_id = notification_of(kinds, job_id)["id"]
+
+    # When the notification is delivered, then it waits to retry, saying why
     assert kinds.drive(note_id)["status"] == "waiting"
     assert "unreachable" in kinds.step(note_id, "webhook")["error"]["message"]
 
@@ -278,6 +311,7 @@ def test_a_webhook_unreachable_is_retried(kinds: World) -> None:
 def test_without_a_secret_webhooks_are_not_signed(
     settings: Settings, hook: WebhookReceiver
 ) -> None:
+    # Given no webhook secret and no public URL, when a notification is delivered
     world = World(settings.model_copy(update={"webhook_secret": SecretStr(""), "public_url": None}))
     try:
         world.registry.register(registry.get(NOTIFICATION_KIND))
@@ -287,14 +321,19 @@ def test_without_a_secret_webhooks_are_not_signed(
         assert deliver(world, job_id)["status"] == "succeeded"
     finally:
         world.close()
+
+    # Then the webhook call is not signed, and has no link
     (call,) = hook.calls
     assert "X-Prodinf-Signature" not in call.headers
     assert call.json()["job"]["url"] is None  # no public_url, no link
 
 
 def test_the_signature_is_hmac_sha256_of_the_body() -> None:
+    # Given a document encoded as compact, sorted JSON
     body = encode({"b": 1, "a": "é"})
     assert body == '{"a":"é","b":1}'.encode()
+
+    # Then its signature is the HMAC-SHA256 of those bytes
     digest = hmac.new(b"k", body, hashlib.sha256).hexdigest()
     assert signature("k", body) == f"sha256={digest}"
 
@@ -320,6 +359,7 @@ def test_credentials_in_a_result_are_masked_in_mail_and_webhook(
 
 
 def test_the_html_summary_escapes_what_the_job_returned() -> None:
+    # Given a job whose error message is markup
     job = {
         "id": "0123456789",
         "kind": "k",
@@ -331,7 +371,11 @@ def test_the_html_summary_escapes_what_the_job_returned() -> None:
         "created_at": None,
         "finished_at": None,
     }
+
+    # When its report is rendered
     subject, text, html = render_job_report(job, None)
+
+    # Then the text keeps it as it is, and the HTML escapes it
     assert subject == "[prodinf] k job 01234567 failed"
     assert "<script>" in text
     assert "<script>" not in html and "&lt;script&gt;" in html
@@ -355,15 +399,21 @@ def test_the_html_summary_escapes_what_the_job_returned() -> None:
     ],
 )
 def test_bad_notify_is_refused_naming_the_field(kinds: World, notify: Any, field: str) -> None:
+    # When a job is submitted with a bad notify
     with pytest.raises(ValidationError) as caught:
         kinds.jobs.submit("ok", notify=notify)
+
+    # Then it is refused naming the field, and nothing is stored
     assert caught.value.field == field
     with kinds.store.session() as session:
         assert session.scalars(select(JobRow)).all() == []
 
 
 def test_notify_needs_the_notification_kind(world: World) -> None:
+    # Given a registry without the job_notification kind
     world.linear("ok", Step("build", lambda ctx: 1))
+
+    # When a job is submitted with notify, then it is refused, saying why
     with pytest.raises(ValidationError, match="job_notification") as caught:
         world.jobs.submit("ok", notify={"email": [ADDRESS]})
     assert caught.value.field == "notify"

@@ -69,6 +69,7 @@ def woken(world: World, ids: list[str]) -> int:
 def test_fifty_notifications_on_one_url_share_one_look_per_interval(
     notify: World, settings: Settings, status: StatusServer
 ) -> None:
+    # Given fifty notifications on one URL, each having made its first look
     path = "/job/shared"
     ids = submit(notify, f"{status.base}{path}?running=51", 50, interval=60)
     assert status.looked(path) == 50  # each made its own first look
@@ -76,6 +77,7 @@ def test_fifty_notifications_on_one_url_share_one_look_per_interval(
     assert watchers(notify) == 50
     assert watch.interval == 60
 
+    # When an interval passes, then one look serves all fifty (still running)
     assert look_due(notify.store) == 0  # not due for another minute
     time_passes(notify)
     assert look_due(notify.store) == 1
@@ -84,12 +86,14 @@ def test_fifty_notifications_on_one_url_share_one_look_per_interval(
     assert woken(notify, ids) == 0
     assert look_due(notify.store) == 0  # the next look is an interval away
 
+    # When another passes and the URL reports complete, then all fifty are woken
     time_passes(notify)
     assert look_due(notify.store) == 1
     assert status.looked(path) == 52  # complete
     assert woken(notify, ids) == 50
     assert watches(notify) == [] and watchers(notify) == 0
 
+    # And the reconciler publishes them, and each mails its result
     notify.published.clear()
     reconcile(notify.store, notify.publish, redrive_after=30.0)
     assert sorted(job for job, _ in notify.published) == sorted(ids)
@@ -104,13 +108,18 @@ def test_fifty_notifications_on_one_url_share_one_look_per_interval(
 def test_a_url_that_keeps_failing_wakes_its_watchers_after_max_errors(
     notify: World, status: StatusServer
 ) -> None:
+    # Given a notification on a URL that answers 404, at most 3 errors
     (job_id,) = submit(notify, f"{status.base}/missing", max_errors=3, interval=1)
     (watch,) = watches(notify)
     assert watch.errors == 1  # the first look failed
+
+    # When it has failed three looks in a row
     for errors in (2, 3):
         time_passes(notify)
         look_due(notify.store)
         assert status.looked("/missing") == errors
+
+    # Then its watcher is woken and the watch dropped; the job ends saying why
     assert woken(notify, [job_id]) == 1
     assert watches(notify) == []
     notify.pass_time(job_id)
@@ -137,8 +146,11 @@ def test_failed_looks_back_off(notify: World, status: StatusServer) -> None:
 
 
 def test_a_cancelled_notification_stops_being_watched(notify: World, status: StatusServer) -> None:
+    # Given a notification watching a URL, when it is cancelled
     (job_id,) = submit(notify, f"{status.base}/never")
     notify.jobs.cancel(job_id)
+
+    # Then the next look drops its watcher and the watch
     time_passes(notify)
     look_due(notify.store)
     assert watchers(notify) == 0
@@ -146,8 +158,11 @@ def test_a_cancelled_notification_stops_being_watched(notify: World, status: Sta
 
 
 def test_the_shortest_interval_asked_for_wins(notify: World, status: StatusServer) -> None:
+    # Given two notifications on one URL, every 10 minutes and every 30 s
     submit(notify, f"{status.base}/never", interval=600)
     submit(notify, f"{status.base}/never", interval=30)
+
+    # Then the watch looks every 30 s, the next look within that
     (watch,) = watches(notify)
     assert watch.interval == 30
     assert (watch.next_look_at - utcnow()).total_seconds() < 31
@@ -156,7 +171,10 @@ def test_the_shortest_interval_asked_for_wins(notify: World, status: StatusServe
 def test_a_notification_past_its_deadline_is_mailed_without_the_watch(
     notify: World, settings: Settings, status: StatusServer
 ) -> None:
+    # Given a notification with a 5 s deadline, watching a URL that never ends
     (job_id,) = submit(notify, f"{status.base}/never", deadline=5)
+
+    # When the deadline has passed and it runs
     notify.pass_time(job_id)  # the deadline passes before the URL finishes
     with notify.store.session() as session:  # as the clock would have it
         step = session.scalars(
@@ -164,8 +182,12 @@ def test_a_notification_past_its_deadline_is_mailed_without_the_watch(
         ).one()
         step.state = {**step.state, "since": step.state["since"] - 10}
     detail = notify.drive(job_id)
+
+    # Then it reports the deadline with the last status seen
     assert detail["result"]["outcome"] == "deadline"
     assert detail["result"]["status"] == "running"
+
+    # And the next look drops the watcher and the watch
     time_passes(notify)
     look_due(notify.store)
     assert watches(notify) == []  # the next look dropped the watcher and the watch
