@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, func, select, update
 
 from prodinf.config import Settings
 from prodinf.engine.reconciler import reconcile
@@ -148,12 +147,20 @@ def test_heartbeat_and_a_runner_deciding_the_job_do_not_deadlock(
     assert lab.count(job_id, "run", "hold") == 1
 
 
+def queued_past_redrive(world: World, tmp_path: Path, *kinds: str) -> list[str]:
+    """Jobs of ``kinds``, submitted with a 0.05 s redrive_after that the clock has passed."""
+    quick = Settings(home=tmp_path / "quick", redrive_after=0.05)
+    ids = [world.new_jobs(quick).submit(kind, {})[0]["id"] for kind in kinds]
+    with world.store.session() as session:
+        due = session.scalar(select(func.max(JobRow.next_run_at)).where(JobRow.id.in_(ids)))
+    assert due is not None
+    wait_until(lambda: utcnow() > due, 10, "the clock to pass redrive_after", 0.02)
+    return ids
+
+
 def test_concurrent_reconcilers_publish_each_due_job_once(world: World, tmp_path: Path) -> None:
     # Given twelve jobs whose messages may have been lost (queued past redrive_after)
-    quick = Settings(home=tmp_path / "quick", redrive_after=0.05)
-    ids = [world.new_jobs(quick).submit("plain", {})[0]["id"] for _ in range(12)]
-    ids.append(world.new_jobs(quick).submit("fanout", {})[0]["id"])
-    time.sleep(0.1)
+    ids = queued_past_redrive(world, tmp_path, *["plain"] * 12, "fanout")
     world.published.clear()
 
     # When two reconcilers run at the same instant
@@ -169,28 +176,31 @@ def test_concurrent_reconcilers_publish_each_due_job_once(world: World, tmp_path
 
 
 def test_reconciler_publishes_only_the_queues_asked_for(world: World, tmp_path: Path) -> None:
-    quick = Settings(home=tmp_path / "quick", redrive_after=0.05)
-    plain = world.new_jobs(quick).submit("plain", {})[0]["id"]
-    fanout = world.new_jobs(quick).submit("fanout", {})[0]["id"]
-    time.sleep(0.1)
+    # Given a due job on the jobs queue and one on the handover queue
+    plain, fanout = queued_past_redrive(world, tmp_path, "plain", "fanout")
     world.published.clear()
 
+    # When a reconciler runs for the handover queue, then it publishes that job only
     assert reconcile(world.store, world.publish, redrive_after=60.0, queues=["handover"]) == 1
     assert world.published == [(fanout, "handover")]
+
+    # And when one runs for every queue, then it publishes the other
     assert reconcile(world.store, world.publish, redrive_after=60.0) == 1
     assert world.published[-1] == (plain, "jobs")
 
 
-def test_reconciler_ignores_finished_jobs(world: World, tmp_path: Path) -> None:
-    quick = Settings(home=tmp_path / "quick", redrive_after=0.05)
-    job_id = world.new_jobs(quick).submit("plain", {})[0]["id"]
+def test_reconciler_ignores_finished_jobs(world: World) -> None:
+    # Given a job that succeeded, with a stale next_run_at left behind in the past
+    job_id = world.submit("plain")
     world.runner.drive(job_id)
-    with world.store.session() as session:  # even with a stale next_run_at left behind
+    with world.store.session() as session:
         session.execute(
-            update(JobRow).where(JobRow.id == job_id).values(next_run_at=datetime.now(UTC))
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(next_run_at=datetime.now(UTC) - timedelta(seconds=1))
         )
-    time.sleep(0.01)
     world.published.clear()
 
+    # When the reconciler runs, then it publishes nothing
     assert reconcile(world.store, world.publish, redrive_after=60.0) == 0
     assert world.published == []

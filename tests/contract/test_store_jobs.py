@@ -55,6 +55,7 @@ def test_submit_stores_the_job_its_steps_and_its_history(world: World) -> None:
 
 
 def test_describe_of_an_unknown_job_is_not_found(world: World) -> None:
+    # When a job that does not exist is described, then it is not found, naming the id
     with pytest.raises(NotFound) as caught:
         world.store.describe("00000000-0000-0000-0000-000000000000")
     assert caught.value.field == "id"
@@ -132,7 +133,10 @@ def test_idempotency_key_gives_one_job_under_a_race(world: World) -> None:
 
 
 def test_idempotency_key_reused_for_another_kind_is_a_conflict(world: World) -> None:
+    # Given a job submitted with a key
     world.jobs.submit("plain", {}, idempotency_key="shared")
+
+    # When the key is used for a job of another kind, then it is a conflict naming the key
     with pytest.raises(Conflict) as caught:
         world.jobs.submit("fanout", {}, idempotency_key="shared")
     assert caught.value.field == "idempotency_key"
@@ -190,6 +194,7 @@ def test_unstorable_characters_are_refused_or_kept_never_a_driver_error(
 
 def test_too_long_submitted_by_is_refused_on_every_backend(world: World) -> None:
     # The column holds 200 characters: SQLite would keep more, the servers refuse.
+    # When someone with a 201-character name submits, then it is refused naming the field
     with pytest.raises(ProdinfValidationError) as caught:
         world.jobs.submit("plain", {}, submitted_by="u" * 201)
     assert caught.value.field == "submitted_by"
@@ -258,6 +263,7 @@ def test_list_jobs_filters_orders_newest_first_and_pages(world: World) -> None:
 
 
 def test_counts_of_an_empty_store(world: World) -> None:
+    # Given no job, then counts and lists are empty
     assert world.store.counts() == {}
     assert world.store.list_jobs() == ([], 0)
 
@@ -350,14 +356,19 @@ def test_retry_resumes_from_the_failed_step(world: World, lab: Lab) -> None:
 
 
 def test_cancel_a_queued_job_and_not_a_finished_one(world: World, lab: Lab) -> None:
+    # Given a queued job
     job_id = world.submit("plain")
 
+    # When it is cancelled
     summary = world.jobs.cancel(job_id)
 
+    # Then it and its steps are cancelled, and its message finds nothing to run
     assert summary["status"] == "cancelled"
     assert set(world.steps(job_id).values()) == {"cancelled"}
     world.runner.drive(job_id)
     assert lab.done(job_id) == []
+
+    # And cancelling it again is a conflict; an unknown job is not found
     with pytest.raises(Conflict):
         world.jobs.cancel(job_id)
     with pytest.raises(NotFound):

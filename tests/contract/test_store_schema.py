@@ -100,6 +100,7 @@ def test_fresh_store_creates_a_database_that_does_not_exist_yet(
     backend: str, tmp_path: Path
 ) -> None:
     # Guards conftest.fresh_store: on a new CI server the test database is missing.
+    # Given a database name that does not exist on the server
     url = make_url(backend_url(backend, tmp_path))
     name = f"prodinf_new_{uuid.uuid4().hex[:8]}"
     admin = create_engine(
@@ -107,6 +108,7 @@ def test_fresh_store_creates_a_database_that_does_not_exist_yet(
         isolation_level="AUTOCOMMIT",
     )
     try:
+        # When fresh_store is asked for it, then it makes it, and the store answers
         store = fresh_store(url.set(database=name).render_as_string(hide_password=False))
         store.ping()
         store.dispose()

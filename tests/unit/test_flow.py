@@ -29,14 +29,17 @@ def step(name: str, after: tuple[str, ...] | None = None) -> Step:
 
 
 def test_a_flow_is_linear_by_default() -> None:
+    # Given steps that do not say what they come after
     flow = Flow.of(step("a"), step("b"), step("c"))
 
+    # Then each comes after the one before it, and the last is the only sink
     assert flow.deps == {"a": (), "b": ("a",), "c": ("b",)}
     assert flow.sinks() == ["c"]
     assert list(flow.by_name) == ["a", "b", "c"]
 
 
 def test_after_names_dependencies_and_empty_after_means_none() -> None:
+    # Given steps naming what they come after, one of them nothing
     flow = Flow(
         [
             step("root"),
@@ -47,6 +50,7 @@ def test_after_names_dependencies_and_empty_after_means_none() -> None:
         ]
     )
 
+    # Then those are their dependencies, and both ends are sinks
     assert flow.deps == {
         "root": (),
         "left": ("root",),
@@ -58,8 +62,10 @@ def test_after_names_dependencies_and_empty_after_means_none() -> None:
 
 
 def test_a_step_after_a_later_step_is_fine() -> None:
+    # Given a step listed before the step it comes after
     flow = Flow.of(step("b", after=("a",)), step("a", after=()))
 
+    # Then the order of the list does not matter
     assert flow.deps["b"] == ("a",)
 
 
@@ -76,12 +82,14 @@ def test_a_step_after_a_later_step_is_fine() -> None:
     ids=["duplicate", "unknown-dep", "two-cycle", "self", "linear-default-cycle", "empty"],
 )
 def test_invalid_flows_are_refused(steps: list[Step], message: str) -> None:
+    # When a flow is made of these steps, then it is refused, saying why
     with pytest.raises(FlowError, match=message):
         Flow(steps)
 
 
 def test_a_flow_error_is_permanent_and_a_server_error() -> None:
     # A kind that builds a bad flow is the kind's author's fault, not the caller's.
+    # When a kind builds a bad flow, then the error is a 500
     with pytest.raises(FlowError) as caught:
         Flow([])
     assert caught.value.status_code == 500
@@ -91,20 +99,25 @@ def test_a_flow_error_is_permanent_and_a_server_error() -> None:
 
 
 def test_retry_needs_at_least_one_attempt() -> None:
+    # When a policy allows no attempt, then it is refused
     with pytest.raises(FlowError):
         Retry(attempts=0)
 
 
 def test_retry_delay_doubles_without_jitter_and_caps_at_max_backoff() -> None:
+    # Given a 2 s backoff capped at 30 s, without jitter
     retry = Retry(backoff=2.0, max_backoff=30.0, jitter=0.0)
 
+    # Then each failure doubles the delay, up to the cap
     assert [retry.delay(n) for n in range(1, 7)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert retry.delay(0) == 2.0
 
 
 def test_retry_delay_jitter_stays_within_its_bounds_and_varies() -> None:
+    # Given a backoff with 20% jitter
     retry = Retry(backoff=1.0, max_backoff=1000.0, jitter=0.2)
 
+    # Then delays vary within 20% of the doubled backoff, centred on it
     for failures, base in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0)]:
         delays = [retry.delay(failures) for _ in range(300)]
         assert base * 0.8 <= min(delays) and max(delays) <= base * 1.2
@@ -113,16 +126,20 @@ def test_retry_delay_jitter_stays_within_its_bounds_and_varies() -> None:
 
 
 def test_retry_delay_never_exceeds_max_backoff_even_with_jitter() -> None:
+    # Given a capped backoff with jitter
     retry = Retry(backoff=1.0, max_backoff=10.0, jitter=0.2)
 
+    # Then jitter never takes a delay past the cap
     assert max(retry.delay(20) for _ in range(300)) <= 10.0
 
 
 def test_retry_delay_after_very_many_failures_is_max_backoff() -> None:
     # A policy may allow thousands of attempts (wait_for_url allows up to 1000 looks);
     # the delay must stay max_backoff rather than overflow a float.
+    # Given a policy of 5000 attempts
     retry = Retry(attempts=5000, backoff=1.0, max_backoff=300.0, jitter=0.0)
 
+    # Then after 1100 failures the delay is the cap, not an overflow
     assert retry.delay(1100) == 300.0
 
 
@@ -130,6 +147,7 @@ def test_retry_delay_after_very_many_failures_is_max_backoff() -> None:
 
 
 def test_job_kind_registers_into_the_given_registry_only() -> None:
+    # Given a kind registered into a registry of its own
     reg = Registry()
 
     @job_kind("sample", queue="event", into=reg)
@@ -137,6 +155,7 @@ def test_job_kind_registers_into_the_given_registry_only() -> None:
         """Does a sample thing."""
         return Flow.of(step("a"))
 
+    # Then that registry has it, as declared, and the builder is unchanged
     kind = reg.get("sample")
     assert "sample" in reg and [k.name for k in reg.all()] == ["sample"]
     assert kind.queue == "event"
@@ -146,6 +165,7 @@ def test_job_kind_registers_into_the_given_registry_only() -> None:
 
 
 def test_two_builders_for_one_kind_name_are_refused() -> None:
+    # Given two builders
     reg = Registry()
 
     def build_one(params: NoParams) -> Flow:
@@ -154,6 +174,8 @@ def test_two_builders_for_one_kind_name_are_refused() -> None:
     def build_two(params: NoParams) -> Flow:
         return Flow.of(step("b"))
 
+    # When one is registered twice under a name, then that is fine;
+    # when the other is registered under it too, then it is refused
     job_kind("dup", into=reg)(build_one)
     job_kind("dup", into=reg)(build_one)  # importing the same module twice is harmless
     with pytest.raises(ValueError, match="registered twice"):
@@ -161,14 +183,17 @@ def test_two_builders_for_one_kind_name_are_refused() -> None:
 
 
 def test_an_unknown_kind_names_the_kind_field() -> None:
+    # When a registry is asked for a kind it does not have
     with pytest.raises(UnknownKind) as caught:
         Registry().get("nope")
 
+    # Then it is a validation error naming the kind
     assert caught.value.field == "kind"
     assert isinstance(caught.value, ValidationError)
 
 
 def test_params_are_validated_naming_the_first_bad_field() -> None:
+    # Given a kind whose params are a model
     class Params(BaseModel):
         database: str
         copies: int = 1
@@ -177,6 +202,8 @@ def test_params_are_validated_naming_the_first_bad_field() -> None:
     job_kind("p", params=Params, into=reg)(lambda p: Flow.of(step("a")))
     kind = reg.get("p")
 
+    # Then good params get defaults, bad ones name the field, and the schema says
+    # what is required
     assert kind.validate({"database": "x"}).copies == 1
     with pytest.raises(ValidationError) as caught:
         kind.validate({"database": "x", "copies": "lots"})
@@ -185,10 +212,12 @@ def test_params_are_validated_naming_the_first_bad_field() -> None:
 
 
 def test_no_params_means_none_and_refuses_extra_fields() -> None:
+    # Given a kind without params
     reg = Registry()
     job_kind("bare", into=reg)(lambda p: Flow.of(step("a")))
     kind = reg.get("bare")
 
+    # Then none are accepted, and any given are refused by name
     assert kind.validate(None) == NoParams()
     with pytest.raises(ValidationError) as caught:
         kind.validate({"surprise": 1})
@@ -220,6 +249,7 @@ def row(
 
 
 def test_plan_claims_the_first_ready_step_and_asks_for_fan_out_when_more_are_ready() -> None:
+    # Given a diamond whose root has succeeded
     steps = [
         row("root", 0, "succeeded"),
         row("left", 1, after=["root"]),
@@ -227,35 +257,43 @@ def test_plan_claims_the_first_ready_step_and_asks_for_fan_out_when_more_are_rea
         row("join", 3, after=["left", "right"]),
     ]
 
+    # When the planner looks
     decision = plan(job(), steps, set(), NOW)
 
+    # Then it claims the first branch and asks for a fan-out for the other
     assert isinstance(decision, Claim)
     assert (decision.step.name, decision.revert, decision.fanout) == ("left", False, True)
 
 
 def test_plan_waits_for_a_live_lease_and_reclaims_an_expired_one() -> None:
+    # Given a step running under a lease
     running = row("a", 0, "running", lease_until=NOW + timedelta(seconds=5))
 
+    # Then while the lease lives the planner waits until it ends
     assert plan(job(), [running], set(), NOW) == Idle("running", running.lease_until)
 
+    # And once it has ended the planner claims the step again
     running.lease_until = NOW - timedelta(seconds=1)
     decision = plan(job(), [running], set(), NOW)
     assert isinstance(decision, Claim) and decision.step is running
 
 
 def test_plan_sleeps_until_the_earliest_due_wait() -> None:
+    # Given two waiting steps, due soon and later
     soon, later = NOW + timedelta(seconds=5), NOW + timedelta(seconds=50)
     steps = [
         row("a", 0, "waiting", due_at=later),
         row("b", 1, "waiting", due_at=soon, after=[]),
     ]
 
+    # Then the planner sleeps until the sooner, and then claims that step
     assert plan(job(), steps, set(), NOW) == Idle("waiting", soon)
     decision = plan(job(), steps, set(), soon)
     assert isinstance(decision, Claim) and decision.step.name == "b"
 
 
 def test_plan_reverts_the_latest_finished_revertible_step_first() -> None:
+    # Given three succeeded steps, two of them revertible, and a failed step
     steps = [
         row("a", 0, "succeeded", finished_at=NOW - timedelta(seconds=3)),
         row("b", 1, "succeeded", finished_at=NOW - timedelta(seconds=2)),
@@ -263,13 +301,17 @@ def test_plan_reverts_the_latest_finished_revertible_step_first() -> None:
         row("d", 3, "failed"),
     ]
 
+    # When the planner looks
     decision = plan(job(), steps, {"a", "b"}, NOW)
 
+    # Then it reverts the revertible step that finished last
     assert isinstance(decision, Claim)
     assert (decision.step.name, decision.revert) == ("b", True)
 
 
 def test_plan_finishes_succeeded_failed_or_cancelled() -> None:
+    # When nothing is left to run, then the job finishes as its steps say; a
+    # cancel requested finishes it cancelled
     assert plan(job(), [row("a", 0, "succeeded")], set(), NOW) == Finish("succeeded")
     assert plan(job(), [row("a", 0, "failed")], set(), NOW) == Finish("failed")
     assert plan(job(), [row("a", 0, "reverted"), row("b", 1, "failed")], set(), NOW) == Finish(
