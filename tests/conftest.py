@@ -1,59 +1,38 @@
-"""Shared fixtures: embedded settings, real-server gates, stores per backend, worker processes.
+"""Shared fixtures: embedded settings, stores per backend, the portal, loopback HTTP
+servers, worker processes.
 
 Tests that need a real server (RabbitMQ, PostgreSQL, MariaDB) skip with the
-reason when it is absent on a laptop, and fail when ``CI`` is set.
+reason when it is absent on a laptop, and fail when ``CI`` is set (``tests.gates``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from prodinf.config import Settings
+from prodinf.portal import create_app
+from prodinf.runtime import Runtime
 from prodinf.store import Base, JobStore, upgrade
+from tests.gates import AMQP_URL, CI, MYSQL_URL, POSTGRES_URL, reachable, require
 from tests.integration.servers import StatusServer, WebhookReceiver
+from tests.loopback import Answer, Loopback, Reply, Site
+from tests.waiting import wait_until
 
-CI = bool(os.environ.get("CI"))
-
-POSTGRES_URL = os.environ.get(
-    "PRODINF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/prodinf_test"
-)
-MYSQL_URL = os.environ.get(
-    "PRODINF_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/prodinf_test"
-)
-AMQP_URL = os.environ.get("PRODINF_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-
-
-def reachable(url: str) -> bool:
-    parts = urlsplit(url.replace("+psycopg", "").replace("+pymysql", ""))
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
-            return True
-    except OSError:
-        return False
-
-
-def require(name: str, url: str) -> None:
-    """Skip (laptop) or fail (CI) unless the server behind ``url`` answers."""
-    if reachable(url):
-        return
-    message = f"{name} is not reachable at {urlsplit(url).netloc.split('@')[-1]}"
-    if CI:
-        pytest.fail(f"{message}, and CI is set: the integration tier must run")
-    pytest.skip(f"{message}; start it to run this test")
+# Older imports name these here; tests.gates and tests.waiting are where they live.
+__all__ = ["AMQP_URL", "CI", "MYSQL_URL", "POSTGRES_URL", "reachable", "require", "wait_until"]
 
 
 def _create_database(url: str) -> None:
@@ -206,22 +185,36 @@ class Processes:
         return self.start(args, env_for(settings, **(extra_env or {})), name)
 
     def logs(self) -> str:
+        """The tail of every child's log, for a failure message."""
         return "\n".join(
             f"==> {p.name}\n{p.read_text(errors='replace')[-4000:]}"
             for p in sorted(self.log_dir.glob("*.log"))
         )
 
-    def stop_all(self) -> None:
-        for proc in self.children:
+    def logs_holding(self, text: str) -> list[str]:
+        """The names of the children's logs in which ``text`` appears (a secret: none)."""
+        return [
+            p.name
+            for p in sorted(self.log_dir.glob("*.log"))
+            if text in p.read_text(errors="replace")
+        ]
+
+    def stop(self, *procs: subprocess.Popen[bytes]) -> None:
+        """SIGTERM each process group (a worker finishes or returns what it holds), then
+        SIGKILL whatever is still running after 15 s."""
+        for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for proc in self.children:
+        for proc in procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def stop_all(self) -> None:
+        self.stop(*self.children)
 
 
 @pytest.fixture
@@ -231,20 +224,6 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(logs)
     yield procs
     procs.stop_all()
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, message: str = "", interval: float = 0.1
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s: {message}")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -262,3 +241,56 @@ def hook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver().start()
     yield receiver
     receiver.stop()
+
+
+@pytest.fixture
+def http_server() -> Iterator[Callable[[Answer], Loopback]]:
+    """Start real HTTP servers on loopback: ``http_server(answer)`` is a started
+    ``tests.loopback.Loopback``; every one is closed at teardown."""
+    started: list[Loopback] = []
+
+    def start(answer: Answer) -> Loopback:
+        server = Loopback(answer).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+#: What ``site`` serves at ``/ok``.
+SITE_BODY = b"hello, prodinf"
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    """A real HTTP server on loopback for the built-in kinds to talk to: ``/ok`` answers
+    ``SITE_BODY``, ``/missing`` a 404, ``/pending`` a job still running; a test adds or
+    changes ``site.routes``."""
+    routes = {
+        "/ok": Reply(200, SITE_BODY),
+        "/missing": Reply(404, b"no"),
+        "/pending": Reply(200, {"status": "running"}),
+    }
+    with Site(routes) as server:
+        yield server
+
+
+# -- the portal on embedded defaults ---------------------------------------------------------
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    """The portal on embedded settings under the test's home (SQLite store, filesystem
+    broker), its store migrated; its runtime is closed at teardown."""
+    app = create_app(settings)
+    runtime: Runtime = app.extensions["prodinf"]
+    upgrade(runtime.store)
+    yield app
+    runtime.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

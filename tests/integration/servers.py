@@ -1,20 +1,18 @@
 """Real servers on loopback for the mail tests and benchmarks: an SMTP server (aiosmtpd)
 that keeps what it accepts, an HTTP server that answers like a remote job service, and
-a webhook receiver that keeps every call."""
+a webhook receiver that keeps every call (both HTTP ones are ``tests.loopback`` servers)."""
 
 from __future__ import annotations
 
 import email
-import json
-import socket
 import threading
-import time
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.loopback import Loopback, Reply, Request, free_port
 
 __all__ = ["Call", "Inbox", "Smtp", "StatusServer", "WebhookReceiver", "free_port"]
 
@@ -38,12 +36,6 @@ class Inbox:
     def count(self) -> int:
         with self.lock:
             return len(self.messages)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Smtp:
@@ -74,66 +66,43 @@ class StatusServer:
     def __init__(self) -> None:
         self.looks: dict[str, int] = {}
         self.lock = threading.Lock()
-        outer = self
+        self.loopback = Loopback(self.answer, keep=False)
+        self.base = self.loopback.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path, _, query = self.path.partition("?")
-                with outer.lock:
-                    outer.looks[path] = seen = outer.looks.get(path, 0) + 1
-                if path == "/missing":
-                    self.reply(404, b"not found", "text/plain")
-                    return
-                running = int(dict(p.split("=") for p in query.split("&") if p).get("running", 3))
-                if path == "/never" or seen <= running:
-                    doc: dict[str, Any] = {"status": "running", "progress": seen}
-                else:
-                    doc = {
-                        "status": "complete",
-                        "dataset": "homo_sapiens_core_115_38",
-                        "rows": 123456,
-                        "checks": {"passed": 12, "failed": 0},
-                    }
-                self.reply(200, json.dumps(doc).encode(), "application/json")
-
-            def reply(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def answer(self, request: Request) -> Reply:
+        with self.lock:
+            self.looks[request.path] = seen = self.looks.get(request.path, 0) + 1
+        if request.path == "/missing":
+            return Reply(404, "not found")
+        running = int(request.query.get("running", 3))
+        if request.path == "/never" or seen <= running:
+            return Reply(200, {"status": "running", "progress": seen})
+        return Reply(
+            200,
+            {
+                "status": "complete",
+                "dataset": "homo_sapiens_core_115_38",
+                "rows": 123456,
+                "checks": {"passed": 12, "failed": 0},
+            },
+        )
 
     def looked(self, path: str) -> int:
         with self.lock:
             return self.looks.get(path, 0)
 
-    def start(self) -> None:
-        self.thread.start()
+    def start(self) -> StatusServer:
+        self.loopback.start()
+        return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
 
 
 # -- a real webhook receiver ------------------------------------------------------------------
 
-
-class Call:
-    """One POST a webhook receiver got: its headers and exact body bytes."""
-
-    def __init__(self, headers: dict[str, str], body: bytes) -> None:
-        self.headers = headers
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+#: One POST a webhook receiver got: ``.headers``, the exact ``.body`` bytes, ``.json()``.
+Call = Request
 
 
 class WebhookReceiver:
@@ -143,41 +112,29 @@ class WebhookReceiver:
     def __init__(self, answers: list[int] | None = None, delay: float = 0.0) -> None:
         self.answers = list(answers or [])
         self.delay = delay
-        self.calls: list[Call] = []
         self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.calls.append(Call(dict(self.headers.items()), body))
-                    code = outer.answers.pop(0) if outer.answers else 200
-                if outer.delay:
-                    time.sleep(outer.delay)
-                self.send_response(code)
-                if 300 <= code < 400:
-                    self.send_header("Location", f"{outer.base}/elsewhere")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.loopback = Loopback(self.answer)
+        self.base = self.loopback.base
         self.url = f"{self.base}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, request: Request) -> Reply:
+        with self.lock:
+            code = self.answers.pop(0) if self.answers else 200
+        if self.delay:
+            self.loopback.pause(self.delay)
+        headers = {"Location": f"{self.base}/elsewhere"} if 300 <= code < 400 else {}
+        return Reply(code, b"", headers)
+
+    @property
+    def calls(self) -> list[Call]:
+        return self.loopback.seen()
 
     def count(self) -> int:
-        with self.lock:
-            return len(self.calls)
+        return len(self.loopback.seen())
 
     def start(self) -> WebhookReceiver:
-        self.thread.start()
+        self.loopback.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loopback.close()
