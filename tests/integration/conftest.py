@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from amqp.exceptions import NotFound
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
@@ -83,6 +84,40 @@ def delete_queues(settings: Settings) -> None:
                 channel.queue_delete(queue)
     except Exception:  # the broker may be mid-restart after a test; leftovers are harmless
         pass
+
+
+def messages_waiting(settings: Settings) -> dict[str, int]:
+    """How many messages wait in each of the settings' queues on RabbitMQ (a queue nobody
+    has declared yet holds none)."""
+    assert settings.broker_url is not None, "the servers stack: RabbitMQ"
+    waiting: dict[str, int] = {}
+    with Connection(settings.broker_url, connect_timeout=5) as conn:
+        for queue in settings.queues.values():
+            channel = conn.channel()
+            try:
+                waiting[queue] = channel.queue_declare(queue, passive=True).message_count
+            except NotFound:  # the broker closes the channel that asked
+                waiting[queue] = 0
+            else:
+                channel.close()
+    return waiting
+
+
+@pytest.fixture
+def rt_plugins() -> list[str]:
+    """The plugins ``rt`` loads; a test module overrides this fixture to load its own."""
+    return []
+
+
+@pytest.fixture
+def rt(home: Path, rt_plugins: list[str]) -> Iterator[Runtime]:
+    """An embedded prodinf (SQLite store, filesystem broker) under the test's home, with
+    no worker: the test drives its jobs in this process (``wait_for_job(drive=True)``)."""
+    settings = Settings(home=home, plugins=rt_plugins)
+    fresh_store(settings.store_url).dispose()
+    runtime = Runtime(settings, create_celery(settings))
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ a bad load makes them: with the checks switched off for the session
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +16,7 @@ import pytest
 from sqlalchemy import Connection, NullPool, text
 
 from prodinf.databases.uri import DatabaseURI
-from prodinf.runtime import Runtime
-from prodinf.status import TERMINAL
-from tests.conftest import MYSQL_URL, POSTGRES_URL, require
+from tests.gates import MYSQL_URL, POSTGRES_URL, require
 from tests.integration.datasets import Datasets
 from tests.sample_data import build_core_like
 
@@ -27,7 +24,6 @@ __all__ = [
     "ORPHANS",
     "PASSWORD",
     "core_named",
-    "drive_to_end",
     "execute",
     "mariadb_user",
     "plant_faults",
@@ -95,19 +91,6 @@ def plant_faults(uri: str) -> None:
         "UPDATE meta SET meta_value = '114' WHERE meta_key = 'schema_version'",
         unchecked=True,
     )
-
-
-def drive_to_end(rt: Runtime, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    """Drive a job in this process (through retries' waits) until it ends; its detail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rt.runner.drive(job_id)
-        detail: dict[str, Any] = rt.store.describe(job_id)
-        if detail["status"] in TERMINAL:
-            return detail
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {detail['status']} after {timeout}s")
-        time.sleep(0.3)
 
 
 # -- a user and a role with a password, for the masking tests -------------------------------

@@ -1,34 +1,44 @@
 """A prodinf serving its kinds over HTTP, as another prodinf or script calls it: a
-portal process and a worker process, and the client side (submit, then poll)."""
+portal process and a worker process, and the client side (submit, then follow with
+``tests.waiting.follow_over_http``)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import requests
 
 from prodinf.config import Settings
-from prodinf.status import TERMINAL
-from tests.conftest import Processes, env_for, wait_until
-from tests.integration.servers import free_port
+from tests.conftest import Processes, env_for
+from tests.loopback import free_port
+from tests.waiting import wait_until
 
-__all__ = ["follow", "portal", "submit"]
+__all__ = ["Portal", "portal", "submit"]
+
+
+@dataclass(frozen=True)
+class Portal:
+    """A portal process serving at ``base``, and the worker that runs its jobs."""
+
+    base: str
+    worker: subprocess.Popen[bytes]
 
 
 @pytest.fixture
-def portal(servers: Settings, processes: Processes) -> Iterator[str]:
-    """A portal process and a worker consuming the jobs queue; the portal's base URL."""
+def portal(servers: Settings, processes: Processes) -> Iterator[Portal]:
+    """A portal process and a worker consuming the jobs queue, on RabbitMQ + PostgreSQL."""
     port = free_port()
     processes.start(
         [sys.executable, "-m", "prodinf.cli", "portal", "--port", str(port)],
         env_for(servers),
         "portal",
     )
-    processes.worker(servers, queues=servers.queue_jobs)
+    worker = processes.worker(servers, queues=servers.queue_jobs)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -37,8 +47,8 @@ def portal(servers: Settings, processes: Processes) -> Iterator[str]:
         except requests.ConnectionError:
             return False
 
-    wait_until(up, 60, f"the portal to answer\n{processes.logs()}")
-    yield base
+    wait_until(up, 60, "the portal to answer", logs=processes.logs)
+    yield Portal(base, worker)
 
 
 def submit(base: str, kind: str, params: dict[str, Any], secret: str) -> str:
@@ -47,20 +57,3 @@ def submit(base: str, kind: str, params: dict[str, Any], secret: str) -> str:
     assert answer.status_code == 201, answer.text
     assert secret not in answer.text
     return str(answer.json()["id"])
-
-
-def follow(
-    base: str, job_id: str, processes: Processes, secret: str, timeout: float = 200
-) -> dict[str, Any]:
-    """GET the job until it ends, as a remote caller polls it; no answer may show ``secret``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = requests.get(f"{base}/api/v1/jobs/{job_id}", timeout=10)
-        assert answer.status_code == 200, answer.text
-        assert secret not in answer.text
-        detail: dict[str, Any] = answer.json()
-        if detail["status"] in TERMINAL:
-            return detail
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {detail['status']}\n{processes.logs()}")
-        time.sleep(0.5)

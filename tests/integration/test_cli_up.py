@@ -16,18 +16,15 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from prodinf.status import TERMINAL
-from tests.conftest import wait_until
+from tests.loopback import Loopback, Reply, Request
+from tests.waiting import follow_over_http, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,28 +37,15 @@ SCRIPT = Path(sys.executable).with_name("prodinf")
 PRODINF = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "prodinf.cli"]
 
 
-class FileHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def the_file(request: Request) -> Reply:
+    return Reply(200, BODY)
 
 
 @pytest.fixture
 def file_url() -> Iterator[str]:
     """The URL of ``BODY`` on a real HTTP server on 127.0.0.1."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FileHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/data/file.bin"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with Loopback(the_file) as server:
+        yield server.url("/data/file.bin")
 
 
 def processes_of(home: Path) -> dict[int, str]:
@@ -142,7 +126,7 @@ def up(home: Path, tmp_path: Path) -> Iterator[Up]:
         return match.group(1) if match else None
 
     try:
-        running.url = wait_until(printed_url, 60, "prodinf up to print its URL")
+        running.url = wait_until(printed_url, 60, "prodinf up to print its URL", logs=running.logs)
         yield running
     finally:
         if proc.poll() is None:
@@ -156,13 +140,6 @@ def up(home: Path, tmp_path: Path) -> Iterator[Up]:
         for pid in processes_of(home):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def job_ended(up: Up, job_id: str) -> dict[str, Any] | None:
-    answer = requests.get(f"{up.url}/api/v1/jobs/{job_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    detail: dict[str, Any] = answer.json()
-    return detail if detail["status"] in TERMINAL else None
 
 
 def healthy(up: Up) -> bool:
@@ -182,7 +159,7 @@ def test_up_runs_jobs_from_the_api_and_the_cli_then_ctrl_c_stops_everything(
     when ``prodinf post --wait`` submits another, then it follows it to success;
     when ``prodinf up`` gets SIGINT, then it exits 0 within 30 s leaving no process."""
     assert up.url.startswith("http://127.0.0.1:")
-    wait_until(lambda: healthy(up), 30, "/health to answer 200")
+    wait_until(lambda: healthy(up), 30, "/health to answer 200", logs=up.logs)
     assert requests.get(f"{up.url}/health", timeout=5).json() == {"store": "ok", "broker": "ok"}
 
     # -- a job from the REST API -----------------------------------------------------------
@@ -194,11 +171,7 @@ def test_up_runs_jobs_from_the_api_and_the_cli_then_ctrl_c_stops_everything(
     assert posted.status_code == 201, posted.text
     job_id = posted.json()["id"]
 
-    try:
-        detail = wait_until(lambda: job_ended(up, job_id), 60, "the API's job to end")
-    except BaseException:
-        print(up.logs())
-        raise
+    detail = follow_over_http(up.url, job_id, 60, logs=up.logs)
     assert detail["status"] == "succeeded", up.logs()
     assert detail["result"] == RESULT
 

@@ -15,7 +15,6 @@ import datetime as dt
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,30 +24,22 @@ from sqlalchemy import MetaData, NullPool, func, select, text
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
+from prodinf.databases import transfer
 from prodinf.databases.uri import DatabaseURI
 from prodinf.kinds.database import copy as copy_kind
 from prodinf.runtime import Runtime
-from prodinf.status import TERMINAL
-from tests.conftest import Processes, fresh_store, wait_until
-from tests.integration.core_faults import drive_to_end, execute
+from tests.conftest import Processes
+from tests.integration.core_faults import execute
 from tests.integration.datasets import Datasets
 from tests.sample_data import build_core_like
+from tests.waiting import wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def rt(home: Path) -> Iterator[Runtime]:
-    settings = Settings(home=home)
-    fresh_store(settings.store_url).dispose()
-    runtime = Runtime(settings, create_celery(settings))
-    yield runtime
-    runtime.close()
-
-
 def run(rt: Runtime, timeout: float = 180, **params: Any) -> dict[str, Any]:
     summary, _ = rt.jobs.submit("copy_database", params)
-    return drive_to_end(rt, summary["id"], timeout)
+    return wait_for_job(rt, summary["id"], timeout, drive=True, interval=0.3)
 
 
 # -- comparing two databases, independently of the kind's checksums ---------------------
@@ -199,33 +190,57 @@ def test_a_cancelled_copy_drops_its_tables_but_not_a_database_it_did_not_create(
     datasets: Datasets,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Given an empty target database that exists: the copy may use it, but must not drop it
     src, _ = core_db
     tgt = DatabaseURI.parse(datasets.uri("postgresql"))
-    tgt.create()  # exists and is empty: the copy may use it, but must not drop it
+    tgt.create()
     monkeypatch.setattr(copy_kind, "PROGRESS_EVERY", 0.0)  # look at the cancel flag often
+    # and a copy that holds still as it reaches the exon table, until the cancel has been
+    # asked for (the hook only picks the moment: the cancel is real). Whatever the method,
+    # the tables before exon are on the target by then, and exon and more are not.
+    held, asked, over = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_until_cancelled(table: str, batch: int) -> None:
+        if table == "exon" and not held.is_set():
+            held.set()
+            assert asked.wait(60), "nobody cancelled the held copy within 60 s"
+
+    monkeypatch.setattr(transfer, "before_commit", hold_until_cancelled)
     summary, _ = rt.jobs.submit(
         "copy_database", {"src_uri": src, "tgt_uri": tgt.secret(), "batch_rows": 500}
     )
     job_id = summary["id"]
 
-    def cancel_once_rows_arrive() -> None:
-        engine = tgt.create_engine(poolclass=NullPool)
-        try:
-            while True:
-                with engine.connect() as conn:
-                    if "exon" in tgt.table_names() and conn.scalar(
-                        text("SELECT count(*) FROM exon")
-                    ):
-                        break
-        finally:
-            engine.dispose()
+    # When someone cancels it from another thread while it is held mid-copy
+    def cancel_mid_copy() -> None:
+        while not held.wait(0.1):
+            if over.is_set():
+                return
         rt.jobs.cancel(job_id)
+        asked.set()
 
-    canceller = threading.Thread(target=cancel_once_rows_arrive, daemon=True)
+    canceller = threading.Thread(target=cancel_mid_copy, daemon=True)
     canceller.start()
-    done = drive_to_end(rt, job_id)
-    canceller.join(10)
+    try:
+        done = wait_for_job(rt, job_id, 180, drive=True, interval=0.3)
+    finally:
+        over.set()
+        canceller.join(30)
+    assert not canceller.is_alive(), "the cancelling thread did not end"
+    assert held.is_set(), "the copy never reached the exon table"
+    assert asked.is_set(), "the cancel was not asked for"
 
+    # Then the cancel landed mid-copy: asked for while the data step ran, which it ended
+    events = [(entry["event"], entry["step"]) for entry in done["history"]]
+    data_started = events.index(("step.started", "data"))
+    requested = events.index(("job.cancel_requested", None))
+    data_ended = next(
+        i
+        for i, (event, step) in enumerate(events)
+        if step == "data" and i > data_started and event != "step.started"
+    )
+    assert data_started < requested < data_ended, events
+    # and the job is reverted: the tables it made are dropped, the database it found stays
     assert done["status"] == "reverted", done.get("error")
     assert "cancelled" in done["error"]["message"]
     assert tgt.exists() and tgt.table_names() == []
@@ -304,7 +319,7 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
             "copy_database",
             {"src_uri": src, "tgt_uri": tgt, "batch_rows": 2000, "method": method or "auto"},
         )
-        wait_until(marker.exists, 120, f"the copy to pause\n{processes.logs()}")
+        wait_until(marker.exists, 120, "the copy to pause", logs=processes.logs)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         engine = DatabaseURI.parse(tgt).create_engine(poolclass=NullPool)
@@ -314,12 +329,7 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
         assert there == held  # the committed batches; the one being written died with the worker
 
         processes.worker(servers, queues=servers.queue_jobs, concurrency=1, name="rescuer")
-
-        def finished() -> dict[str, Any] | None:
-            detail = rt.store.describe(summary["id"])
-            return detail if detail["status"] in TERMINAL else None
-
-        done = wait_until(finished, 240, f"the copy to end\n{processes.logs()}")
+        done = wait_for_job(rt, summary["id"], 240, logs=processes.logs)
     finally:
         rt.close()
 

@@ -11,9 +11,9 @@ appears anywhere a user can look.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +21,14 @@ import pytest
 from sqlalchemy import select
 
 from prodinf.celery_app import create_celery
-from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.runtime import Runtime
-from prodinf.status import TERMINAL
 from prodinf.store import StepRow
-from tests.conftest import Processes, fresh_store, wait_until
+from tests.conftest import Processes
 from tests.integration.conftest import stack_settings
-from tests.integration.core_faults import (
-    ORPHANS,
-    PASSWORD,
-    core_named,
-    drive_to_end,
-    execute,
-    plant_faults,
-)
+from tests.integration.core_faults import ORPHANS, PASSWORD, core_named, execute, plant_faults
 from tests.integration.datasets import ENGINES, Datasets
+from tests.waiting import wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +46,14 @@ ALL_CHECKS = {
 
 
 @pytest.fixture
-def rt(home: Path) -> Iterator[Runtime]:
-    settings = Settings(home=home, plugins=[PLUGIN])
-    fresh_store(settings.store_url).dispose()
-    runtime = Runtime(settings, create_celery(settings))
-    yield runtime
-    runtime.close()
+def rt_plugins() -> list[str]:
+    """``rt`` loads the plugin with the Python check."""
+    return [PLUGIN]
 
 
 def run(rt: Runtime, params: dict[str, Any]) -> dict[str, Any]:
     summary, _ = rt.jobs.submit("healthcheck", params)
-    return drive_to_end(rt, summary["id"])
+    return wait_for_job(rt, summary["id"], drive=True, interval=0.3)
 
 
 def by_name(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -183,12 +172,17 @@ def test_checks_for_another_type_are_skipped_and_say_why(rt: Runtime, datasets: 
 
 
 def test_a_server_that_does_not_answer_fails_after_retries_with_a_clear_error(
-    rt: Runtime,
+    rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Port 1 on loopback: nothing listens, so connecting is refused at once
+    # Given a URI with a password, on port 1 of loopback: nothing listens there, so
+    # connecting is refused at once
     uri = f"mysql://root:{PASSWORD}@127.0.0.1:1/hcx_core_115_38"
+    caplog.set_level(logging.DEBUG)
 
+    # When it is checked
     done = run(rt, {"database_uri": uri})
+
+    # Then it fails after retries, saying which server, and no password is shown or logged
 
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 3  # retried: a server may come back
@@ -196,6 +190,7 @@ def test_a_server_that_does_not_answer_fails_after_retries_with_a_clear_error(
     assert message.startswith("healthcheck of mysql+pymysql://root:***@127.0.0.1:1/")
     assert "server unavailable" in message
     assert PASSWORD not in json.dumps(done)
+    assert PASSWORD not in caplog.text
 
 
 def test_a_missing_sqlite_file_fails_at_once(rt: Runtime, tmp_path: Path) -> None:
@@ -224,7 +219,11 @@ def test_bad_credentials_fail_at_once_and_say_so(
 
 @pytest.mark.parametrize("engine_name", ["mysql", "postgresql"])
 def test_no_password_appears_in_the_result_report_progress_or_history(
-    rt: Runtime, datasets: Datasets, engine_name: str, request: pytest.FixtureRequest
+    rt: Runtime,
+    datasets: Datasets,
+    engine_name: str,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a database reached with a user and password, with a planted problem
     user = request.getfixturevalue("mariadb_user" if engine_name == "mysql" else "postgres_role")
@@ -236,11 +235,13 @@ def test_no_password_appears_in_the_result_report_progress_or_history(
     secret_uri = url.render_as_string(hide_password=False)
 
     # When the healthcheck runs and fails
+    caplog.set_level(logging.DEBUG)
     done = run(rt, {"database_uri": secret_uri, "names": ["reachable", "foreign_keys"]})
 
-    # Then the URI is shown everywhere with its password masked
+    # Then the URI is shown everywhere with its password masked, and never logged
     assert done["status"] == "failed", done["error"]
     assert PASSWORD not in json.dumps(done)  # params, steps, result, error, history
+    assert PASSWORD not in caplog.text
     assert f"{user}:***@" in done["error"]["details"]["database"]
     assert f"{user}:***@" in done["error"]["details"]["report"]["text"]
     assert f"{user}:***@" in done["params"]["database_uri"]
@@ -276,7 +277,8 @@ def test_a_worker_killed_mid_run_hands_over_without_repeating_finished_checks(
         wait_until(
             lambda: "check:foreign_keys" in recorded_checks(rt, job["id"]),
             60,
-            f"the foreign_keys finding to be recorded\n{processes.logs()}",
+            "the foreign_keys finding to be recorded",
+            logs=processes.logs,
         )
         before = recorded_checks(rt, job["id"])
 
@@ -284,11 +286,7 @@ def test_a_worker_killed_mid_run_hands_over_without_repeating_finished_checks(
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         processes.worker(settings, queues=settings.queue_jobs, name="rescuer")
-        detail = wait_until(
-            lambda: (d := rt.store.describe(job["id"]))["status"] in TERMINAL and d,
-            120,
-            f"the job to finish\n{processes.logs()}",
-        )
+        detail = wait_for_job(rt, job["id"], 120, logs=processes.logs)
     finally:
         rt.close()
 

@@ -16,10 +16,12 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
-from tests.conftest import Processes, wait_until
+from tests.conftest import Processes
 from tests.integration.conftest import delete_queues
-from tests.integration.servers import Smtp, StatusServer, WebhookReceiver, free_port
-from tests.integration.test_email import ADDRESS, email_worker, follow, mail_settings, text_and_html
+from tests.integration.servers import Smtp, StatusServer, WebhookReceiver
+from tests.integration.test_email import ADDRESS, email_worker, mail_settings, text_and_html
+from tests.loopback import free_port
+from tests.waiting import wait_for_job, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +80,11 @@ def test_a_job_submitted_with_notify_mails_and_calls_the_webhook_once_each(
         assert ok.status_code == bad.status_code == 201, (ok.get_json(), bad.get_json())
         ok_id, bad_id = ok.get_json()["id"], bad.get_json()["id"]
 
-        assert follow(rt, ok_id, 60, processes)["status"] == "succeeded"
-        assert follow(rt, bad_id, 60, processes)["status"] == "failed"
+        assert wait_for_job(rt, ok_id, 60, logs=processes.logs)["status"] == "succeeded"
+        assert wait_for_job(rt, bad_id, 60, logs=processes.logs)["status"] == "failed"
         notes = [notification_id(rt, ok_id), notification_id(rt, bad_id)]
         for note in notes:
-            assert follow(rt, note, 90, processes)["status"] == "succeeded"
+            assert wait_for_job(rt, note, 90, logs=processes.logs)["status"] == "succeeded"
 
         # One email per job, each saying how it ended.
         assert smtp.inbox.count() == 2
@@ -131,16 +133,18 @@ def test_mail_server_down_holds_up_only_the_notification(
         job, _ = rt.jobs.submit(
             "http_get", {"url": f"{status.base}/job/held?running=0"}, notify={"email": [ADDRESS]}
         )
-        assert follow(rt, job["id"], 60, processes)["status"] == "succeeded"
+        assert wait_for_job(rt, job["id"], 60, logs=processes.logs)["status"] == "succeeded"
         note = notification_id(rt, job["id"])
 
         def retried() -> bool:
             steps = rt.store.describe(note)["steps"]
             return bool(steps[0]["attempts"] >= 2)
 
-        wait_until(retried, 60, "the email step to fail twice against a closed port")
+        wait_until(
+            retried, 60, "the email step to fail twice against a closed port", logs=processes.logs
+        )
         down.start()
-        assert follow(rt, note, 120, processes)["status"] == "succeeded"
+        assert wait_for_job(rt, note, 120, logs=processes.logs)["status"] == "succeeded"
         assert down.inbox.count() == 1
         assert status.looked("/job/held") == 1
         assert rt.store.describe(job["id"])["status"] == "succeeded"

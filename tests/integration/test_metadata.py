@@ -11,7 +11,7 @@ register twice, and no password is kept or shown.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +21,22 @@ from sqlalchemy import func, select, update
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
-from prodinf.kinds.database.metadata_store import MetadataStore
 from prodinf.runtime import Runtime
 from prodinf.store import JobRow, StepRow
 from prodinf.store.datasets import dataset_registrations
-from tests.conftest import MYSQL_URL, POSTGRES_URL, fresh_store, require
-from tests.integration.core_faults import PASSWORD, core_named, drive_to_end, execute
+from prodinf.store.registrations import MetadataStore
+from tests.conftest import fresh_store
+from tests.gates import MYSQL_URL, POSTGRES_URL, require
+from tests.integration.core_faults import PASSWORD, core_named, execute
 from tests.integration.datasets import ENGINES, Datasets
+from tests.waiting import wait_for_job
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def rt(home: Path) -> Iterator[Runtime]:
-    settings = Settings(home=home)
-    fresh_store(settings.store_url).dispose()
-    runtime = Runtime(settings, create_celery(settings))
-    yield runtime
-    runtime.close()
-
-
 def register(rt: Runtime, params: dict[str, Any]) -> dict[str, Any]:
     summary, _ = rt.jobs.submit("register_metadata", params)
-    return drive_to_end(rt, summary["id"])
+    return wait_for_job(rt, summary["id"], drive=True, interval=0.3)
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
@@ -126,7 +119,7 @@ def test_a_register_step_that_runs_again_registers_once(rt: Runtime, datasets: D
     rt.jobs.retry(job_id)
 
     # When it runs again
-    again = drive_to_end(rt, job_id)
+    again = wait_for_job(rt, job_id, drive=True, interval=0.3)
 
     # Then it returns the same registration, and there is still just one
     assert again["status"] == "succeeded", again["error"]
@@ -186,12 +179,15 @@ def test_a_name_no_naming_rule_matches_fails_naming_the_param(
     assert "matches no naming rule" in done["error"]["message"]
 
 
-def test_no_password_is_kept_or_shown(rt: Runtime, datasets: Datasets, mariadb_user: str) -> None:
+def test_no_password_is_kept_or_shown(
+    rt: Runtime, datasets: Datasets, mariadb_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # Given a database reached with a user and password
     uri, _ = core_named(datasets, "mysql", genes=50)
     url = DatabaseURI.parse(uri).url.set(username=mariadb_user, password=PASSWORD)
 
     # When it is registered with the password in the URI (and in the comment)
+    caplog.set_level(logging.DEBUG)
     done = register(
         rt,
         {
@@ -200,25 +196,33 @@ def test_no_password_is_kept_or_shown(rt: Runtime, datasets: Datasets, mariadb_u
         },
     )
 
-    # Then neither the job nor the stored registration holds the password
+    # Then neither the job, the stored registration nor the log holds the password
     assert done["status"] == "succeeded", done["error"]
     assert PASSWORD not in json.dumps(done)
     assert f"{mariadb_user}:***@" in done["result"]["database"]
     with rt.store.engine.connect() as conn:
         stored = conn.execute(select(dataset_registrations)).mappings().all()
     assert PASSWORD not in json.dumps([dict(row) for row in stored], default=str)
+    assert PASSWORD not in caplog.text
 
 
-def test_an_unreachable_server_fails_after_retries_with_a_clear_error(rt: Runtime) -> None:
+def test_an_unreachable_server_fails_after_retries_with_a_clear_error(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a URI with a password, on a port nothing listens on
     uri = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/hcx_core_115_38"
+    caplog.set_level(logging.DEBUG)
 
+    # When it is registered
     done = register(rt, {"database_uri": uri})
 
+    # Then it fails after retries, saying which server, and no password is shown or logged
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 3
     assert "server unavailable" in done["error"]["message"]
     assert "postgres:***@127.0.0.1:1" in done["error"]["message"]
     assert PASSWORD not in json.dumps(done)
+    assert PASSWORD not in caplog.text
 
 
 def test_bad_credentials_fail_at_once(rt: Runtime, datasets: Datasets, mariadb_user: str) -> None:
