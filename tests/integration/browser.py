@@ -1,34 +1,40 @@
-"""A real headless browser for the page tests: Chromium from Debian, and the app served
-over real HTTP on loopback. Tests that need it skip on a laptop without it and fail in CI."""
+"""A real headless browser for the page tests: Chromium from Debian, run once per page
+(``chromium``) or driven through chromedriver (``WebDriver``), and the app served over
+real HTTP on loopback (``serve``). Tests that need it skip on a laptop without it and
+fail in CI (``tests.gates.need``)."""
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-__all__ = ["CHROMEDRIVER", "CHROMIUM", "CHROMIUM_FLAGS", "chromium", "need", "serve"]
+from tests.gates import need
+from tests.loopback import free_port
+from tests.waiting import wait_until
 
-CI = bool(os.environ.get("CI"))
+__all__ = [
+    "CHROMEDRIVER",
+    "CHROMIUM",
+    "CHROMIUM_FLAGS",
+    "WebDriver",
+    "chromium",
+    "driven_chromium",
+    "need",
+    "serve",
+]
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-def need(binary: str, package: str) -> None:
-    """Skip (laptop) or fail (CI) unless ``binary`` is installed."""
-    if Path(binary).exists():
-        return
-    message = f"{binary} is not installed (apt-get install {package})"
-    if CI:
-        pytest.fail(f"{message}, and CI is set: the browser tests must run")
-    pytest.skip(message)
 
 
 def serve(app: Flask) -> Iterator[str]:
@@ -58,6 +64,7 @@ CHROMIUM_FLAGS = [
 
 def chromium(tmp_path: Path, *args: str) -> str:
     """Run headless Chromium once with ``args``; its stdout."""
+    need(CHROMIUM, "chromium")
     profile = tmp_path / f"profile-{time.monotonic_ns()}"
     done = subprocess.run(
         [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
@@ -68,3 +75,106 @@ def chromium(tmp_path: Path, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+class WebDriver:
+    """Just enough of the W3C WebDriver protocol, spoken to chromedriver over HTTP."""
+
+    ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.session = ""
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
+        request = urllib.request.Request(
+            f"{self.base}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())["value"]
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise AssertionError(f"{method} {path}: {exc.read().decode()[:2000]}") from None
+
+    def start(self, profile: Path) -> None:
+        args = [a for a in CHROMIUM_FLAGS if a != "--headless"]
+        options = {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", *args, f"--user-data-dir={profile}"],
+        }
+        capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
+        self.session = self.call("POST", "/session", {"capabilities": capabilities})["sessionId"]
+
+    def quit(self) -> None:
+        if self.session:
+            self.call("DELETE", f"/session/{self.session}")
+
+    def go(self, url: str) -> None:
+        self.call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def find(self, css: str) -> str:
+        found = self.call(
+            "POST", f"/session/{self.session}/element", {"using": "css selector", "value": css}
+        )
+        element: str = found[self.ELEMENT]
+        return element
+
+    def type(self, css: str, text: str) -> None:
+        element = self.find(css)
+        self.call("POST", f"/session/{self.session}/element/{element}/clear")
+        self.call("POST", f"/session/{self.session}/element/{element}/value", {"text": text})
+
+    def click(self, css: str) -> None:
+        self.call("POST", f"/session/{self.session}/element/{self.find(css)}/click")
+
+    def text(self, css: str) -> str:
+        value: str = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
+        return value
+
+    @property
+    def url(self) -> str:
+        value: str = self.call("GET", f"/session/{self.session}/url")
+        return value
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 10) -> None:
+        """Poll ``check`` until true: a click returns before the page it posts has loaded."""
+
+        def holds() -> bool:
+            try:
+                return check()
+            except AssertionError:  # no such element yet
+                return False
+
+        wait_until(holds, timeout, what, interval=0.05)
+
+
+def driven_chromium(tmp_path: Path) -> Iterator[WebDriver]:
+    """A headless Chromium driven through a chromedriver process on a free port; both
+    end when the generator is closed."""
+    need(CHROMIUM, "chromium")
+    need(CHROMEDRIVER, "chromium-driver")
+    port = free_port()
+    proc = subprocess.Popen(
+        [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    driver = WebDriver(f"http://127.0.0.1:{port}")
+
+    def ready() -> bool:
+        try:
+            return bool(driver.call("GET", "/status")["ready"])
+        except (OSError, AssertionError):
+            return False
+
+    try:
+        wait_until(ready, 20, "chromedriver to start")
+        driver.start(tmp_path / "profile")
+        yield driver
+        driver.quit()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,4 +1,5 @@
-"""The web pages, as a user sees them: Flask's test client, then a real headless Chromium.
+"""The web pages, as a user sees them through Flask's test client (a real headless
+Chromium shows them in ``tests/integration/test_browser.py``).
 
 Jobs are put in their states for real: submitted through the job service and
 driven by the runner in-process against a real HTTP server on 127.0.0.1.
@@ -9,16 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-import socket
-import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,133 +26,20 @@ from prodinf.engine.registry import Registry, job_kind
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.store import upgrade
-from tests.unit.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, chromium, need, serve
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-class Site(BaseHTTPRequestHandler):
-    """``/ok`` answers 200 with a small body; anything else 404."""
-
-    def do_GET(self) -> None:
-        body = b"hello" if self.path == "/ok" else b"nope"
-        self.send_response(200 if self.path == "/ok" else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def site() -> Iterator[str]:
-    """The base URL of a real HTTP server that http_get jobs fetch from."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
-    upgrade(app.extensions["prodinf"].store)
-    yield app
-    app.extensions["prodinf"].close()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-def rt(app: Flask) -> Runtime:
-    runtime: Runtime = app.extensions["prodinf"]
-    return runtime
-
-
-def submit(app: Flask, kind: str, params: dict[str, Any], **kw: Any) -> str:
-    job, created = rt(app).jobs.submit(kind, params, **kw)
-    assert created
-    job_id: str = job["id"]
-    return job_id
-
-
-def run(app: Flask, kind: str, params: dict[str, Any], **kw: Any) -> str:
-    """Submit a job and drive it in this process until it waits or ends."""
-    job_id = submit(app, kind, params, **kw)
-    rt(app).runner.drive(job_id)
-    return job_id
-
-
-class _Finder(HTMLParser):
-    """Collects the text inside the element with a given id (and its descendants)."""
-
-    VOID = frozenset({"input", "br", "img", "meta", "link", "hr", "source", "wbr"})
-
-    def __init__(self, element_id: str) -> None:
-        super().__init__()
-        self.element_id = element_id
-        self.depth = 0
-        self.found = False
-        self.parts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.VOID:
-            return
-        if self.depth:
-            self.depth += 1
-        elif dict(attrs).get("id") == self.element_id:
-            self.depth, self.found = 1, True
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.depth and tag not in self.VOID:
-            self.depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self.depth:
-            self.parts.append(data)
-
-
-def text_of(html: str, element_id: str) -> str:
-    """The whitespace-normalised text of the element with ``element_id``; fails if absent."""
-    finder = _Finder(element_id)
-    finder.feed(html)
-    assert finder.found, f"no element with id {element_id!r} on the page"
-    return " ".join("".join(finder.parts).split())
-
-
-def input_value(html: str, name: str) -> str | None:
-    match = re.search(rf'<input[^>]*name="{re.escape(name)}"[^>]*value="([^"]*)"', html)
-    return match.group(1) if match else None
-
-
-def csrf(client: FlaskClient, path: str) -> str:
-    """Load ``path`` as a user would before posting one of its forms; its token."""
-    value = input_value(client.get(path).get_data(as_text=True), "csrf_token")
-    assert value, f"no form token on {path}"
-    return value
-
-
-def page(client: FlaskClient, path: str, status: int = 200) -> str:
-    response = client.get(path)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_data(as_text=True)
-
+from tests.conftest import SITE_BODY
+from tests.embedded import run, runtime_of, submit
+from tests.loopback import Site
+from tests.pages import csrf, input_value, page, text_of
 
 # -- the jobs list -----------------------------------------------------------------------------
 
 
 def test_list_shows_jobs_with_status_and_progress(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
     # Given a job that succeeded and one that failed
-    good = run(app, "http_get", {"url": f"{site}/ok"}, submitted_by="alice")
-    bad = run(app, "http_get", {"url": f"{site}/missing"}, submitted_by="bob")
+    good = run(app, "http_get", {"url": f"{site.base}/ok"}, submitted_by="alice")
+    bad = run(app, "http_get", {"url": f"{site.base}/missing"}, submitted_by="bob")
 
     # When the user opens the jobs list
     html = page(client, "/")
@@ -185,8 +64,8 @@ def test_list_shows_jobs_with_status_and_progress(
     assert 'http-equiv="refresh"' not in html
 
 
-def test_list_refreshes_while_a_job_is_active(app: Flask, client: FlaskClient, site: str) -> None:
-    submit(app, "http_get", {"url": f"{site}/ok"})
+def test_list_refreshes_while_a_job_is_active(app: Flask, client: FlaskClient, site: Site) -> None:
+    submit(app, "http_get", {"url": f"{site.base}/ok"})
 
     html = page(client, "/")
 
@@ -194,10 +73,10 @@ def test_list_refreshes_while_a_job_is_active(app: Flask, client: FlaskClient, s
     assert '<meta http-equiv="refresh" content="5">' in html
 
 
-def test_list_filters_by_kind_and_status(app: Flask, client: FlaskClient, site: str) -> None:
-    good = run(app, "http_get", {"url": f"{site}/ok"})
-    bad = run(app, "http_get", {"url": f"{site}/missing"})
-    waiter = submit(app, "wait_for_url", {"url": f"{site}/ok"})
+def test_list_filters_by_kind_and_status(app: Flask, client: FlaskClient, site: Site) -> None:
+    good = run(app, "http_get", {"url": f"{site.base}/ok"})
+    bad = run(app, "http_get", {"url": f"{site.base}/missing"})
+    waiter = submit(app, "wait_for_url", {"url": f"{site.base}/ok"})
 
     failed = page(client, "/?status=failed")
     assert bad in failed
@@ -214,9 +93,9 @@ def test_list_filters_by_kind_and_status(app: Flask, client: FlaskClient, site: 
 
 
 def test_list_pages_with_next_and_previous_links(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    ids = [submit(app, "http_get", {"url": f"{site}/ok"}) for _ in range(3)]
+    ids = [submit(app, "http_get", {"url": f"{site.base}/ok"}) for _ in range(3)]
 
     first = page(client, "/?limit=2")
     assert sum(job_id in first for job_id in ids) == 2
@@ -246,18 +125,18 @@ def test_list_rejects_a_bad_filter_naming_it(client: FlaskClient, query: str, fi
 
 
 def test_job_page_shows_a_failed_jobs_error_steps_and_history(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    job_id = run(app, "http_get", {"url": f"{site}/missing", "timeout": 5})
+    job_id = run(app, "http_get", {"url": f"{site.base}/missing", "timeout": 5})
 
     html = page(client, f"/jobs/{job_id}")
 
     params = json.loads(text_of(html, "job-params"))
-    assert params == {"url": f"{site}/missing", "timeout": 5.0}
+    assert params == {"url": f"{site.base}/missing", "timeout": 5.0}
     error = text_of(html, "job-error")
     assert "PermanentError" in error
     assert "in step fetch" in error
-    assert f"{site}/missing answered 404" in error
+    assert f"{site.base}/missing answered 404" in error
     step = text_of(html, "step-fetch")
     assert "failed" in step
     assert "1 attempt" in step
@@ -271,15 +150,15 @@ def test_job_page_shows_a_failed_jobs_error_steps_and_history(
 
 
 def test_job_page_shows_a_succeeded_jobs_result_and_step_output(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    job_id = run(app, "http_get", {"url": f"{site}/ok"})
+    job_id = run(app, "http_get", {"url": f"{site.base}/ok"})
 
     html = page(client, f"/jobs/{job_id}")
 
     result = json.loads(text_of(html, "job-result"))
     assert result["status_code"] == 200
-    assert result["bytes"] == 5
+    assert result["bytes"] == len(SITE_BODY)
     step = text_of(html, "step-fetch")
     assert "succeeded" in step
     assert '"sha256"' in step
@@ -295,8 +174,8 @@ def test_unknown_job_is_a_404_page(client: FlaskClient) -> None:
     assert 'href="/jobs/new"' in html  # the page still has the nav
 
 
-def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, site: str) -> None:
-    job_id = submit(app, "http_get", {"url": f"{site}/ok"})
+def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, site: Site) -> None:
+    job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
     html = page(client, f"/jobs/{job_id}")
     assert ">Cancel</button>" in html
     assert 'http-equiv="refresh"' in html
@@ -311,13 +190,13 @@ def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, sit
     assert "Job cancelled." in html
     assert 'class="badge badge-cancelled"' in html
     assert "job.cancelled" in text_of(html, "history")
-    assert rt(app).store.describe(job_id)["status"] == "cancelled"
+    assert runtime_of(app).store.describe(job_id)["status"] == "cancelled"
 
 
 def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    job_id = run(app, "http_get", {"url": f"{site}/ok"})
+    job_id = run(app, "http_get", {"url": f"{site.base}/ok"})
 
     response = client.post(
         f"/jobs/{job_id}/cancel",
@@ -329,8 +208,10 @@ def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
     assert f"job {job_id} has already succeeded" in response.get_data(as_text=True)
 
 
-def test_retry_button_queues_a_failed_job_again(app: Flask, client: FlaskClient, site: str) -> None:
-    job_id = run(app, "http_get", {"url": f"{site}/missing"})
+def test_retry_button_queues_a_failed_job_again(
+    app: Flask, client: FlaskClient, site: Site
+) -> None:
+    job_id = run(app, "http_get", {"url": f"{site.base}/missing"})
 
     response = client.post(
         f"/jobs/{job_id}/retry",
@@ -342,7 +223,7 @@ def test_retry_button_queues_a_failed_job_again(app: Flask, client: FlaskClient,
     assert response.status_code == 200
     assert "Job queued for retry." in html
     assert "retrying fetch" in text_of(html, "history")
-    assert rt(app).store.describe(job_id)["status"] == "queued"
+    assert runtime_of(app).store.describe(job_id)["status"] == "queued"
     # ...and retrying it again while it is queued is refused with a message
     response = client.post(
         f"/jobs/{job_id}/retry",
@@ -355,16 +236,16 @@ def test_retry_button_queues_a_failed_job_again(app: Flask, client: FlaskClient,
 
 
 def test_posts_without_the_form_token_are_refused(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    job_id = submit(app, "http_get", {"url": f"{site}/ok"})
+    job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
     page(client, f"/jobs/{job_id}")
 
     response = client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": "forged"})
 
     assert response.status_code == 400
     assert "csrf_token" in response.get_data(as_text=True)
-    assert rt(app).store.describe(job_id)["status"] == "queued"
+    assert runtime_of(app).store.describe(job_id)["status"] == "queued"
 
 
 # -- the new-job form ---------------------------------------------------------------------------
@@ -403,16 +284,16 @@ def test_form_without_a_url_keeps_the_values_and_says_what_is_missing(
     assert 'class="field has-error" id="field-params.url"' in html
     assert input_value(html, "params.timeout") == "12.5"
     assert input_value(html, "idempotency_key") == "nightly-7"
-    assert rt(app).store.list_jobs()[1] == 0
+    assert runtime_of(app).store.list_jobs()[1] == 0
 
 
-def test_form_puts_a_bad_number_next_to_its_field(client: FlaskClient, site: str) -> None:
+def test_form_puts_a_bad_number_next_to_its_field(client: FlaskClient, site: Site) -> None:
     response = client.post(
         "/jobs/new",
         data={
             "csrf_token": csrf(client, "/jobs/new"),
             "kind": "http_get",
-            "params.url": f"{site}/ok",
+            "params.url": f"{site.base}/ok",
             "params.timeout": "soon",
         },
     )
@@ -420,18 +301,18 @@ def test_form_puts_a_bad_number_next_to_its_field(client: FlaskClient, site: str
     assert response.status_code == 400
     html = response.get_data(as_text=True)
     assert "valid number" in text_of(html, "field-params.timeout")
-    assert input_value(html, "params.url") == f"{site}/ok"
+    assert input_value(html, "params.url") == f"{site.base}/ok"
 
 
 def test_valid_form_submits_and_redirects_to_the_job(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
     response = client.post(
         "/jobs/new",
         data={
             "csrf_token": csrf(client, "/jobs/new?kind=http_get"),
             "kind": "http_get",
-            "params.url": f"{site}/ok",
+            "params.url": f"{site.base}/ok",
             "params.timeout": "7",
         },
         headers={"X-Prodinf-User": "carol"},
@@ -440,10 +321,10 @@ def test_valid_form_submits_and_redirects_to_the_job(
     assert response.status_code == 303
     match = re.fullmatch(r"/jobs/([0-9a-f-]{36})", response.headers["Location"])
     assert match
-    job = rt(app).store.describe(match.group(1))
+    job = runtime_of(app).store.describe(match.group(1))
     assert job["kind"] == "http_get"
     assert job["status"] == "queued"
-    assert job["params"] == {"url": f"{site}/ok", "timeout": 7.0}
+    assert job["params"] == {"url": f"{site.base}/ok", "timeout": 7.0}
     assert job["submitted_by"] == "carol"
     html = page(client, response.headers["Location"])
     assert "Job submitted." in html
@@ -451,15 +332,15 @@ def test_valid_form_submits_and_redirects_to_the_job(
 
 
 def test_idempotency_key_reused_shows_the_existing_job(
-    app: Flask, client: FlaskClient, site: str
+    app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    data = {"kind": "http_get", "params.url": f"{site}/ok", "idempotency_key": "once"}
+    data = {"kind": "http_get", "params.url": f"{site.base}/ok", "idempotency_key": "once"}
     first = client.post("/jobs/new", data={**data, "csrf_token": csrf(client, "/jobs/new")})
     second = client.post("/jobs/new", data={**data, "csrf_token": csrf(client, "/jobs/new")})
 
     assert first.status_code == second.status_code == 303
     assert first.headers["Location"] == second.headers["Location"]
-    assert rt(app).store.list_jobs()[1] == 1
+    assert runtime_of(app).store.list_jobs()[1] == 1
     assert "exists already" in page(client, second.headers["Location"])
 
 
@@ -543,7 +424,7 @@ def test_form_submits_typed_values(note_app: Flask) -> None:
 
     assert response.status_code == 303, response.get_data(as_text=True)
     job_id = response.headers["Location"].rsplit("/", 1)[1]
-    assert rt(note_app).store.describe(job_id)["params"] == {
+    assert runtime_of(note_app).store.describe(job_id)["params"] == {
         "note": "hi",
         "copies": 3,
         "loud": True,
@@ -610,177 +491,3 @@ def test_text_from_a_job_is_escaped_everywhere(note_app: Flask) -> None:
     assert response.status_code == 400
     assert "<script>" not in html
     assert input_value(html, "params.note") == "&lt;script&gt;alert(1)&lt;/script&gt;"
-
-
-# -- a real browser ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1; its base URL."""
-    yield from serve(app)
-
-
-@pytest.mark.slow
-def test_browser_renders_the_jobs_and_a_job(
-    app: Flask, live: str, site: str, tmp_path: Path
-) -> None:
-    need(CHROMIUM, "chromium")
-    good = run(app, "http_get", {"url": f"{site}/ok"}, submitted_by="alice")
-    bad = run(app, "http_get", {"url": f"{site}/missing"}, submitted_by="bob")
-
-    dom = chromium(tmp_path, "--dump-dom", f"{live}/")
-    assert re.search(rf'<tr id="job-{good}" data-status="succeeded">', dom)
-    assert re.search(rf'<tr id="job-{bad}" data-status="failed">', dom)
-    assert "answered 404" in text_of(dom, f"job-{bad}")
-
-    dom = chromium(tmp_path, "--dump-dom", f"{live}/jobs/{bad}")
-    assert "answered 404" in text_of(dom, "job-error")
-    assert "job.failed" in text_of(dom, "history")
-
-    for name, path in (("jobs", "/"), ("job", f"/jobs/{bad}")):
-        shot = tmp_path / f"{name}.png"
-        chromium(tmp_path, f"--screenshot={shot}", f"{live}{path}")
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
-
-
-class WebDriver:
-    """Just enough of the W3C WebDriver protocol, spoken to chromedriver over HTTP."""
-
-    ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.session = ""
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body if body is not None else {}).encode() if method == "POST" else None
-        request = urllib.request.Request(
-            f"{self.base}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read())["value"]
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise AssertionError(f"{method} {path}: {exc.read().decode()[:2000]}") from None
-
-    def start(self, profile: Path) -> None:
-        args = [a for a in CHROMIUM_FLAGS if a != "--headless"]
-        options = {
-            "binary": CHROMIUM,
-            "args": ["--headless=new", *args, f"--user-data-dir={profile}"],
-        }
-        capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
-        self.session = self.call("POST", "/session", {"capabilities": capabilities})["sessionId"]
-
-    def quit(self) -> None:
-        if self.session:
-            self.call("DELETE", f"/session/{self.session}")
-
-    def go(self, url: str) -> None:
-        self.call("POST", f"/session/{self.session}/url", {"url": url})
-
-    def find(self, css: str) -> str:
-        found = self.call(
-            "POST", f"/session/{self.session}/element", {"using": "css selector", "value": css}
-        )
-        element: str = found[self.ELEMENT]
-        return element
-
-    def type(self, css: str, text: str) -> None:
-        element = self.find(css)
-        self.call("POST", f"/session/{self.session}/element/{element}/clear")
-        self.call("POST", f"/session/{self.session}/element/{element}/value", {"text": text})
-
-    def click(self, css: str) -> None:
-        self.call("POST", f"/session/{self.session}/element/{self.find(css)}/click")
-
-    def text(self, css: str) -> str:
-        value: str = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
-        return value
-
-    @property
-    def url(self) -> str:
-        value: str = self.call("GET", f"/session/{self.session}/url")
-        return value
-
-    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 10) -> None:
-        """Poll ``check`` until true: a click returns before the page it posts has loaded."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return
-            except AssertionError:  # no such element yet
-                pass
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """A headless Chromium driven through chromedriver."""
-    need(CHROMIUM, "chromium")
-    need(CHROMEDRIVER, "chromium-driver")
-    port = free_port()
-    proc = subprocess.Popen(
-        [CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    driver = WebDriver(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if driver.call("GET", "/status")["ready"]:
-                    break
-            except (OSError, AssertionError):
-                pass
-            assert time.monotonic() < deadline, "chromedriver did not start"
-            time.sleep(0.1)
-        driver.start(tmp_path / "profile")
-        yield driver
-        driver.quit()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.mark.slow
-def test_browser_submits_the_form_and_cancels_the_job(
-    app: Flask, live: str, site: str, browser: WebDriver
-) -> None:
-    # Given the new-job form in a browser
-    browser.go(f"{live}/jobs/new?kind=http_get")
-    # When the user submits it without a URL, the page says so next to the field
-    browser.type('[name="params.timeout"]', "9")
-    browser.click("button.primary")
-    url_error = '[id="field-params.url"] .field-error'
-    browser.wait_for("the url error", lambda: "Field required" in browser.text(url_error))
-    # When they fill it in and submit again
-    browser.type('[name="params.url"]', f"{site}/ok")
-    browser.click("button.primary")
-    # Then they land on the new job, queued, with what they typed
-    job_page = re.compile(rf"{re.escape(live)}/jobs/([0-9a-f-]{{36}})")
-    browser.wait_for("the job page", lambda: bool(job_page.fullmatch(browser.url)))
-    match = job_page.fullmatch(browser.url)
-    assert match
-    assert browser.text(".flash") == "Job submitted."
-    assert browser.text(".status-line .badge") == "queued"
-    assert json.loads(browser.text("#job-params")) == {"url": f"{site}/ok", "timeout": 9.0}
-    # And the Cancel button cancels it
-    browser.click("button.danger")
-    browser.wait_for("the cancel", lambda: browser.text(".flash") == "Job cancelled.")
-    assert browser.text(".status-line .badge") == "cancelled"
-    assert rt(app).store.describe(match.group(1))["status"] == "cancelled"

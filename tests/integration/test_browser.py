@@ -1,0 +1,124 @@
+"""The portal's pages in a real headless Chromium: rendered (``--dump-dom``, screenshots)
+and used (a form filled in and submitted through chromedriver).
+
+Given the portal on embedded defaults served over real HTTP on loopback, with jobs put
+in their states for real (driven in this process against a loopback HTTP server) and
+mail in the outbox; when a browser opens its pages; then it shows what a user needs,
+escapes what a job or a mail holds, and its forms work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from prodinf.config import Settings
+from prodinf.mail import deliver, outbox_name, render_url_report
+from tests.embedded import run, runtime_of
+from tests.integration.browser import WebDriver, chromium, driven_chromium, serve
+from tests.loopback import Site
+from tests.mails import PASSWORD, URL, a_mail
+from tests.pages import text_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+@pytest.fixture
+def live(app: Flask) -> Iterator[str]:
+    """The app served over real HTTP on 127.0.0.1; its base URL."""
+    yield from serve(app)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A headless Chromium driven through chromedriver."""
+    yield from driven_chromium(tmp_path)
+
+
+@pytest.mark.slow
+def test_browser_renders_the_jobs_and_a_job(
+    app: Flask, live: str, site: Site, tmp_path: Path
+) -> None:
+    # Given a job that succeeded and one that failed
+    good = run(app, "http_get", {"url": f"{site.base}/ok"}, submitted_by="alice")
+    bad = run(app, "http_get", {"url": f"{site.base}/missing"}, submitted_by="bob")
+
+    # When the browser opens the jobs list, then it shows both with their statuses
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/")
+    assert re.search(rf'<tr id="job-{good}" data-status="succeeded">', dom)
+    assert re.search(rf'<tr id="job-{bad}" data-status="failed">', dom)
+    assert "answered 404" in text_of(dom, f"job-{bad}")
+
+    # When it opens the failed job, then it shows the error and the history
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/jobs/{bad}")
+    assert "answered 404" in text_of(dom, "job-error")
+    assert "job.failed" in text_of(dom, "history")
+
+    # And both pages render as pictures, not blank pages
+    for name, path in (("jobs", "/"), ("job", f"/jobs/{bad}")):
+        shot = tmp_path / f"{name}.png"
+        chromium(tmp_path, f"--screenshot={shot}", f"{live}{path}")
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+@pytest.mark.slow
+def test_browser_submits_the_form_and_cancels_the_job(
+    app: Flask, live: str, site: Site, browser: WebDriver
+) -> None:
+    # Given the new-job form in a browser
+    browser.go(f"{live}/jobs/new?kind=http_get")
+    # When the user submits it without a URL, the page says so next to the field
+    browser.type('[name="params.timeout"]', "9")
+    browser.click("button.primary")
+    url_error = '[id="field-params.url"] .field-error'
+    browser.wait_for("the url error", lambda: "Field required" in browser.text(url_error))
+    # When they fill it in and submit again
+    browser.type('[name="params.url"]', f"{site.base}/ok")
+    browser.click("button.primary")
+    # Then they land on the new job, queued, with what they typed
+    job_page = re.compile(rf"{re.escape(live)}/jobs/([0-9a-f-]{{36}})")
+    browser.wait_for("the job page", lambda: bool(job_page.fullmatch(browser.url)))
+    match = job_page.fullmatch(browser.url)
+    assert match
+    assert browser.text(".flash") == "Job submitted."
+    assert browser.text(".status-line .badge") == "queued"
+    assert json.loads(browser.text("#job-params")) == {"url": f"{site.base}/ok", "timeout": 9.0}
+    # And the Cancel button cancels it
+    browser.click("button.danger")
+    browser.wait_for("the cancel", lambda: browser.text(".flash") == "Job cancelled.")
+    assert browser.text(".status-line .badge") == "cancelled"
+    assert runtime_of(app).store.describe(match.group(1))["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_browser_renders_the_outbox(settings: Settings, live: str, tmp_path: Path) -> None:
+    # Given a summary mail in the outbox, whose document holds markup and whose URL a
+    # password
+    subject, text, html = render_url_report(
+        URL, "done", {"status": "done", "comment": "<script>alert(1)</script>"}, "complete", None
+    )
+    mail = a_mail(subject=subject, text=text, html=html)
+    deliver(mail, settings)
+    name = outbox_name(mail.message_id)
+
+    # When the browser opens the outbox, then the mail is listed, without the password
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/outbox")
+    row = re.search(rf'<tr id="mail-{re.escape(name)}">(.*?)</tr>', dom, re.S)
+    assert row, dom[-3000:]
+    assert "status.example.org/jobs/42: complete" in row.group(1)
+    assert "ada@example.org" in row.group(1)
+    assert PASSWORD not in dom
+
+    # When it opens the mail, then its text shows, the markup escaped, never run
+    dom = chromium(tmp_path, "--dump-dom", f"{live}/outbox/{name}")
+    text_block = re.search(r'<pre class="json mail-text" id="mail-text">(.*?)</pre>', dom, re.S)
+    assert text_block, dom[-3000:]
+    assert "has finished." in text_block.group(1)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text_block.group(1)
+    assert "<script>alert(1)" not in dom
