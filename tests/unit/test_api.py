@@ -8,13 +8,12 @@ kinds against a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import threading
+import logging
+import os
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,52 +26,11 @@ from werkzeug.test import TestResponse
 from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
-from prodinf.store import upgrade
+from tests.conftest import SITE_BODY
+from tests.embedded import messages
+from tests.loopback import Reply, Site
 
 JOBS = "/api/v1/jobs"
-
-# -- a real HTTP server the built-in kinds talk to -------------------------------------------
-
-
-class Site:
-    """A real HTTP server on 127.0.0.1: ``routes`` maps a path to (status, body)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes]] = {
-            "/ok": (200, b"hello, prodinf"),
-            "/missing": (404, b"no"),
-            "/pending": (200, b'{"status": "running"}'),
-        }
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body = site.routes.get(self.path, (404, b"no route"))
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site()
-    s.thread.start()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
-
 
 # -- the app ---------------------------------------------------------------------------------
 
@@ -80,30 +38,9 @@ def site() -> Iterator[Site]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings come from the test, never from the developer's PRODINF_* variables."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("PRODINF_"):
             monkeypatch.delenv(name)
-
-
-def close(app: Flask) -> None:
-    rt: Runtime = app.extensions["prodinf"]
-    rt.close()
-    rt.celery.close()
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Flask]:
-    app = create_app(settings)
-    upgrade(app.extensions["prodinf"].store)
-    yield app
-    close(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def drive(app: Flask, job_id: str) -> None:
@@ -114,16 +51,6 @@ def submit(client: FlaskClient, kind: str, params: dict[str, Any], **extra: Any)
     response = client.post(JOBS, json={"kind": kind, "params": params, **extra})
     assert response.status_code == 201, response.get_data(as_text=True)
     return str(response.json["id"])  # type: ignore[index]
-
-
-def messages(home: Path) -> list[dict[str, Any]]:
-    """The run messages waiting in the embedded broker, oldest first."""
-    found = []
-    for path in sorted((home / "broker" / "queues").glob("*.msg")):
-        message = json.loads(path.read_text())
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        found.append({"task": message["headers"]["task"], "args": args, "file": path.name})
-    return found
 
 
 def assert_clean_error(response: TestResponse, status: int, field: str | None) -> None:
@@ -398,7 +325,7 @@ def test_job_document_shape_after_a_real_run(client: FlaskClient, app: Flask, si
     assert job["url"].endswith(f"{JOBS}/{job_id}")
     assert job["progress"] == {"done": 1, "total": 1, "message": "succeeded"}
     assert job["params"] == {"url": site.url("/ok"), "timeout": 30.0}
-    body = site.routes["/ok"][1]
+    body = SITE_BODY
     expected = {"status_code": 200, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     assert job["result"] == expected
     assert job["error"] is None
@@ -421,7 +348,7 @@ def test_list_filters_and_pages_with_a_next_link(
     # Given five http_get jobs (one of them run to the end) and one wait_for_url job
     fetches = [submit(client, "http_get", {"url": site.url(f"/ok?{i}")}) for i in range(5)]
     waiter = submit(client, "wait_for_url", {"url": site.url("/pending")})
-    site.routes["/ok?2"] = (200, b"two")
+    site.routes["/ok?2"] = Reply(200, b"two")
     drive(app, fetches[2])
 
     # Then filters select by kind and status
@@ -476,7 +403,7 @@ def test_failed_job_is_retried_from_where_it_stopped(
     assert "404" in job["error"]["message"]
 
     # When the URL starts working and the job is retried
-    site.routes["/later"] = (200, b"here now")
+    site.routes["/later"] = Reply(200, b"here now")
     response = client.post(f"{JOBS}/{job_id}/retry")
 
     # Then it is queued again, its message is in the broker, and it succeeds
@@ -516,7 +443,7 @@ def test_waiting_job_is_cancelled_and_can_be_retried(
 
     # And a cancelled job can be retried; it finishes once the URL says done
     assert client.post(f"{JOBS}/{job_id}/retry").json["status"] == "queued"  # type: ignore[index]
-    site.routes["/pending"] = (200, b'{"status": "done", "rows": 3}')
+    site.routes["/pending"] = Reply(200, {"status": "done", "rows": 3})
     drive(app, job_id)
     job = client.get(f"{JOBS}/{job_id}").json
     assert job is not None
@@ -594,13 +521,19 @@ def app_without_store(home: Path) -> Iterator[Flask]:
     settings = Settings(home=home, database_url=f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x")
     app = create_app(settings)
     yield app
-    close(app)
+    runtime: Runtime = app.extensions["prodinf"]
+    runtime.close()
 
 
 def test_unreachable_store_is_a_503_without_the_password(
-    app_without_store: Flask, site: Site
+    app_without_store: Flask, site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Given a portal whose store URL (with a password) points at nothing
     client = app_without_store.test_client()
+    caplog.set_level(logging.DEBUG)
+
+    # When its health, a submission, the list, a job and a cancel are asked for,
+    # Then each is a 503 naming the store, without a traceback or the password
 
     health = client.get("/health")
     assert health.status_code == 503
@@ -621,6 +554,8 @@ def test_unreachable_store_is_a_503_without_the_password(
         assert_clean_error(response, 503, None)
         assert "store" in response.json["message"]  # type: ignore[index]
         assert response.headers["Retry-After"]
+    # and nothing the portal logged shows the password either
+    assert PASSWORD not in caplog.text
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -629,7 +564,7 @@ SECRET = "hunter2"
 
 
 def test_url_passwords_never_show_in_a_job_or_its_history(
-    client: FlaskClient, app: Flask, home: Path, site: Site
+    client: FlaskClient, app: Flask, home: Path, site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given jobs whose URLs carry a password: one answers 404, one is unreachable
     fetch = submit(
@@ -642,6 +577,7 @@ def test_url_passwords_never_show_in_a_job_or_its_history(
     )
 
     # When they run and fail
+    caplog.set_level(logging.DEBUG)
     drive(app, fetch)
     drive(app, wait)
     time.sleep(0.15)
@@ -658,9 +594,13 @@ def test_url_passwords_never_show_in_a_job_or_its_history(
         assert "user:***@" in job["error"]["message"]
         assert len(job["history"]) >= 3
     assert SECRET not in client.get(JOBS).get_data(as_text=True)
-    # and the broker carries job ids only
-    for path in (home / "broker" / "queues").glob("*.msg"):
-        assert SECRET not in path.read_text()
+    # and the broker holds both jobs' run messages, which carry their ids only
+    held = messages(home)
+    assert {job_id for m in held for job_id in m["args"]} == {fetch, wait}
+    for message in held:
+        assert SECRET not in (home / "broker" / "queues" / message["file"]).read_text()
+    # and nothing was logged with the password
+    assert SECRET not in caplog.text
 
 
 def test_a_job_with_a_long_param_is_read_quickly(client: FlaskClient) -> None:

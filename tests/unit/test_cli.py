@@ -11,6 +11,7 @@ Jobs stay queued here: running them is the integration tier's business
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -96,10 +97,13 @@ def show_json(*args: str) -> Any:
 # -- settings and the store ------------------------------------------------------------------
 
 
-def test_config_prints_settings_with_secrets_masked(home: Path) -> None:
+def test_config_prints_settings_with_secrets_masked(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Given a database URL with a password, a secret key and an SMTP password,
     when ``prodinf config`` prints the settings (as a table and as JSON),
-    then no secret appears, and their masked forms do."""
+    then no secret appears, their masked forms do, and no log line holds a secret."""
+    caplog.set_level(logging.DEBUG)
     env = {
         "PRODINF_DATABASE_URL": f"postgresql://prodinf:{DB_PASSWORD}@db.example.org/prodinf",
         "PRODINF_SECRET_KEY": SECRET_KEY,
@@ -124,12 +128,17 @@ def test_config_prints_settings_with_secrets_masked(home: Path) -> None:
         "postgresql+psycopg://prodinf:***@db.example.org/prodinf"
     )
     assert values["secret_key"] == values["smtp_password"] == "**********"
+    for secret in (DB_PASSWORD, SECRET_KEY, SMTP_PASSWORD):
+        assert secret not in caplog.text
 
 
-def test_a_bad_setting_is_named_without_its_value_or_a_traceback() -> None:
+def test_a_bad_setting_is_named_without_its_value_or_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Given PRODINF_PORT that is not a number,
     when any command reads the settings,
-    then it exits non-zero naming PRODINF_PORT, without echoing the value."""
+    then it exits non-zero naming PRODINF_PORT, without echoing or logging the value."""
+    caplog.set_level(logging.DEBUG)
     env = {"PRODINF_PORT": "not-a-port-9999"}
 
     for args in (["config"], ["show"], ["db", "upgrade"]):
@@ -137,6 +146,31 @@ def test_a_bad_setting_is_named_without_its_value_or_a_traceback() -> None:
 
         assert_clean_failure(result, "PRODINF_PORT", "integer")
         assert "not-a-port-9999" not in result.output
+    assert "not-a-port-9999" not in caplog.text
+
+
+def test_a_password_in_a_param_never_shows_or_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Given no worker running,
+    when a job whose URL carries a password is posted, listed and shown (and as JSON),
+    then the password appears in no output and no log line, and its masked form does."""
+    caplog.set_level(logging.DEBUG)
+    url = f"http://reader:{DB_PASSWORD}@127.0.0.1:1/x"
+
+    posted = succeeded(prodinf("post", "http_get", "-p", f"url={url}"))
+    job_id = posted.split()[-1]
+    outputs = [
+        posted,
+        succeeded(prodinf("show")),
+        succeeded(prodinf("show", job_id)),
+        succeeded(prodinf("show", "--json", job_id)),
+    ]
+
+    for out in outputs:
+        assert DB_PASSWORD not in out
+    assert json.loads(outputs[-1])["params"]["url"] == "http://reader:***@127.0.0.1:1/x"
+    assert DB_PASSWORD not in caplog.text
 
 
 def test_db_upgrade_creates_the_store_and_is_safe_to_run_again(home: Path) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from prodinf.engine.service import Jobs
 from prodinf.exceptions import ValidationError
 from prodinf.store import JobRow, JobStore, StepRow, upgrade
 from prodinf.store.types import utcnow
+from tests.loopback import Loopback, Reply, Request, free_port
 
 # -- a real HTTP server answering from a script -------------------------------------------
 
@@ -40,44 +41,29 @@ class Answer:
     body: bytes | dict[str, Any] | str = b""
 
 
-@dataclass
 class Site:
-    """Serves ``script`` in order (the last answer repeats); records what it was asked."""
+    """A loopback server that serves ``script`` in order (the last answer repeats) and
+    records what it was asked: (target, Authorization header)."""
 
-    script: list[Answer] = field(default_factory=lambda: [Answer(404, "not here")])
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    base_url: str = ""
+    def __init__(self) -> None:
+        self.script: list[Answer] = [Answer(404, "not here")]
+        self.lock = threading.Lock()
+        self.loopback = Loopback(self.next)
+        self.base_url = self.loopback.base
 
     def answer(self, *answers: Answer) -> None:
         with self.lock:
             self.script = list(answers)
 
-    def next(self, path: str, auth: str | None) -> Answer:
+    def next(self, request: Request) -> Reply:
         with self.lock:
-            self.requests.append((path, auth))
-            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+            answer = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        html = "text/html" if isinstance(answer.body, str) else None
+        return Reply(answer.status, answer.body, content_type=html)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    site: Site
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        answer = self.site.next(self.path, self.headers.get("Authorization"))
-        if isinstance(answer.body, dict):
-            payload, kind = json.dumps(answer.body).encode(), "application/json"
-        elif isinstance(answer.body, str):
-            payload, kind = answer.body.encode(), "text/html"
-        else:
-            payload, kind = answer.body, "application/octet-stream"
-        self.send_response(answer.status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+    @property
+    def requests(self) -> list[tuple[str, str | None]]:
+        return [(r.target, r.headers.get("Authorization")) for r in self.loopback.seen()]
 
 
 @pytest.fixture(autouse=True)
@@ -91,18 +77,8 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def site() -> Iterator[Site]:
     s = Site()
-    handler = type("Handler", (_Handler,), {"site": s})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.block_on_close = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    s.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with s.loopback:
         yield s
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # -- the engine around the kinds ---------------------------------------------------------
@@ -225,11 +201,7 @@ def test_http_get_fails_at_once_on_not_found(world: World, site: Site) -> None:
 
 
 def test_http_get_retries_when_nothing_listens(world: World) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
 
     job = world.drive(world.submit("http_get", url=f"http://127.0.0.1:{port}/", timeout=2))
 
@@ -241,17 +213,23 @@ def test_http_get_retries_when_nothing_listens(world: World) -> None:
 
 
 def test_http_get_sends_url_credentials_and_never_shows_the_password(
-    world: World, site: Site
+    world: World, site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Given a URL with credentials that the server refuses
     site.answer(Answer(404, "denied"))
     url = site.base_url.replace("://", "://reader:s3cr3t-pw@") + "/private"
+    caplog.set_level(logging.DEBUG)
 
+    # When http_get fetches it
     job = world.drive(world.submit("http_get", url=url))
 
+    # Then the server got them as Basic auth, and the failed job and the log show
+    # the URL with the password masked, never the password
     assert site.requests[0][1] == "Basic " + base64.b64encode(b"reader:s3cr3t-pw").decode()
     assert job["status"] == "failed"
     assert "s3cr3t-pw" not in json.dumps(job)
     assert "reader:***@" in job["error"]["message"]
+    assert "s3cr3t-pw" not in caplog.text
 
 
 @pytest.mark.parametrize(
