@@ -93,33 +93,43 @@ def test_heartbeat_and_a_runner_deciding_the_job_do_not_deadlock(
     world: World, lab: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a worker running a long step, its heartbeat renewing the lease every 0.1 s,
-    # and a way to see the heartbeat's statements reach the store
+    # and a way to see a statement of the heartbeat's in the store, waiting for an answer
     settings = Settings(home=tmp_path / "beat", lease_seconds=0.3)
     job_id = world.submit("gated")
     other = JobStore(world.store.url)
     caplog.set_level(logging.WARNING, logger="prodinf.engine")
-    locked, beat_while_locked = threading.Event(), threading.Event()
+    beat_waiting = threading.Event()
 
-    def seen(*_: Any) -> None:
-        if locked.is_set() and threading.current_thread().name == "prodinf-heartbeat":
-            beat_while_locked.set()
+    def sent(*_: Any) -> None:
+        if threading.current_thread().name == "prodinf-heartbeat":
+            beat_waiting.set()
 
-    event.listen(world.store.engine, "before_cursor_execute", seen)
+    def answered(*_: Any) -> None:
+        if threading.current_thread().name == "prodinf-heartbeat":
+            beat_waiting.clear()
+
+    event.listen(world.store.engine, "before_cursor_execute", sent)
+    event.listen(world.store.engine, "after_cursor_execute", answered)
     error: BaseException | None = None
+    renewed_before: datetime | None = None
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(world.new_runner(settings).drive, job_id)
         try:
             wait_until(lambda: lab.count(job_id, "run", "hold"), 10, "the long step to start")
-            renewed_before = world.lease_until(job_id, "hold")
 
             # When another worker decides the job's next step meanwhile, locking as
-            # Runner._advance does: the job row, then (once the heartbeat has come to
-            # renew the lease, and waits for that row) its steps
+            # Runner._advance does: the job row, then (once a renewal of the heartbeat's
+            # waits for that row) its steps. A renewal locks the job row first, so one
+            # waiting for an answer while this transaction holds the row waits for it.
             try:
                 with other.session() as session:
                     session.execute(select(JobRow.id).where(JobRow.id == job_id).with_for_update())
-                    locked.set()
-                    assert beat_while_locked.wait(10), "the heartbeat never came while locked"
+                    renewed_before = session.scalar(
+                        select(StepRow.lease_until).where(
+                            StepRow.job_id == job_id, StepRow.name == "hold"
+                        )
+                    )
+                    assert beat_waiting.wait(10), "no renewal came while the job row was held"
                     session.execute(
                         select(StepRow.id).where(StepRow.job_id == job_id).with_for_update()
                     ).all()
@@ -133,7 +143,8 @@ def test_heartbeat_and_a_runner_deciding_the_job_do_not_deadlock(
 
             wait_until(renewed, 10, "the heartbeat's renewal after the lock")
         finally:
-            event.remove(world.store.engine, "before_cursor_execute", seen)
+            event.remove(world.store.engine, "before_cursor_execute", sent)
+            event.remove(world.store.engine, "after_cursor_execute", answered)
             lab.gate.set()
             running.result(timeout=30)
             other.dispose()
