@@ -36,9 +36,10 @@ class World:
     (job id, queue) in ``published``: the engine is tested through its publish
     seam, and a test reads what would have been sent. The broker behind the seam
     is tested for real elsewhere: the embedded broker through prodinf's own
-    ``Runtime`` (``tests/broker.py``; tests/unit/test_reconciler.py, the broker
-    tests in tests/unit/test_service.py and tests/unit/test_notices.py) and
-    RabbitMQ in tests/integration.
+    ``Runtime`` (``tests/broker.py``; tests/unit/test_embedded_broker.py,
+    tests/unit/test_reconciler.py, and the broker tests in
+    tests/unit/test_service.py and tests/unit/test_notices.py) and RabbitMQ in
+    tests/integration.
     """
 
     def __init__(

@@ -21,8 +21,8 @@ from prodinf.config import Settings
 from prodinf.engine.reconciler import reconcile
 from prodinf.store import JobRow, JobStore, StepRow
 from prodinf.store.types import utcnow
-from tests.conftest import wait_until
 from tests.contract.lab import Lab, WorkerDied, at_once
+from tests.waiting import wait_until
 from tests.world import World
 
 # -- concurrency -----------------------------------------------------------------------------

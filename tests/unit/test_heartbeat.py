@@ -20,7 +20,7 @@ from prodinf.engine.heartbeat import Heartbeat, Lease
 from prodinf.status import StepStatus
 from prodinf.store import StepRow
 from prodinf.store.types import utcnow
-from tests.conftest import wait_until
+from tests.waiting import wait_until
 from tests.world import World
 
 OWNER = "worker-1"

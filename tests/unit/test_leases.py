@@ -10,8 +10,8 @@ from datetime import timedelta
 from prodinf import Step
 from prodinf.engine.context import StepContext
 from prodinf.store.types import utcnow
-from tests.conftest import wait_until
 from tests.unit.workers import Background, Gate, count, counter, expire_lease, long_lease, when
+from tests.waiting import wait_until
 from tests.world import World
 
 # -- leases: a worker that dies ----------------------------------------------------------

@@ -23,7 +23,7 @@ from prodinf.engine.context import StepContext
 from prodinf.store import JobRow, StepRow
 from prodinf.store.types import utcnow
 from tests.broker import Broker
-from tests.conftest import wait_until
+from tests.waiting import wait_until
 from tests.world import World
 
 REDRIVE = 30.0

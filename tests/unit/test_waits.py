@@ -13,8 +13,8 @@ from typing import Any
 from prodinf import Step, Wait
 from prodinf.engine.context import StepContext
 from prodinf.store.types import utcnow
-from tests.conftest import wait_until
 from tests.unit.workers import when
+from tests.waiting import wait_until
 from tests.world import World
 
 # -- waiting -----------------------------------------------------------------------------
