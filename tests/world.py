@@ -10,7 +10,7 @@ exactly what the clock would have done.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,9 +77,6 @@ class World:
             self.publish,
             on_finished=lambda job_id, status: self.finished.append((job_id, status)),
         )
-
-    def kind(self, name: str, **kw: Any) -> Callable[[Callable[[Any], Flow]], Any]:
-        return job_kind(name, into=self.registry, **kw)
 
     def linear(self, name: str, *steps: Step, **kw: Any) -> None:
         """Register kind ``name`` whose flow is ``steps`` in order."""

@@ -13,6 +13,7 @@ from prodinf import Flow, Retry, Step
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import NoParams, Registry, job_kind
 from prodinf.exceptions import FlowError, UnknownKind, ValidationError
+from prodinf.status import JobStatus
 from prodinf.store import JobRow, StepRow
 from prodinf.store.types import utcnow
 
@@ -270,7 +271,7 @@ def test_plan_waits_for_a_live_lease_and_reclaims_an_expired_one() -> None:
     running = row("a", 0, "running", lease_until=NOW + timedelta(seconds=5))
 
     # Then while the lease lives the planner waits until it ends
-    assert plan(job(), [running], set(), NOW) == Idle("running", running.lease_until)
+    assert plan(job(), [running], set(), NOW) == Idle(JobStatus.RUNNING, running.lease_until)
 
     # And once it has ended the planner claims the step again
     running.lease_until = NOW - timedelta(seconds=1)
@@ -287,7 +288,7 @@ def test_plan_sleeps_until_the_earliest_due_wait() -> None:
     ]
 
     # Then the planner sleeps until the sooner, and then claims that step
-    assert plan(job(), steps, set(), NOW) == Idle("waiting", soon)
+    assert plan(job(), steps, set(), NOW) == Idle(JobStatus.WAITING, soon)
     decision = plan(job(), steps, set(), soon)
     assert isinstance(decision, Claim) and decision.step.name == "b"
 
@@ -312,11 +313,11 @@ def test_plan_reverts_the_latest_finished_revertible_step_first() -> None:
 def test_plan_finishes_succeeded_failed_or_cancelled() -> None:
     # When nothing is left to run, then the job finishes as its steps say; a
     # cancel requested finishes it cancelled
-    assert plan(job(), [row("a", 0, "succeeded")], set(), NOW) == Finish("succeeded")
-    assert plan(job(), [row("a", 0, "failed")], set(), NOW) == Finish("failed")
+    assert plan(job(), [row("a", 0, "succeeded")], set(), NOW) == Finish(JobStatus.SUCCEEDED)
+    assert plan(job(), [row("a", 0, "failed")], set(), NOW) == Finish(JobStatus.FAILED)
     assert plan(job(), [row("a", 0, "reverted"), row("b", 1, "failed")], set(), NOW) == Finish(
-        "reverted"
+        JobStatus.REVERTED
     )
     cancelled = job()
     cancelled.cancel_requested = True
-    assert plan(cancelled, [row("a", 0)], set(), NOW) == Finish("cancelled")
+    assert plan(cancelled, [row("a", 0)], set(), NOW) == Finish(JobStatus.CANCELLED)
