@@ -104,12 +104,15 @@ TARGETS = ["sqlite", "postgresql", "mysql", "mysql-stream"]
 def test_a_copy_holds_exactly_the_source_rows(
     rt: Runtime, core_db: tuple[str, dict[str, int]], datasets: Datasets, target: str
 ) -> None:
+    # Given a core-like database of ~114,000 rows and a target on each engine
     src, counts = core_db
     engine_name, _, method = target.partition("-")
     tgt = datasets.uri(engine_name)
 
+    # When copy_database copies it
     done = run(rt, src_uri=src, tgt_uri=tgt, method=method or "auto")
 
+    # Then the copy is verified and holds exactly the source's rows and foreign keys
     assert done["status"] == "succeeded", done.get("error")
     result = done["result"]
     assert result["verified"] is True
@@ -135,19 +138,24 @@ def test_a_copy_holds_exactly_the_source_rows(
 def test_an_existing_target_is_refused_unless_overwrite(
     rt: Runtime, datasets: Datasets, engine_name: str
 ) -> None:
+    # Given a source and a target that already holds another dataset
     src, counts = datasets.build(engine_name, genes=200, seed=1)
     tgt, before = datasets.build(engine_name, genes=100, seed=2)
 
+    # When the copy is asked for without overwrite
     refused = run(rt, src_uri=src, tgt_uri=tgt)
 
+    # Then it fails saying so, naming the target, which it leaves untouched
     assert refused["status"] == "failed"
     message = refused["error"]["message"]
     assert "already exists" in message and "overwrite" in message
     assert DatabaseURI.parse(tgt).masked() in message
     assert {n: len(r) for n, r in contents(tgt).items()} == before  # untouched
 
+    # When it is asked for with overwrite
     replaced = run(rt, src_uri=src, tgt_uri=tgt, overwrite=True)
 
+    # Then the target is replaced by an exact copy
     assert replaced["status"] == "succeeded", replaced.get("error")
     assert_same(src, tgt, counts)
 
@@ -162,6 +170,7 @@ def test_a_copy_that_fails_verification_is_dropped_and_names_the_table(
     datasets: Datasets,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Given a MariaDB source and a PostgreSQL target the copy will create
     src, _ = core_db
     tgt = datasets.uri("postgresql")
     # A real change to the source while the copy runs (a row added to meta after
@@ -173,11 +182,14 @@ def test_a_copy_that_fails_verification_is_dropped_and_names_the_table(
         return constraints(ctx)
 
     monkeypatch.setattr(copy_kind, "_constraints", change_source_then_constraints)
+    # When the copy runs and the source changes under it
     try:
         done = run(rt, src_uri=src, tgt_uri=tgt)
     finally:
         execute(src, "DELETE FROM meta WHERE meta_key = 'x'")
 
+    # Then verification fails naming the table that differs, and the revert
+    # has dropped the database the job created
     assert done["status"] == "reverted"
     assert "meta (9 rows in the source, 8 in the copy)" in done["error"]["message"]
     assert not DatabaseURI.parse(tgt).exists()  # the job created it: the revert dropped it
@@ -252,9 +264,13 @@ def test_a_cancelled_copy_drops_its_tables_but_not_a_database_it_did_not_create(
 def test_an_unreachable_source_fails_after_retries_and_says_which(
     rt: Runtime, datasets: Datasets
 ) -> None:
+    # Given a source on a port nothing listens on, with a password in its URI
     tgt = datasets.uri("sqlite")
+    # When it is copied
     done = run(rt, src_uri="mysql://someone:Pw-9@127.0.0.1:1/nowhere", tgt_uri=tgt)
 
+    # Then it fails after 3 attempts naming the server, never the password, and
+    # creates no target
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 3
     message = done["error"]["message"]
@@ -264,12 +280,15 @@ def test_an_unreachable_source_fails_after_retries_and_says_which(
 
 
 def test_bad_credentials_fail_at_once(rt: Runtime, datasets: Datasets) -> None:
+    # Given a target on MariaDB reached with credentials it refuses
     src, _ = datasets.build("sqlite", genes=50)
     server = DatabaseURI.parse(datasets.uri("mysql")).url
     tgt = server.set(username="nobody_a", password="Wrong-77").render_as_string(False)
 
+    # When the copy runs
     done = run(rt, src_uri=src, tgt_uri=tgt)
 
+    # Then it fails at the first attempt (those never work), without the password
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 1
     assert "access denied" in done["error"]["message"]
@@ -300,6 +319,8 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
     batch: int,
     held: int,
 ) -> None:
+    # Given a worker that will stall mid-copy of exon_transcript (the fault plugin
+    # picks the moment)
     src, counts = datasets.build(source)
     engine_name, _, method = target.partition("-")
     tgt = datasets.uri(engine_name)
@@ -319,6 +340,7 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
             "copy_database",
             {"src_uri": src, "tgt_uri": tgt, "batch_rows": 2000, "method": method or "auto"},
         )
+        # When it is SIGKILLed there, as a power cut would
         wait_until(marker.exists, 120, "the copy to pause", logs=processes.logs)
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
@@ -328,11 +350,13 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
         engine.dispose()
         assert there == held  # the committed batches; the one being written died with the worker
 
+        # and another worker starts
         processes.worker(servers, queues=servers.queue_jobs, concurrency=1, name="rescuer")
         done = wait_for_job(rt, summary["id"], 240, logs=processes.logs)
     finally:
         rt.close()
 
+    # Then the copy ends equal to the source
     assert done["status"] == "succeeded", done.get("error")
     # The second worker took the data step over, and went on from where it stopped.
     assert ("step.resumed", "data") in [(h["event"], h["step"]) for h in done["history"]]
@@ -340,7 +364,9 @@ def test_a_copy_killed_mid_way_resumes_on_another_worker_and_ends_equal(
 
 
 def test_the_sample_dataset_is_deterministic(datasets: Datasets) -> None:
+    # Given two databases built from the same seed
     a, counts = datasets.build("sqlite", genes=300, seed=7)
     b = datasets.uri("sqlite")
+    # Then they hold the same rows
     assert build_core_like(b, genes=300, seed=7) == counts
     assert contents(a) == contents(b)

@@ -166,15 +166,18 @@ def check_summary(message: EmailMessage, url: str) -> None:
 def test_email_when_complete_from_a_python_shell_with_a_celery_worker(
     servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
 ) -> None:
+    # Given an email worker, and a URL that says running three times, then complete
     email_worker(processes, servers_mail)
     url = f"{status.base}/job/shell?running=3"
 
+    # When a Python shell calls email_when_complete.delay and waits on the result
     try:
         result, looks = python_shell(servers_mail, url, ADDRESS, timeout=90)
     except BaseException:
         print(processes.logs())
         raise
 
+    # Then exactly one summary mail arrives, and the Celery result describes it
     assert set(result) == {"message_id", "to", "subject"}
     assert result["to"] == ADDRESS
     assert smtp.inbox.count() == 1, "exactly one email"
@@ -220,11 +223,13 @@ def test_a_document_with_subject_and_body_is_sent_as_is(
 def test_the_rest_endpoint_the_form_and_the_cli_each_send_one_email(
     servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
 ) -> None:
+    # Given an email worker and the portal on RabbitMQ + PostgreSQL
     email_worker(processes, servers_mail)
     rt = Runtime(servers_mail, create_celery(servers_mail))
     app = create_app(servers_mail, runtime=rt)
     client = app.test_client()
     try:
+        # When a notification is asked for through the REST API, the web form and the CLI
         # REST
         api_url = f"{status.base}/job/api?running=2"
         answer = client.post("/api/v1/notifications", json={"url": api_url, "address": ADDRESS})
@@ -272,6 +277,7 @@ def test_the_rest_endpoint_the_form_and_the_cli_each_send_one_email(
     finally:
         rt.close()
 
+    # Then each sends exactly one summary mail about its own URL
     wait_until(lambda: smtp.inbox.count() >= 3, 10, "three emails", logs=processes.logs)
     subjects = sorted(str(m["Subject"]) for m in smtp.inbox.messages)
     assert smtp.inbox.count() == 3, subjects
@@ -291,6 +297,7 @@ def test_mail_server_down_then_up_sends_exactly_one_email(
     processes: Processes,
     runtimes: Callable[[Settings], Runtime],
 ) -> None:
+    # Given a mail server that is down
     port = free_port()
     down = Smtp(port)  # not started yet: connections are refused
     settings = mail_settings(home, "servers", request, down)
@@ -305,6 +312,7 @@ def test_mail_server_down_then_up_sends_exactly_one_email(
             steps = {s["name"]: s for s in rt.store.describe(job["id"])["steps"]}
             return steps["send"]["attempts"] >= 2
 
+        # When the send step has failed twice against it
         wait_until(
             send_retried,
             60,
@@ -312,8 +320,10 @@ def test_mail_server_down_then_up_sends_exactly_one_email(
             logs=processes.logs,
         )
         assert down.inbox.count() == 0
+        # and the server comes up
         down.start()
         detail = wait_for_job(rt, job["id"], 120, logs=processes.logs)
+        # Then the job succeeds with exactly one mail sent
         assert detail["status"] == "succeeded"
         assert down.inbox.count() == 1
     finally:
@@ -329,6 +339,8 @@ def test_worker_killed_after_sending_before_ack_still_one_email(
     processes: Processes,
     runtimes: Callable[[Settings], Runtime],
 ) -> None:
+    # Given a worker that stalls right after the mail is sent and recorded, before
+    # the task is acknowledged (the fault plugin picks the moment)
     settings = mail_settings(
         home, "servers", request, smtp, plugins=["tests.integration.plugin_kinds", FAULTS]
     )
@@ -344,9 +356,11 @@ def test_worker_killed_after_sending_before_ack_still_one_email(
         # The worker has sent the mail and recorded it, and holds the unacknowledged
         # task: kill it there, as a power cut would.
         assert not task.ready()
+        # When it is SIGKILLed there and another worker takes the redelivered task
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
         email_worker(processes, settings, "rescuer")
+        # Then the task ends, and the mail was still sent once
         result = task.get(timeout=90)
         assert result["to"] == ADDRESS
         assert smtp.inbox.count() == 1, "the redelivered task did not mail again"
@@ -360,8 +374,11 @@ def test_worker_killed_after_sending_before_ack_still_one_email(
 def test_a_url_that_never_finishes_gets_the_deadline_email(
     servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
 ) -> None:
+    # Given an email worker and a URL that always says running
     email_worker(processes, servers_mail)
+    # When a notification with a 3 s deadline is asked for
     result, _ = python_shell(servers_mail, f"{status.base}/never", ADDRESS, timeout=90, deadline=3)
+    # Then one mail says it did not finish, with the last status seen
     assert smtp.inbox.count() == 1, "exactly one email"
     message = smtp.inbox.messages[0]
     assert result["subject"] == message["Subject"]
@@ -375,10 +392,13 @@ def test_a_url_that_never_finishes_gets_the_deadline_email(
 def test_a_url_answering_404_forever_gets_the_failure_email(
     servers_mail: Settings, smtp: Smtp, status: StatusServer, processes: Processes
 ) -> None:
+    # Given an email worker and a URL that always answers 404
     email_worker(processes, servers_mail)
+    # When a notification allowing 3 errors is asked for
     result, _ = python_shell(
         servers_mail, f"{status.base}/missing", ADDRESS, timeout=90, max_errors=3
     )
+    # Then after three looks one mail says it could not be checked, and why
     assert smtp.inbox.count() == 1, "exactly one email"
     message = smtp.inbox.messages[0]
     assert result["subject"] == message["Subject"]
@@ -391,15 +411,18 @@ def test_a_url_answering_404_forever_gets_the_failure_email(
 def test_embedded_defaults_write_to_the_outbox_listed_at_slash_outbox(
     request: pytest.FixtureRequest, home: Path, status: StatusServer, processes: Processes
 ) -> None:
+    # Given embedded defaults (no SMTP server) and an email worker
     settings = mail_settings(home, "embedded", request, None)
     email_worker(processes, settings)
     rt = Runtime(settings, create_celery(settings))
     try:
+        # When a notification is asked for and its URL completes
         job, _ = rt.jobs.submit(
             "email_when_complete",
             {"url": f"{status.base}/job/outbox?running=1", "address": ADDRESS},
         )
         detail = wait_for_job(rt, job["id"], 60, logs=processes.logs)
+        # Then the mail is written to the outbox, and /outbox lists it
         assert detail["status"] == "succeeded"
         files = list((home / "outbox").glob("*.eml"))
         assert len(files) == 1

@@ -140,11 +140,14 @@ def test_a_good_database_passes_and_each_planted_problem_is_found(
 
 
 def test_groups_and_names_select_the_checks(rt: Runtime, datasets: Datasets) -> None:
+    # Given a core-like database
     uri, _ = core_named(datasets, "sqlite", genes=50)
 
+    # When the meta group alone is asked for, then only its check runs
     meta_only = run(rt, {"database_uri": uri, "groups": ["meta"]})
     assert [c["name"] for c in meta_only["result"]["checks"]] == ["meta_keys"]
 
+    # When a group and a name are asked for, then the checks of both run
     mixed = run(rt, {"database_uri": uri, "groups": ["generic"], "names": ["meta_keys"]})
     assert [c["name"] for c in mixed["result"]["checks"]] == [
         "reachable",
@@ -154,15 +157,17 @@ def test_groups_and_names_select_the_checks(rt: Runtime, datasets: Datasets) -> 
 
 
 def test_checks_for_another_type_are_skipped_and_say_why(rt: Runtime, datasets: Datasets) -> None:
-    # A core-like schema in a database named as a variation database
+    # Given a core-like schema in a database named as a variation database
     uri, _ = core_named(datasets, "sqlite", genes=50)
     name = DatabaseURI.parse(uri).path
     variation = name.with_name(name.name.replace("_core_", "_variation_"))
     name.rename(variation)
     datasets.made.append(f"sqlite:///{variation}")
 
+    # When it is checked
     done = run(rt, {"database_uri": f"sqlite:///{variation}"})
 
+    # Then the generic checks run, and the core-only ones are skipped saying why
     assert done["status"] == "succeeded", done["error"]
     ran = {c["name"] for c in done["result"]["checks"]}
     assert ran == {"reachable", "foreign_keys"}
@@ -194,8 +199,10 @@ def test_a_server_that_does_not_answer_fails_after_retries_with_a_clear_error(
 
 
 def test_a_missing_sqlite_file_fails_at_once(rt: Runtime, tmp_path: Path) -> None:
+    # Given a SQLite URI naming no file, when it is checked
     done = run(rt, {"database_uri": f"sqlite:///{tmp_path}/nothing_core_115_38.sqlite"})
 
+    # Then it fails at once saying so, and looking did not create the file
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 1
     assert "no such database file" in done["error"]["message"]
@@ -205,11 +212,14 @@ def test_a_missing_sqlite_file_fails_at_once(rt: Runtime, tmp_path: Path) -> Non
 def test_bad_credentials_fail_at_once_and_say_so(
     rt: Runtime, datasets: Datasets, mariadb_user: str
 ) -> None:
+    # Given a MariaDB database reached with a wrong password
     uri, _ = core_named(datasets, "mysql", genes=50)
     url = DatabaseURI.parse(uri).url.set(username=mariadb_user, password="Wrong-Pass-1234")
 
+    # When it is checked
     done = run(rt, {"database_uri": url.render_as_string(hide_password=False)})
 
+    # Then it fails at once, saying so with the user shown and the password not
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 1  # no retry: these credentials never work
     assert "access denied or no such database" in done["error"]["message"]

@@ -51,6 +51,8 @@ def test_a_job_submitted_with_notify_mails_and_calls_the_webhook_once_each(
     hook: WebhookReceiver,
     processes: Processes,
 ) -> None:
+    # Given a jobs worker, an email worker, a mail server, and a webhook receiver
+    # that is briefly unavailable
     smtp = Smtp(free_port())
     smtp.start()
     settings = stack(home, request, smtp)
@@ -60,6 +62,7 @@ def test_a_job_submitted_with_notify_mails_and_calls_the_webhook_once_each(
         processes.worker(settings, queues=settings.queue_jobs)
         email_worker(processes, settings)
         client = create_app(settings, runtime=rt).test_client()
+        # When a job that succeeds and one that fails are submitted with notify
         notify = {"email": [ADDRESS], "webhook": hook.url}
         ok = client.post(
             "/api/v1/jobs",
@@ -86,6 +89,7 @@ def test_a_job_submitted_with_notify_mails_and_calls_the_webhook_once_each(
         for note in notes:
             assert wait_for_job(rt, note, 90, logs=processes.logs)["status"] == "succeeded"
 
+        # Then each job ends as it should, and each notification is delivered:
         # One email per job, each saying how it ended.
         assert smtp.inbox.count() == 2
         by_job = {m["X-Prodinf-Job"]: m for m in smtp.inbox.messages}
@@ -124,15 +128,18 @@ def test_a_job_submitted_with_notify_mails_and_calls_the_webhook_once_each(
 def test_mail_server_down_holds_up_only_the_notification(
     request: pytest.FixtureRequest, home: Path, status: StatusServer, processes: Processes
 ) -> None:
+    # Given a mail server that is down
     down = Smtp(free_port())  # not started: connections are refused
     settings = stack(home, request, down)
     rt = Runtime(settings, create_celery(settings))
     try:
         processes.worker(settings, queues=settings.queue_jobs)
         email_worker(processes, settings)
+        # When a job asking for a mail runs
         job, _ = rt.jobs.submit(
             "http_get", {"url": f"{status.base}/job/held?running=0"}, notify={"email": [ADDRESS]}
         )
+        # Then the job succeeds all the same, and only its notification waits
         assert wait_for_job(rt, job["id"], 60, logs=processes.logs)["status"] == "succeeded"
         note = notification_id(rt, job["id"])
 
@@ -143,6 +150,8 @@ def test_mail_server_down_holds_up_only_the_notification(
         wait_until(
             retried, 60, "the email step to fail twice against a closed port", logs=processes.logs
         )
+        # When the mail server comes up, then the mail goes out once, and the job was
+        # not run again
         down.start()
         assert wait_for_job(rt, note, 120, logs=processes.logs)["status"] == "succeeded"
         assert down.inbox.count() == 1

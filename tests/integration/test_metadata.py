@@ -170,11 +170,14 @@ def test_registrations_go_to_a_separate_metadata_database_when_configured(
 def test_a_name_no_naming_rule_matches_fails_naming_the_param(
     rt: Runtime, datasets: Datasets
 ) -> None:
+    # Given a database whose name matches no naming rule
     uri = datasets.uri("sqlite", prefix="not_a_core_name")
     DatabaseURI.parse(uri).create()
 
+    # When it is registered
     done = register(rt, {"database_uri": uri})
 
+    # Then the job fails saying so
     assert done["status"] == "failed"
     assert "matches no naming rule" in done["error"]["message"]
 
@@ -226,11 +229,14 @@ def test_an_unreachable_server_fails_after_retries_with_a_clear_error(
 
 
 def test_bad_credentials_fail_at_once(rt: Runtime, datasets: Datasets, mariadb_user: str) -> None:
+    # Given a MariaDB database reached with a wrong password
     uri, _ = core_named(datasets, "mysql", genes=50)
     url = DatabaseURI.parse(uri).url.set(username=mariadb_user, password="Wrong-Pass-9876")
 
+    # When it is registered
     done = register(rt, {"database_uri": url.render_as_string(hide_password=False)})
 
+    # Then it fails at the first attempt, saying so without the password
     assert done["status"] == "failed"
     assert done["steps"][0]["attempts"] == 1
     assert "access denied or no such database" in done["error"]["message"]

@@ -164,22 +164,28 @@ def test_smtp_delivers_text_and_html_with_headers(smtpd: Start) -> None:
 
 
 def test_smtp_text_only_mail_is_one_text_part(smtpd: Start) -> None:
+    """Given a mail with a text body only, when it is delivered, then the server gets
+    one message that is one text/plain part."""
     handler, settings = smtpd()
 
     deliver(a_mail(), settings)
 
-    message = handler.received[0].message
+    [got] = handler.received
+    message = got.message
     assert message.get_content_type() == "text/plain"
     assert message.get_content() == "Your report is ready.\n"
 
 
 def test_mail_from_with_a_name_is_the_sender(smtpd: Start) -> None:
+    """Given PRODINF_MAIL_FROM with a display name, when a mail is delivered, then the
+    envelope sender is the bare address and the From header keeps the name."""
     handler, settings = smtpd(smtp={"mail_from": "prodinf <noreply@example.org>"})
 
     deliver(a_mail(), settings)
 
-    assert handler.received[0].mail_from == "noreply@example.org"
-    assert handler.received[0].message["From"] == "prodinf <noreply@example.org>"
+    [got] = handler.received
+    assert got.mail_from == "noreply@example.org"
+    assert got.message["From"] == "prodinf <noreply@example.org>"
 
 
 def test_server_down_is_transient(settings: Settings) -> None:
@@ -271,6 +277,9 @@ def test_server_that_hangs_up_is_transient(settings: Settings) -> None:
 def test_refusals_are_permanent_for_5xx_and_transient_for_4xx(
     smtpd: Start, handler: Handler, error: type[Exception], words: str
 ) -> None:
+    """Given a server that refuses a recipient, the sender or the message, when a mail
+    is delivered, then the error quotes the server's reply, is permanent for a 5xx and
+    transient for a 4xx, and nothing was received."""
     _, settings = smtpd(handler)
 
     with pytest.raises(error) as caught:
@@ -297,6 +306,8 @@ def test_some_recipients_refused_still_delivers_to_the_rest(
 
 
 def test_starttls_asked_of_a_server_without_it_never_sends_in_plain_text(smtpd: Start) -> None:
+    """Given STARTTLS asked for and a server that does not offer it, when a mail is
+    delivered, then it fails permanently naming STARTTLS, and nothing was sent."""
     handler, settings = smtpd(smtp={"smtp_tls": "starttls"})
 
     with pytest.raises(PermanentError) as caught:
@@ -322,6 +333,8 @@ def authenticator(handler: Handler) -> Callable[..., AuthResult]:
 
 
 def test_login_with_smtp_user(smtpd: Start) -> None:
+    """Given a server that asks for a login, and PRODINF_SMTP_USER and _PASSWORD set,
+    when a mail is delivered, then prodinf logs in as that user and the mail arrives."""
     handler = Handler()
     _, settings = smtpd(
         handler,
@@ -438,6 +451,8 @@ def test_tls_to_a_trusted_server(
 
 
 def test_tls_to_an_untrusted_server_is_permanent(smtpd: Start, tmp_path: Path) -> None:
+    """Given an SSL server whose certificate the client does not trust, when a mail is
+    delivered, then it fails permanently saying so, and nothing was sent."""
     cert, key = self_signed(tmp_path)  # not in the client's trusted CAs
     handler, settings = smtpd(ssl_context=server_context(cert, key), smtp={"smtp_tls": "ssl"})
 
@@ -452,15 +467,19 @@ def test_tls_to_an_untrusted_server_is_permanent(smtpd: Start, tmp_path: Path) -
 
 
 def test_summary_mail_goes_through_smtp_intact(smtpd: Start) -> None:
+    """Given a summary mail about a document holding markup and a URL with a password,
+    when it is delivered, then it arrives with its subject, the markup escaped in the
+    HTML part, and no password."""
     handler, settings = smtpd()
     document = {"status": "done", "comment": "<script>alert(1)</script>"}
     subject, text, html = render_url_report(URL, "done", document, "complete", None)
 
     deliver(a_mail(subject=subject, text=text, html=html), settings)
 
-    message = handler.received[0].message
+    [got] = handler.received
+    message = got.message
     assert message["Subject"] == subject
     html_part = message.get_body(preferencelist=("html",))
     assert html_part is not None
     assert "&lt;script&gt;" in html_part.get_content()
-    assert PASSWORD not in handler.received[0].content.decode()
+    assert PASSWORD not in got.content.decode()

@@ -54,10 +54,13 @@ def recorded(rt: Runtime, job_id: str, step: str) -> bool:
 def test_http_get_reaches_succeeded(
     stack: Settings, runtime: Runtime, processes: Processes, web: str
 ) -> None:
+    # Given a worker on the jobs queue, embedded or on RabbitMQ + PostgreSQL
     processes.worker(stack, queues=stack.queue_jobs)
+    # When an http_get job is submitted
     job, created = runtime.jobs.submit("http_get", {"url": f"{web}/payload"})
     assert created
     detail = wait_for_job(runtime, job["id"], 60, logs=processes.logs)
+    # Then it succeeds with the digest of what it fetched
     assert detail["status"] == "succeeded", processes.logs()
     assert detail["result"] == {
         "status_code": 200,
@@ -97,11 +100,14 @@ def test_worker_killed_mid_step_another_finishes_effect_once(
 def test_failure_reverts_in_reverse_order_then_retry_resumes(
     stack: Settings, runtime: Runtime, processes: Processes, tmp_path: Path
 ) -> None:
+    # Given a worker, and a four-step job whose check step fails while a cause is there
     log, cause = tmp_path / "log.txt", tmp_path / "cause"
     cause.touch()
     processes.worker(stack, queues=stack.queue_jobs)
+    # When it runs
     job, _ = runtime.jobs.submit("it_revert", {"log_file": str(log), "cause_file": str(cause)})
     detail = wait_for_job(runtime, job["id"], 60, logs=processes.logs)
+    # Then it is reverted: the done steps are undone, last first
     assert detail["status"] == "reverted", processes.logs()
     assert detail["error"]["step"] == "check"
     assert "bad input" in detail["error"]["message"]
@@ -121,9 +127,11 @@ def test_failure_reverts_in_reverse_order_then_retry_resumes(
         "check": "failed",
     }
 
+    # When the cause is fixed and the job retried
     cause.unlink()  # the cause is fixed
     runtime.jobs.retry(job["id"])
     detail = wait_for_job(runtime, job["id"], 60, logs=processes.logs)
+    # Then it succeeds
     assert detail["status"] == "succeeded", processes.logs()
     # prepare kept its output and did not run again; what was undone is done again.
     assert log.read_text().splitlines()[6:] == ["run copy", "run register", "run check"]

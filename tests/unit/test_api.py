@@ -91,6 +91,9 @@ def test_submit_stores_the_job_and_puts_its_message_in_the_broker(
 def test_same_idempotency_key_answers_200_with_the_same_job(
     client: FlaskClient, home: Path, site: Site
 ) -> None:
+    """Given a submission with an idempotency key, when it is posted twice, then the second
+    answer is a 200 naming the same job, and one job and one message exist.
+    """
     submission = {"kind": "http_get", "params": {"url": site.url("/ok")}, "idempotency_key": "k-1"}
     first = client.post(JOBS, json=submission)
     again = client.post(JOBS, json=submission)
@@ -105,6 +108,9 @@ def test_same_idempotency_key_answers_200_with_the_same_job(
 def test_submitted_by_comes_from_the_body_or_the_user_header(
     client: FlaskClient, site: Site
 ) -> None:
+    """Given one job submitted with submitted_by and one with the X-Prodinf-User header,
+    then each job names its submitter.
+    """
     url = site.url("/ok")
     by_body = submit(client, "http_get", {"url": url}, submitted_by="ana")
     response = client.post(
@@ -188,6 +194,9 @@ BAD_SUBMISSIONS: list[Any] = [
 def test_bad_submissions_get_a_4xx_naming_the_field(
     client: FlaskClient, home: Path, body: Any, status: int, field: str
 ) -> None:
+    """Given a bad submission, when it is posted, then the answer is a 4xx naming the field,
+    without a traceback, and nothing was stored or sent.
+    """
     if isinstance(body, bytes):
         response = client.post(JOBS, data=body, content_type="application/json")
     else:
@@ -200,11 +209,15 @@ def test_bad_submissions_get_a_4xx_naming_the_field(
 
 
 def test_a_body_that_is_not_declared_json_is_refused(client: FlaskClient) -> None:
+    """Given a JSON body sent as text/plain, when it is posted, then a 400 names the body."""
     response = client.post(JOBS, data=json.dumps(GOOD), content_type="text/plain")
     assert_clean_error(response, 400, "body")
 
 
 def test_notify_is_accepted_shown_and_checked_field_by_field(client: FlaskClient) -> None:
+    """Given a job submitted with notify, then the job shows it; given a bad notify, then a
+    400 names the field that is wrong.
+    """
     notify = {"email": ["ada@example.org"], "webhook": "https://hooks.example.org/p"}
     answer = client.post(
         JOBS, json={"kind": "http_get", "params": {"url": "http://x.example/"}, "notify": notify}
@@ -226,6 +239,9 @@ def test_notify_is_accepted_shown_and_checked_field_by_field(client: FlaskClient
 
 
 def test_user_header_is_held_to_the_submitted_by_limit(client: FlaskClient) -> None:
+    """Given an X-Prodinf-User header longer than submitted_by may be, when a job is
+    posted, then a 400 names submitted_by.
+    """
     # The header is another way to say submitted_by: the same limit applies
     # (a longer value does not fit the column on PostgreSQL or MariaDB).
     response = client.post(JOBS, json=GOOD, headers={"X-Prodinf-User": "u" * 300})
@@ -249,6 +265,7 @@ def test_user_header_is_held_to_the_submitted_by_limit(client: FlaskClient) -> N
 def test_bad_list_filters_get_a_400_naming_the_field(
     client: FlaskClient, query: str, field: str
 ) -> None:
+    """Given a bad filter on the job list, when it is asked for, then a 400 names it."""
     assert_clean_error(client.get(f"{JOBS}?{query}"), 400, field)
 
 
@@ -262,14 +279,19 @@ def test_bad_list_filters_get_a_400_naming_the_field(
     ],
 )
 def test_unknown_job_is_a_404_naming_id(client: FlaskClient, method: str, path: str) -> None:
+    """Given a job id nobody has, when it is read, cancelled or retried, then a 404 names id."""
     assert_clean_error(getattr(client, method)(path), 404, "id")
 
 
 def test_unknown_kind_is_a_404(client: FlaskClient) -> None:
+    """Given a kind nobody registered, when it is read, then a 404 names it."""
     assert_clean_error(client.get("/api/v1/kinds/no_such_kind"), 404, "name")
 
 
 def test_unknown_route_and_wrong_method_answer_json(client: FlaskClient) -> None:
+    """Given a path the API does not have, or a method a path does not take, then the
+    answer is a JSON error, not an HTML page.
+    """
     assert_clean_error(client.get("/api/v1/nothing-here"), 404, None)
     assert_clean_error(client.delete(JOBS), 405, None)
 
@@ -277,6 +299,9 @@ def test_unknown_route_and_wrong_method_answer_json(client: FlaskClient) -> None
 def test_cancel_of_a_finished_job_is_a_conflict(
     client: FlaskClient, app: Flask, site: Site
 ) -> None:
+    """Given a job that has succeeded, when it is cancelled, then a 409 names id and the
+    job stays succeeded.
+    """
     job_id = submit(client, "http_get", {"url": site.url("/ok")})
     drive(app, job_id)
 
@@ -285,6 +310,7 @@ def test_cancel_of_a_finished_job_is_a_conflict(
 
 
 def test_retry_of_a_queued_job_is_a_conflict(client: FlaskClient, site: Site) -> None:
+    """Given a queued job, when it is retried, then a 409 names id."""
     job_id = submit(client, "http_get", {"url": site.url("/ok")})
 
     assert_clean_error(client.post(f"{JOBS}/{job_id}/retry"), 409, "id")
@@ -451,6 +477,9 @@ def test_waiting_job_is_cancelled_and_can_be_retried(
 
 
 def test_kinds_lists_the_built_ins_with_their_params_schema(client: FlaskClient) -> None:
+    """When the kinds are listed, then the built-in ones are there, each with its queue,
+    description and params schema, as each kind's own document shows it.
+    """
     response = client.get("/api/v1/kinds")
 
     assert response.status_code == 200
@@ -470,6 +499,9 @@ def test_kinds_lists_the_built_ins_with_their_params_schema(client: FlaskClient)
 
 
 def test_swagger_json_is_valid_openapi_2_with_the_job_paths(client: FlaskClient) -> None:
+    """When the OpenAPI document is asked for, then it is valid OpenAPI 2.0 and describes
+    the job and kind paths.
+    """
     response = client.get("/api/v1/swagger.json")
 
     assert response.status_code == 200
@@ -492,6 +524,7 @@ def test_swagger_json_is_valid_openapi_2_with_the_job_paths(client: FlaskClient)
 
 
 def test_docs_serve_swagger_ui(client: FlaskClient) -> None:
+    """When /api/docs is opened, then Swagger UI is served, pointing at the document."""
     response = client.get("/api/docs")
 
     assert response.status_code == 200
@@ -507,6 +540,7 @@ def test_docs_serve_swagger_ui(client: FlaskClient) -> None:
 
 
 def test_health_reports_store_and_broker(client: FlaskClient) -> None:
+    """Given embedded defaults, when /health is asked, then store and broker are ok."""
     response = client.get("/health")
 
     assert response.status_code == 200

@@ -30,6 +30,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_defaults_are_embedded_under_home(tmp_path: Path) -> None:
+    """Given no PRODINF_* variable, then the settings are embedded under ./.prodinf: a
+    SQLite store, the filesystem broker, a queue per kind of work, a portal on loopback.
+    """
     settings = Settings()
 
     assert settings.home == Path(".prodinf")
@@ -50,12 +53,14 @@ def test_defaults_are_embedded_under_home(tmp_path: Path) -> None:
 
 
 def test_home_moves_the_embedded_store(tmp_path: Path) -> None:
+    """Given another home, then the embedded store lives there."""
     settings = Settings(home=tmp_path / "elsewhere")
 
     assert settings.store_url == f"sqlite:///{tmp_path / 'elsewhere' / 'prodinf.sqlite'}"
 
 
 def test_defaults_are_valid_settings() -> None:
+    """Given the defaults, then every one passes its field's own validation."""
     # Every default passes the field's own validation.
     defaults = Settings()
     assert Settings.model_validate(defaults.model_dump()) == defaults
@@ -78,6 +83,9 @@ def test_defaults_are_valid_settings() -> None:
 def test_database_url_from_the_environment_gets_the_installed_driver(
     monkeypatch: pytest.MonkeyPatch, given: str, effective: str
 ) -> None:
+    """Given PRODINF_DATABASE_URL without a driver, then the store and the results use the
+    installed one.
+    """
     monkeypatch.setenv("PRODINF_DATABASE_URL", given)
 
     settings = Settings()
@@ -90,6 +98,7 @@ def test_database_url_from_the_environment_gets_the_installed_driver(
 def test_broker_url_from_the_environment_replaces_the_embedded_broker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Given PRODINF_BROKER_URL, then it is the broker, and the embedded one is not used."""
     monkeypatch.setenv("PRODINF_BROKER_URL", "amqp://guest:guest@rabbit:5672//")
 
     settings = Settings()
@@ -99,6 +108,9 @@ def test_broker_url_from_the_environment_replaces_the_embedded_broker(
 
 
 def test_scalar_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given PRODINF_* variables for numbers, booleans, names and a secret, then each is
+    read as its type.
+    """
     for name, value in {
         "PRODINF_HOME": "/srv/prodinf",
         "PRODINF_PORT": "8080",
@@ -133,12 +145,14 @@ def test_scalar_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_plugins_are_a_comma_separated_list(
     monkeypatch: pytest.MonkeyPatch, raw: str, plugins: list[str]
 ) -> None:
+    """Given PRODINF_PLUGINS, then it is read as a comma-separated list."""
     monkeypatch.setenv("PRODINF_PLUGINS", raw)
 
     assert Settings().plugins == plugins
 
 
 def test_plugins_by_keyword_take_a_list() -> None:
+    """Given plugins as a keyword, then they are taken as the list given."""
     assert Settings(plugins=["a", "b"]).plugins == ["a", "b"]
 
 
@@ -167,6 +181,9 @@ def test_plugins_by_keyword_take_a_list() -> None:
 def test_bad_values_raise_an_error_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
 ) -> None:
+    """Given a bad value in a PRODINF_* variable, when the settings are read, then the
+    error names that field and that field only.
+    """
     monkeypatch.setenv(variable, value)
 
     with pytest.raises(PydanticValidationError) as caught:
@@ -179,6 +196,9 @@ def test_bad_values_raise_an_error_naming_the_field(
 def test_public_url_loses_its_trailing_slash_and_blank_means_unset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Given PRODINF_PUBLIC_URL with a trailing slash, then it loses it; given it blank,
+    then it is unset.
+    """
     monkeypatch.setenv("PRODINF_PUBLIC_URL", "https://prodinf.example.org/ ")
     assert Settings().public_url == "https://prodinf.example.org"
     monkeypatch.setenv("PRODINF_PUBLIC_URL", "")
@@ -186,12 +206,14 @@ def test_public_url_loses_its_trailing_slash_and_blank_means_unset(
 
 
 def test_keywords_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a setting both in the environment and as a keyword, then the keyword wins."""
     monkeypatch.setenv("PRODINF_PORT", "6000")
 
     assert Settings(port=7000).port == 7000
 
 
 def test_settings_are_frozen() -> None:
+    """Given settings, when a field is assigned, then it is refused."""
     settings = Settings()
 
     with pytest.raises(PydanticValidationError):
@@ -199,6 +221,9 @@ def test_settings_are_frozen() -> None:
 
 
 def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given get_settings() called once, when the environment changes, then it still
+    answers the settings it read first.
+    """
     monkeypatch.setenv("PRODINF_PORT", "6001")
     first = get_settings()
     monkeypatch.setenv("PRODINF_PORT", "6002")
@@ -211,6 +236,9 @@ def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch
 
 
 def test_masked_hides_url_passwords_and_secret_values() -> None:
+    """Given URLs with passwords and a secret key, when the settings are masked, then no
+    secret shows, and the URLs show with *** for the password.
+    """
     settings = Settings(
         database_url=f"postgresql://prodinf:{SECRET}@db:5432/prodinf",
         broker_url=f"amqp://prodinf:{SECRET}@rabbit:5672/prodinf",
@@ -232,6 +260,9 @@ def test_masked_hides_url_passwords_and_secret_values() -> None:
 
 
 def test_masked_hides_the_smtp_password_and_the_webhook_secret() -> None:
+    """Given an SMTP password and a webhook secret, when masked, then neither shows, and
+    unset ones stay unset.
+    """
     settings = Settings(
         smtp_host="smtp.example.org",
         smtp_user="prodinf",
@@ -251,6 +282,7 @@ def test_masked_hides_the_smtp_password_and_the_webhook_secret() -> None:
 
 
 def test_mail_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the mail settings in PRODINF_* variables, then each is read as its type."""
     for name, value in {
         "PRODINF_SMTP_HOST": "smtp.example.org",
         "PRODINF_SMTP_PORT": "587",
@@ -275,6 +307,9 @@ def test_mail_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_an_empty_smtp_host_means_the_outbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given PRODINF_SMTP_HOST and _USER set but blank (as env files often leave them),
+    then they are unset: mail goes to the outbox.
+    """
     # env files and compose files often leave a variable set but empty
     monkeypatch.setenv("PRODINF_SMTP_HOST", "")
     monkeypatch.setenv("PRODINF_SMTP_USER", " ")
@@ -286,6 +321,7 @@ def test_an_empty_smtp_host_means_the_outbox(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_masked_lists_every_setting_as_json() -> None:
+    """When the settings are masked, then every setting is there, and it is JSON."""
     masked = Settings(plugins=["acme.kinds"]).masked()
 
     assert set(Settings.model_fields) <= set(masked)
@@ -297,6 +333,9 @@ def test_masked_lists_every_setting_as_json() -> None:
 
 
 def test_masked_hides_every_password_of_a_failover_broker_url() -> None:
+    """Given a failover broker URL (several, separated by ;), when masked, then no password
+    shows and every host does.
+    """
     # Celery accepts several broker URLs separated by ';' (failover).
     settings = Settings(broker_url=f"amqp://u:{SECRET}@rabbit-1//;amqp://u:{SECRET}@rabbit-2//")
 
@@ -320,6 +359,7 @@ def test_masked_hides_every_password_of_a_failover_broker_url() -> None:
     ],
 )
 def test_urls_are_masked(url: str, shown: str) -> None:
+    """Given a URL, when masked, then its password is *** and the rest stays."""
     assert redact_text(url) == shown
 
 
@@ -335,4 +375,5 @@ def test_urls_are_masked(url: str, shown: str) -> None:
     ],
 )
 def test_with_driver(url: str, effective: str) -> None:
+    """Given a database URL, then with_driver names the driver prodinf installs for it."""
     assert with_driver(url) == effective

@@ -27,6 +27,9 @@ SECRET = "mysql://user:S3cret-pw@db.example:3306/homo_sapiens_core_115_38"
     ],
 )
 def test_each_scheme_gets_its_driver(written: str, engine: str, driver: str, database: str) -> None:
+    """Given a database URI as a user writes it, then it is parsed to its engine, the
+    driver prodinf installs for it, and its database.
+    """
     uri = DatabaseURI.parse(written)
     assert uri.engine_name == engine
     assert uri.url.drivername == driver
@@ -48,6 +51,9 @@ def test_each_scheme_gets_its_driver(written: str, engine: str, driver: str, dat
 def test_a_bad_uri_names_the_field_and_never_repeats_the_password(
     written: str, problem: str
 ) -> None:
+    """Given a bad URI with a password, when it is parsed for a field, then the error names
+    the field and the problem, never the password.
+    """
     with pytest.raises(ValidationError) as caught:
         DatabaseURI.parse(written.replace("pw", "S3cret-pw"), field="src_uri")
     assert caught.value.field == "src_uri"
@@ -56,6 +62,9 @@ def test_a_bad_uri_names_the_field_and_never_repeats_the_password(
 
 
 def test_the_password_is_masked_everywhere_but_secret() -> None:
+    """Given a URI with a password, then every way of showing it masks the password, and
+    only secret() gives it back.
+    """
     uri = DatabaseURI.parse(SECRET)
     for shown in (uri.masked(), str(uri), repr(uri), uri.server().masked()):
         assert "S3cret" not in shown
@@ -64,6 +73,9 @@ def test_the_password_is_masked_everywhere_but_secret() -> None:
 
 
 def test_server_and_sibling_databases() -> None:
+    """Given a URI, then server() drops the database (or names the admin one), and
+    with_database names a sibling, refusing a bad name.
+    """
     uri = DatabaseURI.parse(SECRET)
     assert uri.server().url.database is None
     assert DatabaseURI.parse("postgresql://u@h/db").server().database == "postgres"
@@ -74,6 +86,9 @@ def test_server_and_sibling_databases() -> None:
 
 
 def test_copy_params_name_the_bad_field() -> None:
+    """Given copy_database params with one bad field, when validated, then the error names
+    that field.
+    """
     kind = registry.get("copy_database")
     good = {"src_uri": "sqlite:////tmp/a.sqlite", "tgt_uri": "sqlite:////tmp/b.sqlite"}
     assert kind.validate(good).overwrite is False
@@ -89,6 +104,9 @@ def test_copy_params_name_the_bad_field() -> None:
 
 
 def test_sqlite_lifecycle(tmp_path: Path) -> None:
+    """Given a SQLite URI in a folder that does not exist, then it can be created (empty),
+    and dropped.
+    """
     uri = DatabaseURI.parse(f"sqlite:///{tmp_path / 'sub' / 'd.sqlite'}")
     assert not uri.exists()
     uri.create()
@@ -98,6 +116,9 @@ def test_sqlite_lifecycle(tmp_path: Path) -> None:
 
 
 def test_checksums_see_any_change_and_not_row_order(tmp_path: Path) -> None:
+    """Given two databases built alike, then their checksums agree on both methods; when
+    rows are reordered, they still agree; when a value changes, only that table differs.
+    """
     a = DatabaseURI.parse(f"sqlite:///{tmp_path / 'a.sqlite'}")
     b = DatabaseURI.parse(f"sqlite:///{tmp_path / 'b.sqlite'}")
     counts = build_core_like(a, genes=60, seed=3)
@@ -125,6 +146,9 @@ def test_checksums_see_any_change_and_not_row_order(tmp_path: Path) -> None:
 
 
 def test_a_sample_refuses_a_database_with_tables(tmp_path: Path) -> None:
+    """Given a database that already has tables, when a sample is built into it, then it
+    is refused.
+    """
     uri = f"sqlite:///{tmp_path / 'c.sqlite'}"
     build_core_like(uri, genes=20)
     with pytest.raises(Exception, match="already has tables"):

@@ -28,6 +28,7 @@ def snapshot(tables: dict[str, Any] | None = None, **meta: Any) -> Snapshot:
 
 
 def test_the_shipped_rules_are_the_config_example() -> None:
+    """Given the rules prodinf ships, then they are the config example, in order."""
     assert DEFAULT_EVENT_RULES.read_text() == (ROOT / "config" / "events.yaml").read_text()
     assert [r.event for r in load_event_rules().rules] == [
         "new_assembly",
@@ -37,16 +38,21 @@ def test_the_shipped_rules_are_the_config_example() -> None:
 
 
 def test_a_first_registration_creates_the_dataset() -> None:
+    """Given no earlier registration, when a dataset is registered, then it is created."""
     events = events_between(None, snapshot(), load_event_rules())
 
     assert events == [{"type": "dataset.created", "tables": ["gene", "meta"]}]
 
 
 def test_nothing_changed_means_no_event() -> None:
+    """Given two equal snapshots, then there is no event."""
     assert events_between(snapshot(), snapshot(), load_event_rules()) == []
 
 
 def test_changed_added_and_removed_tables_are_an_update() -> None:
+    """Given a table changed, one added and one removed, then one dataset.updated event
+    names each, with the rows before and after.
+    """
     after = {
         "gene": {"rows": 11, "checksum": "ff"},  # rows changed
         "xref": {"rows": 1, "checksum": "01"},  # added; meta removed
@@ -64,6 +70,7 @@ def test_changed_added_and_removed_tables_are_an_update() -> None:
 
 
 def test_a_checksum_change_alone_is_an_update() -> None:
+    """Given a table whose checksum changed with its rows the same, then it is updated."""
     after = {**TABLES, "gene": {"rows": 10, "checksum": "a2"}}
 
     (event,) = events_between(snapshot(), snapshot(after), load_event_rules())
@@ -72,6 +79,9 @@ def test_a_checksum_change_alone_is_an_update() -> None:
 
 
 def test_meta_key_rules_add_their_events() -> None:
+    """Given meta keys that rules watch changed, then each rule adds its event, with the
+    values before and after.
+    """
     before = snapshot()
     after = snapshot(**{"assembly.default": "GRCh39", "genebuild.version": None})
 
@@ -92,6 +102,9 @@ def test_meta_key_rules_add_their_events() -> None:
     ],
 )
 def test_bad_rules_are_refused(document: Any, fragment: str) -> None:
+    """Given a bad rules document, when it is loaded, then the error names the file and
+    the problem.
+    """
     with pytest.raises(ValidationError, match=r"events\.yaml: ") as caught:
         EventRules.from_document(document, "events.yaml")
 

@@ -46,11 +46,15 @@ __all__ = ["import_app", "repo_importable"]  # fixtures
 
 
 def test_compose_defines_the_expected_services() -> None:
+    """Given docker-compose.yml, then it defines every service a deployment needs."""
     missing = EXPECTED_SERVICES - set(services())
     assert not missing, f"services missing from {COMPOSE_FILE.name}: {sorted(missing)}"
 
 
 def test_services_running_prodinf_build_from_the_dockerfile() -> None:
+    """Given the services that run prodinf, celery or gunicorn, then each builds from
+    docker/Dockerfile, whose image has no ENTRYPOINT.
+    """
     assert {svc.name for svc in prodinf_services()} >= EXPECTED_SERVICES - {"rabbitmq", "postgres"}
     fail_on(
         [
@@ -75,6 +79,9 @@ def _has_path(graph: dict[str, Service], start: str, goal: str) -> bool:
 
 
 def test_depends_on_targets_exist_and_can_satisfy_their_condition() -> None:
+    """Given each depends_on, then its target exists and can meet its condition (a health
+    check to be healthy, a one-shot to complete, no cycle).
+    """
     graph, problems = services(), []
     for svc in graph.values():
         for target, condition in svc.depends_on.items():
@@ -98,6 +105,10 @@ def test_prodinf_services_share_settings_that_reach_the_store_and_broker(
     repo_importable: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Given the prodinf services' environments, when each builds its Settings, then they
+    share the store, broker and queues, reach the postgres and rabbitmq services, and
+    none is left on the embedded defaults.
+    """
     from prodinf.config import Settings
 
     graph, problems = services(), []
@@ -138,6 +149,7 @@ def test_prodinf_services_share_settings_that_reach_the_store_and_broker(
 
 
 def test_migrations_run_before_portal_and_workers() -> None:
+    """Given the migrate service, then the portal and every worker wait for it to complete."""
     graph = services()
     migrate = {
         svc.name for svc in graph.values() if program_of(svc.argv) == ("prodinf", ["db", "upgrade"])
@@ -158,6 +170,9 @@ def test_migrations_run_before_portal_and_workers() -> None:
 
 
 def test_celery_app_modules_expose_a_celery_app(import_app: Callable[[str], ModuleType]) -> None:
+    """Given each celery -A module the services name, when imported with a container's
+    settings, then it exposes a Celery app.
+    """
     from celery import Celery
 
     targets: dict[str, list[str]] = {}
@@ -191,6 +206,7 @@ def _workers() -> list[tuple[Service, CeleryCommand]]:
 def test_worker_queues_are_configured_queue_names(
     repo_importable: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Given each worker's -Q, then it names queues its settings configure."""
     problems = []
     workers = _workers()
     assert workers, "no celery worker services"
@@ -213,6 +229,7 @@ def test_worker_queues_are_configured_queue_names(
 def test_each_queue_has_exactly_one_worker_service(
     repo_importable: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Given the worker services, then each configured queue has exactly one."""
     consumers: dict[str, list[str]] = {}
     for svc, celery in _workers():
         by_name = {
@@ -226,6 +243,7 @@ def test_each_queue_has_exactly_one_worker_service(
 
 
 def test_exactly_one_beat() -> None:
+    """Given the services, then exactly one runs beat, and only one replica of it."""
     beats = [svc for svc in services().values() if (c := celery_of(svc)) and c.runs_beat]
     assert len(beats) == 1, f"beat runs in {[svc.name for svc in beats]}: periodic tasks need one"
     spec = beats[0].spec
@@ -237,6 +255,7 @@ def test_exactly_one_beat() -> None:
 
 
 def test_gunicorn_targets_are_flask_apps(import_app: Callable[[str], ModuleType]) -> None:
+    """Given each gunicorn target the services name, when imported, then it is a Flask app."""
     from flask import Flask
 
     problems, seen = [], 0
@@ -261,6 +280,8 @@ def test_gunicorn_targets_are_flask_apps(import_app: Callable[[str], ModuleType]
 
 
 def test_gunicorn_binds_an_exposed_port_on_all_interfaces() -> None:
+    """Given each gunicorn command, then it binds an address reachable from outside the
+    container (not loopback), on a port the Dockerfile exposes."""
     problems = []
     for where, argv in commands():
         gunicorn = gunicorn_of(argv)
@@ -281,6 +302,7 @@ def test_gunicorn_binds_an_exposed_port_on_all_interfaces() -> None:
 
 
 def test_published_ports_are_ports_the_service_listens_on() -> None:
+    """Given each published port of a prodinf service, then the service listens on it."""
     problems = []
     for svc in prodinf_services():
         listening = listening_ports(svc.argv)
@@ -292,6 +314,7 @@ def test_published_ports_are_ports_the_service_listens_on() -> None:
 
 
 def test_prodinf_subcommands_exist(import_app: Callable[[str], ModuleType]) -> None:
+    """Given each prodinf command the files run, then the CLI has that subcommand."""
     import click
 
     invocations = [

@@ -31,6 +31,7 @@ from tests.unit.deployment import (
 
 
 def test_dockerfile_base_is_python_311_or_newer() -> None:
+    """Given the Dockerfile, then every stage builds on Python 3.11 or newer."""
     problems = []
     for image in dockerfile().base_images():
         match = re.fullmatch(r"(?:[\w.-]+/)*python:(\d+)\.(\d+)\S*", image)
@@ -40,6 +41,9 @@ def test_dockerfile_base_is_python_311_or_newer() -> None:
 
 
 def test_dockerfile_installs_the_postgres_and_server_extras() -> None:
+    """Given the Dockerfile's pip install, then it installs prodinf with the extras a
+    server deployment needs.
+    """
     runs = [ins.args for stage in dockerfile().stages for ins in stage if ins.keyword == "RUN"]
     installs = [args for args in runs if "pip install" in args]
     assert installs, "no RUN ... pip install"
@@ -55,17 +59,20 @@ def test_dockerfile_installs_the_postgres_and_server_extras() -> None:
 
 
 def test_dockerfile_does_not_run_as_root() -> None:
+    """Given the final stage, then its USER is not root."""
     user = dockerfile().user
     assert user is not None, "no USER in the final stage: containers would run as root"
     assert user not in {"root", "0"}, f"USER {user}"
 
 
 def test_dockerfile_sets_prodinf_home() -> None:
+    """Given the final stage, then PRODINF_HOME is /var/lib/prodinf."""
     env = " ".join(ins.args for ins in dockerfile().final if ins.keyword == "ENV")
     assert re.search(r"\bPRODINF_HOME[= ]/var/lib/prodinf\b", env), env
 
 
 def test_image_healthcheck_probes_health_where_the_portal_listens() -> None:
+    """Given the image's HEALTHCHECK, then it asks /health on the port the portal listens on."""
     check = dockerfile().healthcheck
     assert check, "no HEALTHCHECK ... CMD in the final stage"
     assert os.path.basename(check[0]).startswith("python"), f"HEALTHCHECK runs {check[0]}"
@@ -122,6 +129,9 @@ def _dockerignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_build_inputs_and_drops_local_state() -> None:
+    """Given .dockerignore, then what the build needs is sent, and local state (git,
+    .prodinf, virtual environments, caches) is not.
+    """
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     readme = project.get("readme")
     needed = ["pyproject.toml", "setup.py", "prodinf/__init__.py", "prodinf/config.py"]
@@ -136,6 +146,9 @@ def test_dockerignore_keeps_build_inputs_and_drops_local_state() -> None:
 
 
 def test_command_line_parsing_helpers() -> None:
+    """Given celery, gunicorn and compose strings, then the helpers these checks rely on
+    read them right.
+    """
     celery = CeleryCommand.parse(
         shlex.split("celery --app=prodinf.worker -b amqp://h// worker -Qa,b --queues c -l info")
     )

@@ -32,6 +32,9 @@ def shown(value: Any) -> str | None:
 
 
 def test_every_setting_is_documented_with_its_default() -> None:
+    """Given the settings class, then docs/configuration.rst documents each setting with
+    the code's default.
+    """
     docs = documented()
     for name, field in Settings.model_fields.items():
         assert name in docs, f"PRODINF_{name.upper()} is missing from docs/configuration.rst"
@@ -44,11 +47,13 @@ def test_every_setting_is_documented_with_its_default() -> None:
 
 
 def test_no_documented_setting_is_unknown_to_the_code() -> None:
+    """Given docs/configuration.rst, then every setting it documents exists in the code."""
     stale = set(documented()) - set(Settings.model_fields)
     assert not stale, f"docs/configuration.rst documents settings the code lacks: {stale}"
 
 
 def test_the_env_example_only_sets_real_settings() -> None:
+    """Given config/prodinf.env.example, then every variable it sets is a setting."""
     text = (ROOT / "config" / "prodinf.env.example").read_text(encoding="utf-8")
     names = re.findall(r"^#?\s*PRODINF_(\w+)=", text, re.MULTILINE)
     assert names
@@ -57,12 +62,18 @@ def test_the_env_example_only_sets_real_settings() -> None:
 
 
 def test_the_readme_starts_with_the_two_commands() -> None:
+    """Given the README, then it starts with the command to run prodinf and the one to
+    test it.
+    """
     head = (ROOT / "README.rst").read_text(encoding="utf-8").split("\n\n", 5)[:5]
     assert "    pip install -e . && prodinf up" in head
     assert "    pip install -e '.[test]' && pytest" in head
 
 
 def test_the_architecture_shows_the_layers_exactly_as_the_contract_states_them() -> None:
+    """Given the import-linter layers contract, then docs/architecture.rst shows the same
+    layers, in the same order.
+    """
     contract = next(
         c
         for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][

@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("value", ["true", "True", "TRUE", "1", "yes", "Yes", " true "])
 def test_a_true_value_of_ci_counts_as_ci(value: str) -> None:
+    """Given CI set to true, 1 or yes in any case, then it counts as CI."""
     assert truthy(value)
 
 
 @pytest.mark.parametrize("value", ["false", "False", "0", "no", "", "off", "maybe", None])
 def test_any_other_value_of_ci_does_not(value: str | None) -> None:
+    """Given CI unset, empty, false, 0 or anything else, then it does not count as CI."""
     assert not truthy(value)
 
 

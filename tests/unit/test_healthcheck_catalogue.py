@@ -67,6 +67,9 @@ def clean_python_checks() -> Iterator[None]:
 
 
 def test_the_shipped_catalogue_is_the_config_example_and_loads() -> None:
+    """Given the catalogue prodinf ships, then it is the config example, and it loads with
+    its groups and checks in order.
+    """
     assert DEFAULT_CATALOGUE.read_text() == (ROOT / "config" / "healthchecks.yaml").read_text()
     catalogue = load_catalogue()
 
@@ -82,6 +85,9 @@ def test_the_shipped_catalogue_is_the_config_example_and_loads() -> None:
 
 
 def test_every_shipped_check_passes_on_a_good_core_database(conn: Connection) -> None:
+    """Given a good core-like database, when every shipped check runs, then each passes
+    with no problem row.
+    """
     ctx = context(conn)
     for spec in load_catalogue().checks:
         outcome = run_check(ctx, spec)
@@ -124,6 +130,9 @@ def entry(**overrides: Any) -> dict[str, Any]:
     ],
 )
 def test_a_bad_entry_is_refused_naming_it(document: Any, fragment: str) -> None:
+    """Given a catalogue with a bad entry, when it is loaded, then the error names the file
+    and what is wrong.
+    """
     with pytest.raises(ValidationError) as caught:
         Catalogue.from_document(document, "mine.yaml")
 
@@ -132,6 +141,9 @@ def test_a_bad_entry_is_refused_naming_it(document: Any, fragment: str) -> None:
 
 
 def test_a_bad_catalogue_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    """Given PRODINF_HEALTHCHECKS naming a bad file, when the rules files are checked (as
+    prodinf starts), then the error names the setting and the check.
+    """
     bad = tmp_path / "healthchecks.yaml"
     bad.write_text("checks:\n  - {name: c, group: g, type: not_empty}\n")
 
@@ -146,6 +158,9 @@ def test_a_bad_catalogue_file_is_an_error_naming_the_setting(tmp_path: Path) -> 
 
 
 def test_groups_and_names_select_checks_in_catalogue_order() -> None:
+    """Given groups and names, then the checks they select come in catalogue order; given
+    none, then all do.
+    """
     catalogue = load_catalogue()
 
     assert [c.name for c in catalogue.select(["meta"], ["reachable"])] == ["reachable", "meta_keys"]
@@ -159,6 +174,9 @@ def test_groups_and_names_select_checks_in_catalogue_order() -> None:
 def test_an_unknown_group_or_name_is_refused_naming_the_field(
     groups: list[str], names: list[str], field: str
 ) -> None:
+    """Given an unknown group or name, when checks are selected, then the error names the
+    field and the value.
+    """
     with pytest.raises(ValidationError) as caught:
         load_catalogue().select(groups, names)
 
@@ -171,6 +189,10 @@ def test_an_unknown_group_or_name_is_refused_naming_the_field(
 
 @pytest.mark.usefixtures("clean_python_checks")
 def test_a_python_check_joins_the_catalogue_and_runs_in_sql(conn: Connection) -> None:
+    """Given a check written in Python with @healthcheck, when the catalogue takes the
+    Python checks, then it is selected by its group and runs, with counted examples.
+    """
+
     @healthcheck("long_genes", group="plugin", applies_to=["core"])
     def long_genes(ctx: CheckContext) -> Finding:
         """No gene is longer than 1 base (every one is, so each is a problem)."""
@@ -192,6 +214,10 @@ def test_a_python_check_joins_the_catalogue_and_runs_in_sql(conn: Connection) ->
 
 @pytest.mark.usefixtures("clean_python_checks")
 def test_a_check_that_breaks_fails_alone_and_says_why(conn: Connection) -> None:
+    """Given a check whose SQL breaks and one after it, when both run, then the first fails
+    saying why, and the second still runs on the same connection.
+    """
+
     @healthcheck("broken", group="plugin")
     def broken(ctx: CheckContext) -> Finding:
         return ctx.problems("SELECT some_column FROM no_such_table")
@@ -211,6 +237,10 @@ def test_a_check_that_breaks_fails_alone_and_says_why(conn: Connection) -> None:
 
 @pytest.mark.usefixtures("clean_python_checks")
 def test_the_same_name_twice_is_refused() -> None:
+    """Given a Python check registered twice, or under a name the catalogue has, then it
+    is refused saying so.
+    """
+
     @healthcheck("twice", group="g")
     def one(ctx: CheckContext) -> Finding:
         return Finding(0)
@@ -230,6 +260,9 @@ def test_the_same_name_twice_is_refused() -> None:
 
 
 def test_checks_for_other_types_and_engines_are_skipped_with_a_reason() -> None:
+    """Given a check for core databases, then it applies to one, and says why it skips
+    another type or a name no rule matches.
+    """
     spec = load_catalogue().select(names=["meta_keys"])[0]
 
     assert spec.skip_reason("core", "sqlite") is None
@@ -240,6 +273,10 @@ def test_checks_for_other_types_and_engines_are_skipped_with_a_reason() -> None:
 
 
 def test_meta_values_are_checked_against_the_name_and_patterns(conn: Connection) -> None:
+    """Given a meta_keys check with expected values, when it runs on a database named for
+    another release, then each wrong, mismatched or missing key is a problem, and a name
+    no rule matches says so.
+    """
     catalogue = Catalogue.from_document(
         {
             "checks": [
@@ -279,6 +316,9 @@ def test_meta_values_are_checked_against_the_name_and_patterns(conn: Connection)
 
 
 def test_the_html_report_escapes_what_the_database_holds() -> None:
+    """Given a result whose examples hold markup, when the report is rendered, then the
+    HTML escapes it and the text shows it as text.
+    """
     result = {
         "database": "mysql://u:***@h/db",
         "database_name": "db",
@@ -308,6 +348,9 @@ def test_the_html_report_escapes_what_the_database_holds() -> None:
 
 
 def test_a_script_runs_the_catalogue_without_a_job(core_sqlite: DatabaseURI, home: Path) -> None:
+    """Given a good core-like database, when a script calls run_healthchecks (as
+    bench/copy.py does), then the checks run and pass, with a report.
+    """
     # As bench/copy.py does: the plain function behind the kind's step
     result = run_healthchecks(core_sqlite.masked(), Settings(home=home), groups=["core"])
 
@@ -323,6 +366,9 @@ def test_a_script_runs_the_catalogue_without_a_job(core_sqlite: DatabaseURI, hom
 
 
 def test_selecting_only_checks_that_do_not_apply_is_an_error(home: Path, tmp_path: Path) -> None:
+    """Given a database of unknown type (its name matches no rule), when only checks that
+    do not apply are selected, then it is a permanent error saying why for each.
+    """
     # A database whose name matches no naming rule: its type is unknown
     uri = DatabaseURI.parse(f"sqlite:///{tmp_path}/scratch.sqlite")
     build_core_like(uri, genes=10)

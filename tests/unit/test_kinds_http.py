@@ -163,6 +163,9 @@ def test_http_get_reports_the_status_digest_and_size_of_what_was_served(
 
 
 def test_http_get_retries_a_server_error_then_fails(world: World, site: Site) -> None:
+    """Given a server that keeps answering 500, when http_get runs, then it waits to retry,
+    and fails after three attempts saying what the server answered.
+    """
     site.answer(Answer(500, "boom"))
     job_id = world.submit("http_get", url=f"{site.base_url}/flaky")
 
@@ -180,6 +183,9 @@ def test_http_get_retries_a_server_error_then_fails(world: World, site: Site) ->
 
 
 def test_http_get_succeeds_when_the_server_recovers(world: World, site: Site) -> None:
+    """Given a server that answers 503 once, then 200, when http_get runs to the end, then
+    it succeeds with the digest of the body, after one retry.
+    """
     site.answer(Answer(503, "busy"), Answer(200, b"hello"))
 
     job = world.drive_until_done(world.submit("http_get", url=f"{site.base_url}/x"))
@@ -190,6 +196,9 @@ def test_http_get_succeeds_when_the_server_recovers(world: World, site: Site) ->
 
 
 def test_http_get_fails_at_once_on_not_found(world: World, site: Site) -> None:
+    """Given a server that answers 404, when http_get runs, then it fails at once,
+    permanently, saying so.
+    """
     site.answer(Answer(404, "no such file"))
 
     job = world.drive(world.submit("http_get", url=f"{site.base_url}/missing"))
@@ -201,6 +210,9 @@ def test_http_get_fails_at_once_on_not_found(world: World, site: Site) -> None:
 
 
 def test_http_get_retries_when_nothing_listens(world: World) -> None:
+    """Given a port nothing listens on, when http_get runs, then the step waits to retry,
+    its error saying the connection failed.
+    """
     port = free_port()
 
     job = world.drive(world.submit("http_get", url=f"http://127.0.0.1:{port}/", timeout=2))
@@ -243,6 +255,7 @@ def test_http_get_sends_url_credentials_and_never_shows_the_password(
     ],
 )
 def test_http_get_params_are_validated(world: World, params: dict[str, Any], field: str) -> None:
+    """Given bad http_get params, when submitted, then the error names the field."""
     with pytest.raises(ValidationError) as caught:
         world.jobs.submit("http_get", params)
 
@@ -279,6 +292,9 @@ def test_wait_for_url_waits_while_running_and_returns_the_final_document(
 
 
 def test_wait_for_url_gives_up_after_max_errors_failed_looks(world: World, site: Site) -> None:
+    """Given a status URL that answers 404, when wait_for_url runs with max_errors 3, then
+    it fails after three looks, each failed look backing off.
+    """
     site.answer(Answer(404, "gone"))
     url = f"{site.base_url}/jobs/8"
 
@@ -295,6 +311,10 @@ def test_wait_for_url_gives_up_after_max_errors_failed_looks(world: World, site:
 
 
 def test_wait_for_url_counts_only_failed_looks_in_a_row(world: World, site: Site) -> None:
+    """Given a status URL that fails twice, answers running, fails twice more, then gives
+    a final status, when wait_for_url runs with max_errors 3, then it succeeds with that
+    status: only failed looks in a row count.
+    """
     site.answer(
         Answer(503, "busy"),
         Answer(200, "<html>maintenance</html>"),

@@ -48,7 +48,8 @@ def test_the_layers_contract_holds() -> None:
 
 
 def test_no_module_imports_itself_back() -> None:
-    """No import cycle among prodinf modules, through functions and TYPE_CHECKING too."""
+    """Given the import graph of prodinf (imports in functions and under TYPE_CHECKING
+    too), then no module imports itself back: no cycle."""
     graph = grimp.build_graph("prodinf", cache_dir=None)
     cycles = _cycles({m: graph.find_modules_directly_imported_by(m) for m in graph.modules})
 
@@ -101,6 +102,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
+    """Given a graph with a cycle and one without, then the finder finds the cycle only."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
@@ -141,12 +143,16 @@ def status_literals(path: Path, root: Path = ROOT) -> list[str]:
 
 
 def test_statuses_are_spelled_only_in_the_status_module() -> None:
+    """Given the package's modules, then none but prodinf/status.py spells a status."""
     found = [hit for path in sources() if path != STATUS_MODULE for hit in status_literals(path)]
 
     assert found == []
 
 
 def test_the_status_check_sees_a_bare_status(tmp_path: Path) -> None:
+    """Given a module with statuses in a docstring, an enum, a key and a comparison, then
+    the check reports the comparison only.
+    """
     module = tmp_path / "m.py"
     module.write_text(
         '"""Docstring: waiting."""\n'
@@ -160,7 +166,8 @@ def test_the_status_check_sees_a_bare_status(tmp_path: Path) -> None:
 
 
 def test_queues_are_named_only_by_settings() -> None:
-    """``Settings.queue_for`` is the one place a logical queue becomes a configured one."""
+    """Given the package's modules, then none but config.py looks a queue name up:
+    ``Settings.queue_for`` is the one place a logical queue becomes a configured one."""
     found = [
         str(path.relative_to(ROOT))
         for path in sources()
@@ -176,6 +183,7 @@ def test_queues_are_named_only_by_settings() -> None:
     ids=["prodinf", "tests"],
 )
 def test_no_module_is_too_long(folder: Path, most: int) -> None:
+    """Given the package and the tests, then no module is longer than its limit."""
     long = {
         str(path.relative_to(ROOT)): lines
         for path in folder.rglob("*.py")

@@ -38,6 +38,9 @@ from tests.pages import page
 
 
 def test_without_smtp_host_mail_is_written_to_the_outbox(settings: Settings) -> None:
+    """Given no SMTP host (embedded defaults), when a mail is delivered, then it is one file
+    in the outbox, named for its Message-ID, holding the whole message.
+    """
     mail = a_mail(html="<p>hi</p>", headers={"X-Prodinf-Job": "job-1"})
 
     message_id = deliver(mail, settings)
@@ -89,6 +92,7 @@ def test_outbox_lists_newest_first_and_skips_corrupt_files(settings: Settings) -
 
 
 def test_outbox_of_a_fresh_home_is_empty(settings: Settings) -> None:
+    """Given a fresh home, then the outbox lists nothing."""
     assert outbox_messages(settings) == []
 
 
@@ -97,6 +101,9 @@ def test_outbox_of_a_fresh_home_is_empty(settings: Settings) -> None:
     ["<../../etc/passwd@x>", "<.hidden@x>", "<a/b@x>", "<" + "x" * 300 + "@prodinf>"],
 )
 def test_outbox_names_stay_in_the_folder(message_id: str) -> None:
+    """Given a Message-ID that looks like a path, hidden or very long, then its file name
+    stays in the folder, visible and short.
+    """
     name = outbox_name(message_id)
 
     assert "/" not in name
@@ -106,6 +113,7 @@ def test_outbox_names_stay_in_the_folder(message_id: str) -> None:
 
 
 def test_message_ids_that_sanitise_alike_get_different_files() -> None:
+    """Given two Message-IDs that sanitise to the same text, then their files differ."""
     assert outbox_name("<a/b@x>") != outbox_name("<a_b@x>")
     assert outbox_name("<a_b@x>") == "a_b@x.eml"
 
@@ -118,6 +126,7 @@ def test_message_ids_that_sanitise_alike_get_different_files() -> None:
     ["ada@example.org", "ada.lovelace+prodinf@mail.example.co.uk", "ops@localhost", "a_b@x-y.org"],
 )
 def test_valid_addresses(address: str) -> None:
+    """Given a valid address (with spaces around it too), then it is accepted as it is."""
     assert validate_address(address) == address
     assert validate_address(f"  {address} ") == address
 
@@ -147,6 +156,9 @@ def test_valid_addresses(address: str) -> None:
     ],
 )
 def test_invalid_addresses_are_refused_naming_the_field(address: str) -> None:
+    """Given an address that is not one (or smuggles a header), then it is refused naming
+    the field, in a one-line message.
+    """
     with pytest.raises(ValidationError) as caught:
         validate_address(address, field="params.address")
 
@@ -156,6 +168,9 @@ def test_invalid_addresses_are_refused_naming_the_field(address: str) -> None:
 
 
 def test_a_header_injection_in_a_recipient_is_refused(settings: Settings) -> None:
+    """Given a recipient that smuggles a Bcc header, when the mail is delivered, then it is
+    refused naming to, and nothing is written.
+    """
     with pytest.raises(ValidationError) as caught:
         deliver(a_mail(to=["a@b.org\r\nBcc: x@y.org"]), settings)
 
@@ -175,6 +190,9 @@ def test_a_header_injection_in_a_recipient_is_refused(settings: Settings) -> Non
 def test_extra_headers_cannot_inject_or_replace(
     settings: Settings, headers: dict[str, str], field: str
 ) -> None:
+    """Given an extra header that smuggles another, or replaces one prodinf sets, or has a
+    bad name, when the message is built, then it is refused naming that header.
+    """
     with pytest.raises(ValidationError) as caught:
         build_message(a_mail(headers=headers), settings)
 
@@ -182,6 +200,9 @@ def test_extra_headers_cannot_inject_or_replace(
 
 
 def test_a_subject_is_one_line(settings: Settings) -> None:
+    """Given a subject with a line break, when the message is built, then the subject is
+    one line and no header was added.
+    """
     message = build_message(a_mail(subject="done\r\nBcc: x@y.org"), settings)
 
     assert message["Subject"] == "done Bcc: x@y.org"
@@ -190,6 +211,7 @@ def test_a_subject_is_one_line(settings: Settings) -> None:
 
 @pytest.mark.parametrize("message_id", ["no-brackets@x", "<no-at>", "<a b@x>", "<a@x>\r\nBcc: y"])
 def test_a_message_id_must_be_well_formed(settings: Settings, message_id: str) -> None:
+    """Given a malformed Message-ID, when the message is built, then it is refused."""
     with pytest.raises(ValidationError) as caught:
         build_message(a_mail(message_id=message_id), settings)
 
@@ -197,6 +219,7 @@ def test_a_message_id_must_be_well_formed(settings: Settings, message_id: str) -
 
 
 def test_a_mail_needs_a_recipient(settings: Settings) -> None:
+    """Given a mail to nobody, when the message is built, then it is refused naming to."""
     with pytest.raises(ValidationError) as caught:
         build_message(a_mail(to=[]), settings)
 
@@ -204,6 +227,9 @@ def test_a_mail_needs_a_recipient(settings: Settings) -> None:
 
 
 def test_message_ids_are_deterministic() -> None:
+    """Given the same key twice and another key, then the Message-ID is the same for the
+    same key, differs for another, and is well formed.
+    """
     assert message_id_for("job-1:summary") == message_id_for("job-1:summary")
     assert message_id_for("job-1:summary") != message_id_for("job-2:summary")
     assert re.fullmatch(r"<[0-9a-f]{32}@prodinf>", message_id_for("job-1:summary"))
@@ -213,6 +239,9 @@ def test_message_ids_are_deterministic() -> None:
 
 
 def test_summary_of_a_complete_url_lists_every_field() -> None:
+    """Given a complete document, when its summary is rendered, then the subject names the
+    URL (password masked), and both parts list every field.
+    """
     document = {
         "status": "succeeded",
         "rows": 1200,
@@ -239,6 +268,9 @@ def test_summary_of_a_complete_url_lists_every_field() -> None:
 
 
 def test_summary_escapes_html_and_masks_credentials() -> None:
+    """Given a document holding markup and passwords in values, keys and the reason, when
+    its summary is rendered, then no password shows, and the HTML escapes the markup.
+    """
     evil = "<script>alert(1)</script>"
     document = {
         "status": "done",
@@ -260,6 +292,9 @@ def test_summary_escapes_html_and_masks_credentials() -> None:
 
 
 def test_summary_of_a_deadline_says_it_did_not_finish() -> None:
+    """Given a URL still running at the deadline, then the summary says it did not finish,
+    with the last status seen.
+    """
     subject, text, html = render_url_report(URL, "running", {"status": "running"}, "deadline", None)
 
     assert subject.endswith(": did not finish")
@@ -270,6 +305,7 @@ def test_summary_of_a_deadline_says_it_did_not_finish() -> None:
 
 
 def test_summary_of_a_deadline_with_no_status_seen() -> None:
+    """Given no status ever seen, then the deadline summary says so, with no document."""
     _, text, _ = render_url_report(URL, None, None, "deadline", None)
 
     assert "Last status seen: (none)" in text
@@ -278,6 +314,9 @@ def test_summary_of_a_deadline_with_no_status_seen() -> None:
 
 @pytest.mark.parametrize("reason", ["answered 404", "did not answer with JSON"])
 def test_summary_of_a_failed_check_says_why(reason: str) -> None:
+    """Given a URL that could not be checked, then the summary says why, without the
+    password.
+    """
     subject, text, html = render_url_report(URL, None, None, "failed", reason)
 
     assert subject.endswith(": could not be checked")
@@ -287,6 +326,7 @@ def test_summary_of_a_failed_check_says_why(reason: str) -> None:
 
 
 def test_summary_of_a_document_that_is_not_an_object() -> None:
+    """Given a document that is a list, then the summary shows it whole."""
     document: Any = [{"step": 1}, {"step": 2}]  # what a URL may answer, whatever the type says
 
     _, text, html = render_url_report(URL, "done", document, "complete", None)
@@ -296,6 +336,7 @@ def test_summary_of_a_document_that_is_not_an_object() -> None:
 
 
 def test_summary_refuses_an_unknown_outcome() -> None:
+    """Given an outcome that is not one of OUTCOMES, then rendering refuses it."""
     assert OUTCOMES == ("complete", "deadline", "failed")
     with pytest.raises(ValidationError) as caught:
         render_url_report(URL, None, None, "done", None)
@@ -328,12 +369,16 @@ def test_outbox_page_lists_the_mail(settings: Settings, client: FlaskClient) -> 
 
 
 def test_outbox_page_when_empty(client: FlaskClient) -> None:
+    """Given an empty outbox, when /outbox is opened, then it says so."""
     assert "No mail has been written yet." in page(client, "/outbox")
 
 
 def test_outbox_message_page_shows_headers_and_text(
     settings: Settings, client: FlaskClient
 ) -> None:
+    """Given a mail with markup in its subject and both bodies, when its page is opened,
+    then the headers and the text show, escaped, and the HTML part as source only.
+    """
     mail = a_mail(
         subject="<script>alert(1)</script>",
         text="Line one <i>not markup</i>\nLine two\n",
@@ -366,6 +411,9 @@ def test_outbox_message_page_shows_headers_and_text(
 def test_outbox_message_page_refuses_paths(
     settings: Settings, client: FlaskClient, path: str
 ) -> None:
+    """Given a mail in the outbox and a secret file next to it, when a path that tries to
+    leave the outbox is asked for, then it is a 404 that shows nothing.
+    """
     deliver(a_mail(), settings)
     (settings.home / "secret.eml").write_text("Message-ID: <s@x>\n\nsecret\n")
 
@@ -376,6 +424,7 @@ def test_outbox_message_page_refuses_paths(
 
 
 def test_outbox_message_refuses_names_that_are_paths(settings: Settings) -> None:
+    """Given names that are paths, then outbox_message finds nothing for them."""
     deliver(a_mail(), settings)
     for name in ("../prodinf.sqlite", "..", "/etc/passwd", "a/b.eml"):
         with pytest.raises(NotFound):
@@ -383,6 +432,9 @@ def test_outbox_message_refuses_names_that_are_paths(settings: Settings) -> None
 
 
 def test_outbox_page_with_smtp_says_where_mail_goes(settings: Settings) -> None:
+    """Given an SMTP host, when /outbox is opened, then it says mail goes to that server and
+    there is no outbox.
+    """
     smtp = settings.model_copy(update={"smtp_host": "smtp.example.org", "smtp_port": 587})
     app = create_app(smtp)
     try:

@@ -39,6 +39,10 @@ def register(store: MetadataStore, job_id: str) -> tuple[Registration, bool]:
 
 
 def test_a_separate_database_gets_its_tables_on_first_use(tmp_path: Path) -> None:
+    """Given a separate metadata database, when a job registers a dataset twice and another
+    job once, then the tables were made on first use, a job's registration is kept
+    once, and the history holds both, oldest first.
+    """
     store = MetadataStore(Settings(home=tmp_path, metadata_url=f"sqlite:///{tmp_path}/meta.db"))
     try:
         first, new = register(store, "job-1")
@@ -57,6 +61,9 @@ def test_a_separate_database_gets_its_tables_on_first_use(tmp_path: Path) -> Non
 
 
 def test_a_job_store_without_the_tables_says_to_upgrade(tmp_path: Path) -> None:
+    """Given a job store never migrated, when a dataset is registered, then it fails
+    permanently saying to run prodinf db upgrade.
+    """
     store = MetadataStore(Settings(home=tmp_path))  # the store exists but was never migrated
     try:
         with pytest.raises(PermanentError, match="run `prodinf db upgrade`"):
@@ -66,6 +73,9 @@ def test_a_job_store_without_the_tables_says_to_upgrade(tmp_path: Path) -> None:
 
 
 def test_a_metadata_database_that_cannot_be_opened_is_transient(tmp_path: Path) -> None:
+    """Given a metadata database that cannot be opened, when a dataset is registered, then
+    the store is unavailable (transient), named without a secret.
+    """
     url = f"sqlite:///{tmp_path}/no/such/folder/meta.db"
     store = MetadataStore(Settings(home=tmp_path, metadata_url=url))
     try:

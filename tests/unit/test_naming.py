@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_the_shipped_rules_read_ensembl_names(database: str, expected: tuple[object, ...]) -> None:
+    """Given an Ensembl database name, then the shipped rules read its dataset, type,
+    release and assembly, naming the rule that matched.
+    """
     name = load_naming_rules().parse(database)
 
     assert (name.dataset, name.type, name.release, name.assembly, name.rule) == expected
@@ -44,6 +47,9 @@ def test_the_shipped_rules_read_ensembl_names(database: str, expected: tuple[obj
 
 @pytest.mark.parametrize("database", ["prodinf", "homo_sapiens_core", "Homo_sapiens_core_115_38"])
 def test_a_name_no_rule_matches_is_refused_naming_the_rules(database: str) -> None:
+    """Given a name no rule matches, then match finds nothing and parse refuses it, naming
+    the rules it tried.
+    """
     rules = load_naming_rules()
 
     assert rules.match(database) is None
@@ -54,11 +60,13 @@ def test_a_name_no_rule_matches_is_refused_naming_the_rules(database: str) -> No
 
 
 def test_the_shipped_rules_are_the_config_example() -> None:
+    # Given the rules prodinf ships, then they are config/naming.yaml.
     # The packaged copy (used from a wheel) is what config/naming.yaml shows users.
     assert DEFAULT_NAMING_RULES.read_text() == (ROOT / "config" / "naming.yaml").read_text()
 
 
 def test_a_rule_can_fix_the_type_and_assembly() -> None:
+    """Given a rule that fixes the type and the assembly, then a name it matches gets them."""
     rules = NamingRules.from_document(
         {
             "rules": [
@@ -102,6 +110,9 @@ def test_a_rule_can_fix_the_type_and_assembly() -> None:
     ],
 )
 def test_bad_rules_are_refused_saying_what_is_wrong(document: object, fragment: str) -> None:
+    """Given a bad rules document, when it is loaded, then the error names the file and
+    what is wrong.
+    """
     with pytest.raises(ValidationError) as caught:
         NamingRules.from_document(document, "my-rules.yaml")
 
@@ -110,6 +121,9 @@ def test_bad_rules_are_refused_saying_what_is_wrong(document: object, fragment: 
 
 
 def test_a_bad_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    """Given PRODINF_NAMING_RULES naming a file with a bad pattern, when the rules files
+    are checked, then the error names the setting and the rule.
+    """
     bad = tmp_path / "naming.yaml"
     bad.write_text("rules:\n  - name: broken\n    pattern: '(?P<dataset>[a-z'\n")
 
@@ -122,6 +136,7 @@ def test_a_bad_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> None
 
 
 def test_a_missing_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    """Given PRODINF_NAMING_RULES naming no file, then the error names the setting."""
     with pytest.raises(ValidationError, match="cannot read naming rules") as caught:
         check_rules_files(Settings(naming_rules=tmp_path / "nowhere.yaml"))
 
@@ -129,6 +144,7 @@ def test_a_missing_rules_file_is_an_error_naming_the_setting(tmp_path: Path) -> 
 
 
 def test_an_edited_rules_file_is_read_again(tmp_path: Path) -> None:
+    """Given a rules file read once, when it is edited, then the new rules are read."""
     path = tmp_path / "naming.yaml"
     path.write_text("rules:\n  - {name: a, pattern: '(?P<dataset>x)_(?P<type>t)_(?P<release>1)'}\n")
     assert load_naming_rules(path).rules[0].name == "a"

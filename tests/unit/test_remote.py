@@ -134,15 +134,21 @@ def job_doc(status: str, job_id: str = "j1", **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("status", [*sorted(PENDING_STATUSES), "RUNNING", " queued "])
 def test_pending_statuses_mean_keep_waiting(status: str) -> None:
+    """Given a pending status, in any case or with spaces, then it means keep waiting."""
     assert is_pending(status)
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled", "reverted", "", None])
 def test_any_other_status_means_done(status: str | None) -> None:
+    """Given any other status, or none, then the job is done."""
     assert not is_pending(status)
 
 
 def test_remote_job_finished_and_succeeded() -> None:
+    """Given remote jobs in several statuses, then finished and succeeded say which ended,
+    and which ended well.
+    """
+
     def job(status: str) -> RemoteJob:
         return RemoteJob("1", "http://h/api/v1/jobs/1", status, {})
 
@@ -156,6 +162,9 @@ def test_remote_job_finished_and_succeeded() -> None:
 
 
 def test_submit_returns_the_job_and_sends_the_request(service: FakeService) -> None:
+    """Given a service that accepts a job, when the client submits one, then it gets the
+    job, and the service got the kind, params and idempotency key as JSON.
+    """
     service.script(Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"}))
     with make_client(service.base_url) as client:
         job = client.submit("echo", {"n": 1}, idempotency_key="key-1")
@@ -170,6 +179,9 @@ def test_submit_returns_the_job_and_sends_the_request(service: FakeService) -> N
 
 
 def test_submit_accepts_200_for_an_existing_job(service: FakeService) -> None:
+    """Given a service that answers 200 with an existing job, when the client submits,
+    then it gets that job, at the URL the service gave.
+    """
     existing = {"id": "j7", "url": "http://jobs.example.org/api/v1/jobs/j7", "status": "running"}
     service.script(Reply(200, existing))
     with make_client(service.base_url) as client:
@@ -179,6 +191,9 @@ def test_submit_accepts_200_for_an_existing_job(service: FakeService) -> None:
 
 
 def test_submit_retries_503_then_succeeds(service: FakeService) -> None:
+    """Given a service busy twice, then accepting, when the client submits, then it retries
+    and gets the job.
+    """
     busy = Reply(503, {"message": "busy", "field": None})
     service.script(
         busy, busy, Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"})
@@ -196,6 +211,9 @@ def test_submit_retries_503_then_succeeds(service: FakeService) -> None:
 def test_persistent_500_raises_remote_unavailable_after_the_retries(
     service: FakeService,
 ) -> None:
+    """Given a service that keeps answering 500, when the client asks, then it retries,
+    then raises RemoteUnavailable quoting the service.
+    """
     service.script(Reply(500, {"message": "database exploded", "field": None}))
     with (
         make_client(service.base_url, retries=2) as client,
@@ -222,6 +240,9 @@ def test_a_hanging_server_raises_within_about_the_deadline(service: FakeService)
 
 
 def test_a_retry_after_beyond_the_deadline_gives_up_at_once(service: FakeService) -> None:
+    """Given a 503 asking to come back in an hour, beyond the call's deadline, when the
+    client asks, then it gives up at once, after one request, keeping the Retry-After.
+    """
     service.script(Reply(503, {"message": "maintenance", "field": None}, {"Retry-After": "3600"}))
     started = time.monotonic()
     with (
@@ -235,6 +256,9 @@ def test_a_retry_after_beyond_the_deadline_gives_up_at_once(service: FakeService
 
 
 def test_connection_refused_raises_remote_unavailable(closed_port: int) -> None:
+    """Given a port nothing listens on, when the client submits or fetches, then it raises
+    RemoteUnavailable, never showing the password in its URL.
+    """
     with make_client(f"http://127.0.0.1:{closed_port}") as client:
         with pytest.raises(RemoteUnavailable):
             client.submit("echo", {})
@@ -249,6 +273,9 @@ def test_connection_refused_raises_remote_unavailable(closed_port: int) -> None:
 def test_4xx_raises_a_permanent_error_with_the_field_and_is_not_retried(
     service: FakeService, status: int, error: type[PermanentError]
 ) -> None:
+    """Given a service that refuses the request with a 4xx naming a field, then the client
+    raises the matching permanent error with that field, after one request.
+    """
     service.script(Reply(status, {"message": "n must be an integer", "field": "params.n"}))
     with make_client(service.base_url, retries=3) as client, pytest.raises(error) as err:
         client.submit("echo", {"n": "x"})
@@ -261,6 +288,7 @@ def test_4xx_raises_a_permanent_error_with_the_field_and_is_not_retried(
 
 
 def test_404_raises_not_found(service: FakeService) -> None:
+    """Given a job the service does not have, when the client gets it, then NotFound."""
     service.script(Reply(404, {"message": "no job 'nope'", "field": None}))
     with make_client(service.base_url) as client, pytest.raises(NotFound) as err:
         client.get("nope")
@@ -270,6 +298,9 @@ def test_404_raises_not_found(service: FakeService) -> None:
 
 
 def test_429_is_transient_but_not_retried_in_the_call(service: FakeService) -> None:
+    """Given a 429 with Retry-After, then the error is transient and keeps the Retry-After,
+    and the call does not retry it itself.
+    """
     service.script(Reply(429, {"message": "slow down", "field": None}, {"Retry-After": "7"}))
     with (
         make_client(service.base_url, retries=3) as client,
@@ -281,6 +312,7 @@ def test_429_is_transient_but_not_retried_in_the_call(service: FakeService) -> N
 
 
 def test_a_4xx_without_json_still_reports_the_body(service: FakeService) -> None:
+    """Given a 4xx page from a proxy, not JSON, then the error still says what it said."""
     service.script(Reply(403, "<h1>Forbidden by proxy</h1>"))
     with make_client(service.base_url) as client, pytest.raises(PermanentError) as err:
         client.get("j1")
@@ -288,12 +320,16 @@ def test_a_4xx_without_json_still_reports_the_body(service: FakeService) -> None
 
 
 def test_a_2xx_that_is_not_a_job_is_a_permanent_error(service: FakeService) -> None:
+    """Given a 200 that is not a job document, then it is a permanent error."""
     service.script(Reply(200, "<html>maintenance</html>"))
     with make_client(service.base_url) as client, pytest.raises(PermanentError):
         client.get("j1")
 
 
 def test_params_that_are_not_json_are_rejected_before_sending(service: FakeService) -> None:
+    """Given params that cannot be JSON, when submitted, then the error names params and
+    nothing is sent.
+    """
     with make_client(service.base_url) as client, pytest.raises(ValidationError) as err:
         client.submit("echo", {"when": object()})
     assert err.value.field == "params"
@@ -304,6 +340,9 @@ def test_params_that_are_not_json_are_rejected_before_sending(service: FakeServi
 
 
 def test_get_by_id_and_by_url(service: FakeService) -> None:
+    """Given a job, when the client gets it by id, by path and by full URL, then each is the
+    same job, asked for at the same path.
+    """
     service.script(Reply(200, job_doc("running", progress=40)))
     with make_client(service.base_url) as client:
         by_id = client.get("j1")
@@ -316,6 +355,9 @@ def test_get_by_id_and_by_url(service: FakeService) -> None:
 
 
 def test_wait_follows_queued_running_succeeded(service: FakeService) -> None:
+    """Given a job that goes queued, running, succeeded, when the client waits on it, then
+    it returns it succeeded, having looked at each status.
+    """
     service.script(
         Reply(201, {"id": "j1", "url": "/api/v1/jobs/j1", "status": "queued"}),
         Reply(200, job_doc("queued")),
@@ -330,6 +372,7 @@ def test_wait_follows_queued_running_succeeded(service: FakeService) -> None:
 
 
 def test_wait_returns_a_failed_job_without_raising(service: FakeService) -> None:
+    """Given a job that fails, when the client waits on it, then it returns it failed."""
     service.script(Reply(200, job_doc("running")), Reply(200, job_doc("failed", error="boom")))
     with make_client(service.base_url) as client:
         job = client.wait("j1", interval=0.01, deadline=5)
@@ -337,6 +380,9 @@ def test_wait_returns_a_failed_job_without_raising(service: FakeService) -> None
 
 
 def test_wait_rides_out_a_transient_failure(service: FakeService) -> None:
+    """Given a service that answers 503 once while a job runs, when the client waits, then
+    it keeps waiting and returns the job.
+    """
     service.script(
         Reply(503, {"message": "restarting", "field": None}), Reply(200, job_doc("done"))
     )
@@ -347,6 +393,9 @@ def test_wait_rides_out_a_transient_failure(service: FakeService) -> None:
 
 
 def test_wait_raises_remote_unavailable_when_the_deadline_passes(service: FakeService) -> None:
+    """Given a job that keeps running, when the client waits with a deadline, then it
+    raises RemoteUnavailable saying the job was still running.
+    """
     service.script(Reply(200, job_doc("running")))
     with make_client(service.base_url) as client, pytest.raises(RemoteUnavailable) as err:
         client.wait("j1", interval=0.05, deadline=0.3)
@@ -357,6 +406,7 @@ def test_wait_raises_remote_unavailable_when_the_deadline_passes(service: FakeSe
 
 
 def test_fetch_status_returns_the_json_document(service: FakeService) -> None:
+    """Given a status URL answering JSON, then fetch_status returns the code and document."""
     service.script(Reply(200, {"status": "incomplete", "done": 3}))
     assert fetch_status(f"{service.base_url}/status", timeout=2) == (
         200,
@@ -368,11 +418,13 @@ def test_fetch_status_returns_the_json_document(service: FakeService) -> None:
 def test_fetch_status_returns_none_for_a_body_that_is_not_a_json_object(
     service: FakeService, body: Any
 ) -> None:
+    """Given a body that is not a JSON object, then fetch_status returns no document."""
     service.script(Reply(200, body))
     assert fetch_status(f"{service.base_url}/status", timeout=2) == (200, None)
 
 
 def test_fetch_status_returns_error_statuses_without_retrying(service: FakeService) -> None:
+    """Given a status URL answering 404, then fetch_status returns it, after one request."""
     service.script(Reply(404, {"message": "gone", "field": None}))
     assert fetch_status(f"{service.base_url}/status", timeout=2) == (
         404,
@@ -386,6 +438,7 @@ def test_fetch_status_returns_error_statuses_without_retrying(service: FakeServi
 def test_fetch_status_raises_remote_unavailable_when_unreachable(
     service: FakeService, closed_port: int
 ) -> None:
+    """Given a status URL nothing answers at, then fetch_status raises RemoteUnavailable."""
     with pytest.raises(RemoteUnavailable):
         fetch_status(f"http://127.0.0.1:{closed_port}/status", timeout=2)
     service.script(Reply(200, {"status": "done"}, delay=10))
@@ -397,6 +450,9 @@ def test_fetch_status_raises_remote_unavailable_when_unreachable(
 
 
 def test_credentials_are_masked_in_errors(service: FakeService, closed_port: int) -> None:
+    """Given URLs with a password, when calls fail (refused, unreachable, rejected), then
+    no error shows the password, and they show the user with ***.
+    """
     with make_client(f"http://alice:s3cret@127.0.0.1:{closed_port}") as client:
         with pytest.raises(RemoteUnavailable) as down:
             client.submit("echo", {})
@@ -415,6 +471,9 @@ def test_credentials_are_masked_in_errors(service: FakeService, closed_port: int
 
 
 def test_base_url_credentials_are_sent_to_that_host_only(service: FakeService) -> None:
+    """Given a base URL with credentials, and a job the service says lives on another
+    host, then the credentials go to the service only, never to the other host.
+    """
     other = FakeService()
     try:
         other.script(Reply(200, job_doc("running")))

@@ -65,6 +65,9 @@ def test_list_shows_jobs_with_status_and_progress(
 
 
 def test_list_refreshes_while_a_job_is_active(app: Flask, client: FlaskClient, site: Site) -> None:
+    """Given a queued job, when the jobs list is opened, then it shows it and refreshes
+    itself every 5 s.
+    """
     submit(app, "http_get", {"url": f"{site.base}/ok"})
 
     html = page(client, "/")
@@ -74,6 +77,9 @@ def test_list_refreshes_while_a_job_is_active(app: Flask, client: FlaskClient, s
 
 
 def test_list_filters_by_kind_and_status(app: Flask, client: FlaskClient, site: Site) -> None:
+    """Given jobs of two kinds and statuses, when the list is filtered by status, by kind,
+    or both, then it shows exactly the jobs that match, or says none does.
+    """
     good = run(app, "http_get", {"url": f"{site.base}/ok"})
     bad = run(app, "http_get", {"url": f"{site.base}/missing"})
     waiter = submit(app, "wait_for_url", {"url": f"{site.base}/ok"})
@@ -95,6 +101,9 @@ def test_list_filters_by_kind_and_status(app: Flask, client: FlaskClient, site: 
 def test_list_pages_with_next_and_previous_links(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given three jobs, when the list is opened two at a time, then each page shows its
+    jobs, where it is, and links to the next and previous pages.
+    """
     ids = [submit(app, "http_get", {"url": f"{site.base}/ok"}) for _ in range(3)]
 
     first = page(client, "/?limit=2")
@@ -115,6 +124,7 @@ def test_list_pages_with_next_and_previous_links(
     [("status=bogus", "status"), ("limit=0", "limit"), ("offset=x", "offset")],
 )
 def test_list_rejects_a_bad_filter_naming_it(client: FlaskClient, query: str, field: str) -> None:
+    """Given a bad filter, when the list is opened with it, then a 400 page names it."""
     html = page(client, f"/?{query}", 400)
 
     assert f"{field} must be" in html
@@ -127,6 +137,9 @@ def test_list_rejects_a_bad_filter_naming_it(client: FlaskClient, query: str, fi
 def test_job_page_shows_a_failed_jobs_error_steps_and_history(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a job that failed (its URL answered 404), when its page is opened, then it
+    shows the params, the error, the step, the history, and a Retry button.
+    """
     job_id = run(app, "http_get", {"url": f"{site.base}/missing", "timeout": 5})
 
     html = page(client, f"/jobs/{job_id}")
@@ -152,6 +165,9 @@ def test_job_page_shows_a_failed_jobs_error_steps_and_history(
 def test_job_page_shows_a_succeeded_jobs_result_and_step_output(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a job that succeeded, when its page is opened, then it shows the result, the
+    step's output and the history, no error and no Retry.
+    """
     job_id = run(app, "http_get", {"url": f"{site.base}/ok"})
 
     html = page(client, f"/jobs/{job_id}")
@@ -168,6 +184,9 @@ def test_job_page_shows_a_succeeded_jobs_result_and_step_output(
 
 
 def test_unknown_job_is_a_404_page(client: FlaskClient) -> None:
+    """Given a job id nobody has, when its page is opened, then a 404 page says so, with
+    the navigation.
+    """
     html = page(client, "/jobs/no-such-job", 404)
 
     assert "no job &#39;no-such-job&#39;" in html
@@ -175,6 +194,9 @@ def test_unknown_job_is_a_404_page(client: FlaskClient) -> None:
 
 
 def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, site: Site) -> None:
+    """Given a queued job, whose page has a Cancel button, when it is pressed, then the job
+    is cancelled and its page says so.
+    """
     job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
     html = page(client, f"/jobs/{job_id}")
     assert ">Cancel</button>" in html
@@ -196,6 +218,9 @@ def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, sit
 def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a job that has succeeded, when a Cancel from an older page is posted, then the
+    page says it has already succeeded.
+    """
     job_id = run(app, "http_get", {"url": f"{site.base}/ok"})
 
     response = client.post(
@@ -211,6 +236,9 @@ def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
 def test_retry_button_queues_a_failed_job_again(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a failed job, when Retry is pressed, then it is queued again; when pressed
+    again while queued, then the page says only an ended job can be retried.
+    """
     job_id = run(app, "http_get", {"url": f"{site.base}/missing"})
 
     response = client.post(
@@ -238,6 +266,9 @@ def test_retry_button_queues_a_failed_job_again(
 def test_posts_without_the_form_token_are_refused(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a queued job, when a cancel is posted with a forged token, then it is a 400
+    naming csrf_token, and the job stays queued.
+    """
     job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
     page(client, f"/jobs/{job_id}")
 
@@ -252,6 +283,9 @@ def test_posts_without_the_form_token_are_refused(
 
 
 def test_form_fields_come_from_the_kinds_schema(client: FlaskClient) -> None:
+    """Given a kind, when the new-job form is opened for it, then its fields, labels,
+    descriptions and defaults come from the kind's params schema.
+    """
     html = page(client, "/jobs/new?kind=wait_for_url")
 
     assert '<option value="wait_for_url" selected>' in html
@@ -265,6 +299,9 @@ def test_form_fields_come_from_the_kinds_schema(client: FlaskClient) -> None:
 def test_form_without_a_url_keeps_the_values_and_says_what_is_missing(
     app: Flask, client: FlaskClient
 ) -> None:
+    """Given the form posted without its required URL, then it is a 400 that marks the URL
+    field, keeps what was typed, and stores nothing.
+    """
     token = csrf(client, "/jobs/new")
 
     response = client.post(
@@ -288,6 +325,9 @@ def test_form_without_a_url_keeps_the_values_and_says_what_is_missing(
 
 
 def test_form_puts_a_bad_number_next_to_its_field(client: FlaskClient, site: Site) -> None:
+    """Given the form posted with a timeout that is not a number, then the error sits next
+    to that field, and the URL typed is kept.
+    """
     response = client.post(
         "/jobs/new",
         data={
@@ -307,6 +347,9 @@ def test_form_puts_a_bad_number_next_to_its_field(client: FlaskClient, site: Sit
 def test_valid_form_submits_and_redirects_to_the_job(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given a good form posted by a user, then it redirects to the new job, queued with
+    the typed params, submitted by that user.
+    """
     response = client.post(
         "/jobs/new",
         data={
@@ -334,6 +377,9 @@ def test_valid_form_submits_and_redirects_to_the_job(
 def test_idempotency_key_reused_shows_the_existing_job(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
+    """Given the form posted twice with one idempotency key, then both lead to one job,
+    whose page says it exists already.
+    """
     data = {"kind": "http_get", "params.url": f"{site.base}/ok", "idempotency_key": "once"}
     first = client.post("/jobs/new", data={**data, "csrf_token": csrf(client, "/jobs/new")})
     second = client.post("/jobs/new", data={**data, "csrf_token": csrf(client, "/jobs/new")})
@@ -345,6 +391,7 @@ def test_idempotency_key_reused_shows_the_existing_job(
 
 
 def test_unknown_kind_is_named_on_the_form(client: FlaskClient) -> None:
+    """Given a kind nobody registered, when the form is opened for it, then a 400 names it."""
     html = page(client, "/jobs/new?kind=nope", 400)
 
     assert "unknown kind 'nope'" in text_of(html, "error-kind")
@@ -396,6 +443,9 @@ def note_app(settings: Settings) -> Iterator[Flask]:
 
 
 def test_form_renders_every_input_type(note_app: Flask) -> None:
+    """Given a kind with text, number, boolean, choice and list params, when its form is
+    opened, then each gets its input, with limits and defaults.
+    """
     html = page(note_app.test_client(), "/jobs/new")
 
     assert "Echo a note through four steps." in html
@@ -408,6 +458,9 @@ def test_form_renders_every_input_type(note_app: Flask) -> None:
 
 
 def test_form_submits_typed_values(note_app: Flask) -> None:
+    """Given the form filled in for every input type, when posted, then the job holds
+    each value as its type.
+    """
     client = note_app.test_client()
     response = client.post(
         "/jobs/new",
@@ -434,6 +487,9 @@ def test_form_submits_typed_values(note_app: Flask) -> None:
 
 
 def test_bad_json_is_named_next_to_its_field(note_app: Flask) -> None:
+    """Given a list field holding JSON that does not parse, when posted, then the error
+    sits next to it, and what was typed is kept.
+    """
     client = note_app.test_client()
     response = client.post(
         "/jobs/new",
@@ -452,6 +508,9 @@ def test_bad_json_is_named_next_to_its_field(note_app: Flask) -> None:
 
 
 def test_job_page_shows_step_dependencies(note_app: Flask) -> None:
+    """Given a job of four steps in a diamond, when its page is opened, then each step
+    says what it ran after, and all four succeeded.
+    """
     job_id = run(note_app, "note", {"note": "hi"})
 
     html = page(note_app.test_client(), f"/jobs/{job_id}")
