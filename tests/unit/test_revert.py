@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from prodinf import Step
 from prodinf.engine.context import StepContext
-from tests.unit.leaks import MASKED_URL, SECRET_URL
+from tests.unit.leaks import MASKED_URL, SECRET_URL, logged
 from tests.unit.workers import fail_for_good
 from tests.world import World
 
@@ -89,7 +91,7 @@ def test_only_steps_with_a_revert_are_undone(world: World) -> None:
 
 
 def test_a_revert_that_raises_leaves_the_step_revert_failed_and_the_job_failed(
-    world: World,
+    world: World, logs: pytest.LogCaptureFixture
 ) -> None:
     # Given a step whose revert fails (naming a URL with its password), and a
     # step after it that fails for good
@@ -116,6 +118,7 @@ def test_a_revert_that_raises_leaves_the_step_revert_failed_and_the_job_failed(
     assert job["error"]["step"] == "check"
     assert ("step.revert_failed", "copy") in world.events(job_id)
     assert "secret" not in json.dumps(job)
+    assert "secret" not in logged(logs)
 
 
 def test_a_failed_revert_means_the_job_is_failed_even_if_other_reverts_worked(
