@@ -26,13 +26,9 @@ from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.store import Base, JobStore, upgrade
-from tests.gates import AMQP_URL, CI, MYSQL_URL, POSTGRES_URL, reachable, require
+from tests.gates import AMQP_URL, MYSQL_URL, POSTGRES_URL, require
 from tests.integration.servers import StatusServer, WebhookReceiver
 from tests.loopback import Answer, Loopback, Reply, Site
-from tests.waiting import wait_until
-
-# Older imports name these here; tests.gates and tests.waiting are where they live.
-__all__ = ["AMQP_URL", "CI", "MYSQL_URL", "POSTGRES_URL", "reachable", "require", "wait_until"]
 
 
 def _create_database(url: str) -> None:

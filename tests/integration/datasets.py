@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pytest
 
 from prodinf.databases.uri import DatabaseURI
-from tests.conftest import MYSQL_URL, POSTGRES_URL, require
+from tests.gates import MYSQL_URL, POSTGRES_URL, require
 from tests.sample_data import build_core_like
 
 #: The engines a dataset can be built on, as pytest params.
