@@ -4,6 +4,13 @@
 restart (durable queues, persistent messages, publisher confirms) and a worker
 dying mid-task (late acks, reject on worker lost, prefetch 1). Messages carry
 job ids only; the job store holds the state.
+
+Every queue has a lane (``<queue>.due``) that its workers consume beside it: the
+reconciler sends due waits, steps whose worker died and unconfirmed messages
+there, so they go out within a message or two of new work however deep the
+queue. With ``PRODINF_QUEUE_TYPE=quorum`` every queue is a quorum queue with a
+delivery limit; a message delivered that often goes to ``prodinf.dead``, which
+the reconciler drains.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ from celery.signals import celeryd_after_setup
 from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
-from prodinf.runtime import EMAIL_WHEN_COMPLETE, PRIORITY_NEW, RECONCILE, runtime_for
+from prodinf.runtime import (
+    DEAD_LETTERS,
+    EMAIL_WHEN_COMPLETE,
+    PRIORITY,
+    RECONCILE,
+    lane,
+    runtime_for,
+)
 from prodinf.task_results import RESULT_TABLES
 from prodinf.tasks import ProdinfTask, register_tasks
 
@@ -27,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: The direct exchange every prodinf queue is bound to, by its own name.
 EXCHANGE = "prodinf"
+#: Deliveries of one message a quorum queue allows before dead-lettering it
+#: (RabbitMQ 4's default): a job whose step kills its worker 20 times over.
+DELIVERY_LIMIT = 20
 
 
 def create_celery(settings: Settings | None = None, *, consume: str | None = None) -> Celery:
@@ -36,11 +53,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     consumes by default when started without ``-Q``.
     """
     settings = settings or get_settings()
-    exchange = Exchange(EXCHANGE, type="direct", durable=True)
-    queues = [
-        Queue(name, exchange, routing_key=name, durable=True, max_priority=PRIORITY_NEW)
-        for name in dict.fromkeys(settings.queues.values())
-    ]
+    queues = _queues(settings)
     app = Celery("prodinf", set_as_current=False, task_cls=ProdinfTask)
     app.conf.update(
         # Read by ``runtime_for``: each process builds its runtime from these.
@@ -65,8 +78,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         result_serializer="json",
         accept_content=["json"],
         task_default_delivery_mode="persistent",
-        task_queue_max_priority=PRIORITY_NEW,
-        task_default_priority=PRIORITY_NEW,
+        task_default_priority=PRIORITY,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
@@ -79,7 +91,10 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
             "prodinf-reconcile": {
                 "task": RECONCILE,
                 "schedule": settings.scheduler_interval,
-                "options": {"queue": settings.queue_jobs, "expires": settings.scheduler_interval},
+                "options": {
+                    "queue": lane(settings.queue_jobs),
+                    "expires": settings.scheduler_interval,
+                },
             }
         },
     )
@@ -87,9 +102,34 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     app.steps["worker"].add(WorkerRuntime)
     if settings.worker_reconcile:
         app.steps["worker"].add(WorkerReconciler)
-    if consume is not None:
-        _consume_by_default(app, settings.queue_for(consume))
+    _consume_lanes(app, settings.queue_for(consume) if consume is not None else None)
     return app
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    """Each queue and its lane, classic or quorum, and the dead letters of quorum ones."""
+    exchange = Exchange(EXCHANGE, type="direct", durable=True)
+    names = [n for q in dict.fromkeys(settings.queues.values()) for n in (q, lane(q))]
+    if settings.queue_type == "classic":
+        return [
+            Queue(name, exchange, routing_key=name, durable=True, max_priority=PRIORITY)
+            for name in names
+        ]
+    quorum = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": EXCHANGE,
+        "x-dead-letter-routing-key": DEAD_LETTERS,
+    }
+    queues = [
+        Queue(name, exchange, routing_key=name, durable=True, queue_arguments=quorum)
+        for name in names
+    ]
+    dead = {"x-queue-type": "quorum"}
+    return [
+        *queues,
+        Queue(DEAD_LETTERS, exchange, routing_key=DEAD_LETTERS, queue_arguments=dead),
+    ]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -114,16 +154,26 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _consume_by_default(app: Celery, queue: str) -> None:
-    """Make a worker of ``app`` consume only ``queue`` unless ``-Q`` said otherwise."""
+def _consume_lanes(app: Celery, default: str | None) -> None:
+    """Make a worker of ``app`` consume ``default`` (when ``-Q`` did not select queues),
+    the lane of each queue it consumes, and never the dead letters."""
 
     @celeryd_after_setup.connect(weak=False)
-    def select_queue(sender: str, instance: Any, **_: Any) -> None:
+    def select_queues(sender: str, instance: Any, **_: Any) -> None:
+        if instance.app is not app:
+            return
         queues = instance.app.amqp.queues
         # ``consume_from`` lists every queue until one is selected, so ask whether
         # -Q selected any: only then is ``_consume_from`` set.
-        if instance.app is app and getattr(queues, "_consume_from", None) is None:
-            queues.select([queue])
+        if getattr(queues, "_consume_from", None) is not None:
+            chosen = list(queues.consume_from)
+        elif default is not None:
+            chosen = [default]
+        else:
+            chosen = list(queues)
+        wanted = [q for q in chosen if q != DEAD_LETTERS]
+        wanted += [lane(q) for q in wanted if lane(q) in queues]
+        queues.select(list(dict.fromkeys(wanted)))
 
 
 class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -78,6 +78,23 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a queued job may sit untouched before its message is published again.",
     )
+    resend_after: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds after which a job whose message was not confirmed sent (a publish "
+        "refused, a process killed between commit and publish) is sent again.",
+    )
+    reconcile_batch: int = Field(
+        default=200,
+        ge=1,
+        description="Most jobs one reconciler pass sends; the rest wait for the next pass, so a "
+        "broker or store coming back is not flooded.",
+    )
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="RabbitMQ queue type of every queue prodinf declares: classic, or quorum "
+        "(replicated, what a cluster runs).",
+    )
     worker_reconcile: bool = Field(
         default=True,
         description="Each worker also re-drives due jobs of its own queues, so waits progress "

@@ -9,12 +9,14 @@ the app's settings, so no connection is opened at import time.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
 from collections.abc import Collection
 from typing import Any
 
+from kombu.entity import Queue
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -31,12 +33,15 @@ from prodinf.redact import redact_text
 from prodinf.store import JobStore
 
 __all__ = [
+    "DEAD_LETTERS",
     "EMAIL_WHEN_COMPLETE",
-    "PRIORITY_NEW",
-    "PRIORITY_REDRIVE",
+    "LANE_SUFFIX",
+    "PRIORITY",
     "RECONCILE",
     "RUN_JOB",
     "Runtime",
+    "lane",
+    "logical_queues",
     "runtime_for",
 ]
 
@@ -47,10 +52,32 @@ RECONCILE = "prodinf.reconcile"
 #: Name of ``email_when_complete.delay(url, address)``, routed to the email queue.
 EMAIL_WHEN_COMPLETE = "prodinf.email_when_complete"
 
-#: Message priorities (RabbitMQ; the embedded broker ignores them). New work goes
-#: before re-drives of waits, so thousands of pending waits never hold up a new job.
-PRIORITY_NEW = 5
-PRIORITY_REDRIVE = 0
+#: The priority every message is sent with. Classic queues are declared with
+#: ``x-max-priority`` 5 (as before lanes existed: a queue is never redeclared with
+#: other arguments); nothing depends on priorities, which quorum queues lack.
+PRIORITY = 5
+
+#: Each queue has a lane, ``<queue>.due``: what the reconciler sends (a due wait, a
+#: step whose worker died, a message never confirmed) goes there, and a worker
+#: consumes both, so a deep queue of new work never holds up a re-drive.
+LANE_SUFFIX = ".due"
+#: Where a quorum queue puts a message delivered ``x-delivery-limit`` times; the
+#: reconciler drains it (see ``Runtime.drain_dead_letters``).
+DEAD_LETTERS = "prodinf.dead"
+
+
+def lane(queue: str) -> str:
+    """The lane of ``queue``: where the reconciler sends that queue's due jobs."""
+    return queue if queue.endswith(LANE_SUFFIX) else queue + LANE_SUFFIX
+
+
+def logical_queues(names: Collection[str]) -> list[str]:
+    """The queues jobs name (``jobs``, ``email``) among broker queue names (lanes too)."""
+    found = (n.removesuffix(LANE_SUFFIX) for n in names if n != DEAD_LETTERS)
+    return list(dict.fromkeys(found))
+
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 #: Each Celery app's runtime in this process, with the pid that built it.
@@ -81,14 +108,14 @@ class Runtime:
         self.runner = Runner(self.store, self.registry, settings, self.publish)
         self.jobs = Jobs(self.store, self.registry, settings, self.publish)
 
-    def publish(self, job_id: str, queue: str, priority: int = PRIORITY_NEW) -> None:
+    def publish(self, job_id: str, queue: str) -> None:
         """Send a run message for ``job_id``; raises ``BrokerUnavailable`` if not confirmed."""
         try:
             self.celery.send_task(
                 RUN_JOB,
                 args=[job_id],
                 queue=queue,
-                priority=priority,
+                priority=PRIORITY,
                 retry=True,
                 retry_policy={
                     "max_retries": 3,
@@ -103,15 +130,77 @@ class Runtime:
             ) from exc
 
     def republish(self, job_id: str, queue: str) -> None:
-        """Publish a job the reconciler found due, behind any new work on its queue."""
-        self.publish(job_id, queue, PRIORITY_REDRIVE)
+        """Publish a job the reconciler found due on its queue's lane, beside new work."""
+        self.publish(job_id, lane(queue))
 
     def reconcile(self, queues: Collection[str] | None = None) -> int:
-        """Look at the URL watches that are due (waking the steps they concern), then
-        publish every due job on ``queues`` (or all)."""
-        look_due(self.store)
-        return reconcile(
-            self.store, self.republish, redrive_after=self.settings.redrive_after, queues=queues
+        """Send the due jobs of ``queues`` (or all) on their lanes, look at the URL
+        watches that are due (waking the steps they concern), and send the jobs they
+        woke. Returns how many were sent."""
+        only = None if queues is None else logical_queues(queues)
+        settings = self.settings
+        sent = 0
+        if settings.queue_type == "quorum":
+            sent += self.drain_dead_letters()
+
+        def one_pass() -> int:
+            return reconcile(
+                self.store,
+                self.republish,
+                resend_after=settings.resend_after,
+                redrive_after=settings.redrive_after,
+                queues=only,
+                limit=settings.reconcile_batch,
+            )
+
+        sent += one_pass()
+        if look_due(self.store):
+            sent += one_pass()
+        return sent
+
+    def drain_dead_letters(self, limit: int = 100) -> int:
+        """Send again the jobs whose messages a quorum queue dead-lettered (delivered
+        ``x-delivery-limit`` times without an ack: workers killed while running them).
+
+        The store holds each job's state, so its message is sent again on the lane;
+        a step that keeps killing its worker fails by its own attempts. Any other
+        message found there is logged as an error with its task and id, then dropped.
+        """
+        drained = 0
+        try:
+            with self.celery.connection_for_write() as conn:
+                dead = Queue(DEAD_LETTERS, channel=conn.default_channel)
+                while drained < limit:
+                    message = dead.get(no_ack=False, accept=["json"])
+                    if message is None:
+                        break
+                    drained += 1
+                    self._resend_dead_letter(message)
+                    message.ack()
+        except Exception as exc:  # a broker down or the queue not declared yet: next pass
+            log.warning("could not drain %s: %s", DEAD_LETTERS, exc)
+        return drained
+
+    def _resend_dead_letter(self, message: Any) -> None:
+        headers = message.headers or {}
+        task, task_id = headers.get("task"), headers.get("id")
+        deaths = headers.get("x-death") or [{}]
+        queue = str(deaths[0].get("queue") or self.settings.queue_jobs)
+        if task == RUN_JOB:
+            args = message.decode()[0] if message.body else []
+            if args:
+                log.warning(
+                    "job %s: its message was delivered %s times without an ack; sent again",
+                    args[0],
+                    headers.get("x-delivery-count", "many"),
+                )
+                self.republish(str(args[0]), logical_queues([queue])[0])
+                return
+        log.error(
+            "dropped a message of task %s (id %s) from %s: delivered too many times",
+            task,
+            task_id,
+            queue,
         )
 
     def check_broker(self) -> None:

@@ -9,17 +9,28 @@ to whichever app the factory makes; this module never builds an app.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
 
-from prodinf.exceptions import StoreUnavailable
-from prodinf.runtime import EMAIL_WHEN_COMPLETE, RECONCILE, RUN_JOB, Runtime, runtime_for
+from prodinf.exceptions import BrokerUnavailable, StoreUnavailable
+from prodinf.runtime import (
+    EMAIL_WHEN_COMPLETE,
+    RECONCILE,
+    RUN_JOB,
+    Runtime,
+    lane,
+    runtime_for,
+)
 
 __all__ = ["ProdinfTask", "register_tasks"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a task waits before it goes back to its lane when the store is down.
+AGAIN_AFTER = 2.0
 
 
 class ProdinfTask(Task):  # type: ignore[misc]
@@ -28,6 +39,20 @@ class ProdinfTask(Task):  # type: ignore[misc]
     @property
     def runtime(self) -> Runtime:
         return runtime_for(self.app)
+
+    def again_soon(self, exc: Exception) -> Exception:
+        """Send this task again, on its queue's lane, after ``AGAIN_AFTER`` seconds.
+
+        The wait is a sleep in the worker, not a countdown: a countdown is held in
+        the worker's memory (or, on quorum queues, in delay exchanges that route by
+        topic), and a store outage would pile them up. One message per worker
+        process at a time comes back every couple of seconds, so work resumes
+        within seconds of the store's return without a flood.
+        """
+        time.sleep(AGAIN_AFTER)
+        queue = (self.request.delivery_info or {}).get("routing_key") or None
+        options = {"queue": lane(queue)} if queue else {}
+        return self.retry(exc=exc, countdown=0, **options)  # type: ignore[no-any-return]
 
 
 def register_tasks(app: Any) -> None:
@@ -41,13 +66,15 @@ def register_tasks(app: Any) -> None:
             # The store is the truth; without it nothing can be recorded. Try
             # again later; the reconciler also re-drives the job once it is back.
             log.warning("store unavailable while running job %s: %s", job_id, exc)
-            raise self.retry(countdown=5, exc=exc) from exc
+            raise self.again_soon(exc) from exc
 
     @app.task(name=RECONCILE, shared=False, bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
     def reconcile(self: ProdinfTask, queues: list[str] | None = None) -> int:
         return self.runtime.reconcile(queues)
 
-    @app.task(name=EMAIL_WHEN_COMPLETE, shared=False, bind=True, ignore_result=False)  # type: ignore[untyped-decorator]
+    @app.task(  # type: ignore[untyped-decorator]
+        name=EMAIL_WHEN_COMPLETE, shared=False, bind=True, ignore_result=False, max_retries=None
+    )
     def email_when_complete(self: ProdinfTask, url: str, address: str, **options: Any) -> None:
         """Mail ``address`` once ``url`` reports a final status.
 
@@ -59,10 +86,16 @@ def register_tasks(app: Any) -> None:
         with a ``ValidationError`` naming the field.
         """
         params = {**options, "url": url, "address": address, "celery_task_id": self.request.id}
-        self.runtime.jobs.submit(
-            "email_when_complete",
-            params,
-            idempotency_key=f"celery-task:{self.request.id}",
-            submitted_by="celery:email_when_complete",
-        )
+        try:
+            self.runtime.jobs.submit(
+                "email_when_complete",
+                params,
+                idempotency_key=f"celery-task:{self.request.id}",
+                submitted_by="celery:email_when_complete",
+            )
+        except (StoreUnavailable, BrokerUnavailable) as exc:
+            # The job is not stored or not sent yet; the same task id makes the
+            # next try find it (and send it again) rather than make another.
+            log.warning("email_when_complete %s: %s; trying again", self.request.id, exc)
+            raise self.again_soon(exc) from exc
         raise Ignore()

@@ -91,9 +91,22 @@ class World:
         (runner or self.runner).drive(job_id)
         return self.describe(job_id)
 
-    def reconcile(self, queues: Collection[str] | None = None, redrive_after: float = 30.0) -> int:
+    def reconcile(
+        self,
+        queues: Collection[str] | None = None,
+        redrive_after: float = 30.0,
+        resend_after: float = 10.0,
+        limit: int = 200,
+    ) -> int:
         """What the scheduler does: publish every due job (on ``queues``, or all)."""
-        return reconcile(self.store, self.publish, redrive_after=redrive_after, queues=queues)
+        return reconcile(
+            self.store,
+            self.publish,
+            resend_after=resend_after,
+            redrive_after=redrive_after,
+            queues=queues,
+            limit=limit,
+        )
 
     def describe(self, job_id: str) -> dict[str, Any]:
         return self.store.describe(job_id)

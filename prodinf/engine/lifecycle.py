@@ -247,7 +247,7 @@ class Lifecycle:
                 "job.cancel_requested", None, f"cancel requested; stopping after {running.name}"
             )
 
-    def retry(self, rows: JobRows, now: datetime, *, redrive_after: float) -> None:
+    def retry(self, rows: JobRows, now: datetime, *, resend_after: float) -> None:
         """Queue an ended job again from where it stopped: steps that succeeded keep
         their outputs; failed, reverted and cancelled ones start afresh."""
         job = rows.job
@@ -273,8 +273,8 @@ class Lifecycle:
         job.finished_at = None
         job.updated_at = now
         job.progress_message = "queued for retry"
-        # If the message sent after commit is lost, the reconciler sends another then.
-        job.next_run_at = now + timedelta(seconds=redrive_after)
+        # Unless the message sent after commit is confirmed, the reconciler sends another then.
+        job.next_run_at = now + timedelta(seconds=resend_after)
         rows.note("job.retried", None, "retrying " + (", ".join(again) or "remaining steps"))
 
     def _notify(self, rows: JobRows, now: datetime) -> None:

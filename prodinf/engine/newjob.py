@@ -29,8 +29,8 @@ def new_job(
 ) -> NewRows:
     """The rows of a queued ``kind`` job with validated, JSON-ready ``params``.
 
-    Its ``next_run_at`` is ``redrive_after`` from now: if its message never
-    reaches a worker, the reconciler publishes it again then.
+    Its ``next_run_at`` is ``resend_after`` from now: unless its message is
+    confirmed sent before (``Messages.send``), the reconciler sends it then.
     """
     job_id = str(uuid.uuid4())
     values: dict[str, Any] = {
@@ -48,7 +48,7 @@ def new_job(
         "cancel_requested": False,
         "created_at": now,
         "updated_at": now,
-        "next_run_at": now + timedelta(seconds=settings.redrive_after),
+        "next_run_at": now + timedelta(seconds=settings.resend_after),
     }
     steps = [
         {

@@ -1,11 +1,15 @@
 """The reconciler: publishes a message for every job that is due and has none.
 
-A job is due when its ``next_run_at`` has passed: a wait has come due, a
-step's lease ran out (its worker died), or a queued job's message has sat
-unconsumed for ``redrive_after`` seconds (it may be lost). Each due job is
-claimed by moving its ``next_run_at`` forward in a conditional update, so
-several reconcilers (beat, or one inside each worker) never publish the same
-job twice in one pass.
+A job is due when its ``next_run_at`` has passed: a wait has come due, a step's
+lease ran out (its worker died), a message was never confirmed sent (a publish
+refused, a process killed between commit and publish), or a queued job's message
+has sat unconsumed for ``redrive_after`` seconds (it may be lost). Each due job
+is claimed by moving its ``next_run_at`` ``resend_after`` ahead in a conditional
+update, so several reconcilers (beat, or one inside each worker) never publish
+the same job twice in one pass; once its message is confirmed, ``redrive_after``
+ahead. A pass sends at most ``limit`` jobs, earliest due first, and stops at the
+first message the broker refuses: the rest are due again within ``resend_after``,
+and a broker coming back gets them in batches, not all at once.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import logging
 from collections.abc import Collection
 from datetime import timedelta
 
-from prodinf.engine.runner import Publish
-from prodinf.exceptions import ProdinfError
+from prodinf.engine.messages import Publish
+from prodinf.exceptions import BrokerUnavailable, ProdinfError
 from prodinf.store import JobStore
-from prodinf.store.due import claim_due
+from prodinf.store.due import claim_due, mark_sent
 from prodinf.store.types import utcnow
 
 __all__ = ["reconcile"]
@@ -29,20 +33,30 @@ def reconcile(
     store: JobStore,
     publish: Publish,
     *,
+    resend_after: float,
     redrive_after: float,
     queues: Collection[str] | None = None,
-    limit: int = 1000,
+    limit: int = 200,
 ) -> int:
-    """Publish the jobs that are due (on ``queues``, or all); return how many."""
-    later = utcnow() + timedelta(seconds=redrive_after)
-    claimed = claim_due(store, until=later, queues=queues, limit=limit)
-    published = 0
+    """Publish the jobs that are due (on ``queues``, or all), at most ``limit``;
+    return how many were sent."""
+    now = utcnow()
+    soon = now + timedelta(seconds=resend_after)
+    claimed = claim_due(store, until=soon, queues=queues, limit=limit)
+    sent: list[str] = []
     for job_id, queue in claimed:
         try:
             publish(job_id, queue)
-            published += 1
-        except ProdinfError as exc:  # it stays due after redrive_after; try then
+        except BrokerUnavailable as exc:  # the rest stay due at ``soon``: try then
+            log.warning(
+                "reconciler stopped after %d of %d job(s): %s", len(sent), len(claimed), exc
+            )
+            break
+        except ProdinfError as exc:
             log.warning("reconciler could not publish job %s: %s", job_id, exc)
-    if published:
-        log.info("reconciler published %d due job(s)", published)
-    return published
+            continue
+        sent.append(job_id)
+    if sent:
+        mark_sent(store, sent, soon, utcnow() + timedelta(seconds=redrive_after))
+        log.info("reconciler published %d due job(s)", len(sent))
+    return len(sent)

@@ -26,6 +26,7 @@ from prodinf.engine import lifecycle
 from prodinf.engine.context import StepContext
 from prodinf.engine.heartbeat import Heartbeat, Lease
 from prodinf.engine.lifecycle import Lifecycle
+from prodinf.engine.messages import Messages, Publish
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
 from prodinf.engine.steps import Flow, Step
@@ -41,9 +42,6 @@ from prodinf.store.types import utcnow
 __all__ = ["Publish", "Runner", "error_info"]
 
 log = logging.getLogger(__name__)
-
-#: Publishes a run message for (job id, queue).
-Publish = Callable[[str, str], None]
 
 
 @dataclass
@@ -96,6 +94,7 @@ class Runner:
         self.registry = registry
         self.settings = settings
         self.publish = publish
+        self.messages = Messages(store, publish, settings)
         self.on_finished = on_finished
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.heartbeat = Heartbeat(store, self.lease)
@@ -206,10 +205,10 @@ class Runner:
 
     def _publish_spawned(self, rows: JobRows) -> None:
         # Committed with the job's status: if a publish fails, the reconciler
-        # sends the message after redrive_after.
+        # sends the message within resend_after.
         for new in rows.spawned:
             try:
-                self.publish(new.id, new.queue)
+                self.messages.send(new.id, new.queue, new.next_run_at)
             except ProdinfError as exc:
                 log.warning("job %s not published yet: %s", new.id, exc)
         rows.spawned = []

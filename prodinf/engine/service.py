@@ -11,15 +11,15 @@ from sqlalchemy.exc import IntegrityError
 
 from prodinf.config import Settings
 from prodinf.engine.lifecycle import Lifecycle
+from prodinf.engine.messages import Messages, Publish
 from prodinf.engine.newjob import new_job
 from prodinf.engine.notices import parse_notify
 from prodinf.engine.registry import Registry
-from prodinf.engine.runner import Publish
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
-from prodinf.status import RETRYABLE, TERMINAL
+from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 from prodinf.store import JobStore, job_summary
 from prodinf.store.rows import JobRows, NewRows
-from prodinf.store.submissions import delete_job, find_by_key, insert_job
+from prodinf.store.submissions import Keyed, delete_job, find_by_key, insert_job
 from prodinf.store.types import utcnow
 
 __all__ = ["Jobs"]
@@ -45,6 +45,7 @@ class Jobs:
         self.registry = registry
         self.settings = settings
         self.publish = publish
+        self.messages = Messages(store, publish, settings)
         self.lifecycle = Lifecycle(registry, settings)
 
     def submit(
@@ -61,9 +62,11 @@ class Jobs:
         ``notify`` (``{"email": [...], "webhook": "https://..."}``) asks for a
         notification when the job ends (see :mod:`prodinf.engine.notices`).
 
-        With an ``idempotency_key`` already used, returns that job and ``False``.
-        If the broker does not take the message, the job is removed again and
-        ``BrokerUnavailable`` raised: a job is stored only if its message is sent.
+        With an ``idempotency_key`` already used, returns that job and ``False``;
+        if that job has not started, its message is sent again (the first request
+        may have died between its commit and its publish; a duplicate costs
+        nothing). If the broker does not take the message, a new job is removed
+        again and ``BrokerUnavailable`` raised: a 2xx means the message was sent.
         Input that some store could not keep exactly (a NUL, a lone surrogate, NaN
         or infinity, params nested too deeply, a ``submitted_by`` too long) raises
         ``ValidationError`` naming the field, the same on every store.
@@ -86,7 +89,8 @@ class Jobs:
             _storable(stored_notify, "notify", MAX_PARAMS_DEPTH)
         existing = None if idempotency_key is None else self._by_key(idempotency_key, kind)
         if existing is not None:
-            return existing, False
+            self._send_again(existing)
+            return existing.summary, False
         new = new_job(
             spec,
             stored_params,
@@ -102,27 +106,31 @@ class Jobs:
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            existing = self._by_key(idempotency_key, kind)  # lost a race for the same key
+            # Lost a race for the same key: the winner sends the message.
+            existing = self._by_key(idempotency_key, kind)
             if existing is None:
                 raise
-            return existing, False
+            return existing.summary, False
         try:
-            self.publish(new.id, new.queue)
+            self.messages.send(new.id, new.queue, new.next_run_at)
         except BrokerUnavailable:
             delete_job(self.store, new.id)
             raise
         return new.summary(), True
 
-    def _by_key(self, key: str, kind: str) -> dict[str, Any] | None:
+    def _by_key(self, key: str, kind: str) -> Keyed | None:
         found = find_by_key(self.store, key)
-        if found is None:
-            return None
-        used_for, summary = found
-        if used_for != kind:
+        if found is not None and found.kind != kind:
             raise Conflict(
-                f"idempotency_key {key!r} was used for a {used_for} job", field="idempotency_key"
+                f"idempotency_key {key!r} was used for a {found.kind} job", field="idempotency_key"
             )
-        return summary
+        return found
+
+    def _send_again(self, job: Keyed) -> None:
+        """Send a replayed key's job again if it has not started: the request that made
+        it may have died before its message was sent."""
+        if job.summary["status"] == JobStatus.QUEUED:
+            self.messages.send(job.summary["id"], job.queue, job.next_run_at)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or waiting job now; a running one stops after its current step."""
@@ -149,19 +157,19 @@ class Jobs:
                     "cancelled job can be retried",
                     field="id",
                 )
-            self.lifecycle.retry(rows, utcnow(), redrive_after=self.settings.redrive_after)
+            self.lifecycle.retry(rows, utcnow(), resend_after=self.settings.resend_after)
             rows.save(conn)
         # If this publish fails the job is queued in the store and the
-        # reconciler publishes it after redrive_after; the caller is told.
-        self.publish(job_id, rows.job.queue)
+        # reconciler sends it within resend_after; the caller is told.
+        self.messages.send(job_id, rows.job.queue, rows.job.next_run_at)
         return job_summary(rows.job)
 
     def _publish_spawned(self, spawned: list[NewRows]) -> None:
         # Committed with the status: if this publish fails, the reconciler sends it
-        # after redrive_after.
+        # within resend_after.
         for new in spawned:
             try:
-                self.publish(new.id, new.queue)
+                self.messages.send(new.id, new.queue, new.next_run_at)
             except BrokerUnavailable as exc:
                 log.warning("notification job %s not published yet: %s", new.id, exc)
 

@@ -1,9 +1,14 @@
 """Jobs that are due: what the reconciler claims to publish again.
 
 A job is due when its ``next_run_at`` has passed: a wait has come due, a step's
-lease ran out, or a queued job's message has sat unconsumed for a while. Each is
-claimed by moving ``next_run_at`` forward in a conditional update, so several
-reconcilers never claim the same job in one pass.
+lease ran out, a message was never confirmed sent, or a queued job's message has
+sat unconsumed for a while. Each is claimed by moving ``next_run_at`` forward in
+a conditional update, so several reconcilers never claim the same job in one pass.
+
+A job whose message is about to be sent is due again soon (``resend_after``);
+``mark_sent`` moves it further (``redrive_after``) once the broker confirmed the
+message. A process that dies between the two, or a publish that fails, leaves the
+job due soon: nothing waits for ``redrive_after`` but a message that was sent.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from prodinf.store.models import JOBS
 from prodinf.store.repository import JobStore
 from prodinf.store.types import utcnow
 
-__all__ = ["claim_due"]
+__all__ = ["claim_due", "mark_sent"]
 
 
 def claim_due(
@@ -49,3 +54,21 @@ def claim_due(
             if taken.rowcount:
                 claimed.append((job_id, queue))
     return claimed
+
+
+def mark_sent(store: JobStore, job_ids: Collection[str], marked: datetime, later: datetime) -> int:
+    """The messages of ``job_ids`` were confirmed sent: move each job's ``next_run_at``
+    from ``marked`` (when it was due again if they were not) to ``later``.
+
+    A job whose ``next_run_at`` has changed since (a worker took it already) is left
+    alone. Returns how many were moved.
+    """
+    if not job_ids:
+        return 0
+    with store.transaction() as conn:
+        moved = conn.execute(
+            update(JOBS)
+            .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.next_run_at == marked)
+            .values(next_run_at=later)
+        )
+        return int(moved.rowcount or 0)

@@ -71,6 +71,12 @@ class NewRows:
     def queue(self) -> str:
         return str(self.values["queue"])
 
+    @property
+    def next_run_at(self) -> datetime:
+        """When the reconciler sends its message again if none is confirmed sent before."""
+        when: datetime = self.values["next_run_at"]
+        return when
+
     def summary(self) -> dict[str, Any]:
         """The job as lists show it (what a submission answers)."""
         return job_summary(JobRow(**self.values))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -10,7 +12,7 @@ from prodinf.store.models import JobRow
 from prodinf.store.repository import JobStore, job_summary
 from prodinf.store.rows import NewRows
 
-__all__ = ["delete_job", "find_by_key", "insert_job"]
+__all__ = ["Keyed", "delete_job", "find_by_key", "insert_job"]
 
 
 def insert_job(store: JobStore, new: NewRows) -> None:
@@ -22,11 +24,23 @@ def insert_job(store: JobStore, new: NewRows) -> None:
         new.insert(conn)
 
 
-def find_by_key(store: JobStore, key: str) -> tuple[str, dict[str, Any]] | None:
-    """The kind and summary of the job submitted with idempotency key ``key``, if any."""
+@dataclass(frozen=True)
+class Keyed:
+    """The job an idempotency key was used for: what a replay answers and re-sends."""
+
+    kind: str
+    queue: str
+    next_run_at: datetime | None
+    summary: dict[str, Any]
+
+
+def find_by_key(store: JobStore, key: str) -> Keyed | None:
+    """The job submitted with idempotency key ``key``, if any."""
     with store.session() as session:
         job = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
-        return None if job is None else (job.kind, job_summary(job))
+        if job is None:
+            return None
+        return Keyed(job.kind, job.queue, job.next_run_at, job_summary(job))
 
 
 def delete_job(store: JobStore, job_id: str) -> None:

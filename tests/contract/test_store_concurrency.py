@@ -175,7 +175,7 @@ def test_concurrent_reconcilers_publish_each_due_job_once(world: World, tmp_path
     world.published.clear()
 
     # When two reconcilers run at the same instant
-    counts = at_once(2, lambda i: reconcile(world.store, world.publish, redrive_after=60.0))
+    counts = at_once(2, lambda i: reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0))
 
     # Then each due job was published exactly once, to its own queue
     assert sum(counts) == 13
@@ -183,7 +183,7 @@ def test_concurrent_reconcilers_publish_each_due_job_once(world: World, tmp_path
         [(job_id, "jobs") for job_id in ids[:-1]] + [(ids[-1], "handover")]
     )
     # and none is due again until redrive_after has passed
-    assert reconcile(world.store, world.publish, redrive_after=60.0) == 0
+    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0) == 0
 
 
 def test_reconciler_publishes_only_the_queues_asked_for(world: World, tmp_path: Path) -> None:
@@ -192,11 +192,11 @@ def test_reconciler_publishes_only_the_queues_asked_for(world: World, tmp_path: 
     world.published.clear()
 
     # When a reconciler runs for the handover queue, then it publishes that job only
-    assert reconcile(world.store, world.publish, redrive_after=60.0, queues=["handover"]) == 1
+    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0, queues=["handover"]) == 1
     assert world.published == [(fanout, "handover")]
 
     # And when one runs for every queue, then it publishes the other
-    assert reconcile(world.store, world.publish, redrive_after=60.0) == 1
+    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0) == 1
     assert world.published[-1] == (plain, "jobs")
 
 
@@ -213,5 +213,5 @@ def test_reconciler_ignores_finished_jobs(world: World) -> None:
     world.published.clear()
 
     # When the reconciler runs, then it publishes nothing
-    assert reconcile(world.store, world.publish, redrive_after=60.0) == 0
+    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0) == 0
     assert world.published == []

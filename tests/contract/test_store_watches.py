@@ -50,7 +50,7 @@ def test_url_watches_are_shared_and_wake_their_steps(world: World) -> None:
 
     # Then every step was woken with what its URL said, and the watches are gone
     world.published.clear()
-    assert reconcile(world.store, world.publish, redrive_after=60.0) == 7
+    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0) == 7
     for job_id in ids + bad:
         runner.drive(job_id)
     results = [world.store.describe(j)["result"] for j in ids + bad]

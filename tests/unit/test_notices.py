@@ -179,7 +179,7 @@ def test_a_notification_whose_message_is_lost_is_sent_by_the_reconciler(
             .where(JobRow.id == note["id"])
             .values(next_run_at=utcnow() - timedelta(seconds=1))
         )
-    assert reconcile(kinds.store, broker.publish, redrive_after=30.0) == 1
+    assert reconcile(kinds.store, broker.publish, resend_after=10.0, redrive_after=30.0) == 1
     assert broker.messages() == [(note["id"], "email")]
 
 

@@ -215,7 +215,7 @@ def test_finished_jobs_are_never_published(world: World, broker: Broker) -> None
     assert broker.take() == []
 
 
-def test_a_publish_that_fails_is_tried_again_after_redrive_after(
+def test_a_publish_that_fails_is_tried_again_within_seconds(
     world: World, broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given a due waiting job, and a broker that cannot store a message
@@ -228,14 +228,16 @@ def test_a_publish_that_fails_is_tried_again_after_redrive_after(
     # Then it published nothing, said why, and nothing reached the broker
     assert published == 0
     assert broker.messages() == []
-    assert f"reconciler could not publish job {job_id}" in caplog.text
+    assert "reconciler stopped after 0 of 1 job(s)" in caplog.text
 
-    # And once the broker is back, the job is not published at once (it was claimed
-    # for redrive_after), but it is once redrive_after has passed
-    assert world.reconcile() == 0
+    # And the job is due again within resend_after, not redrive_after
+    assert next_run_at(world, job_id) < utcnow() + timedelta(seconds=11)
     world.pass_time(job_id)
     assert world.reconcile() == 1
     assert broker.take() == [(job_id, "jobs")]
+
+    # And once the message is confirmed, the job is not due again before redrive_after
+    assert next_run_at(world, job_id) > utcnow() + timedelta(seconds=REDRIVE - 5)
 
 
 def test_reconcile_and_workers_carry_a_waiting_job_to_the_end(world: World, broker: Broker) -> None:

@@ -53,10 +53,25 @@ def test_an_idempotency_key_returns_the_existing_job(world: World) -> None:
     first, created = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
     again, created_again = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
 
-    # Then the second submit returns the first job: one job, one message
+    # Then the second submit returns the first job: one job, whose message was sent again
+    # because it had not started (the first request may have died before sending it)
     assert created is True and created_again is False
     assert again["id"] == first["id"]
     assert world.store.list_jobs()[1] == 1
+    assert world.published == [(first["id"], "jobs")] * 2
+
+
+def test_an_idempotency_key_of_a_started_job_sends_nothing_again(world: World) -> None:
+    # Given a job submitted with a key that a worker has run to its end
+    world.linear("copy", Step("copy", lambda ctx: 1), params=Copy)
+    first, _ = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
+    world.drive(first["id"])
+
+    # When the key is replayed
+    again, created = world.jobs.submit("copy", {"database": "a"}, idempotency_key="copy-a-1")
+
+    # Then the job is answered as it is, and no message was sent for it again
+    assert (created, again["status"]) == (False, "succeeded")
     assert world.published == [(first["id"], "jobs")]
 
 

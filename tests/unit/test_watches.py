@@ -95,7 +95,7 @@ def test_fifty_notifications_on_one_url_share_one_look_per_interval(
 
     # And the reconciler publishes them, and each mails its result
     notify.published.clear()
-    reconcile(notify.store, notify.publish, redrive_after=30.0)
+    reconcile(notify.store, notify.publish, resend_after=10.0, redrive_after=30.0)
     assert sorted(job for job, _ in notify.published) == sorted(ids)
     for job_id in ids:
         detail = notify.drive(job_id)
