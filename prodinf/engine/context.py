@@ -74,6 +74,16 @@ class StepContext(Generic[P]):
         self._hooks.save_state(self.state)
         return value
 
+    def recorded(self, key: str) -> Any:
+        """What ``once`` or ``record`` recorded under ``key`` for this step, or ``None``."""
+        return self.state.get("effects", {}).get(key)
+
+    def record(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` for this step, committed before returning: for a
+        side effect whose end is known inside a call (``deliver(..., accepted=...)``)."""
+        self.state.setdefault("effects", {})[key] = value
+        self._hooks.save_state(self.state)
+
     def wait(
         self, seconds: float, reason: str, *, watch: Watch | None = None, **state: Any
     ) -> Wait:

@@ -33,7 +33,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from prodinf import Flow, Retry, Step, StepContext, Watch, job_kind
 from prodinf.addresses import validate_address
 from prodinf.engine.watches import Seen, look
-from prodinf.mail import Mail, Outcome, deliver, render_url_report
+from prodinf.kinds.mailing import DELIVERY, send_once
+from prodinf.mail import Mail, Outcome, render_url_report
 from prodinf.redact import redact_text
 from prodinf.task_results import results_backend
 
@@ -146,7 +147,7 @@ def _send(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
         headers={"X-Prodinf-Job": ctx.job_id},
     )
     ctx.progress(f"mailing {params.address}")
-    message_id = ctx.once("delivered", lambda: deliver(mail, ctx.settings))
+    message_id = send_once(ctx, mail)
     return {"message_id": message_id, "to": params.address, "subject": subject}
 
 
@@ -171,10 +172,6 @@ def _span(seconds: float) -> str:
 def _result(outputs: dict[str, Any]) -> dict[str, Any]:
     watched = outputs["watch"]
     return {**outputs["send"], "outcome": watched["outcome"], "status": watched["status"]}
-
-
-#: Until the mail is handed over: a mail server down for a day is still retried.
-DELIVERY = Retry(attempts=100_000, backoff=2.0, max_backoff=300.0)
 
 
 @job_kind("email_when_complete", queue="email", params=EmailWhenCompleteParams, result=_result)

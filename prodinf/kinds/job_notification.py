@@ -7,7 +7,8 @@ if the job is retried later. Two independent steps:
 
 ``email``
     Mails a summary (text and HTML) to every address, once: the delivery is
-    recorded with ``ctx.once`` under a Message-ID made from this job's id. A mail
+    recorded (``send_once``) the moment the server accepts it, under a Message-ID
+    made from this job's id. A mail
     server that is down is retried with backoff until it takes the mail.
 ``webhook``
     POSTs ``{"event", "delivery", "job"}`` as signed JSON (:mod:`prodinf.webhooks`),
@@ -26,8 +27,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.addresses import validate_address
 from prodinf.engine.notices import NOTIFICATION_KIND
-from prodinf.kinds.email_when_complete import DELIVERY
-from prodinf.mail import Mail, deliver, render_job_report
+from prodinf.kinds.mailing import DELIVERY, send_once
+from prodinf.mail import Mail, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
 
@@ -87,7 +88,7 @@ def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
         headers={"X-Prodinf-Job": job["id"]},
     )
     ctx.progress(f"mailing {', '.join(params.email)}")
-    message_id = ctx.once("delivered", lambda: deliver(mail, ctx.settings))
+    message_id = send_once(ctx, mail)
     return {"message_id": message_id, "to": list(params.email), "subject": subject}
 
 

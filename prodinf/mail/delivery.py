@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prodinf.exceptions import PermanentError, ProdinfError, RemoteUnavailable
@@ -30,11 +30,18 @@ log = logging.getLogger(__name__)
 _Refused = dict[str, tuple[int, bytes]]
 
 
-def deliver(mail: Mail, settings: Settings) -> str:
+def deliver(
+    mail: Mail, settings: Settings, *, accepted: Callable[[str], None] | None = None
+) -> str:
     """Send ``mail`` by SMTP, or write it to the outbox when ``smtp_host`` is unset.
 
     Returns its Message-ID. Safe to repeat: the same Message-ID overwrites the same
     outbox file (over SMTP the receiver sees the same id again).
+
+    ``accepted(message_id)`` is called the moment the server has accepted the mail
+    (its reply to the end of DATA), before the goodbye: a caller records the
+    delivery there, so a process killed after that reply and before the record, the
+    one window SMTP leaves for a second copy, lasts one commit.
 
     :raises ValidationError: a recipient, the Message-ID or a header is invalid.
     :raises RemoteUnavailable: the SMTP server is unreachable, timed out,
@@ -47,9 +54,13 @@ def deliver(mail: Mail, settings: Settings) -> str:
     if settings.smtp_host is None:
         path = write_outbox(message, mail.message_id, settings)
         log.info("mail %s to %s written to %s", mail.message_id, message["To"], path)
+        if accepted is not None:
+            accepted(mail.message_id)
         return mail.message_id
     try:
-        refused = _send(message, settings)
+        refused = _send(
+            message, settings, (lambda: accepted(mail.message_id)) if accepted else None
+        )
     except (smtplib.SMTPException, OSError) as exc:
         raise _failure(exc, settings) from exc
     if refused:
@@ -63,8 +74,11 @@ def deliver(mail: Mail, settings: Settings) -> str:
     return mail.message_id
 
 
-def _send(message: EmailMessage, settings: Settings) -> _Refused:
-    """Hand ``message`` to the SMTP server; the recipients it refused. Raises smtplib's errors."""
+def _send(
+    message: EmailMessage, settings: Settings, accepted: Callable[[], None] | None
+) -> _Refused:
+    """Hand ``message`` to the SMTP server, call ``accepted`` once it took it, then say
+    goodbye; the recipients it refused. Raises smtplib's errors."""
     host = settings.smtp_host or ""
     context = ssl.create_default_context()
     client: smtplib.SMTP
@@ -80,6 +94,8 @@ def _send(message: EmailMessage, settings: Settings) -> _Refused:
         if settings.smtp_user:
             client.login(settings.smtp_user, _password(settings))
         refused = client.send_message(message)
+        if accepted is not None:
+            accepted()
     except BaseException:
         client.close()
         raise
