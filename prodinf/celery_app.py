@@ -9,8 +9,8 @@ Every queue has a lane (``<queue>.due``) that its workers consume beside it: the
 reconciler sends due waits, steps whose worker died and unconfirmed messages
 there, so they go out within a message or two of new work however deep the
 queue. With ``PRODINF_QUEUE_TYPE=quorum`` every queue is a quorum queue with a
-delivery limit; a message delivered that often goes to ``prodinf.dead``, which
-the reconciler drains.
+delivery limit; a message delivered that often goes to ``<jobs queue>.dead``,
+which the reconciler drains.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
 from prodinf.runtime import (
-    DEAD_LETTERS,
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
     RECONCILE,
+    dead_letters,
     lane,
     runtime_for,
 )
@@ -119,16 +119,16 @@ def _queues(settings: Settings) -> list[Queue]:
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": EXCHANGE,
-        "x-dead-letter-routing-key": DEAD_LETTERS,
+        "x-dead-letter-routing-key": dead_letters(settings),
     }
     queues = [
         Queue(name, exchange, routing_key=name, durable=True, queue_arguments=quorum)
         for name in names
     ]
-    dead = {"x-queue-type": "quorum"}
+    dead = dead_letters(settings)
     return [
         *queues,
-        Queue(DEAD_LETTERS, exchange, routing_key=DEAD_LETTERS, queue_arguments=dead),
+        Queue(dead, exchange, routing_key=dead, queue_arguments={"x-queue-type": "quorum"}),
     ]
 
 
@@ -171,7 +171,8 @@ def _consume_lanes(app: Celery, default: str | None) -> None:
             chosen = [default]
         else:
             chosen = list(queues)
-        wanted = [q for q in chosen if q != DEAD_LETTERS]
+        dead = dead_letters(app.conf.prodinf_settings)
+        wanted = [q for q in chosen if q != dead]
         wanted += [lane(q) for q in wanted if lane(q) in queues]
         queues.select(list(dict.fromkeys(wanted)))
 

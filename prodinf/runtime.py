@@ -33,13 +33,13 @@ from prodinf.redact import redact_text
 from prodinf.store import JobStore
 
 __all__ = [
-    "DEAD_LETTERS",
     "EMAIL_WHEN_COMPLETE",
     "LANE_SUFFIX",
     "PRIORITY",
     "RECONCILE",
     "RUN_JOB",
     "Runtime",
+    "dead_letters",
     "lane",
     "logical_queues",
     "runtime_for",
@@ -61,9 +61,15 @@ PRIORITY = 5
 #: step whose worker died, a message never confirmed) goes there, and a worker
 #: consumes both, so a deep queue of new work never holds up a re-drive.
 LANE_SUFFIX = ".due"
-#: Where a quorum queue puts a message delivered ``x-delivery-limit`` times; the
-#: reconciler drains it (see ``Runtime.drain_dead_letters``).
-DEAD_LETTERS = "prodinf.dead"
+#: Suffix of the queue where quorum queues put a message delivered
+#: ``x-delivery-limit`` times: ``<jobs queue>.dead``, which the reconciler drains
+#: (see ``Runtime.drain_dead_letters``).
+DEAD_SUFFIX = ".dead"
+
+
+def dead_letters(settings: Settings) -> str:
+    """The queue of dead-lettered messages: ``jobs.dead`` with the default queues."""
+    return settings.queue_jobs + DEAD_SUFFIX
 
 
 def lane(queue: str) -> str:
@@ -73,7 +79,7 @@ def lane(queue: str) -> str:
 
 def logical_queues(names: Collection[str]) -> list[str]:
     """The queues jobs name (``jobs``, ``email``) among broker queue names (lanes too)."""
-    found = (n.removesuffix(LANE_SUFFIX) for n in names if n != DEAD_LETTERS)
+    found = (n.removesuffix(LANE_SUFFIX) for n in names if not n.endswith(DEAD_SUFFIX))
     return list(dict.fromkeys(found))
 
 
@@ -169,7 +175,7 @@ class Runtime:
         drained = 0
         try:
             with self.celery.connection_for_write() as conn:
-                dead = Queue(DEAD_LETTERS, channel=conn.default_channel)
+                dead = Queue(dead_letters(self.settings), channel=conn.default_channel)
                 while drained < limit:
                     message = dead.get(no_ack=False, accept=["json"])
                     if message is None:
@@ -178,7 +184,7 @@ class Runtime:
                     self._resend_dead_letter(message)
                     message.ack()
         except Exception as exc:  # a broker down or the queue not declared yet: next pass
-            log.warning("could not drain %s: %s", DEAD_LETTERS, exc)
+            log.warning("could not drain %s: %s", dead_letters(self.settings), exc)
         return drained
 
     def _resend_dead_letter(self, message: Any) -> None:

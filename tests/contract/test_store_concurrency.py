@@ -175,7 +175,9 @@ def test_concurrent_reconcilers_publish_each_due_job_once(world: World, tmp_path
     world.published.clear()
 
     # When two reconcilers run at the same instant
-    counts = at_once(2, lambda i: reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0))
+    counts = at_once(
+        2, lambda i: reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0)
+    )
 
     # Then each due job was published exactly once, to its own queue
     assert sum(counts) == 13
@@ -192,7 +194,12 @@ def test_reconciler_publishes_only_the_queues_asked_for(world: World, tmp_path: 
     world.published.clear()
 
     # When a reconciler runs for the handover queue, then it publishes that job only
-    assert reconcile(world.store, world.publish, resend_after=10.0, redrive_after=60.0, queues=["handover"]) == 1
+    assert (
+        reconcile(
+            world.store, world.publish, resend_after=10.0, redrive_after=60.0, queues=["handover"]
+        )
+        == 1
+    )
     assert world.published == [(fanout, "handover")]
 
     # And when one runs for every queue, then it publishes the other

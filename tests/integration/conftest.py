@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
-from prodinf.runtime import Runtime
+from prodinf.runtime import Runtime, dead_letters, lane
 from tests.conftest import fresh_store
 from tests.integration.core_faults import mariadb_user, postgres_role
 from tests.integration.datasets import core_db, datasets, make_core_db
@@ -80,19 +80,26 @@ def delete_queues(settings: Settings) -> None:
     try:
         with Connection(settings.broker_url, connect_timeout=5) as conn:
             channel = conn.default_channel
-            for queue in settings.queues.values():
+            for queue in broker_queues(settings):
                 channel.queue_delete(queue)
     except Exception:  # the broker may be mid-restart after a test; leftovers are harmless
         pass
 
 
+def broker_queues(settings: Settings) -> list[str]:
+    """Every queue prodinf declares for ``settings``: each queue, its lane and (quorum)
+    the dead letters."""
+    names = [n for q in settings.queues.values() for n in (q, lane(q))]
+    return [*names, dead_letters(settings)]
+
+
 def messages_waiting(settings: Settings) -> dict[str, int]:
-    """How many messages wait in each of the settings' queues on RabbitMQ (a queue nobody
-    has declared yet holds none)."""
+    """How many messages wait in each of the settings' queues and lanes on RabbitMQ (a
+    queue nobody has declared yet holds none)."""
     assert settings.broker_url is not None, "the servers stack: RabbitMQ"
     waiting: dict[str, int] = {}
     with Connection(settings.broker_url, connect_timeout=5) as conn:
-        for queue in settings.queues.values():
+        for queue in broker_queues(settings):
             channel = conn.channel()
             try:
                 waiting[queue] = channel.queue_declare(queue, passive=True).message_count

@@ -64,3 +64,28 @@ def test_once_survives_a_failure_after_the_effect(world: World) -> None:
     # Then the remote job was submitted once, and the retry got its id
     assert submitted == [1]
     assert job["result"] == {"remote_id": 1234}
+
+
+def test_record_commits_at_once_and_a_rerun_finds_it(world: World) -> None:
+    # Given a step that records a delivery inside its side effect, then fails
+    deliveries: list[str] = []
+
+    def mail(ctx: StepContext) -> Any:
+        if ctx.recorded("delivered") is None:
+            deliveries.append("mail")
+            ctx.record("delivered", "<msg-1@prodinf>")
+        if ctx.attempt == 1:
+            raise TransientError("the server hung up after accepting")
+        return ctx.recorded("delivered")
+
+    world.linear("mail", Step("mail", mail, retry=Retry(attempts=2, backoff=0.01)))
+    job_id = world.submit("mail")
+
+    # When the step runs, fails after the record, and runs again
+    assert world.drive(job_id)["status"] == "waiting"
+    world.pass_time(job_id)
+    job = world.drive(job_id)
+
+    # Then the mail went once and the second run found the record
+    assert deliveries == ["mail"]
+    assert job["result"] == "<msg-1@prodinf>"
