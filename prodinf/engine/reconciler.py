@@ -8,8 +8,11 @@ is claimed by moving its ``next_run_at`` ``resend_after`` ahead in a conditional
 update, so several reconcilers (beat, or one inside each worker) never publish
 the same job twice in one pass; once its message is confirmed, ``redrive_after``
 ahead. A pass sends at most ``limit`` jobs, earliest due first, and stops at the
-first message the broker refuses: the rest are due again within ``resend_after``,
-and a broker coming back gets them in batches, not all at once.
+first message the broker refuses, releasing the rest (due now again): each pass
+tries one message while the broker is down, and the first pass after it is back
+sends the backlog, a batch per pass, not all at once. A reconciler killed between
+its claim and its publishes leaves the jobs due ``resend_after`` later, for
+another to send.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import timedelta
 from prodinf.engine.messages import Publish
 from prodinf.exceptions import BrokerUnavailable, ProdinfError
 from prodinf.store import JobStore
-from prodinf.store.due import claim_due, mark_sent
+from prodinf.store.due import claim_due, mark_sent, release
 from prodinf.store.types import utcnow
 
 __all__ = ["reconcile"]
@@ -44,13 +47,14 @@ def reconcile(
     soon = now + timedelta(seconds=resend_after)
     claimed = claim_due(store, until=soon, queues=queues, limit=limit)
     sent: list[str] = []
-    for job_id, queue in claimed:
+    for n, (job_id, queue) in enumerate(claimed):
         try:
             publish(job_id, queue)
-        except BrokerUnavailable as exc:  # the rest stay due at ``soon``: try then
+        except BrokerUnavailable as exc:  # the next pass tries the rest again
             log.warning(
                 "reconciler stopped after %d of %d job(s): %s", len(sent), len(claimed), exc
             )
+            release(store, [job for job, _ in claimed[n:]], soon)
             break
         except ProdinfError as exc:
             log.warning("reconciler could not publish job %s: %s", job_id, exc)

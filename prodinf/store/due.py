@@ -7,8 +7,9 @@ a conditional update, so several reconcilers never claim the same job in one pas
 
 A job whose message is about to be sent is due again soon (``resend_after``);
 ``mark_sent`` moves it further (``redrive_after``) once the broker confirmed the
-message. A process that dies between the two, or a publish that fails, leaves the
-job due soon: nothing waits for ``redrive_after`` but a message that was sent.
+message, or back to now (``release``) when the broker refused it, so the next pass
+tries again. A process that dies between the two leaves the job due soon: nothing
+waits for ``redrive_after`` but a message that was sent.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from prodinf.store.models import JOBS
 from prodinf.store.repository import JobStore
 from prodinf.store.types import utcnow
 
-__all__ = ["claim_due", "mark_sent"]
+__all__ = ["claim_due", "mark_sent", "release"]
 
 
 def claim_due(
@@ -63,12 +64,22 @@ def mark_sent(store: JobStore, job_ids: Collection[str], marked: datetime, later
     A job whose ``next_run_at`` has changed since (a worker took it already) is left
     alone. Returns how many were moved.
     """
+    return _move(store, job_ids, marked, later)
+
+
+def release(store: JobStore, job_ids: Collection[str], marked: datetime) -> int:
+    """Claimed jobs whose messages were not sent (the broker refused): make them due
+    now, so the next pass sends them as soon as the broker takes messages again."""
+    return _move(store, job_ids, marked, utcnow())
+
+
+def _move(store: JobStore, job_ids: Collection[str], marked: datetime, to: datetime) -> int:
     if not job_ids:
         return 0
     with store.transaction() as conn:
         moved = conn.execute(
             update(JOBS)
             .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.next_run_at == marked)
-            .values(next_run_at=later)
+            .values(next_run_at=to)
         )
         return int(moved.rowcount or 0)
