@@ -92,3 +92,26 @@ def it_revert(params: RevertParams) -> Flow:
         steps.append(Step(name, execute, revert=revert))
     steps.append(Step("check", _needs_cause_fixed, retry=Retry(attempts=1)))
     return Flow(steps)
+
+
+class WaitThenParams(BaseModel):
+    interval: float = 2.0
+    looks: int = 3
+
+
+def _wait_then(ctx: StepContext) -> dict[str, list[float]]:
+    """Wait ``interval`` seconds ``looks`` times; record how late each wake-up came."""
+    params: WaitThenParams = ctx.params  # type: ignore[assignment]
+    late: list[float] = list(ctx.state.get("late", []))
+    due = ctx.state.get("due")
+    if due is not None:
+        late.append(round(time.time() - float(due), 3))
+    if len(late) >= params.looks:
+        return {"late": late}
+    return ctx.wait(params.interval, "waiting", late=late, due=time.time() + params.interval)  # type: ignore[return-value]
+
+
+@job_kind("it_wait_then", params=WaitThenParams)
+def it_wait_then(params: WaitThenParams) -> Flow:
+    """A wait that comes due ``looks`` times, each wake-up's lateness in its result."""
+    return Flow.of(Step("wait", _wait_then))
