@@ -15,6 +15,7 @@ is real: ``rabbitmqctl stop_app``, SIGKILL, a queue 500 messages deep.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,12 +28,13 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy.engine import make_url
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.runtime import Runtime
 from tests.conftest import Processes, env_for
-from tests.gates import require_rabbitmqctl
+from tests.gates import LOOPBACK, require_rabbitmqctl, skip_or_fail
 from tests.integration.conftest import PLUGIN, delete_queues, stack_settings
 from tests.integration.servers import Smtp, StatusServer
 from tests.integration.test_email import email_worker
@@ -284,6 +286,60 @@ def test_due_waits_are_not_starved_by_2000_new_jobs(
     print(f"looks late: max {max(late):.2f} s, {len(late)} looks; {queued} jobs still queued")
     assert max(late) <= 5, f"latest look {max(late):.1f} s late; {queued} jobs queued"
     assert queued >= 100, f"only {queued} jobs were queued: the test proved nothing"
+
+
+def postgresql(action: str) -> None:
+    """``pg_ctlcluster <version> main <action>``: stop or start this machine's PostgreSQL."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, "-m", "fast"]
+        if action == "stop"
+        else ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def require_pg_ctlcluster(url: str) -> None:
+    """Skip (laptop) or fail (CI) unless this machine's PostgreSQL can be stopped and
+    started with ``pg_ctlcluster``."""
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        skip_or_fail("pg_ctlcluster is not installed", "install postgresql to run this test")
+    if make_url(url).host not in LOOPBACK:
+        skip_or_fail("PostgreSQL is not on this machine", "pg_ctlcluster stops a local one")
+
+
+def test_work_resumes_within_the_lease_once_the_store_is_back(
+    make: Callable[..., tuple[Settings, Runtime]], processes: Processes
+) -> None:
+    # Given a worker running ten jobs on this machine's PostgreSQL
+    settings, runtime = make()
+    require_pg_ctlcluster(settings.store_url)
+    processes.worker(settings, queues=settings.queue_jobs)
+    jobs = [runtime.jobs.submit("it_noop4", {"sleep": 0.5})[0]["id"] for _ in range(10)]
+    wait_until(
+        lambda: runtime.store.counts().get("running", 0) >= 1,
+        60,
+        "the jobs to run",
+        logs=processes.logs,
+    )
+
+    # When PostgreSQL stops for 8 s while they run
+    runtime.store.dispose()
+    postgresql("stop")
+    try:
+        time.sleep(8)
+    finally:
+        postgresql("start")
+    back = time.time()
+
+    # Then every job ends, succeeded, within the lease plus a few seconds of its return
+    statuses = wait_for_jobs(runtime, jobs, 120, logs=processes.logs)
+    took = max(since(back, history_at(runtime, j, "job.succeeded")) for j in jobs)
+    print(f"all ten ended {took:.1f} s after the store came back")
+    assert statuses == ["succeeded"] * 10, processes.logs()
+    assert took <= LEASE + 10, f"the last job ended {took:.1f} s after the store came back"
 
 
 @pytest.fixture
