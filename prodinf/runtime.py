@@ -16,7 +16,6 @@ import weakref
 from collections.abc import Collection
 from typing import Any
 
-from kombu.entity import Queue
 from kombu.exceptions import KombuError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -168,14 +167,22 @@ class Runtime:
         """Send again the jobs whose messages a quorum queue dead-lettered (delivered
         ``x-delivery-limit`` times without an ack: workers killed while running them).
 
-        The store holds each job's state, so its message is sent again on the lane;
-        a step that keeps killing its worker fails by its own attempts. Any other
-        message found there is logged as an error with its task and id, then dropped.
+        The store holds each job's state, so its message is sent again on the lane
+        (a step that kills every worker running it is resumed after each lease, and
+        its history shows each ``step.resumed``). Any other message found there is
+        logged as an error with its task and id, then dropped. The queue is declared
+        here too: a worker consumes it nowhere, and a dead letter with no queue to go
+        to would be dropped by the broker.
         """
+        name = dead_letters(self.settings)
+        declared = [q for q in self.celery.conf.task_queues if q.name == name]
+        if not declared:  # classic queues: nothing is dead-lettered
+            return 0
         drained = 0
         try:
             with self.celery.connection_for_write() as conn:
-                dead = Queue(dead_letters(self.settings), channel=conn.default_channel)
+                dead = declared[0](conn.default_channel)
+                dead.declare()
                 while drained < limit:
                     message = dead.get(no_ack=False, accept=["json"])
                     if message is None:
@@ -184,7 +191,7 @@ class Runtime:
                     self._resend_dead_letter(message)
                     message.ack()
         except Exception as exc:  # a broker down or the queue not declared yet: next pass
-            log.warning("could not drain %s: %s", dead_letters(self.settings), exc)
+            log.warning("could not drain %s: %s", name, exc)
         return drained
 
     def _resend_dead_letter(self, message: Any) -> None:

@@ -28,14 +28,15 @@ from typing import Any
 
 import pytest
 import requests
+from kombu import Connection, Queue
 from sqlalchemy.engine import make_url
 
-from prodinf.celery_app import create_celery
+from prodinf.celery_app import DELIVERY_LIMIT, create_celery
 from prodinf.config import Settings
-from prodinf.runtime import Runtime
+from prodinf.runtime import Runtime, dead_letters, lane
 from tests.conftest import Processes, env_for
 from tests.gates import LOOPBACK, require_rabbitmqctl, skip_or_fail
-from tests.integration.conftest import PLUGIN, delete_queues, stack_settings
+from tests.integration.conftest import PLUGIN, delete_queues, messages_waiting, stack_settings
 from tests.integration.servers import Smtp, StatusServer
 from tests.integration.test_email import email_worker
 from tests.integration.test_workers import recorded
@@ -377,3 +378,34 @@ def test_a_worker_killed_after_the_smtp_server_accepted_sends_the_same_message_i
     ids = [m["Message-ID"] for m in smtp.inbox.messages]
     assert len(ids) == 2 and ids[0] == ids[1], ids
     assert runtime.store.describe(job["id"])["result"]["message_id"] == ids[0]
+
+
+@pytest.mark.parametrize("queue_type", ["quorum"])  # only quorum queues have a limit
+def test_a_message_past_the_quorum_delivery_limit_is_sent_again_not_dropped(
+    make: Callable[..., tuple[Settings, Runtime]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a job's message on a quorum queue
+    settings, runtime = make()
+    assert settings.broker_url is not None
+    runtime.drain_dead_letters()  # what a worker's first reconciler pass does
+    job, _ = runtime.jobs.submit("it_noop4", {})
+
+    # When it is delivered and returned unacknowledged more often than the delivery
+    # limit allows (what workers killed while running it do)
+    deliveries = 0
+    with Connection(settings.broker_url) as conn:
+        jobs = Queue(settings.queue_jobs, channel=conn.default_channel)
+        while (message := jobs.get(no_ack=False)) is not None and deliveries < 100:
+            deliveries += 1
+            message.reject(requeue=True)
+    assert deliveries == DELIVERY_LIMIT + 1, "RabbitMQ dead-lettered it after the limit"
+
+    # Then the reconciler finds it in the dead letters and sends the job again on the
+    # lane, saying so
+    wait_until(
+        lambda: messages_waiting(settings)[dead_letters(settings)] == 1, 10, "the dead letter"
+    )
+    assert runtime.drain_dead_letters() == 1
+    waiting = messages_waiting(settings)
+    assert (waiting[settings.queue_jobs], waiting[lane(settings.queue_jobs)]) == (0, 1)
+    assert f"job {job['id']}: its message was delivered" in caplog.text
