@@ -1,7 +1,8 @@
 """Recovery after faults on RabbitMQ + PostgreSQL: how soon jobs move again, and that none is lost.
 
     python bench/recovery.py [--jobs 600] [--queue-type classic|quorum] [--rounds 1]
-                             [--rate JOBS/ROUNDS/170] [--outage 12] [--seed 1] [--keep]
+                             [--rate JOBS/ROUNDS/170] [--outage 12] [--status-delay 0]
+                             [--seed 1] [--keep]
 
 A chaos run, bounded at 10 minutes. It starts its OWN PostgreSQL 15 cluster and its
 OWN RabbitMQ node on spare ports in a temp dir (the machine's shared servers on 5432
@@ -19,7 +20,10 @@ turns ``done`` 3-20 s after submission (both look every second); a third of all 
 ask for a notification mail (``notify``). A 503 or no answer is retried with the
 same key after a short sleep, for ever; 2xx means acknowledged.
 
-The faults, one after the other so each one's recovery is measured on its own:
+The faults, one after the other so each one's recovery is measured on its own (a
+round takes 170 s: kills from 10 s to 40 s after the first submission, the portal at
+80 s, the broker at 95 s, the store 35 s after the broker is back; ``--rounds 2``
+runs them all twice, and the submissions are spread over the rounds):
 
 1. worker kills: for ~30 s, every 3-6 s, the jobs worker holding the most running
    steps is SIGKILLed with its pool (``os.killpg``); a new one is started 1 s later.
@@ -28,6 +32,10 @@ The faults, one after the other so each one's recovery is measured on its own:
    again: the job's first history entry after the kill (``step.resumed``, as another
    worker takes the step once the dead lease runs out) or its end. Measured from
    the kill itself, so it includes the lease (30 s) the dead worker still holds.
+   Also affected: the ``email_when_complete`` jobs waiting on a URL watch that the
+   killed worker's reconciler had claimed for a look (a claim still in place 2.5 s
+   after the kill), if their URL turned done before the claim runs out; measured
+   from the kill or from the URL turning done, whichever is later.
 2. portal kill: the portal is SIGKILLed while a submission is in flight, and started
    again 1.5 s later. Affected: the submissions in flight at the kill. Moved again:
    the job's first ``step.started`` (or its end), measured from the client's
@@ -39,10 +47,11 @@ The faults, one after the other so each one's recovery is measured on its own:
    fault), or a step waiting with ``due_at`` at or before the fault's end, or an
    ``email_when_complete`` whose URL turned ``done`` by then. A job only waiting
    for a later moment is not affected. For the broker the jobs are read just before
-   ``start_app``, for the store just before ``pg_ctl stop`` (jobs over by the end
-   are then left out). Moved again: the job's first history entry, change of
-   ``updated_at`` (sampled every 0.5 s) or end after the fault's end, which is when
-   ``start_app`` / ``pg_ctl start -w`` returned.
+   ``start_app``, for the store just before ``pg_ctl stop``; rows read then that are
+   gone at the end (a submission answered 503 removes its job) or jobs that ended
+   before the fault did are left out. Moved again: the job's first history entry,
+   change of ``updated_at`` (sampled every 0.5 s) or end after the fault's end,
+   which is when ``start_app`` / ``pg_ctl start -w`` returned.
 
 For each fault it prints the affected jobs and the max and p99 of their recovery
 times. At the end it waits (bounded) until every acknowledged job is over and its
@@ -95,7 +104,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine, make_url
 
 from prodinf.status import HELD, TERMINAL
-from prodinf.store.models import HISTORY, JOBS, STEPS
+from prodinf.store.models import HISTORY, JOBS, STEPS, WATCHERS, WATCHES
 
 ROOT = benchpath.ROOT
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -289,7 +298,7 @@ class Inbox:
 class Loopback:
     """``/payload``, ``/slow`` (2 s), ``/status/<n>`` (running until ``done_at[n]``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status_delay: float = 0.0) -> None:
         self.done_at: dict[int, float] = {}
         outer = self
 
@@ -304,6 +313,7 @@ class Loopback:
                     time.sleep(2)
                     self._answer(200, b"slow but sure", "text/plain")
                 elif path.startswith("/status/") and path[8:].isdigit():
+                    time.sleep(status_delay)
                     done = time.time() >= outer.done_at.get(int(path[8:]), math.inf)
                     body = {"status": "done", "rows": 42} if done else {"status": "running"}
                     self._answer(200, json.dumps(body).encode(), "application/json")
@@ -329,6 +339,11 @@ class Loopback:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def done_time(self, url: str | None) -> float:
+        """When a ``/status/<n>`` URL turns ``done`` (infinity for any other URL)."""
+        n = (url or "").rsplit("/status/", 1)[-1]
+        return self.done_at.get(int(n), math.inf) if n.isdigit() else math.inf
 
     def close(self) -> None:
         self.server.shutdown()
@@ -666,6 +681,7 @@ class Pending:
     kind: str
     url: str | None
     steps: list[tuple[str, float | None, str | None, float | None]]  # status, due, owner, until
+    watch: int | None = None
 
 
 def read_pending(engine: Engine) -> dict[str, Pending]:
@@ -684,13 +700,35 @@ def read_pending(engine: Engine) -> dict[str, Pending]:
                 STEPS.c.lease_until,
             ).where(STEPS.c.job_id.in_([j.id for j in jobs]))
         ).all()
+        watchers = conn.execute(
+            select(WATCHERS.c.job_id, WATCHERS.c.watch_id).where(
+                WATCHERS.c.job_id.in_([j.id for j in jobs])
+            )
+        ).all()
     pending = {j.id: Pending(j.status, j.kind, (j.params or {}).get("url"), []) for j in jobs}
     for job_id, status, due, owner, until in steps:
         pending[job_id].steps.append((status, epoch(due), owner, epoch(until)))
+    for job_id, watch_id in watchers:
+        pending[job_id].watch = watch_id
     return pending
 
 
-def due_by(job: Pending, end: float, dead: set[int], loopback: Loopback) -> bool:
+def claimed_watches(engine: Engine) -> dict[int, float]:
+    """Watches claimed for a look right now (id -> when the claim runs out).
+
+    A reconciler claims a watch for ``CLAIM_SECONDS`` (120 s) and gives it back,
+    due again in ``interval``, once it has looked: a claim further out than a minute
+    is a look in progress, or one whose process died.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(select(WATCHES.c.id, WATCHES.c.next_look_at)).all()
+    soon = time.time() + 60
+    return {i: at.timestamp() for i, at in rows if at.timestamp() > soon}
+
+
+def due_by(
+    job: Pending, end: float, dead: set[int], dead_watches: dict[int, float], loopback: Loopback
+) -> bool:
     """Whether ``job`` had to move by ``end``: see the module's docstring."""
     if job.status == "queued":
         return True
@@ -703,10 +741,9 @@ def due_by(job: Pending, end: float, dead: set[int], loopback: Loopback) -> bool
             status == "pending" and job.status == "running"
         ):
             return True
-    if job.kind == "email_when_complete" and job.url and "/status/" in job.url:
-        n = job.url.rsplit("/", 1)[1]
-        if n.isdigit() and loopback.done_at.get(int(n), math.inf) <= end:
-            return True
+    if job.kind == "email_when_complete" and loopback.done_time(job.url) <= end:
+        # unless its watch is claimed by a killed worker past the end: that fault's
+        return not (job.watch in dead_watches and dead_watches[job.watch] > end)
     return False
 
 
@@ -724,7 +761,7 @@ class Bench:
         self.smtp_port = free_port()
         self.smtp = Controller(Inbox(), hostname="127.0.0.1", port=self.smtp_port)
         self.inbox: Inbox = self.smtp.handler
-        self.loopback = Loopback()
+        self.loopback = Loopback(args.status_delay)
         self.portal_port = free_port()
         self.base = f"http://127.0.0.1:{self.portal_port}"
         self.procs: Processes | None = None
@@ -732,6 +769,8 @@ class Bench:
         self.portal: Child | None = None
         self.jobs_workers: list[Child] = []
         self.dead_pids: set[int] = set()
+        #: Watches a killed worker had claimed -> when the claim runs out.
+        self.dead_watches: dict[int, float] = {}
         self.faults: list[Fault] = []
         self.smtp_started = False
 
@@ -818,12 +857,14 @@ class Bench:
         pids = victim.kill()
         self.dead_pids |= pids
         self.jobs_workers.remove(victim)
+        claimed = claimed_watches(self.engine)
         affected = {
             job_id: started
             for job_id, _, owner, _ in held_steps(self.engine)
             if owner_pid(owner) in pids
         }
-        self.faults.append(Fault(f"worker kill #{number}", started, started, affected, "history"))
+        fault = Fault(f"worker kill #{number}", started, started, affected, "history")
+        self.faults.append(fault)
         say(f"fault: SIGKILLed worker {victim.name} (pids {sorted(pids)}): "
             f"{len(affected)} job(s) with a step held by it")  # fmt: skip
 
@@ -831,8 +872,36 @@ class Bench:
             time.sleep(1)
             assert self.procs is not None
             self.jobs_workers.append(self.procs.worker("jobs"))
+            time.sleep(1.5)
+            self._stranded_watches(fault, claimed)
 
         threading.Thread(target=replace, daemon=True).start()
+
+    def _stranded_watches(self, fault: Fault, claimed: dict[int, float]) -> None:
+        """Add to ``fault`` the jobs whose URL watch the killed worker's reconciler had
+        claimed: a claim that has not moved 2.5 s after the kill is a dead one. Each
+        counts from the kill or from its URL turning done, whichever is later, if
+        that is before the claim runs out."""
+        assert self.engine is not None
+        still = claimed_watches(self.engine)
+        dead = {i: until for i, until in claimed.items() if still.get(i) == until}
+        if not dead:
+            return
+        self.dead_watches.update(dead)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(WATCHERS.c.job_id, WATCHERS.c.watch_id, JOBS.c.params)
+                .join(JOBS, JOBS.c.id == WATCHERS.c.job_id)
+                .where(WATCHERS.c.watch_id.in_(list(dead)))
+            ).all()
+        stuck = 0
+        for job_id, watch_id, params in rows:
+            done = self.loopback.done_time((params or {}).get("url"))
+            if done < dead[watch_id]:
+                fault.affected[job_id] = max(fault.start, done)
+                stuck += 1
+        say(f"{fault.name}: {len(dead)} URL watch(es) left claimed by the killed worker for "
+            f"{max(dead.values()) - fault.start:.0f}s; {stuck} job(s) wait on them")  # fmt: skip
 
     def kill_portal(self, subs: Submitters) -> None:
         assert self.procs is not None and self.portal is not None
@@ -878,7 +947,9 @@ class Bench:
         self.rabbit.ctl("start_app")
         end = time.time()
         affected = {
-            j: end for j, job in pending.items() if due_by(job, end, self.dead_pids, self.loopback)
+            j: end
+            for j, job in pending.items()
+            if due_by(job, end, self.dead_pids, self.dead_watches, self.loopback)
         }
         self.faults.append(Fault("broker down", started, end, affected, "any"))
         say(f"RabbitMQ back (start_app) after {end - started:.1f}s: {len(affected)} job(s) "
@@ -894,7 +965,9 @@ class Bench:
         self.pg.start()
         end = time.time()
         affected = {
-            j: end for j, job in pending.items() if due_by(job, end, self.dead_pids, self.loopback)
+            j: end
+            for j, job in pending.items()
+            if due_by(job, end, self.dead_pids, self.dead_watches, self.loopback)
         }
         self.faults.append(Fault("store down", started, end, affected, "any"))
         say(f"PostgreSQL back (pg_ctl start) after {end - started:.1f}s: {len(affected)} job(s) "
@@ -1028,19 +1101,24 @@ class Bench:
                 history[job_id].append((at.timestamp(), event))
         observed_until = time.time()
 
-        def recovery(job_id: str, since: float, how: str) -> float | None:
+        def recovery(job_id: str, since: float, how: str) -> tuple[float, str] | None:
+            """Seconds from ``since`` until the job moved, and what showed it."""
             job = jobs[job_id]
             finished = epoch(job.finished_at)
+            moments: list[tuple[float, str]] = []
             if how == "started":
-                first = [at for at, ev in history[job_id] if ev == "step.started"]
-                moments = first[:1] + ([finished] if finished else [])
-                return max(0.0, min(moments) - since) if moments else None
-            moments = [at for at, _ in history[job_id] if at > since]
+                moments = [(at, ev) for at, ev in history[job_id] if ev == "step.started"][:1]
+                moments += [(finished, "job ended")] if finished else []
+                return (max(0.0, min(moments)[0] - since), min(moments)[1]) if moments else None
+            moments = [(at, ev) for at, ev in history[job_id] if at > since]
             if how == "any":
-                moments += [at for at in observer.moves(job_id) if at > since]
+                moments += [(at, "updated_at") for at in observer.moves(job_id) if at > since]
             if finished is not None and finished > since:
-                moments.append(finished)
-            return min(moments) - since if moments else None
+                moments.append((finished, "job ended"))
+            if not moments:
+                return None
+            at, what = min(moments)
+            return at - since, what
 
         def counted(job_id: str, since: float, how: str) -> bool:
             # Rows read at an outage that are gone (a submission refused with 503 removes
@@ -1058,7 +1136,8 @@ class Bench:
         for fault in self.faults:
             chosen = {j: t for j, t in fault.affected.items() if counted(j, t, fault.moved)}
             dropped = len(fault.affected) - len(chosen)
-            times = {j: recovery(j, since, fault.moved) for j, since in chosen.items()}
+            found = {j: recovery(j, since, fault.moved) for j, since in chosen.items()}
+            times = {j: None if f is None else f[0] for j, f in found.items()}
             stuck = [j for j, t in times.items() if t is None]
             got = [t for t in times.values() if t is not None]
             every += got + [math.inf] * len(stuck)
@@ -1077,6 +1156,10 @@ class Bench:
             print(f"{fault.name} ({span}): affected {len(times)}{extra}; {figures}")
             if fault.note:
                 print(f"    {fault.note}")
+            if got:
+                slowest = max((f[0], j, f[1]) for j, f in found.items() if f is not None)
+                print(f"    slowest: {jobs[slowest[1]].kind} {slowest[1]}, moved again by "
+                      f"{slowest[2]} at +{chosen[slowest[1]] + slowest[0] - T0:.1f}s")  # fmt: skip
             for job_id in stuck[:3]:
                 job = jobs[job_id]
                 last = [(round(at - T0, 1), ev) for at, ev in history[job_id][-4:]]
@@ -1188,6 +1271,13 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the four faults")
     parser.add_argument("--outage", type=float, default=12.0, help="seconds broker/store are down")
+    parser.add_argument(
+        "--status-delay",
+        type=float,
+        default=0.0,
+        help="seconds /status/<n> takes to answer (longer looks: a killed worker is more "
+        "likely to die holding URL watches)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
     args = parser.parse_args()
