@@ -1010,9 +1010,13 @@ class Bench:
             at(base + 95 + args.outage + 35)
             self.store_outage()
 
-        while not submitters.done():
+        while not submitters.done() and time.time() < T0 + BUDGET - 90:
             time.sleep(0.5)
-        say("all submissions answered; waiting for every job and mail to end")
+        if not submitters.done():
+            submitters.stop.set()
+            say("GAVE UP submitting: the portal did not take every submission in time")
+        else:
+            say("all submissions answered; waiting for every job and mail to end")
         self._drain(subs)
         stop_progress.set()
         submitters.stop.set()
