@@ -158,11 +158,13 @@ def test_a_pass_sends_at_most_its_batch_earliest_due_first(world: World, broker:
         world.pass_time(jobs[-1])
 
     # When passes run with a batch of two
-    sent = [world.reconcile(limit=2) for _ in range(4)]
+    batches = []
+    for _ in range(4):
+        world.reconcile(limit=2)
+        batches.append({job for job, _ in broker.take()})
 
     # Then each pass sent two at most, all five went out once, in the order they came due
-    assert sent == [2, 2, 1, 0]
-    assert [job for job, _ in broker.take()] == jobs
+    assert batches == [set(jobs[:2]), set(jobs[2:4]), set(jobs[4:]), set()]
 
 
 def test_a_pass_stops_at_the_first_refusal_and_the_rest_stay_due_soon(
