@@ -655,6 +655,8 @@ class Fault:
     #: "history": first history entry after; "any": also updated_at; "started": first start.
     moved: str
     note: str = ""
+    #: Of ``affected``, the jobs held up by a URL watch (not a step lease).
+    watched: set[str] = field(default_factory=set)
 
 
 def held_steps(engine: Engine) -> list[tuple[str, str, str, float]]:
@@ -884,7 +886,11 @@ class Bench:
         that is before the claim runs out."""
         assert self.engine is not None
         still = claimed_watches(self.engine)
-        dead = {i: until for i, until in claimed.items() if still.get(i) == until}
+        dead = {
+            i: until
+            for i, until in claimed.items()
+            if still.get(i) == until and i not in self.dead_watches  # not an earlier kill's
+        }
         if not dead:
             return
         self.dead_watches.update(dead)
@@ -899,6 +905,7 @@ class Bench:
             done = self.loopback.done_time((params or {}).get("url"))
             if done < dead[watch_id]:
                 fault.affected[job_id] = max(fault.start, done)
+                fault.watched.add(job_id)
                 stuck += 1
         say(f"{fault.name}: {len(dead)} URL watch(es) left claimed by the killed worker for "
             f"{max(dead.values()) - fault.start:.0f}s; {stuck} job(s) wait on them")  # fmt: skip
@@ -1135,7 +1142,7 @@ class Bench:
 
         print("== recovery: seconds from the fault's end until each affected job moved again")
         every: list[float] = []
-        kills: list[float] = []
+        kills: dict[str, list[float]] = {"a step lease": [], "a URL watch claim": []}
         kill_count = 0
         for fault in self.faults:
             chosen = {j: t for j, t in fault.affected.items() if counted(j, t, fault.moved)}
@@ -1146,8 +1153,10 @@ class Bench:
             got = [t for t in times.values() if t is not None]
             every += got + [math.inf] * len(stuck)
             if fault.name.startswith("worker kill"):
-                kills += got + [math.inf] * len(stuck)
                 kill_count += 1
+                for j, t in times.items():
+                    cause = "a URL watch claim" if j in fault.watched else "a step lease"
+                    kills[cause].append(math.inf if t is None else t)
             span = f"at +{fault.start - T0:.1f}s"
             if fault.end > fault.start:
                 span += f", {fault.end - fault.start:.1f}s long"
@@ -1168,11 +1177,12 @@ class Bench:
                 job = jobs[job_id]
                 last = [(round(at - T0, 1), ev) for at, ev in history[job_id][-4:]]
                 print(f"    never moved: {job.kind} {job_id} {job.status}, history {last}")
-        if kills:
-            print(
-                f"worker kills, all {kill_count}: affected {len(kills)}; "
-                f"max {max(kills):.1f}, p99 {p99(kills):.1f} (lease {LEASE:.0f}s)"
-            )
+        for cause, values in kills.items():
+            if values:
+                print(
+                    f"worker kills, all {kill_count}, jobs held up by {cause}: affected "
+                    f"{len(values)}; max {max(values):.1f}, p99 {p99(values):.1f}"
+                )
         print(f"(observed until +{observed_until - T0:.1f}s)")
 
         print("== totals")
