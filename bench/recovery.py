@@ -1233,7 +1233,9 @@ class Bench:
             f"job and purpose {twice}"
         )
         for mid, n in list((m, n) for m, n in ids.items() if n > 1)[:5]:
-            print(f"    {mid} received {n} times")
+            at = [f"+{t - T0:.1f}s" for t, m, _ in mails if m == mid]
+            about = next(job for _, m, job in mails if m == mid)
+            print(f"    {mid} (about job {about}) received {n} times, at {', '.join(at)}")
         self._log_summary()
         value = p99(every) if every else 0.0
         print(f"recovery_p99={value:.1f}" if value != math.inf else "recovery_p99=inf", flush=True)
