@@ -100,6 +100,14 @@ def _new_lock_in_child() -> None:
 os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
+class _Sent:
+    """What ``send_task`` returns for a run message: its id, and no result backend."""
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
+
+
 class Runtime:
     """Everything a worker, the portal or the CLI needs to run and submit jobs."""
 
@@ -121,6 +129,11 @@ class Runtime:
                 args=[job_id],
                 queue=queue,
                 priority=PRIORITY,
+                # No result: Celery would otherwise build its result backend (a
+                # database connection and CREATE TABLEs) in every portal thread.
+                ignore_result=True,
+                add_to_parent=False,
+                result_cls=_Sent,
                 retry=True,
                 retry_policy={
                     "max_retries": 3,

@@ -40,8 +40,11 @@ __all__ = ["Look", "Seen", "look", "look_due"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a claimed look may take before another reconciler may claim it again.
-CLAIM_SECONDS = 120.0
+#: Seconds a claimed look may take before another reconciler may claim it again: the
+#: longest look (30 s) and its record. Looks are claimed ``parallel`` at a time, so a
+#: reconciler killed mid-look (or a store gone while it records) holds up a few
+#: watches for this long at most.
+CLAIM_SECONDS = 35.0
 #: Steps woken per transaction.
 WAKE_BATCH = 500
 
@@ -107,6 +110,18 @@ def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8, batches: i
 
 
 def _look_batch(store: JobStore, limit: int, parallel: int) -> int:
+    """Look at up to ``limit`` due watches, claiming ``parallel`` at a time."""
+    looked = 0
+    while looked < limit:
+        chunk = min(parallel, limit - looked)
+        done = _look_chunk(store, chunk, parallel)
+        looked += done
+        if done < chunk:
+            break
+    return looked
+
+
+def _look_chunk(store: JobStore, limit: int, parallel: int) -> int:
     claimed = stored.claim_due(store, limit, CLAIM_SECONDS)
     if not claimed:
         return 0

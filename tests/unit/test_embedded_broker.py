@@ -4,8 +4,12 @@ what a worker consumes, and ``down()`` is a real failure that prodinf reports.
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
+from prodinf.config import Settings
 from prodinf.exceptions import BrokerUnavailable
 from prodinf.runtime import RUN_JOB
 from tests.broker import Broker
@@ -44,3 +48,24 @@ def test_a_broker_that_is_down_refuses_and_keeps_what_it_held(broker: Broker) ->
     broker.publish("job-3", "jobs")
     assert sorted(broker.take()) == [("job-1", "jobs"), ("job-3", "jobs")]
     assert broker.messages() == []
+
+
+def test_publishing_a_run_message_never_touches_the_result_backend(home: Path) -> None:
+    # Given a runtime whose Celery result backend is a database that does not answer
+    settings = Settings(home=home, result_backend="db+postgresql+psycopg://nobody@127.0.0.1:9/x")
+    broker = Broker(settings)
+    try:
+        # When run messages are published, from several threads as the portal does
+        threads = [
+            threading.Thread(target=broker.publish, args=(f"job-{i}", "jobs")) for i in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+
+        # Then all three are in the broker: no result backend was built to send them (a
+        # store outage cannot turn a publish into an error)
+        assert sorted(broker.messages()) == [(f"job-{i}", "jobs") for i in range(3)]
+    finally:
+        broker.close()

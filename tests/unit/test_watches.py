@@ -7,6 +7,8 @@ moving ``next_look_at`` into the past, as the clock would.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -21,6 +23,8 @@ from prodinf.mail import outbox_dir
 from prodinf.store import StepRow, WatcherRow, WatchRow
 from prodinf.store.types import utcnow
 from tests.integration.servers import StatusServer
+from tests.loopback import Answer, Loopback, Reply, Request
+from tests.waiting import wait_until
 from tests.world import World
 
 
@@ -191,3 +195,37 @@ def test_a_notification_past_its_deadline_is_mailed_without_the_watch(
     time_passes(notify)
     look_due(notify.store)
     assert watches(notify) == []  # the next look dropped the watcher and the watch
+
+
+def test_looks_are_claimed_a_few_at_a_time(
+    notify: World, http_server: Callable[[Answer], Loopback]
+) -> None:
+    # Given twelve notifications on twelve URLs that answer "running" once, then hang
+    release = threading.Event()
+    seen: dict[str, int] = {}
+
+    def answer(request: Request) -> Reply:
+        seen[request.path] = seen.get(request.path, 0) + 1
+        if seen[request.path] > 1:
+            release.wait(10)
+        return Reply(200, {"status": "running"})
+
+    server = http_server(answer)
+    for i in range(12):
+        submit(notify, f"{server.base}/job/{i}")
+    time_passes(notify)
+
+    # When a reconciler looks with four looks at a time, and they hang
+    looking = threading.Thread(target=look_due, args=(notify.store,), kwargs={"parallel": 4})
+    looking.start()
+    try:
+        wait_until(lambda: sum(seen.values()) >= 16, 10, "four looks in flight")
+
+        # Then only those four watches are claimed: a reconciler killed now would hold
+        # up four watches for CLAIM_SECONDS, not every due one
+        claimed = [w for w in watches(notify) if w.next_look_at > utcnow()]
+        assert len(claimed) == 4
+    finally:
+        release.set()
+        looking.join(30)
+    assert sum(seen.values()) == 24  # and every due watch was looked at in the pass
