@@ -18,6 +18,8 @@ from prodinf.runtime import Runtime, dead_letters, lane
 from tests.conftest import fresh_store
 from tests.integration.core_faults import mariadb_user, postgres_role
 from tests.integration.datasets import core_db, datasets, make_core_db
+from tests.integration.servers import Smtp
+from tests.loopback import free_port
 
 # fixtures for the database kinds
 __all__ = ["core_db", "datasets", "make_core_db", "mariadb_user", "postgres_role"]
@@ -135,3 +137,12 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     rt = Runtime(settings, create_celery(settings))
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[Smtp]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every mail it accepts."""
+    server = Smtp(free_port())
+    server.start()
+    yield server
+    server.stop()

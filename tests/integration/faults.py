@@ -3,8 +3,9 @@
 A mock, used for the one fault a test cannot cause for real at the exact moment it
 needs: a worker that dies *after* a side effect was done and recorded but *before*
 its task was acknowledged. With ``PRODINF_TEST_PAUSE_AFTER_ONCE=<key>`` set, a step
-that records ``ctx.once(<key>, ...)`` then stalls, holding its unacknowledged
-message, so the test can SIGKILL the worker exactly there.
+that records ``<key>`` (``ctx.once(<key>, ...)`` or ``ctx.record(<key>, ...)``, as a
+mail's delivery is) then stalls, holding its unacknowledged message, so the test can
+SIGKILL the worker exactly there.
 """
 
 from __future__ import annotations
@@ -30,3 +31,12 @@ if _KEY:
         return value  # type: ignore[no-any-return]
 
     StepContext.once = _once_then_stall  # type: ignore[method-assign]
+
+    _record = StepContext.record
+
+    def _record_then_stall(self: StepContext, key: str, value: Any) -> None:
+        _record(self, key, value)
+        if key == _KEY:
+            time.sleep(600)
+
+    StepContext.record = _record_then_stall  # type: ignore[method-assign]

@@ -44,14 +44,6 @@ FAULTS = "tests.integration.faults"
 
 
 @pytest.fixture
-def smtp() -> Iterator[Smtp]:
-    server = Smtp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def runtimes() -> Iterator[Callable[[Settings], Runtime]]:
     """Make submitting-side runtimes that are closed even when the test fails."""
     made: list[Runtime] = []

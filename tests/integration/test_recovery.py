@@ -343,14 +343,6 @@ def test_work_resumes_within_the_lease_once_the_store_is_back(
     assert took <= LEASE + 10, f"the last job ended {took:.1f} s after the store came back"
 
 
-@pytest.fixture
-def smtp() -> Iterator[Smtp]:
-    server = Smtp(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_a_worker_killed_after_the_smtp_server_accepted_sends_the_same_message_id_again(
     make: Callable[..., tuple[Settings, Runtime]],
     processes: Processes,
