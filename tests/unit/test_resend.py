@@ -197,7 +197,7 @@ def test_a_pass_stops_at_the_first_refusal_and_the_rest_stay_due_soon(
         assert seconds_ahead(next_run_at(world, job_id)) <= 0
     world.publish = broker.publish
     assert world.reconcile() == 2
-    assert [job for job, _ in broker.take()] == jobs[1:]
+    assert {job for job, _ in broker.take()} == set(jobs[1:])
 
 
 def test_lanes_are_named_after_their_queue() -> None:
