@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from prodinf.config import Settings
-from prodinf.engine.waits import Wait, Watch
+from prodinf.engine.waits import Child, Wait, Watch
 
 __all__ = ["StepContext"]
 
@@ -21,6 +21,7 @@ class _Hooks(Protocol):
     def save_state(self, state: dict[str, Any]) -> None: ...
     def progress(self, message: str) -> None: ...
     def cancel_requested(self) -> bool: ...
+    def children(self) -> dict[str, Any]: ...
 
 
 class StepContext(Generic[P]):
@@ -90,6 +91,20 @@ class StepContext(Generic[P]):
         """A ``Wait`` to return: run this step again in ``seconds`` without holding a worker
         (or sooner, once the ``watch``-ed URL finishes)."""
         return Wait(seconds=seconds, reason=reason, state=state, watch=watch)
+
+    def start(
+        self, children: Sequence[Child], reason: str, *, timeout: float = 7 * 86400, **state: Any
+    ) -> Wait:
+        """A ``Wait`` to return: start ``children`` (those not started yet) and wait for
+        them without holding a worker. Each child's end wakes this step at once; it then
+        reads them with :meth:`children` and returns its output, or ``start``s again
+        to wait for the rest. ``timeout`` is the longest wait (the step runs again then)."""
+        return Wait(seconds=timeout, reason=reason, state=state, children=tuple(children))
+
+    def children(self) -> dict[str, Any]:
+        """The jobs this step started, by name: each a ``ChildJob`` (``id``, ``kind``,
+        ``status``, ``result``, ``error``)."""
+        return self._hooks.children()
 
     def progress(self, message: str) -> None:
         """Show ``message`` as the job's progress (committed at once)."""

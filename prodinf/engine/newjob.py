@@ -26,11 +26,13 @@ def new_job(
     idempotency_key: str | None = None,
     submitted_by: str | None = None,
     notify: dict[str, Any] | None = None,
+    parent: tuple[str, str] | None = None,
 ) -> NewRows:
     """The rows of a queued ``kind`` job with validated, JSON-ready ``params``.
 
     Its ``next_run_at`` is ``resend_after`` from now: unless its message is
     confirmed sent before (``Messages.send``), the reconciler sends it then.
+    ``parent`` (job id, step) makes it a child job, whose end wakes that step.
     """
     job_id = str(uuid.uuid4())
     values: dict[str, Any] = {
@@ -49,6 +51,8 @@ def new_job(
         "created_at": now,
         "updated_at": now,
         "next_run_at": now + timedelta(seconds=settings.resend_after),
+        "parent_id": parent[0] if parent else None,
+        "parent_step": parent[1] if parent else None,
     }
     steps = [
         {

@@ -15,11 +15,12 @@ import socket
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 
 from prodinf.config import Settings
 from prodinf.engine import lifecycle
@@ -27,21 +28,26 @@ from prodinf.engine.context import StepContext
 from prodinf.engine.heartbeat import Heartbeat, Lease
 from prodinf.engine.lifecycle import Lifecycle
 from prodinf.engine.messages import Messages, Publish
+from prodinf.engine.newjob import new_job
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
 from prodinf.engine.steps import Flow, Step
-from prodinf.engine.waits import Wait
+from prodinf.engine.waits import Child, Wait
 from prodinf.exceptions import PermanentError, ProdinfError
 from prodinf.redact import redact, redact_text
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store import leases as held
+from prodinf.store.children import ChildJob, child_key, children_of
 from prodinf.store.rows import JobRows, LockedJob, LockedStep
 from prodinf.store.types import utcnow
 
 __all__ = ["Publish", "Runner", "error_info"]
 
 log = logging.getLogger(__name__)
+
+#: Longest name of a child job within its step (its idempotency key must fit 200).
+MAX_CHILD_NAME = 60
 
 
 @dataclass
@@ -122,7 +128,7 @@ class Runner:
                 if rows is None:
                     log.warning("job %s: gone while %s ran", job_id, action.step.name)
                     return
-                self._record(rows, action, owner, outcome)
+                self._record(conn, rows, action, owner, outcome)
                 action = self._advance(rows, owner, built)
                 rows.save(conn)
             self._publish_spawned(rows)
@@ -205,13 +211,18 @@ class Runner:
 
     def _publish_spawned(self, rows: JobRows) -> None:
         # Committed with the job's status: if a publish fails, the reconciler
-        # sends the message within resend_after.
+        # sends the message within resend_after (a woken parent is due now).
         for new in rows.spawned:
             try:
                 self.messages.send(new.id, new.queue, new.next_run_at)
             except ProdinfError as exc:
                 log.warning("job %s not published yet: %s", new.id, exc)
-        rows.spawned = []
+        for parent, queue in rows.woken:
+            try:
+                self.publish(parent, queue)
+            except ProdinfError as exc:
+                log.warning("woken job %s not published yet: %s", parent, exc)
+        rows.spawned, rows.woken = [], []
 
     # -- running -------------------------------------------------------------
 
@@ -249,7 +260,9 @@ class Runner:
             self.heartbeat.release(lease)
         return _checked(outcome, action.step.name, stored=not action.revert)
 
-    def _record(self, rows: JobRows, action: _Action, owner: str, outcome: _Outcome) -> None:
+    def _record(
+        self, conn: Connection, rows: JobRows, action: _Action, owner: str, outcome: _Outcome
+    ) -> None:
         job = rows.job
         row = next((s for s in rows.steps if s.name == action.step.name), None)
         if row is None or row.lease_owner != owner or row.status not in HELD:
@@ -271,6 +284,13 @@ class Runner:
         policy = action.step.retry
         elapsed = (now - (row.first_attempt_at or now)).total_seconds()
         past_deadline = policy.deadline is not None and elapsed > policy.deadline
+        if error is None and isinstance(outcome.value, Wait) and outcome.value.children:
+            try:
+                if self._start_children(conn, rows, row, outcome.value.children, now):
+                    # every child has ended already: run the step again at once
+                    outcome = _Outcome(value=replace(outcome.value, seconds=0.0), state=None)
+            except ProdinfError as exc:
+                error = PermanentError(f"{name} could not start its jobs: {exc.message}")
         if error is None and isinstance(outcome.value, Wait):
             wait = outcome.value
             if not past_deadline:
@@ -311,6 +331,43 @@ class Runner:
             )
             return
         lifecycle.fail(rows, row, info, trace, now)
+
+    def _start_children(
+        self,
+        conn: Connection,
+        rows: JobRows,
+        row: LockedStep,
+        children: tuple[Child, ...],
+        now: datetime,
+    ) -> bool:
+        """Add the ``children`` not started yet to the rows this transaction writes;
+        return whether every one of them has ended already."""
+        job = rows.job
+        started = children_of(conn, job.id, row.name)
+        for child in children:
+            if child.name in started:
+                continue
+            if not 0 < len(child.name) <= MAX_CHILD_NAME:
+                raise PermanentError(f"child name must be 1 to {MAX_CHILD_NAME} characters")
+            spec = self.registry.get(child.kind)
+            params = spec.validate(child.params)
+            new = new_job(
+                spec,
+                params.model_dump(mode="json"),
+                spec.flow(params),
+                self.settings,
+                now,
+                idempotency_key=child_key(job.id, row.name, child.name),
+                submitted_by=f"job {job.id}",
+                parent=(job.id, row.name),
+            )
+            rows.spawned.append(new)
+            rows.note(
+                "child.started", row.name, f"started {child.kind} job {new.id} as {child.name}"
+            )
+        return all(
+            child.name in started and started[child.name].status in TERMINAL for child in children
+        )
 
 
 def error_info(error: BaseException, step: str | None, attempt: int) -> dict[str, Any]:
@@ -372,3 +429,7 @@ class _Hooks:
 
     def cancel_requested(self) -> bool:
         return held.cancel_requested(self.store, self.lease.job_id)
+
+    def children(self) -> dict[str, ChildJob]:
+        with self.store.transaction() as conn:
+            return children_of(conn, self.lease.job_id, self.lease.step)

@@ -141,6 +141,11 @@ class Jobs:
             self.lifecycle.cancel(rows, utcnow())
             rows.save(conn)
         self._publish_spawned(rows.spawned)
+        for parent, queue in rows.woken:  # a cancelled child wakes its parent's step
+            try:
+                self.publish(parent, queue)
+            except BrokerUnavailable as exc:
+                log.warning("woken job %s not published yet: %s", parent, exc)
         return job_summary(rows.job)
 
     def retry(self, job_id: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_LOOK_BACKOFF", "Wait", "Watch", "look_backoff"]
+__all__ = ["MAX_LOOK_BACKOFF", "Child", "Wait", "Watch", "look_backoff"]
 
 #: Longest pause between looks at a URL that keeps failing.
 MAX_LOOK_BACKOFF = 3600.0
@@ -42,16 +42,33 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class Child:
+    """A job of this prodinf that a step starts and waits for.
+
+    ``name`` is unique within the step (at most 60 characters): the child's
+    idempotency key is made from the parent job, the step and it, so a step that runs
+    again starts no child twice. ``params`` are validated as a submission's are.
+    """
+
+    name: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Wait:
     """Returned by a step to be executed again later, without holding a worker.
 
     ``state`` is merged into the step's persisted state, which the next
     execution reads as ``ctx.state``. With a ``watch``, the step is also woken
     as soon as the watched URL finishes (see :class:`Watch`); ``seconds`` is then
-    how long to wait at most.
+    how long to wait at most. With ``children``, the jobs not started yet are
+    started in the transaction that records the wait, and the end of each wakes
+    the step at once (see :meth:`StepContext.start`).
     """
 
     seconds: float
     reason: str
     state: dict[str, Any] = field(default_factory=dict)
     watch: Watch | None = None
+    children: tuple[Child, ...] = ()

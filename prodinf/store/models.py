@@ -83,10 +83,14 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: When the reconciler should next publish a message for this job.
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The job whose step started this one (``parent_step``); its end wakes that step.
+    parent_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    parent_step: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     __table_args__ = (
         Index("ix_prodinf_jobs_status_next_run_at", "status", "next_run_at"),
         Index("ix_prodinf_jobs_created_at", "created_at"),
+        Index("ix_prodinf_jobs_parent_id", "parent_id", "parent_step"),
     )
 
 

@@ -274,6 +274,9 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
         "result": redact(job.result),
         "error": job.error,
         "notify": redact(job.notify),
+        "parent": (
+            {"id": job.parent_id, "step": job.parent_step} if job.parent_id is not None else None
+        ),
         "steps": [
             {
                 "name": step.name,

@@ -22,6 +22,8 @@ from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text,
 from sqlalchemy.engine import Connection, Dialect
 
 from prodinf.redact import redact, redact_text
+from prodinf.status import TERMINAL
+from prodinf.store.children import wake_parent
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
 from prodinf.store.repository import job_summary
 from prodinf.store.types import utcnow
@@ -134,6 +136,8 @@ class LockedJob(_Tracked):
     notify: dict[str, Any] | None
     submitted_by: str | None
     created_at: datetime
+    parent_id: str | None
+    parent_step: str | None
 
 
 @dataclass(eq=False)
@@ -193,6 +197,9 @@ class JobRows:
     spawned: list[NewRows] = field(default_factory=list)
     #: URL watches the job's waiting steps asked for: (step name, watch), saved by ``save``.
     watches: list[tuple[str, WatchRequest]] = field(default_factory=list)
+    #: (job id, queue) of a parent whose step ``save`` woke as this child ended: its
+    #: message is for the caller to send after commit.
+    woken: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str) -> JobRows | None:
@@ -214,6 +221,11 @@ class JobRows:
         changed = self.job.changes()
         if changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
+            job = self.job
+            if changed.get("status") in TERMINAL and job.parent_id and job.parent_step:
+                queue = wake_parent(conn, job.parent_id, job.parent_step, utcnow())
+                if queue is not None:
+                    self.woken.append((job.parent_id, queue))
         steps = [(step.id, changed) for step in self.steps if (changed := step.changes())]
         if len(steps) == 1:
             step_id, changed = steps[0]

@@ -1,0 +1,83 @@
+"""Child jobs: the jobs a step starts and waits for, and the wake-up of that step.
+
+A child is a job like any other, with ``parent_id`` and ``parent_step`` set and an
+idempotency key made from them and the child's name (``<parent id>/<step>/<name>``),
+so a step run again after a crash starts none twice. When a child ends, the
+transaction that records its end also makes the parent's step due now (if it is
+waiting), and the caller sends the parent's message after the commit: the parent
+runs again at once, not when a poll comes round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from prodinf.status import JobStatus, StepStatus
+from prodinf.store.models import JOBS, STEPS
+
+__all__ = ["ChildJob", "child_key", "children_of", "wake_parent"]
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """A job a step started: its name in that step, and how it stands."""
+
+    name: str
+    id: str
+    kind: str
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+
+
+def child_key(parent_id: str, step: str, name: str) -> str:
+    """The idempotency key of the child ``name`` of ``step`` of job ``parent_id``."""
+    return f"{parent_id}/{step}/{name}"
+
+
+def children_of(conn: Connection, parent_id: str, step: str) -> dict[str, ChildJob]:
+    """The jobs ``step`` of job ``parent_id`` started, by name."""
+    rows = conn.execute(
+        select(
+            JOBS.c.idempotency_key,
+            JOBS.c.id,
+            JOBS.c.kind,
+            JOBS.c.status,
+            JOBS.c.result,
+            JOBS.c.error,
+        ).where(JOBS.c.parent_id == parent_id, JOBS.c.parent_step == step)
+    ).all()
+    prefix = child_key(parent_id, step, "")
+    found = {}
+    for key, job_id, kind, status, result, error in rows:
+        name = str(key).removeprefix(prefix)
+        found[name] = ChildJob(name, job_id, kind, status, result, error)
+    return found
+
+
+def wake_parent(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
+    """Make ``step`` of job ``parent_id`` due now if it is waiting; the parent's queue
+    if it was woken (for its message, after commit), else ``None``."""
+    woken = conn.execute(
+        update(STEPS)
+        .where(
+            STEPS.c.job_id == parent_id,
+            STEPS.c.name == step,
+            STEPS.c.status == StepStatus.WAITING,
+        )
+        .values(due_at=now)
+    )
+    if not woken.rowcount:
+        return None
+    conn.execute(
+        update(JOBS)
+        .where(JOBS.c.id == parent_id, JOBS.c.status == JobStatus.WAITING)
+        .values(next_run_at=now, updated_at=now)
+    )
+    queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id))
+    return None if queue is None else str(queue)
