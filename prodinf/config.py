@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         description="YAML rules mapping changed meta keys to dataset events; unset means the "
         "shipped ones (config/events.yaml).",
     )
+    subscriptions: Path | None = Field(
+        default=None,
+        description="YAML file of the subscriptions: which processes an event starts; unset "
+        "means the shipped example (config/subscriptions.yaml).",
+    )
     metadata_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the database holding dataset registrations; unset means "
@@ -194,6 +199,7 @@ class Settings(BaseSettings):
         "naming_rules",
         "healthchecks",
         "event_rules",
+        "subscriptions",
         "metadata_url",
         mode="before",
     )

@@ -1,7 +1,8 @@
 """The YAML rules files the built-in kinds read, checked when prodinf starts.
 
 Naming rules (``PRODINF_NAMING_RULES``), the healthcheck catalogue
-(``PRODINF_HEALTHCHECKS``) and the event rules (``PRODINF_EVENT_RULES``) are read
+(``PRODINF_HEALTHCHECKS``), the event rules (``PRODINF_EVENT_RULES``) and the
+subscriptions (``PRODINF_SUBSCRIPTIONS``) are read
 by jobs, but a bad file must stop prodinf when it starts, not fail the first job:
 every runtime (portal, worker, CLI) calls :func:`check_rules_files` as it is built.
 Each loader caches the file per version, so jobs do not read it again.
@@ -18,6 +19,7 @@ from prodinf.databases.naming import load_naming_rules
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database.checks.catalogue import load_catalogue
 from prodinf.kinds.database.events import load_event_rules
+from prodinf.kinds.subscriptions import load_subscriptions
 
 __all__ = ["RULES_FILES", "check_rules_files"]
 
@@ -26,6 +28,7 @@ RULES_FILES: dict[str, Callable[[Path | None], Any]] = {
     "naming_rules": load_naming_rules,
     "healthchecks": load_catalogue,
     "event_rules": load_event_rules,
+    "subscriptions": load_subscriptions,
 }
 
 

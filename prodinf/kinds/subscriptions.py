@@ -1,0 +1,310 @@
+"""Subscriptions: which processes an event starts, from ``config/subscriptions.yaml``.
+
+The file (``PRODINF_SUBSCRIPTIONS``; unset means the shipped example) is read and
+checked when prodinf starts, like the other rules files: an unknown field, a bad type,
+a bad glob, an ``after`` naming no subscription, a cycle, or a template that does not
+compile stops it with a message naming the entry and what is wrong. Each entry::
+
+    - name: check-new-core            # unique
+      on: ["dataset.created", "dataset.*"]   # event types, glob patterns
+      where:                          # all optional; every condition must hold
+        dataset: "*_core_*"           # glob on the dataset's name
+        type: core                    # the dataset's type (naming rules)
+        release: 115                  # its release (a number or a list of numbers)
+        payload: {server: "sta*"}     # payload fields: globs on their text
+      run:
+        kind: healthcheck             # a kind of this prodinf
+        params: {database_uri: "{{ payload.server_uri }}/{{ dataset.name }}"}
+      after: [other-subscription]     # run once those succeeded (same event)
+
+Params are rendered with Jinja2's sandbox and strict undefined: a template sees the
+event (``event.type``, ``event.id``, ``event.source``), ``dataset`` (``name``,
+``type``, ``release``, ``assembly``, ...) and ``payload``, and nothing else: no
+files, no shell, no attributes beyond them. A string that is one whole template
+keeps the type of what it renders (``"{{ payload.release }}"`` gives a number).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2.nativetypes import NativeEnvironment
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticError
+
+from prodinf.databases.rulesfile import load_rules_file
+from prodinf.exceptions import ValidationError
+
+__all__ = [
+    "DEFAULT_SUBSCRIPTIONS",
+    "Match",
+    "Subscription",
+    "Subscriptions",
+    "load_subscriptions",
+    "render",
+]
+
+#: The example shipped with prodinf (a copy of ``config/subscriptions.yaml``).
+DEFAULT_SUBSCRIPTIONS = Path(__file__).parent / "defaults" / "subscriptions.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+
+
+class _EventOnly(SandboxedEnvironment):
+    """Jinja2's sandbox, narrowed to reading the event: no method, no call, nothing
+    private (``payload.items`` and ``payload.__class__`` are undefined, so an error)."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        return not attr.startswith("_") and not callable(value)
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        return False
+
+
+class _NativeEventOnly(_EventOnly, NativeEnvironment):
+    """The same, rendering a lone ``{{ ... }}`` to the value's own type."""
+
+
+_JINJA = _EventOnly(undefined=StrictUndefined, autoescape=False)
+_NATIVE = _NativeEventOnly(undefined=StrictUndefined, autoescape=False)
+
+
+class Where(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(default=None, description="Glob on the dataset's name.")
+    type: str | None = Field(default=None, description="The dataset's type.")
+    release: int | list[int] | None = Field(default=None, description="Its release(s).")
+    payload: dict[str, str] = Field(default_factory=dict, description="Globs on payload fields.")
+
+    def holds(self, dataset: dict[str, Any] | None, payload: dict[str, Any]) -> bool:
+        """Whether every condition holds for an event's ``dataset`` and ``payload``."""
+        named = dataset or {}
+        if self.dataset is not None and not _glob(named.get("name"), self.dataset):
+            return False
+        if self.type is not None and named.get("type") != self.type:
+            return False
+        if self.release is not None:
+            wanted = self.release if isinstance(self.release, list) else [self.release]
+            if named.get("release") not in wanted:
+                return False
+        return all(_glob(payload.get(k), pattern) for k, pattern in self.payload.items())
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="A kind of this prodinf.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Params, as templates.")
+
+    @field_validator("params")
+    @classmethod
+    def _templates_compile(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for path, text in _strings(params, "params"):
+            try:
+                _JINJA.from_string(text)
+            except TemplateError as exc:
+                raise ValueError(f"{path}: the template does not compile: {exc}") from None
+        return params
+
+
+class Subscription(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str
+    on: list[str] = Field(min_length=1, description="Event types, glob patterns.")
+    where: Where = Field(default_factory=Where)
+    run: Run
+    after: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must be 1 to 60 letters, digits, '_', '.' or '-'")
+        return name
+
+    @field_validator("on")
+    @classmethod
+    def _globs(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            if not pattern.strip() or pattern.count("[") != pattern.count("]"):
+                raise ValueError(f"{pattern!r} is not a glob pattern of event types")
+        return patterns
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """Whether this subscription wants ``event`` (``type``, ``dataset``, ``payload``)."""
+        if not any(fnmatch.fnmatchcase(event["type"], p) for p in self.on):
+            return False
+        return self.where.holds(event.get("dataset"), event.get("payload") or {})
+
+
+class Match(BaseModel):
+    """What an event starts for one subscription: its kind and rendered params, or why
+    its params did not render."""
+
+    subscription: str
+    kind: str
+    params: dict[str, Any] | None
+    after: list[str]
+    error: str | None = None
+
+
+class Subscriptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscriptions: list[Subscription]
+    source: str = "<memory>"
+
+    @cached_property
+    def by_name(self) -> dict[str, Subscription]:
+        return {s.name: s for s in self.subscriptions}
+
+    def matching(self, event: dict[str, Any]) -> list[Match]:
+        """The processes ``event`` starts, in file order, params rendered. A subscription
+        whose ``after`` names one that does not match the event depends on nothing."""
+        chosen = [s for s in self.subscriptions if s.matches(event)]
+        names = {s.name for s in chosen}
+        found = []
+        for sub in chosen:
+            after = [a for a in sub.after if a in names]
+            try:
+                params = render(sub.run.params, event)
+            except ValidationError as exc:
+                found.append(
+                    Match(
+                        subscription=sub.name,
+                        kind=sub.run.kind,
+                        params=None,
+                        after=after,
+                        error=exc.message,
+                    )
+                )
+                continue
+            found.append(
+                Match(subscription=sub.name, kind=sub.run.kind, params=params, after=after)
+            )
+        return found
+
+    @classmethod
+    def from_document(cls, document: Any, source: str = "<memory>") -> Subscriptions:
+        """Subscriptions from a parsed YAML document; ``ValidationError`` names the entry."""
+
+        def bad(message: str) -> ValidationError:
+            return ValidationError(f"{source}: {message}", field="subscriptions")
+
+        if not isinstance(document, dict) or not isinstance(document.get("subscriptions"), list):
+            raise bad("must be a mapping with a list under `subscriptions`")
+        if set(document) != {"subscriptions"}:
+            raise bad(f"unknown top-level field(s): {sorted(set(document) - {'subscriptions'})}")
+        entries: list[Subscription] = []
+        for index, item in enumerate(document["subscriptions"], 1):
+            label = (
+                f"subscription {item.get('name')!r}"
+                if isinstance(item, dict) and isinstance(item.get("name"), str)
+                else f"subscription {index}"
+            )
+            if isinstance(item, dict) and True in item and "on" not in item:
+                # YAML 1.1 (PyYAML) reads a bare `on` key as the boolean true
+                item = {("on" if k is True else k): v for k, v in item.items()}
+            try:
+                entries.append(Subscription.model_validate(item))
+            except PydanticError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "entry"
+                raise bad(f"{label}: {where}: {first['msg']}") from None
+        seen: set[str] = set()
+        for sub in entries:
+            if sub.name in seen:
+                raise bad(f"subscription {sub.name!r}: the name is used twice")
+            seen.add(sub.name)
+        for sub in entries:
+            for other in sub.after:
+                if other not in seen:
+                    raise bad(f"subscription {sub.name!r}: after: no subscription {other!r}")
+        _no_cycle(entries, bad)
+        return cls(subscriptions=entries, source=source)
+
+
+def load_subscriptions(path: Path | str | None) -> Subscriptions:
+    """The subscriptions of ``path`` (the shipped example when unset), checked."""
+    return load_rules_file(
+        path, DEFAULT_SUBSCRIPTIONS, "subscriptions", "subscriptions", Subscriptions.from_document
+    )
+
+
+def render(params: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every string rendered as a template of ``event``.
+
+    :raises ValidationError: a template reads what the event does not have, or
+        reaches outside it; the message names the param (``params.database_uri``).
+    """
+    context = {
+        "event": {k: event.get(k) for k in ("id", "type", "source", "created_at")},
+        "dataset": event.get("dataset") or {},
+        "payload": event.get("payload") or {},
+    }
+
+    def one(value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            return {k: one(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [one(v, f"{path}.{i}") for i, v in enumerate(value)]
+        if not isinstance(value, str) or "{" not in value:
+            return value
+        environment = _NATIVE if _is_one_expression(value) else _JINJA
+        try:
+            rendered = environment.from_string(value).render(context)
+        except (TemplateError, TypeError, ValueError) as exc:
+            raise ValidationError(f"{path}: {exc}", field=path) from None
+        if isinstance(rendered, Undefined):
+            raise ValidationError(
+                f"{path}: {value!r} reads what the event does not have", field=path
+            )
+        return rendered
+
+    return {k: one(v, f"params.{k}") for k, v in params.items()}
+
+
+def _is_one_expression(text: str) -> bool:
+    try:
+        body = _JINJA.parse(text).body
+    except TemplateError:
+        return False
+    return len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
+
+
+def _glob(value: Any, pattern: str) -> bool:
+    return value is not None and fnmatch.fnmatchcase(str(value), pattern)
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{path}.{i}")]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def _no_cycle(entries: list[Subscription], bad: Any) -> None:
+    after = {s.name: s.after for s in entries}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            raise bad(f"subscription {name!r}: after: a cycle ({cycle})")
+        state[name] = 1
+        for other in after[name]:
+            visit(other, [*trail, name])
+        state[name] = 2
+
+    for sub in entries:
+        visit(sub.name, [])
