@@ -24,12 +24,14 @@ from prodinf.status import StepStatus
 from prodinf.store.types import JSONType, UTCDateTime, utcnow
 
 __all__ = [
+    "EVENTS",
     "HISTORY",
     "JOBS",
     "STEPS",
     "WATCHERS",
     "WATCHES",
     "Base",
+    "EventRow",
     "HistoryRow",
     "JobRow",
     "StepRow",
@@ -176,9 +178,27 @@ class WatcherRow(Base):
     max_errors: Mapped[int] = mapped_column(Integer)
 
 
+class EventRow(Base):
+    """Something that happened to a dataset (append-only), handled by the job ``job_id``."""
+
+    __tablename__ = "prodinf_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    #: What the naming rules read in ``dataset``: type, release, assembly, ...
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    source: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(_EXACT_KEY, nullable=True, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+
 # The tables, for Core statements (the runner's hot path uses no ORM session).
 JOBS = cast(Table, JobRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
 HISTORY = cast(Table, HistoryRow.__table__)
 WATCHES = cast(Table, WatchRow.__table__)
 WATCHERS = cast(Table, WatcherRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)

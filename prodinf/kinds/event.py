@@ -1,0 +1,257 @@
+"""Events: what happens to a dataset starts the processes subscribed to it.
+
+``record_event`` stores an event (type, dataset and what the naming rules read in it,
+payload, source, idempotency key) together with the ``event`` job that handles it, in
+one transaction, then sends the job's message. The subscriptions that match are
+snapshotted into the job's params when the event is recorded, their params rendered
+and validated then: editing the subscriptions file later changes no recorded event,
+and a process whose params do not render or validate fails at once, named, while the
+others run.
+
+The ``event`` job (queue ``event``) has one step that starts each process as a child
+job (:meth:`StepContext.start`) once those it comes ``after`` have succeeded, and is
+woken by each one's end. It ends ``succeeded`` when every process succeeded (an event
+nobody subscribes to succeeds, saying so), else ``failed``, naming the processes that
+failed and those skipped because one they came after did not succeed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+
+from prodinf import Child, Flow, Step, StepContext, job_kind
+from prodinf.config import Settings
+from prodinf.databases.naming import load_naming_rules
+from prodinf.engine.messages import Messages, Publish
+from prodinf.engine.newjob import new_job
+from prodinf.engine.registry import Registry
+from prodinf.exceptions import BrokerUnavailable, PermanentError, ProdinfError, ValidationError
+from prodinf.kinds.subscriptions import Match, load_subscriptions
+from prodinf.status import TERMINAL, JobStatus
+from prodinf.store import JobStore
+from prodinf.store.events import delete_event, event_by_key, insert_event
+from prodinf.store.submissions import delete_job
+from prodinf.store.types import utcnow
+
+__all__ = ["EventParams", "Process", "preview_event", "record_event"]
+
+#: Where a process stands: as its job does, or skipped, ready or blocked by ``after``.
+OK, FAILED, RUNNING = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.RUNNING
+SKIPPED, READY, BLOCKED = "skipped", "ready", "blocked"
+
+#: Longest event type, dataset name and source: the lengths of their columns.
+MAX_TYPE, MAX_DATASET, MAX_SOURCE = 100, 200, 200
+
+
+class Process(BaseModel):
+    """One subscription's process, as the event was recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subscription: str
+    kind: str
+    params: dict[str, Any] | None = None
+    after: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class EventParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(description="The event this job handles.")
+    processes: list[Process] = Field(default_factory=list)
+
+
+def _processes(ctx: StepContext[EventParams]) -> Any:
+    processes = {p.subscription: p for p in ctx.params.processes}
+    if not processes:
+        return {"processes": {}, "message": "no subscription matches this event"}
+    children = ctx.children()
+    state: dict[str, str] = {}  # name -> succeeded | failed | skipped | running | ready | blocked
+    for name, proc in processes.items():
+        if proc.error is not None:
+            state[name] = FAILED
+        elif name in children:
+            status = children[name].status
+            if status not in TERMINAL:
+                state[name] = RUNNING
+            else:
+                state[name] = OK if status == JobStatus.SUCCEEDED else FAILED
+    changed = True
+    while changed:  # settle what is skipped, ready or blocked, following ``after``
+        changed = False
+        for name, proc in processes.items():
+            if name in state and state[name] not in (READY, BLOCKED):
+                continue
+            before = [state.get(a, BLOCKED) for a in proc.after]
+            new = (
+                SKIPPED
+                if any(b in (FAILED, SKIPPED) for b in before)
+                else READY
+                if all(b == OK for b in before)
+                else BLOCKED
+            )
+            if state.get(name) != new:
+                state[name], changed = new, True
+    ready = [
+        Child(name, processes[name].kind, processes[name].params or {})
+        for name, s in state.items()
+        if s == READY or (name in children and children[name].status not in TERMINAL)
+    ]
+    if ready:
+        waiting = sorted(n for n, s in state.items() if s not in (OK, FAILED, SKIPPED))
+        return ctx.start(ready, f"waiting for {', '.join(waiting)}")
+    report = {
+        name: {
+            "status": state[name],
+            "job": children[name].id if name in children else None,
+            **({"error": processes[name].error} if processes[name].error else {}),
+        }
+        for name in processes
+    }
+    failed = sorted(n for n, s in state.items() if s == FAILED)
+    skipped = sorted(n for n, s in state.items() if s == SKIPPED)
+    if failed or skipped:
+        said = f"failed: {', '.join(failed)}" if failed else ""
+        if skipped:
+            said += ("; " if said else "") + f"skipped: {', '.join(skipped)}"
+        raise PermanentError(f"event processes {said}", processes=report)
+    return {"processes": report}
+
+
+@job_kind("event", queue="event", params=EventParams)
+def event(params: EventParams) -> Flow:
+    """Start the processes subscribed to an event, each once its ``after`` succeeded,
+    and wait for them all."""
+    return Flow.of(Step("processes", _processes))
+
+
+def preview_event(
+    settings: Settings, registry: Registry, document: dict[str, Any]
+) -> tuple[dict[str, Any], list[Match]]:
+    """The event ``document`` describes, checked, and the processes it would start, their
+    params rendered and validated (what ``dry_run`` answers). Stores nothing."""
+    event = _checked(settings, document)
+    matches = load_subscriptions(settings.subscriptions).matching(
+        {**event, "dataset": _dataset_view(event)}
+    )
+    for match in matches:
+        if match.error is not None or match.params is None:
+            continue
+        try:
+            spec = registry.get(match.kind)
+            match.params = spec.validate(match.params).model_dump(mode="json")
+        except ProdinfError as exc:
+            match.params, match.error = None, exc.message
+    return event, matches
+
+
+def record_event(
+    store: JobStore,
+    registry: Registry,
+    settings: Settings,
+    publish: Publish,
+    document: dict[str, Any],
+) -> tuple[dict[str, Any], bool]:
+    """Record the event ``document`` describes and send its job; return (the event with
+    its ``processes``, created). A repeated idempotency key returns the first event.
+
+    :raises ValidationError: a field is missing or wrong (the message names it).
+    :raises BrokerUnavailable: the job's message could not be sent; nothing is kept.
+    """
+    key = document.get("idempotency_key")
+    if key is not None:
+        found = event_by_key(store, key) if isinstance(key, str) else None
+        if found is not None:
+            return found, False
+    event, matches = preview_event(settings, registry, document)
+    processes = [Process(**m.model_dump()) for m in matches]
+    params = EventParams(event_id=event["id"], processes=processes)
+    spec = registry.get("event")
+    now = utcnow()
+    job = new_job(
+        spec,
+        params.model_dump(mode="json"),
+        spec.flow(params),
+        settings,
+        now,
+        submitted_by=event["source"],
+    )
+    row = {**event, "created_at": now}
+    try:
+        insert_event(store, row, job)
+    except IntegrityError:
+        found = event_by_key(store, key) if key is not None else None
+        if found is None:
+            raise
+        return found, False
+    try:
+        Messages(store, publish, settings).send(job.id, job.queue, job.next_run_at)
+    except BrokerUnavailable:
+        delete_job(store, job.id)  # the event goes with it (no job handles it)
+        delete_event(store, event["id"])
+        raise
+    shown = {
+        **event,
+        "created_at": now.isoformat(),
+        "job_id": job.id,
+        "status": JobStatus.QUEUED,
+        "processes": [p.model_dump() for p in processes],
+    }
+    return shown, True
+
+
+def _checked(settings: Settings, document: Any) -> dict[str, Any]:
+    """The event's row values from a submitted document; ``ValidationError`` names the field."""
+    if not isinstance(document, dict):
+        raise ValidationError("the body must be a JSON object", field="body")
+    unknown = sorted(set(document) - {"type", "dataset", "payload", "source", "idempotency_key"})
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    kind = document.get("type")
+    if not isinstance(kind, str) or not 0 < len(kind.strip()) <= MAX_TYPE or kind != kind.strip():
+        raise ValidationError(
+            f"type must be an event type of 1 to {MAX_TYPE} characters", field="type"
+        )
+    dataset = document.get("dataset")
+    if dataset is not None and (
+        not isinstance(dataset, str) or not 0 < len(dataset) <= MAX_DATASET
+    ):
+        raise ValidationError(
+            f"dataset must be a database name of 1 to {MAX_DATASET} characters", field="dataset"
+        )
+    payload = document.get("payload", {})
+    if not isinstance(payload, dict):
+        raise ValidationError("payload must be a JSON object", field="payload")
+    source = document.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE):
+        raise ValidationError(f"source must be at most {MAX_SOURCE} characters", field="source")
+    key = document.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+        raise ValidationError(
+            "idempotency_key must be a string of 1 to 200 characters", field="idempotency_key"
+        )
+    attributes = None
+    if dataset is not None:
+        found = load_naming_rules(settings.naming_rules).match(dataset)
+        attributes = found.as_dict() if found is not None else None
+    return {
+        "id": str(uuid.uuid4()),
+        "type": kind,
+        "dataset": dataset,
+        "attributes": attributes,
+        "payload": payload,
+        "source": source,
+        "idempotency_key": key,
+    }
+
+
+def _dataset_view(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What templates and ``where`` see as ``dataset``: its name and attributes."""
+    if event["dataset"] is None:
+        return None
+    return {**(event["attributes"] or {}), "name": event["dataset"]}

@@ -1,0 +1,203 @@
+"""Events on a real SQLite store: recorded with their job, processes started per
+subscription (``after`` as a graph), each once, the event's end naming what failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import prodinf.kinds  # noqa: F401  (registers the event kind)
+from prodinf import Step
+from prodinf.config import Settings
+from prodinf.engine.registry import registry
+from prodinf.exceptions import BrokerUnavailable, ValidationError
+from prodinf.kinds.event import record_event
+from prodinf.store.events import list_events
+from tests.broker import Broker
+from tests.unit.workers import fail_for_good
+from tests.world import World
+
+SUBSCRIPTIONS = """
+subscriptions:
+  - name: first
+    on: ["new_*"]
+    run: {kind: ok, params: {value: "{{ dataset.release }}"}}
+  - name: second
+    on: [new_assembly]
+    run: {kind: ok, params: {value: 2}}
+    after: [first]
+  - name: third
+    on: [new_assembly]
+    where: {type: core}
+    run: {kind: "{{ 'boom' }}", params: {}}
+  - name: broken
+    on: [new_genebuild]
+    run: {kind: ok, params: {value: "{{ payload.missing }}"}}
+  - name: mistyped
+    on: [new_genebuild]
+    run: {kind: ok, params: {value: "not a number"}}
+"""
+
+
+class Value(BaseModel):
+    value: int
+
+
+@pytest.fixture
+def events(tmp_path: Path, settings: Settings) -> Iterator[World]:
+    """A world whose subscriptions are SUBSCRIPTIONS, with the kinds they run."""
+    path = tmp_path / "subscriptions.yaml"
+    path.write_text(SUBSCRIPTIONS.replace("\"{{ 'boom' }}\"", "boom"))
+    w = World(settings.model_copy(update={"subscriptions": path}))
+    w.registry.register(registry.get("event"))
+    w.linear("ok", Step("ok", lambda ctx: ctx.params.value), params=Value)
+    w.linear("boom", Step("boom", fail_for_good))
+    yield w
+    w.close()
+
+
+def record(world: World, **document: Any) -> dict[str, Any]:
+    shown, _ = record_event(world.store, world.registry, world.settings, world.publish, document)
+    return shown
+
+
+def run_all(world: World, event: dict[str, Any]) -> dict[str, Any]:
+    """Drive the event's job and every child it starts until nothing moves."""
+    for _ in range(10):
+        world.drive(event["job_id"])
+        pending = [j for j in world.store.list_jobs()[0] if j["status"] == "queued"]
+        if not pending:
+            break
+        for job in pending:
+            world.drive(job["id"])
+    return world.describe(event["job_id"])
+
+
+def test_processes_run_in_order_once_each_and_the_event_names_what_failed(
+    events: World,
+) -> None:
+    # Given an event three subscriptions match, the second after the first
+    event = record(events, type="new_assembly", dataset="homo_sapiens_core_115_38")
+    assert [p["subscription"] for p in event["processes"]] == ["first", "second", "third"]
+
+    # When its job and the jobs it starts run
+    job = run_all(events, event)
+
+    # Then each process ran once (the first with params rendered from the event), the
+    # second after the first, and the event failed naming the one that failed
+    ran = {j["kind"]: j for j in events.store.list_jobs()[0] if j["kind"] != "event"}
+    assert sorted(j["kind"] for j in events.store.list_jobs()[0]) == ["boom", "event", "ok", "ok"]
+    oks = [events.describe(j["id"]) for j in events.store.list_jobs(kind="ok")[0]]
+    assert sorted(o["result"] for o in oks) == [2, 115]
+    first = next(o for o in oks if o["result"] == 115)
+    second = next(o for o in oks if o["result"] == 2)
+    assert first["finished_at"] <= second["created_at"]
+    assert ran["boom"]["status"] == "failed"
+    assert job["status"] == "failed"
+    assert job["error"]["message"] == "event processes failed: third"
+    assert job["error"]["details"]["processes"]["second"]["status"] == "succeeded"
+
+
+def test_a_failed_process_skips_those_after_it(events: World, tmp_path: Path) -> None:
+    # Given subscriptions where the second comes after one that fails
+    path = tmp_path / "after-boom.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - {name: a, on: [x], run: {kind: boom}}\n"
+        "  - {name: b, on: [x], run: {kind: ok, params: {value: 1}}, after: [a]}\n"
+    )
+    events.settings = events.settings.model_copy(update={"subscriptions": path})
+    event = record(events, type="x")
+
+    # When it runs, the event fails naming the failed one and the skipped one
+    job = run_all(events, event)
+    assert job["error"]["message"] == "event processes failed: a; skipped: b"
+    assert events.store.list_jobs(kind="ok")[1] == 0
+
+
+def test_an_event_nobody_subscribes_to_succeeds_saying_so(events: World) -> None:
+    event = record(events, type="nobody.cares")
+    assert event["processes"] == []
+    job = run_all(events, event)
+    assert job["status"] == "succeeded"
+    assert job["result"]["message"] == "no subscription matches this event"
+
+
+def test_a_process_that_does_not_render_or_validate_fails_named_and_others_run(
+    events: World,
+) -> None:
+    # When an event matches one subscription whose template reads a missing field and
+    # one whose rendered params do not validate, plus one that is fine
+    event = record(
+        events, type="new_genebuild", dataset="homo_sapiens_core_115_38", payload={"x": 1}
+    )
+
+    # Then both are refused at once, naming the subscription's field, the third runs
+    processes = {p["subscription"]: p for p in event["processes"]}
+    assert "params.value" in processes["broken"]["error"]
+    assert "params.value" in processes["mistyped"]["error"]
+    assert processes["first"]["error"] is None
+    job = run_all(events, event)
+    assert job["error"]["message"] == "event processes failed: broken, mistyped"
+    assert [j["status"] for j in events.store.list_jobs(kind="ok")[0]] == ["succeeded"]
+
+
+def test_a_repeated_idempotency_key_records_one_event(events: World) -> None:
+    first, created = record_event(
+        events.store,
+        events.registry,
+        events.settings,
+        events.publish,
+        {"type": "x.y", "idempotency_key": "ev-1"},
+    )
+    again, created_again = record_event(
+        events.store,
+        events.registry,
+        events.settings,
+        events.publish,
+        {"type": "x.y", "idempotency_key": "ev-1"},
+    )
+    assert (created, created_again) == (True, False)
+    assert again["id"] == first["id"]
+    assert list_events(events.store)[1] == 1
+
+
+def test_an_event_whose_job_cannot_be_sent_is_not_kept(settings: Settings, broker: Broker) -> None:
+    world = World(settings, publish=broker.publish)
+    world.registry.register(registry.get("event"))
+    with broker.down(), pytest.raises(BrokerUnavailable):
+        record(world, type="x")
+    assert list_events(world.store)[1] == 0
+    assert world.store.list_jobs()[1] == 0
+    world.close()
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({}, "type"),
+        ({"type": " x"}, "type"),
+        ({"type": "x", "payload": [1]}, "payload"),
+        ({"type": "x", "dataset": 7}, "dataset"),
+        ({"type": "x", "colour": "red"}, "colour"),
+        ({"type": "x", "idempotency_key": ""}, "idempotency_key"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(
+    events: World, document: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        record(events, **document)
+    assert caught.value.field == field
+    assert list_events(events.store)[1] == 0
+
+
+def test_the_dataset_is_read_by_the_naming_rules(events: World) -> None:
+    event = record(events, type="nothing", dataset="homo_sapiens_core_115_38")
+    assert event["attributes"]["type"] == "core"
+    assert event["attributes"]["release"] == 115
+    assert list_events(events.store, dataset="homo_sapiens_core_115_38")[1] == 1
