@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_restx import Api
 
+from prodinf.portal.api.events import ns as events_ns
+from prodinf.portal.api.events import subscriptions_ns
 from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
 from prodinf.portal.api.notifications import ns as notifications_ns
@@ -26,5 +28,7 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(jobs_ns)
     api.add_namespace(kinds_ns)
     api.add_namespace(notifications_ns)
+    api.add_namespace(events_ns)
+    api.add_namespace(subscriptions_ns)
     register_api(api)
     return blueprint, api

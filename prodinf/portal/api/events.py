@@ -1,0 +1,139 @@
+"""``/api/v1/events`` and ``/api/v1/subscriptions``: record what happened to a dataset,
+see which processes it started, and how they stand."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request, url_for
+from flask_restx import Namespace, Resource, fields
+
+from prodinf.exceptions import NotFound, ValidationError
+from prodinf.kinds.event import preview_event, record_event
+from prodinf.kinds.subscriptions import load_subscriptions
+from prodinf.portal.api.jobs import int_arg, job_url, json_object
+from prodinf.portal.current import runtime
+from prodinf.status import JobStatus
+from prodinf.store.children import children_of
+from prodinf.store.events import get_event, list_events
+
+ns = Namespace("events", description="What happens to a dataset, and the processes it starts")
+subscriptions_ns = Namespace("subscriptions", description="Which processes an event starts")
+
+submission = ns.model(
+    "Event",
+    {
+        "type": fields.String(required=True, description="The event type (`new_assembly`)"),
+        "dataset": fields.String(description="The database it concerns"),
+        "payload": fields.Raw(description="A JSON object the subscriptions' templates read"),
+        "source": fields.String(description="Who or what reports it (default: the user)"),
+        "idempotency_key": fields.String(
+            description="Recording the same key again returns the first event"
+        ),
+    },
+)
+error = ns.model("EventError", {"message": fields.String, "field": fields.String})
+
+
+def event_url(event_id: str) -> str:
+    return url_for("api.events_event_item", event_id=event_id, _external=True)
+
+
+def _shown(event: dict[str, Any]) -> dict[str, Any]:
+    job = event.get("job_id")
+    return {**event, "url": event_url(event["id"]), "job": job_url(job) if job else None}
+
+
+@ns.route("")
+class EventList(Resource):  # type: ignore[misc]
+    @ns.doc(
+        params={
+            "type": "Only events of this type",
+            "dataset": "Only events about this dataset",
+            "status": "Only events whose job is in this status",
+            "limit": "Page size, 1-500 (default 50)",
+            "offset": "Events to skip (default 0)",
+        }
+    )
+    @ns.response(400, "Bad filter", error)
+    def get(self) -> dict[str, Any]:
+        """Events, newest first, filtered by type, dataset and status, a page at a time."""
+        status = request.args.get("status") or None
+        if status is not None and status not in tuple(JobStatus):
+            raise ValidationError(f"status must be one of {', '.join(JobStatus)}", field="status")
+        limit = int_arg("limit", 50, 1, 500)
+        offset = int_arg("offset", 0, 0, 10**9)
+        items, total = list_events(
+            runtime().store,
+            type=request.args.get("type") or None,
+            dataset=request.args.get("dataset") or None,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
+        return {
+            "items": [_shown(e) for e in items],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @ns.expect(submission)
+    @ns.doc(params={"dry_run": "true: answer the processes it would start; store nothing"})
+    @ns.response(201, "Recorded, with the processes it starts")
+    @ns.response(200, "An event with this idempotency key exists, or a dry run")
+    @ns.response(400, "Invalid event; `field` names what is wrong", error)
+    @ns.response(503, "Store or broker unavailable; nothing was recorded", error)
+    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
+        """Record an event; its job starts every process subscribed to it."""
+        body = json_object()
+        rt = runtime()
+        if "source" not in body and request.headers.get("X-Prodinf-User"):
+            body = {**body, "source": request.headers["X-Prodinf-User"]}
+        if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
+            event, matches = preview_event(rt.settings, rt.registry, body)
+            processes = [m.model_dump() for m in matches]
+            return {**event, "id": None, "processes": processes, "dry_run": True}, 200, {}
+        event, created = record_event(rt.store, rt.registry, rt.settings, rt.publish, body)
+        url = event_url(event["id"])
+        return _shown(event), 201 if created else 200, {"Location": url}
+
+
+@ns.route("/<string:event_id>")
+class EventItem(Resource):  # type: ignore[misc]
+    @ns.response(404, "No such event", error)
+    def get(self, event_id: str) -> dict[str, Any]:
+        """An event, and each process: its subscription, job and status."""
+        rt = runtime()
+        event = get_event(rt.store, event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id!r}", field="event_id")
+        processes: list[dict[str, Any]] = []
+        if event.get("job_id"):
+            job = rt.store.describe(event["job_id"])
+            with rt.store.transaction() as conn:
+                children = children_of(conn, event["job_id"], "processes")
+            for proc in job["params"].get("processes", []):
+                child = children.get(proc["subscription"])
+                processes.append(
+                    {
+                        "subscription": proc["subscription"],
+                        "kind": proc["kind"],
+                        "after": proc["after"],
+                        "error": proc["error"],
+                        "job": job_url(child.id) if child else None,
+                        "status": child.status if child else None,
+                    }
+                )
+        return {**_shown(event), "processes": processes}
+
+
+@subscriptions_ns.route("")
+class SubscriptionList(Resource):  # type: ignore[misc]
+    def get(self) -> dict[str, Any]:
+        """The subscriptions this prodinf runs, as its file states them."""
+        subs = load_subscriptions(runtime().settings.subscriptions)
+        return {
+            "source": subs.source,
+            "items": [s.model_dump(mode="json") for s in subs.subscriptions],
+        }
