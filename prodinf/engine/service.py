@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -18,6 +19,7 @@ from prodinf.engine.registry import Registry
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 from prodinf.store import JobStore, job_summary
+from prodinf.store.children import open_children
 from prodinf.store.rows import JobRows, NewRows
 from prodinf.store.submissions import Keyed, delete_job, find_by_key, insert_job
 from prodinf.store.types import utcnow
@@ -133,19 +135,24 @@ class Jobs:
             self.messages.send(job.summary["id"], job.queue, job.next_run_at)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel a queued or waiting job now; a running one stops after its current step."""
+        """Cancel a queued or waiting job now; a running one stops after its current step.
+        The jobs its steps started and that still run are cancelled too."""
         with self.store.transaction() as conn:
             rows = self._locked(conn, job_id)
             if rows.job.status in TERMINAL:
                 raise Conflict(f"job {job_id} has already {rows.job.status}", field="id")
             self.lifecycle.cancel(rows, utcnow())
             rows.save(conn)
+            children = open_children(conn, job_id)
         self._publish_spawned(rows.spawned)
         for parent, queue in rows.woken:  # a cancelled child wakes its parent's step
             try:
                 self.publish(parent, queue)
             except BrokerUnavailable as exc:
                 log.warning("woken job %s not published yet: %s", parent, exc)
+        for child in children:  # each in its own transaction, after the parent's
+            with contextlib.suppress(Conflict):  # it ended meanwhile
+                self.cancel(child)
         return job_summary(rows.job)
 
     def retry(self, job_id: str) -> dict[str, Any]:

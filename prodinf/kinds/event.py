@@ -33,6 +33,7 @@ from prodinf.exceptions import BrokerUnavailable, PermanentError, ProdinfError, 
 from prodinf.kinds.subscriptions import Match, load_subscriptions
 from prodinf.status import TERMINAL, JobStatus
 from prodinf.store import JobStore
+from prodinf.store.children import ChildJob
 from prodinf.store.events import delete_event, event_by_key, insert_event
 from prodinf.store.submissions import delete_job
 from prodinf.store.types import utcnow
@@ -67,25 +68,42 @@ class EventParams(BaseModel):
 
 
 def _processes(ctx: StepContext[EventParams]) -> Any:
+    """Start what is ready, wait for what runs, end when every process is over.
+
+    A ``retry`` of the event clears this step's state: the next execution finds the
+    processes of the earlier round, keeps those that succeeded and starts the failed
+    and skipped ones again, as ``<subscription>~<round>``.
+    """
     processes = {p.subscription: p for p in ctx.params.processes}
     if not processes:
         return {"processes": {}, "message": "no subscription matches this event"}
     children = ctx.children()
-    state: dict[str, str] = {}  # name -> succeeded | failed | skipped | running | ready | blocked
-    for name, proc in processes.items():
+    rounds = [_round_of(name) for name in children]
+    this = int(ctx.state.get("round") or (max(rounds) + 1 if rounds else 1))
+
+    def named(sub: str) -> str:
+        return sub if this == 1 else f"{sub}~{this}"
+
+    used: dict[str, ChildJob] = {}  # the child that stands for each subscription
+    for name, child in sorted(children.items(), key=lambda item: _round_of(item[0])):
+        sub = name.split("~", 1)[0]
+        if name == named(sub) or child.status == JobStatus.SUCCEEDED:
+            used[sub] = child
+    state: dict[str, str] = {}  # succeeded | failed | running | skipped | ready | blocked
+    for sub, proc in processes.items():
         if proc.error is not None:
-            state[name] = FAILED
-        elif name in children:
-            status = children[name].status
+            state[sub] = FAILED
+        elif sub in used:
+            status = used[sub].status
             if status not in TERMINAL:
-                state[name] = RUNNING
+                state[sub] = RUNNING
             else:
-                state[name] = OK if status == JobStatus.SUCCEEDED else FAILED
+                state[sub] = OK if status == JobStatus.SUCCEEDED else FAILED
     changed = True
     while changed:  # settle what is skipped, ready or blocked, following ``after``
         changed = False
-        for name, proc in processes.items():
-            if name in state and state[name] not in (READY, BLOCKED):
+        for sub, proc in processes.items():
+            if sub in state and state[sub] not in (READY, BLOCKED):
                 continue
             before = [state.get(a, BLOCKED) for a in proc.after]
             new = (
@@ -95,23 +113,23 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
                 if all(b == OK for b in before)
                 else BLOCKED
             )
-            if state.get(name) != new:
-                state[name], changed = new, True
-    ready = [
-        Child(name, processes[name].kind, processes[name].params or {})
-        for name, s in state.items()
-        if s == READY or (name in children and children[name].status not in TERMINAL)
+            if state.get(sub) != new:
+                state[sub], changed = new, True
+    going = [
+        Child(named(sub), processes[sub].kind, processes[sub].params or {})
+        for sub, s in state.items()
+        if s in (READY, RUNNING)
     ]
-    if ready:
+    if going:
         waiting = sorted(n for n, s in state.items() if s not in (OK, FAILED, SKIPPED))
-        return ctx.start(ready, f"waiting for {', '.join(waiting)}")
+        return ctx.start(going, f"waiting for {', '.join(waiting)}", round=this)
     report = {
-        name: {
-            "status": state[name],
-            "job": children[name].id if name in children else None,
-            **({"error": processes[name].error} if processes[name].error else {}),
+        sub: {
+            "status": state[sub],
+            "job": used[sub].id if sub in used else None,
+            **({"error": processes[sub].error} if processes[sub].error else {}),
         }
-        for name in processes
+        for sub in processes
     }
     failed = sorted(n for n, s in state.items() if s == FAILED)
     skipped = sorted(n for n, s in state.items() if s == SKIPPED)
@@ -121,6 +139,12 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
             said += ("; " if said else "") + f"skipped: {', '.join(skipped)}"
         raise PermanentError(f"event processes {said}", processes=report)
     return {"processes": report}
+
+
+def _round_of(name: str) -> int:
+    """The round a child was started in: ``check`` is 1, ``check~3`` is 3."""
+    _, _, number = name.partition("~")
+    return int(number) if number.isdigit() else 1
 
 
 @job_kind("event", queue="event", params=EventParams)

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from prodinf.status import JobStatus, StepStatus
+from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import JOBS, STEPS
 
-__all__ = ["ChildJob", "child_key", "children_of", "wake_parent"]
+__all__ = ["ChildJob", "child_key", "children_of", "open_children", "wake_parent"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,18 @@ def children_of(conn: Connection, parent_id: str, step: str) -> dict[str, ChildJ
         name = str(key).removeprefix(prefix)
         found[name] = ChildJob(name, job_id, kind, status, result, error)
     return found
+
+
+def open_children(conn: Connection, parent_id: str) -> list[str]:
+    """The ids of the jobs any step of job ``parent_id`` started that have not ended."""
+    return [
+        str(job_id)
+        for job_id in conn.scalars(
+            select(JOBS.c.id).where(
+                JOBS.c.parent_id == parent_id, JOBS.c.status.not_in(sorted(TERMINAL))
+            )
+        )
+    ]
 
 
 def wake_parent(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:

@@ -11,10 +11,10 @@ import pytest
 from pydantic import BaseModel
 
 import prodinf.kinds  # noqa: F401  (registers the event kind)
-from prodinf import Step
+from prodinf import Step, StepContext
 from prodinf.config import Settings
 from prodinf.engine.registry import registry
-from prodinf.exceptions import BrokerUnavailable, ValidationError
+from prodinf.exceptions import BrokerUnavailable, PermanentError, ValidationError
 from prodinf.kinds.event import record_event
 from prodinf.store.events import list_events
 from tests.broker import Broker
@@ -201,3 +201,55 @@ def test_the_dataset_is_read_by_the_naming_rules(events: World) -> None:
     assert event["attributes"]["type"] == "core"
     assert event["attributes"]["release"] == 115
     assert list_events(events.store, dataset="homo_sapiens_core_115_38")[1] == 1
+
+
+def test_retry_runs_only_the_failed_and_skipped_processes(events: World, tmp_path: Path) -> None:
+    # Given an event whose first process fails while a cause file exists, a second
+    # that comes after it, and a third that succeeds
+    cause = tmp_path / "cause"
+    cause.write_text("bad")
+    path = tmp_path / "retry.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - {name: a, on: [x], run: {kind: picky, params: {cause: '{{ payload.cause }}'}}}\n"
+        "  - {name: b, on: [x], run: {kind: ok, params: {value: 2}}, after: [a]}\n"
+        "  - {name: c, on: [x], run: {kind: ok, params: {value: 3}}}\n"
+    )
+    events.settings = events.settings.model_copy(update={"subscriptions": path})
+    events.linear("picky", Step("picky", picky), params=Cause)
+    event = record(events, type="x", payload={"cause": str(cause)})
+    assert run_all(events, event)["error"]["message"] == "event processes failed: a; skipped: b"
+
+    # When the cause is fixed and the event retried
+    cause.unlink()
+    events.jobs.retry(event["job_id"])
+    job = run_all(events, event)
+
+    # Then it succeeds, having run a and b again and c only once
+    assert job["status"] == "succeeded"
+    kinds = sorted(j["kind"] for j in events.store.list_jobs()[0] if j["kind"] != "event")
+    assert kinds == ["ok", "ok", "picky", "picky"]
+    assert {p["status"] for p in job["result"]["processes"].values()} == {"succeeded"}
+
+
+def test_cancelling_an_event_cancels_its_running_processes(events: World) -> None:
+    # Given an event whose processes are running
+    event = record(events, type="new_assembly", dataset="homo_sapiens_core_115_38")
+    events.drive(event["job_id"])
+    started = [j["id"] for j in events.store.list_jobs()[0] if j["kind"] != "event"]
+    assert started
+
+    # When the event is cancelled, so are they
+    events.jobs.cancel(event["job_id"])
+    assert {events.describe(j)["status"] for j in started} == {"cancelled"}
+    assert events.describe(event["job_id"])["status"] == "cancelled"
+
+
+class Cause(BaseModel):
+    cause: str
+
+
+def picky(ctx: StepContext) -> str:
+    if Path(ctx.params.cause).exists():
+        raise PermanentError(f"{ctx.params.cause} exists")
+    return "fine"
