@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,19 @@ def start_workers(processes: Processes, settings: Settings, **event_env: str) ->
     processes.worker(settings, queues=settings.queue_jobs, name="jobs")
 
 
+def all_succeed(runtime: Runtime, events: Settings, log: Path, tmp_path: Path) -> dict[str, Any]:
+    """Record a new_assembly whose four processes will all succeed (no cause file)."""
+    payload = {"log": str(log), "cause": str(tmp_path / "none")}
+    event, _ = record_event(
+        runtime.store,
+        runtime.registry,
+        events,
+        runtime.publish,
+        {"type": "new_assembly", "payload": payload},
+    )
+    return event
+
+
 def when(text: str | None) -> datetime:
     assert text is not None
     return datetime.fromisoformat(text)
@@ -118,13 +132,7 @@ def test_each_end_wakes_the_event_at_once(
     # Given workers, and an event whose four processes all succeed
     start_workers(processes, events)
     log = tmp_path / "effects.txt"
-    event, _ = record_event(
-        runtime.store,
-        runtime.registry,
-        events,
-        runtime.publish,
-        {"type": "new_assembly", "payload": {"log": str(log), "cause": str(tmp_path / "none")}},
-    )
+    event = all_succeed(runtime, events, log, tmp_path)
 
     # When it runs to its end
     job = wait_for_job(runtime, event["job_id"], 120, logs=processes.logs)
@@ -147,13 +155,7 @@ def test_a_worker_killed_after_starting_the_processes_starts_none_twice(
     marker = tmp_path / "started"
     start_workers(processes, events, PRODINF_TEST_DIE_BEFORE_PUBLISH=str(marker))
     log = tmp_path / "effects.txt"
-    event, _ = record_event(
-        runtime.store,
-        runtime.registry,
-        events,
-        runtime.publish,
-        {"type": "new_assembly", "payload": {"log": str(log), "cause": str(tmp_path / "none")}},
-    )
+    event = all_succeed(runtime, events, log, tmp_path)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline, processes.logs()
