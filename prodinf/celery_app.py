@@ -28,6 +28,7 @@ from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
     RECONCILE,
+    SUBMIT_EVENT,
     dead_letters,
     lane,
     runtime_for,
@@ -71,7 +72,8 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
             EMAIL_WHEN_COMPLETE: {
                 "queue": settings.queue_email,
                 "routing_key": settings.queue_email,
-            }
+            },
+            SUBMIT_EVENT: {"queue": settings.queue_event, "routing_key": settings.queue_event},
         },
         task_create_missing_queues=False,
         task_serializer="json",

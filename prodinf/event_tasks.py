@@ -6,7 +6,12 @@ when imported. Started without ``-Q``, its worker consumes only the event queue.
 
 from prodinf.celery_app import create_celery
 from prodinf.config import get_settings
+from prodinf.runtime import SUBMIT_EVENT
 
 app = create_celery(get_settings(), consume="event")
 
-__all__ = ["app"]
+#: ``submit_event.delay(type, dataset=..., payload=...)``: record an event; its job
+#: starts every process subscribed to it.
+submit_event = app.tasks[SUBMIT_EVENT]
+
+__all__ = ["app", "submit_event"]

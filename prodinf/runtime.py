@@ -37,6 +37,7 @@ __all__ = [
     "PRIORITY",
     "RECONCILE",
     "RUN_JOB",
+    "SUBMIT_EVENT",
     "Runtime",
     "dead_letters",
     "lane",
@@ -50,6 +51,8 @@ RUN_JOB = "prodinf.run_job"
 RECONCILE = "prodinf.reconcile"
 #: Name of ``email_when_complete.delay(url, address)``, routed to the email queue.
 EMAIL_WHEN_COMPLETE = "prodinf.email_when_complete"
+#: Name of ``submit_event.delay(type, dataset=..., payload=...)``, routed to the event queue.
+SUBMIT_EVENT = "prodinf.submit_event"
 
 #: The priority every message is sent with. Classic queues are declared with
 #: ``x-max-priority`` 5 (as before lanes existed: a queue is never redeclared with

@@ -16,10 +16,12 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from prodinf.exceptions import BrokerUnavailable, StoreUnavailable
+from prodinf.kinds.event import record_event
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     RECONCILE,
     RUN_JOB,
+    SUBMIT_EVENT,
     Runtime,
     lane,
     runtime_for,
@@ -99,3 +101,36 @@ def register_tasks(app: Any) -> None:
             log.warning("email_when_complete %s: %s; trying again", self.request.id, exc)
             raise self.again_soon(exc) from exc
         raise Ignore()
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=SUBMIT_EVENT, shared=False, bind=True, ignore_result=False, max_retries=None
+    )
+    def submit_event(
+        self: ProdinfTask,
+        type: str,
+        dataset: str | None = None,
+        payload: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """Record an event; its job starts every process subscribed to it.
+
+        Idempotent on the task id (a redelivered message records nothing new). The
+        result is ``{"id", "job_id", "processes"}``: the event and what it starts. Bad
+        input fails the task at once with a ``ValidationError`` naming the field.
+        """
+        document: dict[str, Any] = {
+            "type": type,
+            "payload": payload or {},
+            "source": source or "celery:submit_event",
+            "idempotency_key": f"celery-task:{self.request.id}",
+        }
+        if dataset is not None:
+            document["dataset"] = dataset
+        rt = self.runtime
+        try:
+            event, _ = record_event(rt.store, rt.registry, rt.settings, rt.publish, document)
+        except (StoreUnavailable, BrokerUnavailable) as exc:
+            log.warning("submit_event %s: %s; trying again", self.request.id, exc)
+            raise self.again_soon(exc) from exc
+        processes = [p["subscription"] for p in event.get("processes", [])]
+        return {"id": event["id"], "job_id": event["job_id"], "processes": processes}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import click
 
 from prodinf.cli.admin import config_cmd, db
+from prodinf.cli.events import event_cmd
 from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
 from prodinf.cli.serve import portal, scheduler, up, worker
 
@@ -33,6 +34,7 @@ for command in (
     portal,
     post,
     notify,
+    event_cmd,
     show,
     cancel,
     retry,

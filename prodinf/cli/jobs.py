@@ -27,8 +27,11 @@ STATUS_STYLE = {
 }
 
 
-def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]:
-    """``key=value`` pairs (values parsed as JSON when they are JSON) over ``--json``."""
+def parse_params(
+    pairs: tuple[str, ...], raw_json: str | None, option: str = "--param"
+) -> dict[str, Any]:
+    """``key=value`` pairs of ``option`` (values parsed as JSON when they are JSON) over
+    ``--json``."""
     params: dict[str, Any] = {}
     if raw_json:
         try:
@@ -41,7 +44,7 @@ def parse_params(pairs: tuple[str, ...], raw_json: str | None) -> dict[str, Any]
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValidationError(f"--param {pair!r} is not key=value", field="--param")
+            raise ValidationError(f"{option} {pair!r} is not key=value", field=option)
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flask import Flask
 from flask.testing import FlaskClient
 
+from prodinf.exceptions import ValidationError
+from prodinf.runtime import SUBMIT_EVENT, Runtime
+from prodinf.store.events import list_events
 from tests.embedded import messages
 
 EVENTS = "/api/v1/events"
@@ -87,3 +91,27 @@ def test_the_subscriptions_are_listed_as_the_file_states_them(client: FlaskClien
         "copy-new-assembly",
         "check-new-assembly",
     ]
+
+
+def test_submit_event_records_once_per_task_id(app: Flask, home: Path) -> None:
+    # Given the Celery task ``submit_event.delay(...)`` sends (run here, in this process)
+    runtime: Runtime = app.extensions["prodinf"]
+    task = runtime.celery.tasks[SUBMIT_EVENT]
+
+    # When it runs twice with one task id (a redelivered message)
+    kwargs = {"dataset": NEW_ASSEMBLY["dataset"], "payload": NEW_ASSEMBLY["payload"]}
+    first = task.apply(args=["new_assembly"], kwargs=kwargs, task_id="t-1").get()
+    again = task.apply(args=["new_assembly"], kwargs=kwargs, task_id="t-1").get()
+
+    # Then one event was recorded, with what it starts, and its job was sent once
+    assert first["id"] == again["id"]
+    assert sorted(first["processes"]) == ["check-new-assembly", "copy-new-assembly"]
+    assert list_events(runtime.store)[1] == 1
+    assert [m["args"] for m in messages(home)] == [[first["job_id"]]]
+
+
+def test_submit_event_with_bad_input_fails_naming_the_field(app: Flask) -> None:
+    runtime: Runtime = app.extensions["prodinf"]
+    result = runtime.celery.tasks[SUBMIT_EVENT].apply(args=["new_assembly"], kwargs={"payload": 3})
+    assert isinstance(result.result, ValidationError)
+    assert result.result.field == "payload"
