@@ -44,8 +44,25 @@ def register_api(api: Api) -> None:
         return body_for(exc)
 
 
+class _OutageInOneLine(logging.Filter):
+    """An outage answered 503 (a ``TransientError``: the store or broker down) is logged
+    as one warning line, not an error with a traceback per request (flask-restx logs
+    every answer of 500 or more with its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, TransientError):
+            record.msg = f"{record.getMessage()}: answered 503: {exc.message}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def register(app: Flask) -> None:
     """Errors outside the API: JSON for ``/api`` and ``/health``, an HTML page elsewhere."""
+    app.logger.addFilter(_OutageInOneLine())
 
     @app.errorhandler(Exception)
     def handle(exc: Exception) -> Any:

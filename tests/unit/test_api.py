@@ -589,8 +589,12 @@ def test_unreachable_store_is_a_503_without_the_password(
         assert_clean_error(response, 503, None)
         assert "store" in response.json["message"]  # type: ignore[index]
         assert response.headers["Retry-After"]
-    # and nothing the portal logged shows the password either
+    # and nothing the portal logged shows the password either, nor a traceback: each
+    # outage answer is one warning line
     assert PASSWORD not in caplog.text
+    assert "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.ERROR]
+    assert any("answered 503" in r.getMessage() for r in caplog.records)
 
 
 # -- secrets ---------------------------------------------------------------------------------
