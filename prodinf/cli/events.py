@@ -8,8 +8,7 @@ import json
 import click
 
 from prodinf.cli.common import make_runtime, reports_errors
-from prodinf.cli.jobs import follow, parse_params, print_job
-from prodinf.status import JobStatus
+from prodinf.cli.jobs import follow_to_end, parse_params
 
 
 @click.command("event")
@@ -61,9 +60,5 @@ def event_cmd(
     event, created = record_event(rt.store, rt.registry, rt.settings, rt.publish, document)
     starts = ", ".join(p["subscription"] for p in event.get("processes", [])) or "nothing"
     click.echo(f"{'recorded' if created else 'existing'} event {event['id']}: starts {starts}")
-    if not wait:
-        return
-    detail = follow(rt, event["job_id"], timeout)
-    print_job(detail)
-    if detail["status"] != JobStatus.SUCCEEDED:
-        raise SystemExit(1)
+    if wait:
+        follow_to_end(rt, event["job_id"], timeout)

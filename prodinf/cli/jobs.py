@@ -102,12 +102,8 @@ def post(
         notify=notify or None,
     )
     click.echo(f"{'submitted' if created else 'existing'} {job['kind']} job {job['id']}")
-    if not wait:
-        return
-    detail = follow(rt, job["id"], timeout)
-    print_job(detail)
-    if detail["status"] != JobStatus.SUCCEEDED:
-        raise SystemExit(1)
+    if wait:
+        follow_to_end(rt, job["id"], timeout)
 
 
 @click.command()
@@ -129,9 +125,13 @@ def notify(
         params["interval"] = interval
     job, _ = rt.jobs.submit("email_when_complete", params, submitted_by=getpass.getuser())
     click.echo(f"notification {job['id']}: {address} will be mailed when {url} is done")
-    if not wait:
-        return
-    detail = follow(rt, job["id"], timeout)
+    if wait:
+        follow_to_end(rt, job["id"], timeout)
+
+
+def follow_to_end(rt: Any, job_id: str, timeout: float | None) -> None:
+    """``--wait``: follow the job, print how it ended, and exit 1 unless it succeeded."""
+    detail = follow(rt, job_id, timeout)
     print_job(detail)
     if detail["status"] != JobStatus.SUCCEEDED:
         raise SystemExit(1)

@@ -24,7 +24,7 @@ from prodinf.store.rows import JobRows, NewRows
 from prodinf.store.submissions import Keyed, delete_job, find_by_key, insert_job
 from prodinf.store.types import utcnow
 
-__all__ = ["Jobs"]
+__all__ = ["Jobs", "check_key"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Jobs:
         _storable(stored_params, "params", MAX_PARAMS_DEPTH)  # and what is written
         flow = spec.flow(validated)
         if idempotency_key is not None:
-            _check_key(idempotency_key)
+            check_key(idempotency_key)
         if submitted_by is not None:
             _check_submitted_by(submitted_by)
         stored_notify = parse_notify(notify, self.registry)
@@ -193,7 +193,7 @@ class Jobs:
         return rows
 
 
-def _check_key(key: Any) -> None:
+def check_key(key: Any) -> None:
     """Raise ``ValidationError`` unless ``key`` is an idempotency key every store compares exactly.
 
     Surrounding whitespace is refused: MySQL/MariaDB ignore trailing spaces when

@@ -29,6 +29,7 @@ from prodinf.databases.naming import load_naming_rules
 from prodinf.engine.messages import Messages, Publish
 from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
+from prodinf.engine.service import check_key
 from prodinf.exceptions import BrokerUnavailable, PermanentError, ProdinfError, ValidationError
 from prodinf.kinds.subscriptions import Match, load_subscriptions
 from prodinf.status import TERMINAL, JobStatus
@@ -255,10 +256,8 @@ def _checked(settings: Settings, document: Any) -> dict[str, Any]:
     if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE):
         raise ValidationError(f"source must be at most {MAX_SOURCE} characters", field="source")
     key = document.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-        raise ValidationError(
-            "idempotency_key must be a string of 1 to 200 characters", field="idempotency_key"
-        )
+    if key is not None:
+        check_key(key)
     attributes = None
     if dataset is not None:
         found = load_naming_rules(settings.naming_rules).match(dataset)
