@@ -32,14 +32,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
-from jinja2.nativetypes import NativeEnvironment
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
 from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
+from prodinf.templating import check_templates, render_templates
 
 __all__ = [
     "DEFAULT_SUBSCRIPTIONS",
@@ -53,25 +51,6 @@ __all__ = [
 #: The example shipped with prodinf (a copy of ``config/subscriptions.yaml``).
 DEFAULT_SUBSCRIPTIONS = Path(__file__).parent / "defaults" / "subscriptions.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
-
-
-class _EventOnly(SandboxedEnvironment):
-    """Jinja2's sandbox, narrowed to reading the event: no method, no call, nothing
-    private (``payload.items`` and ``payload.__class__`` are undefined, so an error)."""
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        return not attr.startswith("_") and not callable(value)
-
-    def is_safe_callable(self, obj: Any) -> bool:
-        return False
-
-
-class _NativeEventOnly(_EventOnly, NativeEnvironment):
-    """The same, rendering a lone ``{{ ... }}`` to the value's own type."""
-
-
-_JINJA = _EventOnly(undefined=StrictUndefined, autoescape=False)
-_NATIVE = _NativeEventOnly(undefined=StrictUndefined, autoescape=False)
 
 
 class Where(BaseModel):
@@ -105,11 +84,7 @@ class Run(BaseModel):
     @field_validator("params")
     @classmethod
     def _templates_compile(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for path, text in _strings(params, "params"):
-            try:
-                _JINJA.from_string(text)
-            except TemplateError as exc:
-                raise ValueError(f"{path}: the template does not compile: {exc}") from None
+        check_templates(params, "params")
         return params
 
 
@@ -250,45 +225,11 @@ def render(params: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
         "payload": event.get("payload") or {},
     }
 
-    def one(value: Any, path: str) -> Any:
-        if isinstance(value, dict):
-            return {k: one(v, f"{path}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [one(v, f"{path}.{i}") for i, v in enumerate(value)]
-        if not isinstance(value, str) or "{" not in value:
-            return value
-        environment = _NATIVE if _is_one_expression(value) else _JINJA
-        try:
-            rendered = environment.from_string(value).render(context)
-        except (TemplateError, TypeError, ValueError) as exc:
-            raise ValidationError(f"{path}: {exc}", field=path) from None
-        if isinstance(rendered, Undefined):
-            raise ValidationError(
-                f"{path}: {value!r} reads what the event does not have", field=path
-            )
-        return rendered
-
-    return {k: one(v, f"params.{k}") for k, v in params.items()}
-
-
-def _is_one_expression(text: str) -> bool:
-    try:
-        body = _JINJA.parse(text).body
-    except TemplateError:
-        return False
-    return len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
+    return {k: render_templates(v, context, f"params.{k}") for k, v in params.items()}
 
 
 def _glob(value: Any, pattern: str) -> bool:
     return value is not None and fnmatch.fnmatchcase(str(value), pattern)
-
-
-def _strings(value: Any, path: str) -> list[tuple[str, str]]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _strings(v, f"{path}.{k}")]
-    if isinstance(value, list):
-        return [s for i, v in enumerate(value) for s in _strings(v, f"{path}.{i}")]
-    return [(path, value)] if isinstance(value, str) else []
 
 
 def _no_cycle(entries: list[Subscription], bad: Any) -> None:
