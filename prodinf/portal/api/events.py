@@ -14,6 +14,7 @@ from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
+from prodinf.store import JobStore
 from prodinf.store.children import children_of
 from prodinf.store.events import get_event, list_events
 
@@ -42,6 +43,33 @@ def event_url(event_id: str) -> str:
 def _shown(event: dict[str, Any]) -> dict[str, Any]:
     job = event.get("job_id")
     return {**event, "url": event_url(event["id"]), "job": job_url(job) if job else None}
+
+
+def event_processes(store: JobStore, event: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each process of ``event`` as its job was given it: subscription, kind, after, the
+    error if its params did not render, and the ``job_id`` and ``status`` of the job it
+    started (``None`` until started); ``coalesced_into`` when the process has one. What
+    ``GET /api/v1/events/<id>`` and the event's page show."""
+    if not event.get("job_id"):
+        return []
+    job = store.describe(event["job_id"])
+    with store.transaction() as conn:
+        children = children_of(conn, event["job_id"], "processes")
+    processes = []
+    for proc in job["params"].get("processes", []):
+        child = children.get(proc["subscription"])
+        processes.append(
+            {
+                "subscription": proc["subscription"],
+                "kind": proc["kind"],
+                "after": proc["after"],
+                "error": proc["error"],
+                "job_id": child.id if child else None,
+                "status": child.status if child else None,
+                **({"coalesced_into": proc["coalesced_into"]} if "coalesced_into" in proc else {}),
+            }
+        )
+    return processes
 
 
 @ns.route("")
@@ -104,27 +132,14 @@ class EventItem(Resource):  # type: ignore[misc]
     @ns.response(404, "No such event", error)
     def get(self, event_id: str) -> dict[str, Any]:
         """An event, and each process: its subscription, job and status."""
-        rt = runtime()
-        event = get_event(rt.store, event_id)
+        store = runtime().store
+        event = get_event(store, event_id)
         if event is None:
             raise NotFound(f"no event {event_id!r}", field="event_id")
-        processes: list[dict[str, Any]] = []
-        if event.get("job_id"):
-            job = rt.store.describe(event["job_id"])
-            with rt.store.transaction() as conn:
-                children = children_of(conn, event["job_id"], "processes")
-            for proc in job["params"].get("processes", []):
-                child = children.get(proc["subscription"])
-                processes.append(
-                    {
-                        "subscription": proc["subscription"],
-                        "kind": proc["kind"],
-                        "after": proc["after"],
-                        "error": proc["error"],
-                        "job": job_url(child.id) if child else None,
-                        "status": child.status if child else None,
-                    }
-                )
+        processes = []
+        for proc in event_processes(store, event):
+            job_id = proc.pop("job_id")
+            processes.append({**proc, "job": job_url(job_id) if job_id else None})
         return {**_shown(event), "processes": processes}
 
 
