@@ -21,7 +21,7 @@ class _Hooks(Protocol):
     def save_state(self, state: dict[str, Any]) -> None: ...
     def progress(self, message: str) -> None: ...
     def cancel_requested(self) -> bool: ...
-    def children(self) -> dict[str, Any]: ...
+    def children(self, of: str | None = None) -> dict[str, Any]: ...
 
 
 class StepContext(Generic[P]):
@@ -101,10 +101,11 @@ class StepContext(Generic[P]):
         to wait for the rest. ``timeout`` is the longest wait (the step runs again then)."""
         return Wait(seconds=timeout, reason=reason, state=state, children=tuple(children))
 
-    def children(self) -> dict[str, Any]:
+    def children(self, of: str | None = None) -> dict[str, Any]:
         """The jobs this step started, by name: each a ``ChildJob`` (``id``, ``kind``,
-        ``status``, ``result``, ``error``)."""
-        return self._hooks.children()
+        ``status``, ``result``, ``error``). With ``of``, those the step of the same name
+        of job ``of`` started (to follow another job's children, read-only)."""
+        return self._hooks.children(of)
 
     def progress(self, message: str) -> None:
         """Show ``message`` as the job's progress (committed at once)."""

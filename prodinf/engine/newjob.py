@@ -27,18 +27,20 @@ def new_job(
     submitted_by: str | None = None,
     notify: dict[str, Any] | None = None,
     parent: tuple[str, str] | None = None,
+    queue: str | None = None,
 ) -> NewRows:
     """The rows of a queued ``kind`` job with validated, JSON-ready ``params``.
 
     Its ``next_run_at`` is ``resend_after`` from now: unless its message is
     confirmed sent before (``Messages.send``), the reconciler sends it then.
     ``parent`` (job id, step) makes it a child job, whose end wakes that step.
+    ``queue`` runs it on another queue than its kind's.
     """
     job_id = str(uuid.uuid4())
     values: dict[str, Any] = {
         "id": job_id,
         "kind": kind.name,
-        "queue": settings.queue_for(kind.queue),
+        "queue": settings.queue_for(queue or kind.queue),
         "status": JobStatus.QUEUED,
         "params": params,
         "progress_done": 0,

@@ -360,6 +360,7 @@ class Runner:
                 idempotency_key=child_key(job.id, row.name, child.name),
                 submitted_by=f"job {job.id}",
                 parent=(job.id, row.name),
+                queue=child.queue,
             )
             rows.spawned.append(new)
             rows.note(
@@ -430,6 +431,6 @@ class _Hooks:
     def cancel_requested(self) -> bool:
         return held.cancel_requested(self.store, self.lease.job_id)
 
-    def children(self) -> dict[str, ChildJob]:
+    def children(self, of: str | None = None) -> dict[str, ChildJob]:
         with self.store.transaction() as conn:
-            return children_of(conn, self.lease.job_id, self.lease.step)
+            return children_of(conn, of or self.lease.job_id, self.lease.step)

@@ -48,11 +48,13 @@ class Child:
     ``name`` is unique within the step (at most 60 characters): the child's
     idempotency key is made from the parent job, the step and it, so a step that runs
     again starts no child twice. ``params`` are validated as a submission's are.
+    ``queue`` puts the child on another queue than its kind's.
     """
 
     name: str
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
 
 
 @dataclass(frozen=True)

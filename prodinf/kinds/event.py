@@ -18,9 +18,11 @@ failed and those skipped because one they came after did not succeed.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from prodinf import Child, Flow, Step, StepContext, job_kind
@@ -35,7 +37,14 @@ from prodinf.kinds.subscriptions import Match, load_subscriptions
 from prodinf.status import TERMINAL, JobStatus
 from prodinf.store import JobStore
 from prodinf.store.children import ChildJob
-from prodinf.store.events import delete_event, event_by_key, insert_event
+from prodinf.store.events import (
+    WindowTaken,
+    claim_window,
+    delete_event,
+    event_by_key,
+    event_job,
+    insert_event,
+)
 from prodinf.store.submissions import delete_job
 from prodinf.store.types import utcnow
 
@@ -44,6 +53,10 @@ __all__ = ["EventParams", "Process", "preview_event", "record_event"]
 #: Where a process stands: as its job does, or skipped, ready or blocked by ``after``.
 OK, FAILED, RUNNING = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.RUNNING
 SKIPPED, READY, BLOCKED = "skipped", "ready", "blocked"
+#: A process coalesced into another event's, whose run has not ended.
+FOLLOWING = "following"
+#: Seconds between looks at the run a coalesced process follows.
+FOLLOW_EVERY = 5.0
 
 #: Longest event type, dataset name and source: the lengths of their columns.
 MAX_TYPE, MAX_DATASET, MAX_SOURCE = 100, 200, 200
@@ -56,9 +69,18 @@ class Process(BaseModel):
 
     subscription: str
     kind: str
+    target: str = ""
     params: dict[str, Any] | None = None
     after: list[str] = Field(default_factory=list)
     error: str | None = None
+    queue: str | None = None
+    coalesce_key: str | None = None
+    window: float | None = None
+    #: Coalescing: when this event's own process may start (its window closes) ...
+    start_at: str | None = None
+    #: ... or the event (``event``, and its job: ``job``) whose process this one was
+    #: coalesced into.
+    coalesced_into: dict[str, str] | None = None
 
 
 class EventParams(BaseModel):
@@ -71,9 +93,14 @@ class EventParams(BaseModel):
 def _processes(ctx: StepContext[EventParams]) -> Any:
     """Start what is ready, wait for what runs, end when every process is over.
 
+    A process that opened a coalescing window starts when the window closes; one that
+    was coalesced into another event's process follows that run (looked at every
+    :data:`FOLLOW_EVERY` seconds) and ends as it does.
+
     A ``retry`` of the event clears this step's state: the next execution finds the
     processes of the earlier round, keeps those that succeeded and starts the failed
-    and skipped ones again, as ``<subscription>~<round>``.
+    and skipped ones again, as ``<subscription>~<round>`` (a coalesced one then runs
+    on its own).
     """
     processes = {p.subscription: p for p in ctx.params.processes}
     if not processes:
@@ -90,16 +117,30 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
         sub = name.split("~", 1)[0]
         if name == named(sub) or child.status == JobStatus.SUCCEEDED:
             used[sub] = child
-    state: dict[str, str] = {}  # succeeded | failed | running | skipped | ready | blocked
+    now = utcnow()
+    wake: list[float] = []  # seconds until a window closes, or the next look at a run
+    held: set[str] = set()  # ready, but their coalescing window is open
+    state: dict[str, str] = {}  # succeeded | failed | running | following | skipped | ...
     for sub, proc in processes.items():
         if proc.error is not None:
             state[sub] = FAILED
         elif sub in used:
-            status = used[sub].status
-            if status not in TERMINAL:
-                state[sub] = RUNNING
-            else:
-                state[sub] = OK if status == JobStatus.SUCCEEDED else FAILED
+            state[sub] = _state_of(used[sub])
+        elif proc.coalesced_into is not None:
+            followed = _followed(ctx, proc.coalesced_into["job"], sub)
+            if followed is not None:
+                used[sub] = followed
+            outcome = _state_of(followed) if followed is not None else FOLLOWING
+            if outcome in (RUNNING, FOLLOWING):
+                state[sub] = FOLLOWING
+                wake.append(FOLLOW_EVERY)
+            elif outcome == OK or this == 1:
+                state[sub] = outcome
+        elif proc.start_at is not None:
+            opens = (datetime.fromisoformat(proc.start_at) - now).total_seconds()
+            if opens > 0:
+                held.add(sub)
+                wake.append(opens)
     changed = True
     while changed:  # settle what is skipped, ready or blocked, following ``after``
         changed = False
@@ -117,21 +158,17 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
             if state.get(sub) != new:
                 state[sub], changed = new, True
     going = [
-        Child(named(sub), processes[sub].kind, processes[sub].params or {})
+        Child(named(sub), processes[sub].kind, processes[sub].params or {}, processes[sub].queue)
         for sub, s in state.items()
-        if s in (READY, RUNNING)
+        if s in (READY, RUNNING) and sub not in held
     ]
-    if going:
-        waiting = sorted(n for n, s in state.items() if s not in (OK, FAILED, SKIPPED))
-        return ctx.start(going, f"waiting for {', '.join(waiting)}", round=this)
-    report = {
-        sub: {
-            "status": state[sub],
-            "job": used[sub].id if sub in used else None,
-            **({"error": processes[sub].error} if processes[sub].error else {}),
-        }
-        for sub in processes
-    }
+    waiting = sorted(n for n, s in state.items() if s not in (OK, FAILED, SKIPPED))
+    if waiting:
+        reason = f"waiting for {', '.join(waiting)}"
+        if going:
+            return ctx.start(going, reason, timeout=min(wake, default=7 * 86400.0), round=this)
+        return ctx.wait(min(wake, default=60.0), reason, round=this)
+    report = {sub: _report(processes[sub], state[sub], used.get(sub)) for sub in processes}
     failed = sorted(n for n, s in state.items() if s == FAILED)
     skipped = sorted(n for n, s in state.items() if s == SKIPPED)
     if failed or skipped:
@@ -140,6 +177,27 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
             said += ("; " if said else "") + f"skipped: {', '.join(skipped)}"
         raise PermanentError(f"event processes {said}", processes=report)
     return {"processes": report}
+
+
+def _state_of(child: ChildJob) -> str:
+    if child.status not in TERMINAL:
+        return RUNNING
+    return OK if child.status == JobStatus.SUCCEEDED else FAILED
+
+
+def _followed(ctx: StepContext[EventParams], job: str, sub: str) -> ChildJob | None:
+    """The newest run of ``sub`` that the event job ``job`` started, if any."""
+    runs = {n: c for n, c in ctx.children(of=job).items() if n.split("~", 1)[0] == sub}
+    return runs[max(runs, key=_round_of)] if runs else None
+
+
+def _report(proc: Process, state: str, child: ChildJob | None) -> dict[str, Any]:
+    shown: dict[str, Any] = {"status": state, "job": child.id if child else None}
+    if proc.error:
+        shown["error"] = proc.error
+    if proc.coalesced_into:
+        shown["coalesced_into"] = proc.coalesced_into
+    return shown
 
 
 def _round_of(name: str) -> int:
@@ -207,13 +265,31 @@ def record_event(
         submitted_by=event["source"],
     )
     row = {**event, "created_at": now}
-    try:
-        insert_event(store, row, job)
-    except IntegrityError:
-        found = event_by_key(store, key) if key is not None else None
-        if found is None:
-            raise
-        return found, False
+    stored = job.values["params"]["processes"]
+
+    def claim(conn: Connection) -> None:
+        """Open or join each coalescing window, in the event's own transaction."""
+        for proc in stored:
+            if proc["coalesce_key"] is None or proc["error"] is not None:
+                continue
+            owner, closes = claim_window(
+                conn, proc["subscription"], proc["coalesce_key"], event["id"], now, proc["window"]
+            )
+            if owner == event["id"]:
+                proc["start_at"] = closes.isoformat()
+            else:
+                proc["coalesced_into"] = {"event": owner, "job": event_job(conn, owner)}
+
+    for attempt in range(1, 6):
+        try:
+            insert_event(store, row, job, claim)
+            break
+        except (IntegrityError, WindowTaken):
+            found = event_by_key(store, key) if key is not None else None
+            if found is not None:
+                return found, False
+            if attempt == 5 or not any(p["coalesce_key"] for p in stored):
+                raise
     try:
         Messages(store, publish, settings).send(job.id, job.queue, job.next_run_at)
     except BrokerUnavailable:
@@ -225,7 +301,7 @@ def record_event(
         "created_at": now.isoformat(),
         "job_id": job.id,
         "status": JobStatus.QUEUED,
-        "processes": [p.model_dump() for p in processes],
+        "processes": stored,
     }
     return shown, True
 

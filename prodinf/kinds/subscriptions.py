@@ -32,7 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
 from prodinf.databases.rulesfile import load_rules_file
@@ -51,6 +51,12 @@ __all__ = [
 #: The example shipped with prodinf (a copy of ``config/subscriptions.yaml``).
 DEFAULT_SUBSCRIPTIONS = Path(__file__).parent / "defaults" / "subscriptions.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+#: The kinds that run a process on a remote service, and an email or webhook.
+REMOTE_KIND, NOTICE_KIND = "remote_job", "event_notice"
+#: What an email or webhook of an event tells about it.
+_NOTICE_FIELDS = ("id", "type", "dataset", "payload", "source")
+#: Longest rendered coalescing key kept.
+MAX_COALESCE_KEY = 500
 
 
 class Where(BaseModel):
@@ -76,16 +82,71 @@ class Where(BaseModel):
 
 
 class Run(BaseModel):
+    """What a subscription starts: a kind here (``kind``), a job on a remote service
+    (``service``, with ``kind`` for another prodinf), an email (``email``) or a
+    signed webhook (``webhook``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(description="A kind of this prodinf.")
+    kind: str | None = Field(default=None, description="A kind (of the service, if named).")
+    service: str | None = Field(default=None, description="A service of PRODINF_SERVICES.")
     params: dict[str, Any] = Field(default_factory=dict, description="Params, as templates.")
+    email: list[str] | None = Field(default=None, description="Addresses, as templates.")
+    subject: str | None = Field(default=None, description="The email's subject, a template.")
+    webhook: str | None = Field(default=None, description="A URL to POST to, a template.")
 
-    @field_validator("params")
+    @model_validator(mode="after")
+    def _one_target(self) -> Run:
+        targets = [
+            t
+            for t, given in (
+                ("kind or service", self.kind is not None or self.service is not None),
+                ("email", self.email is not None),
+                ("webhook", self.webhook is not None),
+            )
+            if given
+        ]
+        if len(targets) != 1:
+            raise ValueError(
+                "give exactly one of kind (or service), email and webhook, not "
+                + (" and ".join(targets) or "none")
+            )
+        if self.email is not None or self.webhook is not None:
+            if self.params:
+                raise ValueError("params go with a kind or a service, not an email or webhook")
+            if self.email is not None and not self.email:
+                raise ValueError("email: at least one address")
+        elif self.subject is not None:
+            raise ValueError("subject goes with an email")
+        check_templates(self.params, "params")
+        check_templates(self.email or [], "email")
+        check_templates(self.subject or "", "subject")
+        check_templates(self.webhook or "", "webhook")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What it starts, in words: ``healthcheck``, ``healthcheck at staging``, ..."""
+        if self.email is not None:
+            return "email to " + ", ".join(self.email)
+        if self.webhook is not None:
+            return "webhook to " + self.webhook
+        if self.service is None:
+            return str(self.kind)
+        return f"{self.kind} at {self.service}" if self.kind else f"a job at {self.service}"
+
+
+class Coalesce(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="A template of the event; equal keys coalesce.")
+    window: float = Field(gt=0, le=7 * 86400, description="Seconds the first event waits.")
+
+    @field_validator("key")
     @classmethod
-    def _templates_compile(cls, params: dict[str, Any]) -> dict[str, Any]:
-        check_templates(params, "params")
-        return params
+    def _compiles(cls, key: str) -> str:
+        check_templates(key, "coalesce.key")
+        return key
 
 
 class Subscription(BaseModel):
@@ -96,6 +157,8 @@ class Subscription(BaseModel):
     where: Where = Field(default_factory=Where)
     run: Run
     after: list[str] = Field(default_factory=list)
+    coalesce: Coalesce | None = None
+    queue: str | None = Field(default=None, description="The queue its jobs run on.")
 
     @field_validator("name")
     @classmethod
@@ -103,6 +166,13 @@ class Subscription(BaseModel):
         if not _NAME.match(name):
             raise ValueError("must be 1 to 60 letters, digits, '_', '.' or '-'")
         return name
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, queue: str | None) -> str | None:
+        if queue is not None and not _NAME.match(queue):
+            raise ValueError("must be a queue name: 1 to 60 letters, digits, '_', '.' or '-'")
+        return queue
 
     @field_validator("on")
     @classmethod
@@ -118,16 +188,61 @@ class Subscription(BaseModel):
             return False
         return self.where.holds(event.get("dataset"), event.get("payload") or {})
 
+    def process(self, event: dict[str, Any], after: list[str]) -> Match:
+        """The process this subscription starts for ``event``: the kind of the job that
+        runs it and that job's params rendered, or why they did not render."""
+        run = self.run
+        kind = run.kind if run.service is None and run.kind else REMOTE_KIND
+        if run.email is not None or run.webhook is not None:
+            kind = NOTICE_KIND
+        found = Match(
+            subscription=self.name,
+            kind=kind,
+            target=run.target,
+            params=None,
+            after=after,
+            queue=self.queue,
+            window=self.coalesce.window if self.coalesce else None,
+        )
+        context = template_context(event)
+        try:
+            if self.coalesce is not None:
+                key = render_templates(self.coalesce.key, context, "coalesce.key")
+                found.coalesce_key = str(key)[:MAX_COALESCE_KEY]
+            if kind == NOTICE_KIND:
+                found.params = {
+                    "subscription": self.name,
+                    "event": {k: event.get(k) for k in _NOTICE_FIELDS},
+                    "email": render_templates(run.email or [], context, "email"),
+                    "subject": render_templates(run.subject, context, "subject"),
+                    "webhook": render_templates(run.webhook, context, "webhook"),
+                }
+            elif kind == REMOTE_KIND:
+                found.params = {
+                    "service": run.service,
+                    "kind": run.kind,
+                    "params": render(run.params, event),
+                }
+            else:
+                found.params = render(run.params, event)
+        except ValidationError as exc:
+            found.params, found.error = None, exc.message
+        return found
+
 
 class Match(BaseModel):
-    """What an event starts for one subscription: its kind and rendered params, or why
-    its params did not render."""
+    """What an event starts for one subscription: the kind of the job that runs it and
+    its rendered params, or why they did not render."""
 
     subscription: str
     kind: str
+    target: str = ""
     params: dict[str, Any] | None
     after: list[str]
     error: str | None = None
+    queue: str | None = None
+    coalesce_key: str | None = None
+    window: float | None = None
 
 
 class Subscriptions(BaseModel):
@@ -147,23 +262,7 @@ class Subscriptions(BaseModel):
         names = {s.name for s in chosen}
         found = []
         for sub in chosen:
-            after = [a for a in sub.after if a in names]
-            try:
-                params = render(sub.run.params, event)
-            except ValidationError as exc:
-                found.append(
-                    Match(
-                        subscription=sub.name,
-                        kind=sub.run.kind,
-                        params=None,
-                        after=after,
-                        error=exc.message,
-                    )
-                )
-                continue
-            found.append(
-                Match(subscription=sub.name, kind=sub.run.kind, params=params, after=after)
-            )
+            found.append(sub.process(event, [a for a in sub.after if a in names]))
         return found
 
     @classmethod
@@ -219,13 +318,17 @@ def render(params: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
     :raises ValidationError: a template reads what the event does not have, or
         reaches outside it; the message names the param (``params.database_uri``).
     """
-    context = {
+    context = template_context(event)
+    return {k: render_templates(v, context, f"params.{k}") for k, v in params.items()}
+
+
+def template_context(event: dict[str, Any]) -> dict[str, Any]:
+    """What a template of ``event`` sees: ``event``, ``dataset`` and ``payload``."""
+    return {
         "event": {k: event.get(k) for k in ("id", "type", "source", "created_at")},
         "dataset": event.get("dataset") or {},
         "payload": event.get("payload") or {},
     }
-
-    return {k: render_templates(v, context, f"params.{k}") for k, v in params.items()}
 
 
 def _glob(value: Any, pattern: str) -> bool:

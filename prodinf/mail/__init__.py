@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from prodinf.addresses import validate_address, validate_sender
 from prodinf.mail.delivery import deliver
+from prodinf.mail.event_report import render_event_report
 from prodinf.mail.job_report import render_job_report
 from prodinf.mail.message import Mail, build_message, message_id_for
 from prodinf.mail.outbox import (
@@ -61,6 +62,7 @@ __all__ = [
     "outbox_message",
     "outbox_messages",
     "outbox_name",
+    "render_event_report",
     "render_job_report",
     "render_url_report",
     "validate_address",

@@ -2,26 +2,103 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select, update
 
-from prodinf.store.models import EVENTS, JOBS
+from prodinf.store.models import COALESCING, EVENTS, JOBS
 from prodinf.store.repository import JobStore
 from prodinf.store.rows import NewRows, insert_rows
 
-__all__ = ["delete_event", "event_by_key", "get_event", "insert_event", "list_events"]
+__all__ = [
+    "WindowTaken",
+    "claim_window",
+    "delete_event",
+    "event_by_key",
+    "event_job",
+    "get_event",
+    "insert_event",
+    "list_events",
+]
 
 
-def insert_event(store: JobStore, event: dict[str, Any], job: NewRows) -> None:
-    """Insert ``event`` and the job that handles it in one transaction.
+class WindowTaken(Exception):
+    """Another event opened the coalescing window at the same moment: record again."""
 
-    ``IntegrityError`` passes through when the event's idempotency key is taken.
+
+def insert_event(
+    store: JobStore,
+    event: dict[str, Any],
+    job: NewRows,
+    before: Callable[[Connection], None] | None = None,
+) -> None:
+    """Insert ``event`` and the job that handles it in one transaction, after calling
+    ``before`` in it (which claims coalescing windows and may change the job's params).
+
+    ``IntegrityError`` passes through when the event's idempotency key is taken, or
+    another event took a coalescing window first (as does :class:`WindowTaken`):
+    record the event again.
     """
     with store.transaction() as conn:
+        if before is not None:
+            before(conn)
         job.insert(conn)
         insert_rows(conn, EVENTS, [{**event, "job_id": job.id}])
+
+
+def event_job(conn: Connection, event_id: str) -> str:
+    """The id of the job that handles event ``event_id``."""
+    return str(conn.scalar(select(EVENTS.c.job_id).where(EVENTS.c.id == event_id)))
+
+
+def claim_window(
+    conn: Connection,
+    subscription: str,
+    key: str,
+    event_id: str,
+    now: datetime,
+    window: float,
+) -> tuple[str, datetime]:
+    """The event whose process ``subscription`` runs for coalescing ``key`` at ``now``,
+    and when its window closes: ``event_id`` itself, opening a window of ``window``
+    seconds, unless another event's window for the key is still open.
+
+    :raises IntegrityError: or :class:`WindowTaken`: another transaction opened the
+        window at the same moment; run this one again.
+    """
+    slot = hashlib.sha256(f"{subscription}\0{key}".encode()).hexdigest()
+    found = conn.execute(
+        select(COALESCING.c.event_id, COALESCING.c.closes_at).where(COALESCING.c.slot == slot)
+    ).first()
+    closes = now + timedelta(seconds=window)
+    if found is not None and found.closes_at > now:
+        return str(found.event_id), found.closes_at
+    if found is None:
+        insert_rows(
+            conn,
+            COALESCING,
+            [
+                {
+                    "slot": slot,
+                    "subscription": subscription,
+                    "key": key,
+                    "event_id": event_id,
+                    "closes_at": closes,
+                }
+            ],
+        )
+        return event_id, closes
+    taken = conn.execute(
+        update(COALESCING)
+        .where(COALESCING.c.slot == slot, COALESCING.c.closes_at <= now)
+        .values(event_id=event_id, closes_at=closes)
+    )
+    if taken.rowcount != 1:
+        raise WindowTaken(slot)
+    return event_id, closes
 
 
 def delete_event(store: JobStore, event_id: str) -> None:

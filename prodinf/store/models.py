@@ -24,6 +24,7 @@ from prodinf.status import StepStatus
 from prodinf.store.types import JSONType, UTCDateTime, utcnow
 
 __all__ = [
+    "COALESCING",
     "EVENTS",
     "HISTORY",
     "JOBS",
@@ -195,6 +196,20 @@ class EventRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
+class CoalescingRow(Base):
+    """The open coalescing window of one subscription and key: events recorded before
+    ``closes_at`` point at the process of ``event_id``, which starts then."""
+
+    __tablename__ = "prodinf_coalescing"
+
+    #: sha256 hex of the subscription and the rendered key.
+    slot: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subscription: Mapped[str] = mapped_column(String(60))
+    key: Mapped[str] = mapped_column(String(500))
+    event_id: Mapped[str] = mapped_column(String(36))
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The tables, for Core statements (the runner's hot path uses no ORM session).
 JOBS = cast(Table, JobRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
@@ -202,3 +217,4 @@ HISTORY = cast(Table, HistoryRow.__table__)
 WATCHES = cast(Table, WatchRow.__table__)
 WATCHERS = cast(Table, WatcherRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
+COALESCING = cast(Table, CoalescingRow.__table__)
