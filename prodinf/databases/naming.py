@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
+from prodinf.rulesfile import load_rules_file
 
 __all__ = [
     "DEFAULT_NAMING_RULES",

@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database.checks.builtin import CHECK_TYPES, CheckFn
+from prodinf.rulesfile import load_rules_file
 
 __all__ = [
     "DEFAULT_CATALOGUE",
