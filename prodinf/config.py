@@ -185,6 +185,12 @@ class Settings(BaseSettings):
         description="YAML file of the subscriptions: which processes an event starts; unset "
         "means the shipped example (config/subscriptions.yaml).",
     )
+    services: Path | None = Field(
+        default=None,
+        description="YAML file of the remote services: other prodinfs and HTTP job services "
+        "that subscriptions can run jobs on; unset means the shipped example "
+        "(config/services.yaml).",
+    )
     metadata_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the database holding dataset registrations; unset means "
@@ -200,6 +206,7 @@ class Settings(BaseSettings):
         "healthchecks",
         "event_rules",
         "subscriptions",
+        "services",
         "metadata_url",
         mode="before",
     )

@@ -1,11 +1,12 @@
 """The YAML rules files the built-in kinds read, checked when prodinf starts.
 
 Naming rules (``PRODINF_NAMING_RULES``), the healthcheck catalogue
-(``PRODINF_HEALTHCHECKS``), the event rules (``PRODINF_EVENT_RULES``) and the
-subscriptions (``PRODINF_SUBSCRIPTIONS``) are read
-by jobs, but a bad file must stop prodinf when it starts, not fail the first job:
-every runtime (portal, worker, CLI) calls :func:`check_rules_files` as it is built.
-Each loader caches the file per version, so jobs do not read it again.
+(``PRODINF_HEALTHCHECKS``), the event rules (``PRODINF_EVENT_RULES``), the
+subscriptions (``PRODINF_SUBSCRIPTIONS``) and the remote services
+(``PRODINF_SERVICES``) are read by jobs, but a bad file must stop prodinf when it
+starts, not fail the first job: every runtime (portal, worker, CLI) calls
+:func:`check_rules_files` as it is built. Each loader caches the file per version, so
+jobs do not read it again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prodinf.exceptions import ValidationError
 from prodinf.kinds.database.checks.catalogue import load_catalogue
 from prodinf.kinds.database.events import load_event_rules
 from prodinf.kinds.subscriptions import load_subscriptions
+from prodinf.remote.services import load_services
 
 __all__ = ["RULES_FILES", "check_rules_files"]
 
@@ -29,6 +31,7 @@ RULES_FILES: dict[str, Callable[[Path | None], Any]] = {
     "healthchecks": load_catalogue,
     "event_rules": load_event_rules,
     "subscriptions": load_subscriptions,
+    "services": load_services,
 }
 
 
