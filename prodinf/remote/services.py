@@ -125,7 +125,9 @@ class _Service(BaseModel):
     token_env: EnvName | None = Field(
         default=None, description="Name of the environment variable holding the API token."
     )
-    auth_header: str = Field(default="Authorization", description="Header carrying the token.")
+    auth_header: str = Field(
+        default="Authorization", validate_default=True, description="Header carrying the token."
+    )
     auth_scheme: str = Field(
         default="Bearer", description="Word before the token; empty: the bare token."
     )
@@ -144,9 +146,16 @@ class _Service(BaseModel):
 
     @field_validator("auth_header")
     @classmethod
-    def _header_name(cls, value: str) -> str:
+    def _header_name(cls, value: str, info: ValidationInfo) -> str:
         if not _TOKEN.match(value):
             raise ValueError("must be an HTTP header name (letters, digits, '-')")
+        url, token_env = info.data.get("url"), info.data.get("token_env")
+        if value.lower() == "authorization" and token_env and url and urlsplit(url).username:
+            # requests would send the URL's user:password there, replacing the token
+            raise ValueError(
+                "the url's user:password goes in Authorization (basic auth): the token of "
+                "token_env needs another header, or the url no user"
+            )
         return value
 
     @field_validator("auth_scheme")

@@ -129,6 +129,10 @@ def bad(**change: Any) -> dict[str, Any]:
         (bad(name="d c"), "service 'd c': name: Value error, must be 1 to 60"),
         (bad(headers={"Authorization": "Bearer x"}), "headers: Value error, 'Authorization'"),
         (bad(auth_header="X Key"), "service 'dc': auth_header: Value error"),
+        (
+            bad(url="https://u:p@dc.example.org"),
+            "service 'dc': auth_header: Value error, the url's user:password goes in",
+        ),
         ({**PRODINF, "secret_env": "other_secret"}, "service 'other': secret_env: Value error"),
         ({**PRODINF, "submit": {"path": "/x"}}, "service 'other': submit: Extra inputs"),
     ],
@@ -235,7 +239,10 @@ def test_a_service_is_described_with_its_variables_never_their_values(
     monkeypatch.setenv("OTHER_TOKEN", "tok-456")
     monkeypatch.delenv("OTHER_SECRET", raising=False)
     other = load_services(
-        write(tmp_path, {**PRODINF, "url": "https://u:hunter2@other.example.org"})
+        write(
+            tmp_path,
+            {**PRODINF, "url": "https://u:hunter2@other.example.org", "auth_header": "X-Token"},
+        )
     ).services[0]
 
     shown = describe_service(other)
