@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import Kind, NoParams, job_kind
 from prodinf.engine.steps import Flow, Retry, Step
-from prodinf.engine.waits import Child, Wait, Watch
+from prodinf.engine.waits import Child, Commit, Wait, Watch
 from prodinf.exceptions import PermanentError, ProdinfError, TransientError, ValidationError
 from prodinf.status import JobStatus, StepStatus
 
@@ -39,6 +39,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose)
     "Wait",
     "Watch",
     "Child",
+    "Commit",
     # what a step raises
     "ProdinfError",
     "TransientError",

@@ -29,6 +29,7 @@ __all__ = [
     "BrokerUnavailable",
     "Conflict",
     "FlowError",
+    "Forbidden",
     "NotFound",
     "PermanentError",
     "ProdinfError",
@@ -133,3 +134,9 @@ class RemoteJobFailed(PermanentError):
     """Raised when a remote job ended in failure; ``details`` holds its final document."""
 
     status_code = 502
+
+
+class Forbidden(PermanentError):
+    """Raised when a request is refused: a callback whose signature does not match."""
+
+    status_code = 403

@@ -32,7 +32,7 @@ from prodinf.engine.newjob import new_job
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
 from prodinf.engine.steps import Flow, Step
-from prodinf.engine.waits import Child, Wait
+from prodinf.engine.waits import Child, Commit, Wait
 from prodinf.exceptions import PermanentError, ProdinfError
 from prodinf.redact import redact, redact_text
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
@@ -247,6 +247,7 @@ class Runner:
             settings=self.settings,
             hooks=hooks,
             output=action.output,
+            registry=self.registry,
         )
         lease = Lease(action.job_id, action.step.name, owner)
         self.heartbeat.hold(lease)
@@ -291,6 +292,9 @@ class Runner:
                     outcome = _Outcome(value=replace(outcome.value, seconds=0.0), state=None)
             except ProdinfError as exc:
                 error = PermanentError(f"{name} could not start its jobs: {exc.message}")
+        if error is None and isinstance(outcome.value, Commit):
+            rows.spawned.extend(outcome.value.write(conn, now))
+            outcome = _Outcome(value=outcome.value.output, state=outcome.state)
         if error is None and isinstance(outcome.value, Wait):
             wait = outcome.value
             if not past_deadline:
@@ -408,6 +412,8 @@ def _checked(outcome: _Outcome, step: str, *, stored: bool) -> _Outcome:
     try:
         if isinstance(outcome.value, Wait):
             _require_json(outcome.value.state, f"step {step} waits with a non-JSON state")
+        elif isinstance(outcome.value, Commit):
+            _require_json(outcome.value.output, f"step {step} returned a non-JSON output")
         else:
             _require_json(outcome.value, f"step {step} returned a non-JSON output")
     except PermanentError as exc:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-__all__ = ["MAX_LOOK_BACKOFF", "Child", "Wait", "Watch", "look_backoff"]
+from sqlalchemy import Connection
+
+from prodinf.store.rows import NewRows
+
+__all__ = ["MAX_LOOK_BACKOFF", "Child", "Commit", "Wait", "Watch", "look_backoff"]
 
 #: Longest pause between looks at a URL that keeps failing.
 MAX_LOOK_BACKOFF = 3600.0
@@ -74,3 +80,15 @@ class Wait:
     state: dict[str, Any] = field(default_factory=dict)
     watch: Watch | None = None
     children: tuple[Child, ...] = ()
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Returned by a step that writes rows with its success: ``output`` is the step's
+    output, and ``write(conn, now)`` runs in the transaction that records it (so what
+    it writes is there exactly when the step is done: never lost, never twice). The
+    new jobs it returns are inserted in that transaction and sent after its commit
+    (``register_metadata`` records its events so)."""
+
+    output: Any
+    write: Callable[[Connection, datetime], list[NewRows]]

@@ -18,6 +18,7 @@ failed and those skipped because one they came after did not succeed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -42,13 +43,15 @@ from prodinf.store.events import (
     claim_window,
     delete_event,
     event_by_key,
+    event_exists,
     event_job,
     insert_event,
 )
+from prodinf.store.rows import NewRows
 from prodinf.store.submissions import delete_job
 from prodinf.store.types import utcnow
 
-__all__ = ["EventParams", "Process", "preview_event", "record_event"]
+__all__ = ["EventParams", "Process", "preview_event", "record_event", "recorded_with_step"]
 
 #: Where a process stands: as its job does, or skipped, ready or blocked by ``after``.
 OK, FAILED, RUNNING = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.RUNNING
@@ -252,37 +255,13 @@ def record_event(
         if found is not None:
             return found, False
     event, matches = preview_event(settings, registry, document)
-    processes = [Process(**m.model_dump()) for m in matches]
-    params = EventParams(event_id=event["id"], processes=processes)
-    spec = registry.get("event")
     now = utcnow()
-    job = new_job(
-        spec,
-        params.model_dump(mode="json"),
-        spec.flow(params),
-        settings,
-        now,
-        submitted_by=event["source"],
-    )
-    row = {**event, "created_at": now}
+    job = _event_job(registry, settings, event, matches, now)
     stored = job.values["params"]["processes"]
-
-    def claim(conn: Connection) -> None:
-        """Open or join each coalescing window, in the event's own transaction."""
-        for proc in stored:
-            if proc["coalesce_key"] is None or proc["error"] is not None:
-                continue
-            owner, closes = claim_window(
-                conn, proc["subscription"], proc["coalesce_key"], event["id"], now, proc["window"]
-            )
-            if owner == event["id"]:
-                proc["start_at"] = closes.isoformat()
-            else:
-                proc["coalesced_into"] = {"event": owner, "job": event_job(conn, owner)}
-
     for attempt in range(1, 6):
         try:
-            insert_event(store, row, job, claim)
+            with store.transaction() as conn:
+                _write(conn, event, job, now)
             break
         except (IntegrityError, WindowTaken):
             found = event_by_key(store, key) if key is not None else None
@@ -304,6 +283,76 @@ def record_event(
         "processes": stored,
     }
     return shown, True
+
+
+def recorded_with_step(
+    registry: Registry, settings: Settings, documents: list[dict[str, Any]]
+) -> tuple[list[str], Callable[[Connection, datetime], list[NewRows]]]:
+    """For a step that records events with its success (return ``Commit(output,
+    write)``): the ids of the events ``documents`` describe, and the ``write`` that
+    records them and their jobs in the transaction that finishes the step, so they
+    are there exactly when the step is done (never lost, never twice).
+
+    Each document needs an ``idempotency_key`` (from the job and step): the event's id
+    is made from it, and an event an earlier run of the step recorded is not
+    recorded again.
+
+    :raises ValidationError: a document is wrong (the message names the field).
+    """
+    previewed = [preview_event(settings, registry, document) for document in documents]
+    for event, _ in previewed:  # the same ids each time the step runs
+        event["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"prodinf:{event['idempotency_key']}"))
+
+    def write(conn: Connection, now: datetime) -> list[NewRows]:
+        jobs = []
+        for event, matches in previewed:
+            if event_exists(conn, event["id"]):  # an earlier run of the step recorded it
+                continue
+            job = _event_job(registry, settings, event, matches, now)
+            _write(conn, event, job, now, insert_job=False)
+            jobs.append(job)
+        return jobs
+
+    return [event["id"] for event, _ in previewed], write
+
+
+def _event_job(
+    registry: Registry,
+    settings: Settings,
+    event: dict[str, Any],
+    matches: list[Match],
+    now: datetime,
+) -> NewRows:
+    """The rows of the ``event`` job that handles ``event``, its processes snapshotted."""
+    processes = [Process(**m.model_dump()) for m in matches]
+    params = EventParams(event_id=event["id"], processes=processes)
+    spec = registry.get("event")
+    return new_job(
+        spec,
+        params.model_dump(mode="json"),
+        spec.flow(params),
+        settings,
+        now,
+        submitted_by=event["source"],
+    )
+
+
+def _write(
+    conn: Connection, event: dict[str, Any], job: NewRows, now: datetime, *, insert_job: bool = True
+) -> None:
+    """Open or join each process's coalescing window, then insert the event (and its
+    job, unless the caller does), in one transaction."""
+    for proc in job.values["params"]["processes"]:
+        if proc["coalesce_key"] is None or proc["error"] is not None:
+            continue
+        owner, closes = claim_window(
+            conn, proc["subscription"], proc["coalesce_key"], event["id"], now, proc["window"]
+        )
+        if owner == event["id"]:
+            proc["start_at"] = closes.isoformat()
+        else:
+            proc["coalesced_into"] = {"event": owner, "job": event_job(conn, owner)}
+    insert_event(conn, {**event, "created_at": now}, job, insert_job=insert_job)
 
 
 def _checked(settings: Settings, document: Any) -> dict[str, Any]:

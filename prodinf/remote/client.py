@@ -185,13 +185,16 @@ class RemoteJobClient:
         params: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        notify: Mapping[str, Any] | None = None,
     ) -> RemoteJob:
         """Submit a job of ``kind`` with ``params`` and return it as the service reports it.
 
         A 201 (created) and a 200 (the job already created under
         ``idempotency_key``) both return the job. Without a key, a fresh one is
         generated so that this call's own retries cannot create the job twice;
-        pass a stable key to make repeated *calls* idempotent too.
+        pass a stable key to make repeated *calls* idempotent too. ``notify``
+        (``{"webhook": url}``, ``{"email": [...]}``) asks the service to report the
+        job's end there.
 
         :raises ValidationError: ``params`` are not JSON-serialisable, or the
             service rejected the submission (400/422; ``field`` names the culprit).
@@ -203,6 +206,8 @@ class RemoteJobClient:
             "params": dict(params),
             "idempotency_key": idempotency_key or uuid.uuid4().hex,
         }
+        if notify is not None:
+            payload["notify"] = dict(notify)
         try:
             body = json.dumps(payload, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:

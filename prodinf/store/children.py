@@ -20,7 +20,14 @@ from sqlalchemy.engine import Connection
 from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import JOBS, STEPS
 
-__all__ = ["ChildJob", "child_key", "children_of", "open_children", "wake_parent"]
+__all__ = [
+    "ChildJob",
+    "child_key",
+    "children_of",
+    "open_children",
+    "step_output",
+    "wake_step",
+]
 
 
 @dataclass(frozen=True)
@@ -72,9 +79,10 @@ def open_children(conn: Connection, parent_id: str) -> list[str]:
     ]
 
 
-def wake_parent(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
-    """Make ``step`` of job ``parent_id`` due now if it is waiting; the parent's queue
-    if it was woken (for its message, after commit), else ``None``."""
+def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
+    """Make ``step`` of job ``parent_id`` due now if it is waiting (a child ended, a
+    callback came); the job's queue if it was woken (for its message, after commit),
+    else ``None``."""
     woken = conn.execute(
         update(STEPS)
         .where(
@@ -93,3 +101,14 @@ def wake_parent(conn: Connection, parent_id: str, step: str, now: datetime) -> s
     )
     queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id))
     return None if queue is None else str(queue)
+
+
+def step_output(conn: Connection, job_id: str, step: str) -> tuple[str, Any, Any] | None:
+    """Job ``job_id``'s kind, params and the output of its ``step``; ``None`` if there
+    is no such job or step."""
+    row = conn.execute(
+        select(JOBS.c.kind, JOBS.c.params, STEPS.c.output)
+        .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
+        .where(JOBS.c.id == job_id, STEPS.c.name == step)
+    ).first()
+    return None if row is None else (str(row.kind), row.params, row.output)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ __all__ = [
     "claim_window",
     "delete_event",
     "event_by_key",
+    "event_exists",
     "event_job",
     "get_event",
     "insert_event",
@@ -30,23 +30,21 @@ class WindowTaken(Exception):
 
 
 def insert_event(
-    store: JobStore,
-    event: dict[str, Any],
-    job: NewRows,
-    before: Callable[[Connection], None] | None = None,
+    conn: Connection, event: dict[str, Any], job: NewRows, *, insert_job: bool = True
 ) -> None:
-    """Insert ``event`` and the job that handles it in one transaction, after calling
-    ``before`` in it (which claims coalescing windows and may change the job's params).
+    """Insert ``event`` and (unless ``insert_job`` is false: the caller's transaction
+    inserts it) the job that handles it.
 
-    ``IntegrityError`` passes through when the event's idempotency key is taken, or
-    another event took a coalescing window first (as does :class:`WindowTaken`):
-    record the event again.
+    ``IntegrityError`` passes through when the event's idempotency key is taken.
     """
-    with store.transaction() as conn:
-        if before is not None:
-            before(conn)
+    if insert_job:
         job.insert(conn)
-        insert_rows(conn, EVENTS, [{**event, "job_id": job.id}])
+    insert_rows(conn, EVENTS, [{**event, "job_id": job.id}])
+
+
+def event_exists(conn: Connection, event_id: str) -> bool:
+    """Whether event ``event_id`` is recorded."""
+    return conn.scalar(select(EVENTS.c.id).where(EVENTS.c.id == event_id)) is not None
 
 
 def event_job(conn: Connection, event_id: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL
-from prodinf.store.children import wake_parent
+from prodinf.store.children import wake_step
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
 from prodinf.store.repository import job_summary
 from prodinf.store.types import utcnow
@@ -223,7 +223,7 @@ class JobRows:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
             job = self.job
             if changed.get("status") in TERMINAL and job.parent_id and job.parent_step:
-                queue = wake_parent(conn, job.parent_id, job.parent_step, utcnow())
+                queue = wake_step(conn, job.parent_id, job.parent_step, utcnow())
                 if queue is not None:
                     self.woken.append((job.parent_id, queue))
         steps = [(step.id, changed) for step in self.steps if (changed := step.changes())]

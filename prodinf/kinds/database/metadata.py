@@ -23,18 +23,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, NullPool, inspect, text
 
-from prodinf import Flow, Retry, Step, StepContext, job_kind
+from prodinf import Commit, Flow, Retry, Step, StepContext, job_kind
 from prodinf.databases.checksum import table_stats
 from prodinf.databases.naming import load_naming_rules
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
+from prodinf.kinds.event import recorded_with_step
 from prodinf.redact import redact_text
 from prodinf.store.registrations import MetadataStore, Registration
 
 __all__ = ["MAX_META_ROWS", "RegisterMetadataParams"]
 
+#: What an event found by a registration says that its own fields already carry.
+_NOT_PAYLOAD = ("type", "dataset", "dataset_type", "database")
 #: A ``meta`` table larger than this is not a key/value table of settings: refuse it.
 MAX_META_ROWS = 100_000
 
@@ -125,7 +128,7 @@ def _size(conn: Connection, uri: DatabaseURI) -> int | None:
     return None
 
 
-def _register(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
+def _register(ctx: StepContext[RegisterMetadataParams]) -> Commit:
     params = ctx.params
     measured: dict[str, Any] = dict(ctx.outputs["measure"])
     dataset, dataset_type = measured.pop("dataset"), measured.pop("type")
@@ -163,7 +166,7 @@ def _register(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
     finally:
         store.dispose()
     shown = registration.to_dict()
-    return {
+    output = {
         "registration_id": registration.id,
         "registered_now": new,
         "dataset": registration.dataset,
@@ -177,6 +180,38 @@ def _register(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
         "events": shown["events"],
         "registered_at": shown["registered_at"],
     }
+    return _with_events(ctx, output, registration.id)
+
+
+def _with_events(
+    ctx: StepContext[RegisterMetadataParams], output: dict[str, Any], registration: int
+) -> Commit:
+    """The step's output, with its events recorded (each handled by an ``event`` job) in
+    the transaction that finishes the step, and named in the output."""
+    uri = DatabaseURI.parse(ctx.params.database_uri, field="params.database_uri")
+    full = uri.secret()
+    documents = [
+        {
+            "type": found["type"],
+            "dataset": uri.database,
+            "payload": {
+                **{k: v for k, v in found.items() if k not in _NOT_PAYLOAD},
+                "database_uri": full,
+                "server_uri": full.rpartition("/")[0],
+                "release": output["release"],
+                "registration_id": registration,
+            },
+            "source": f"job {ctx.job_id}",
+            "idempotency_key": f"{ctx.job_id}/{ctx.step}/{index}",
+        }
+        for index, found in enumerate(output["events"], 1)
+    ]
+    ids, write = recorded_with_step(ctx.registry, ctx.settings, documents)
+    output["events"] = [
+        {**found, "event_id": event_id}
+        for found, event_id in zip(output["events"], ids, strict=True)
+    ]
+    return Commit(output, write)
 
 
 @job_kind("register_metadata", queue="jobs", params=RegisterMetadataParams)

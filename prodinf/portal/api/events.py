@@ -13,6 +13,7 @@ from prodinf.kinds.event import preview_event, record_event
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
+from prodinf.redact import redact
 from prodinf.status import JobStatus
 from prodinf.store import JobStore
 from prodinf.store.children import children_of
@@ -41,8 +42,10 @@ def event_url(event_id: str) -> str:
 
 
 def _shown(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as the API answers it: links added, credentials masked."""
     job = event.get("job_id")
-    return {**event, "url": event_url(event["id"]), "job": job_url(job) if job else None}
+    shown = redact(event)
+    return {**shown, "url": event_url(event["id"]), "job": job_url(job) if job else None}
 
 
 def event_processes(store: JobStore, event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -121,7 +124,8 @@ class EventList(Resource):  # type: ignore[misc]
         if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
             event, matches = preview_event(rt.settings, rt.registry, body)
             processes = [m.model_dump() for m in matches]
-            return {**event, "id": None, "processes": processes, "dry_run": True}, 200, {}
+            shown = redact({**event, "processes": processes})
+            return {**shown, "id": None, "dry_run": True}, 200, {}
         event, created = record_event(rt.store, rt.registry, rt.settings, rt.publish, body)
         url = event_url(event["id"])
         return _shown(event), 201 if created else 200, {"Location": url}
