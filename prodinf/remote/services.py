@@ -238,7 +238,7 @@ class HttpService(_Service):
         check_templates(template, "status_url")
         return template
 
-    @field_validator("succeeded", "failed")
+    @field_validator(StepStatus.SUCCEEDED, StepStatus.FAILED)
     @classmethod
     def _disjoint(cls, words: list[str], info: ValidationInfo) -> list[str]:
         for state in STATES:

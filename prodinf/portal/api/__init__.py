@@ -10,6 +10,7 @@ from prodinf.portal.api.events import subscriptions_ns
 from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
 from prodinf.portal.api.notifications import ns as notifications_ns
+from prodinf.portal.api.services import ns as services_ns
 from prodinf.portal.errors import register_api
 
 __all__ = ["build_api"]
@@ -30,5 +31,6 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(notifications_ns)
     api.add_namespace(events_ns)
     api.add_namespace(subscriptions_ns)
+    api.add_namespace(services_ns)
     register_api(api)
     return blueprint, api
