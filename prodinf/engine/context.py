@@ -8,8 +8,6 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from prodinf.config import Settings
-from prodinf.engine.registry import Registry
-from prodinf.engine.registry import registry as default_registry
 from prodinf.engine.waits import Child, Wait, Watch
 
 __all__ = ["StepContext"]
@@ -46,7 +44,7 @@ class StepContext(Generic[P]):
         settings: Settings,
         hooks: _Hooks,
         output: Any = None,
-        registry: Registry | None = None,
+        registry: Any = None,
     ) -> None:
         self.job_id = job_id
         self.kind = kind
@@ -61,8 +59,9 @@ class StepContext(Generic[P]):
         self.settings = settings
         #: In ``revert``: this step's own output.
         self.output = output
-        #: The kinds of the prodinf that runs the step (for a step that starts jobs).
-        self.registry = registry if registry is not None else default_registry
+        #: The kinds (a ``Registry``) of the prodinf that runs the step, for a step that
+        #: records jobs itself; None outside a runner.
+        self.registry = registry
         self._hooks = hooks
 
     def once(self, key: str, effect: Callable[[], T]) -> T:

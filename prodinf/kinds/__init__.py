@@ -1,5 +1,21 @@
 """The built-in kinds. Importing this package registers them."""
 
-from prodinf.kinds import database, email_when_complete, event, event_notice, http, job_notification
+from prodinf.kinds import (
+    database,
+    email_when_complete,
+    event,
+    event_notice,
+    http,
+    job_notification,
+    remote_job,
+)
 
-__all__ = ["database", "email_when_complete", "event", "event_notice", "http", "job_notification"]
+__all__ = [
+    "database",
+    "email_when_complete",
+    "event",
+    "event_notice",
+    "http",
+    "job_notification",
+    "remote_job",
+]

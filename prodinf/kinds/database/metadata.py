@@ -27,6 +27,7 @@ from prodinf import Commit, Flow, Retry, Step, StepContext, job_kind
 from prodinf.databases.checksum import table_stats
 from prodinf.databases.naming import load_naming_rules
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
+from prodinf.engine.registry import registry
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
@@ -206,7 +207,7 @@ def _with_events(
         }
         for index, found in enumerate(output["events"], 1)
     ]
-    ids, write = recorded_with_step(ctx.registry, ctx.settings, documents)
+    ids, write = recorded_with_step(ctx.registry or registry, ctx.settings, documents)
     output["events"] = [
         {**found, "event_id": event_id}
         for found, event_id in zip(output["events"], ids, strict=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_restx import Api
 
+from prodinf.portal.api.callbacks import ns as callbacks_ns
 from prodinf.portal.api.events import ns as events_ns
 from prodinf.portal.api.events import subscriptions_ns
 from prodinf.portal.api.jobs import ns as jobs_ns
@@ -32,5 +33,6 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(events_ns)
     api.add_namespace(subscriptions_ns)
     api.add_namespace(services_ns)
+    api.add_namespace(callbacks_ns)
     register_api(api)
     return blueprint, api
