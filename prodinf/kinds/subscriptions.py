@@ -35,8 +35,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
-from prodinf.databases.rulesfile import load_rules_file
 from prodinf.exceptions import ValidationError
+from prodinf.rulesfile import load_rules_file
 from prodinf.templating import check_templates, render_templates
 
 __all__ = [
