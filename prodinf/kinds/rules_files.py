@@ -4,7 +4,8 @@ Naming rules (``PRODINF_NAMING_RULES``), the healthcheck catalogue
 (``PRODINF_HEALTHCHECKS``), the event rules (``PRODINF_EVENT_RULES``), the
 subscriptions (``PRODINF_SUBSCRIPTIONS``) and the remote services
 (``PRODINF_SERVICES``) are read by jobs, but a bad file must stop prodinf when it
-starts, not fail the first job: every runtime (portal, worker, CLI) calls
+starts, not fail the first job (so must a subscription naming a service the services
+file does not have): every runtime (portal, worker, CLI) calls
 :func:`check_rules_files` as it is built. Each loader caches the file per version, so
 jobs do not read it again.
 """
@@ -49,3 +50,29 @@ def check_rules_files(settings: Settings) -> None:
             raise ValidationError(
                 f"invalid setting {setting}: {exc.message}", field=setting
             ) from None
+    _services_exist(settings)
+
+
+def _services_exist(settings: Settings) -> None:
+    """Every ``run: {service}`` of a subscription names a service of the services file,
+    with a ``kind`` for another prodinf and none for an HTTP job service."""
+    subscriptions = load_subscriptions(settings.subscriptions)
+    services = load_services(settings.services)
+    for sub in subscriptions.subscriptions:
+        run = sub.run
+        if run.service is None:
+            continue
+        found = services.by_name.get(run.service)
+        if found is None:
+            wrong = f"run.service: no service {run.service!r} in {services.source}"
+        elif found.type == "prodinf" and not run.kind:
+            wrong = f"run.kind: name the kind to run on {run.service} (another prodinf)"
+        elif found.type == "http" and run.kind:
+            wrong = f"run.kind: {run.service} is an HTTP job service; it runs no kinds"
+        else:
+            continue
+        raise ValidationError(
+            f"invalid setting PRODINF_SUBSCRIPTIONS: {subscriptions.source}: "
+            f"subscription {sub.name!r}: {wrong}",
+            field="PRODINF_SUBSCRIPTIONS",
+        )

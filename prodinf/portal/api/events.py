@@ -16,7 +16,7 @@ from prodinf.portal.current import runtime
 from prodinf.redact import redact
 from prodinf.status import JobStatus
 from prodinf.store import JobStore
-from prodinf.store.children import children_of
+from prodinf.store.children import ChildJob, children_of
 from prodinf.store.events import get_event, list_events
 
 ns = Namespace("events", description="What happens to a dataset, and the processes it starts")
@@ -49,30 +49,54 @@ def _shown(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def event_processes(store: JobStore, event: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each process of ``event`` as its job was given it: subscription, kind, after, the
-    error if its params did not render, and the ``job_id`` and ``status`` of the job it
-    started (``None`` until started); ``coalesced_into`` when the process has one. What
-    ``GET /api/v1/events/<id>`` and the event's page show."""
+    """Each process of ``event`` as its job was given it: subscription, kind, what it
+    runs (``target``), after, the error if its params did not render, and the
+    ``job_id`` and ``status`` of its newest run (``None`` until started: ``start_at``
+    says when a coalescing window lets it); a process coalesced into another event's
+    (``coalesced_into``) shows that event's run. What ``GET /api/v1/events/<id>`` and
+    the event's page show."""
     if not event.get("job_id"):
         return []
     job = store.describe(event["job_id"])
     with store.transaction() as conn:
         children = children_of(conn, event["job_id"], "processes")
+        followed = {
+            proc["coalesced_into"]["job"]: children_of(
+                conn, proc["coalesced_into"]["job"], "processes"
+            )
+            for proc in job["params"].get("processes", [])
+            if proc.get("coalesced_into")
+        }
     processes = []
     for proc in job["params"].get("processes", []):
-        child = children.get(proc["subscription"])
+        sub = proc["subscription"]
+        child = _newest(children, sub)
+        if child is None and proc.get("coalesced_into"):
+            child = _newest(followed[proc["coalesced_into"]["job"]], sub)
         processes.append(
             {
-                "subscription": proc["subscription"],
+                "subscription": sub,
                 "kind": proc["kind"],
+                "target": proc.get("target") or proc["kind"],
                 "after": proc["after"],
                 "error": proc["error"],
                 "job_id": child.id if child else None,
                 "status": child.status if child else None,
-                **({"coalesced_into": proc["coalesced_into"]} if "coalesced_into" in proc else {}),
+                **{k: proc[k] for k in ("queue", "start_at", "coalesced_into") if proc.get(k)},
             }
         )
     return processes
+
+
+def _newest(children: dict[str, ChildJob], sub: str) -> ChildJob | None:
+    """The newest run of subscription ``sub`` among a step's children (``sub``, then
+    ``sub~2``, ... after retries)."""
+    mine = []
+    for name, child in children.items():
+        base, _, number = name.partition("~")
+        if base == sub:
+            mine.append((int(number) if number.isdigit() else 1, child))
+    return max(mine, key=lambda item: item[0])[1] if mine else None
 
 
 @ns.route("")
