@@ -33,7 +33,7 @@ def test_an_event_is_recorded_with_the_processes_it_starts(client: FlaskClient, 
     assert answer.headers["Location"] == event["url"]
     assert (event["source"], event["status"]) == ("ana", "queued")
     processes = {p["subscription"]: p for p in event["processes"]}
-    assert set(processes) == {"check-new-assembly", "copy-new-assembly"}
+    assert set(processes) == {"check-new-assembly", "copy-new-assembly", "tell-production"}
     assert processes["copy-new-assembly"]["after"] == ["check-new-assembly"]
     assert processes["check-new-assembly"]["params"]["database_uri"].endswith(
         "/homo_sapiens_core_115_38"
@@ -48,6 +48,7 @@ def test_an_event_is_recorded_with_the_processes_it_starts(client: FlaskClient, 
     assert [(p["subscription"], p["job"]) for p in shown["processes"]] == [
         ("copy-new-assembly", None),
         ("check-new-assembly", None),
+        ("tell-production", None),
     ]
 
 
@@ -57,7 +58,7 @@ def test_a_dry_run_answers_the_processes_and_stores_nothing(
     answer = client.post(EVENTS, query_string={"dry_run": "true"}, json=NEW_ASSEMBLY)
     assert answer.status_code == 200
     assert answer.json is not None and answer.json["dry_run"] is True
-    assert len(answer.json["processes"]) == 2
+    assert len(answer.json["processes"]) == 3
     assert client.get(EVENTS).json["total"] == 0  # type: ignore[index]
     assert messages(home) == []
 
@@ -90,6 +91,7 @@ def test_the_subscriptions_are_listed_as_the_file_states_them(client: FlaskClien
         "check-core",
         "copy-new-assembly",
         "check-new-assembly",
+        "tell-production",
     ]
 
 
@@ -105,7 +107,11 @@ def test_submit_event_records_once_per_task_id(app: Flask, home: Path) -> None:
 
     # Then one event was recorded, with what it starts, and its job was sent once
     assert first["id"] == again["id"]
-    assert sorted(first["processes"]) == ["check-new-assembly", "copy-new-assembly"]
+    assert sorted(first["processes"]) == [
+        "check-new-assembly",
+        "copy-new-assembly",
+        "tell-production",
+    ]
     assert list_events(runtime.store)[1] == 1
     assert [m["args"] for m in messages(home)] == [[first["job_id"]]]
 
