@@ -111,6 +111,11 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
     children = ctx.children()
     rounds = [_round_of(name) for name in children]
     this = int(ctx.state.get("round") or (max(rounds) + 1 if rounds else 1))
+    if this == 1 and "round" not in ctx.state and _followed_failed(ctx, processes):
+        # A fresh state (a retry clears it) and no children of its own, but a run it was
+        # coalesced into has failed: a retry, whose round runs the process itself. (A
+        # first execution comes as the event is recorded, inside the window.)
+        this = 2
 
     def named(sub: str) -> str:
         return sub if this == 1 else f"{sub}~{this}"
@@ -192,6 +197,15 @@ def _followed(ctx: StepContext[EventParams], job: str, sub: str) -> ChildJob | N
     """The newest run of ``sub`` that the event job ``job`` started, if any."""
     runs = {n: c for n, c in ctx.children(of=job).items() if n.split("~", 1)[0] == sub}
     return runs[max(runs, key=_round_of)] if runs else None
+
+
+def _followed_failed(ctx: StepContext[EventParams], processes: dict[str, Process]) -> bool:
+    for sub, proc in processes.items():
+        if proc.coalesced_into is not None:
+            followed = _followed(ctx, proc.coalesced_into["job"], sub)
+            if followed is not None and _state_of(followed) == FAILED:
+                return True
+    return False
 
 
 def _report(proc: Process, state: str, child: ChildJob | None) -> dict[str, Any]:

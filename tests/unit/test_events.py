@@ -3,6 +3,7 @@ subscription (``after`` as a graph), each once, the event's end naming what fail
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,68 @@ def picky(ctx: StepContext) -> str:
     if Path(ctx.params.cause).exists():
         raise PermanentError(f"{ctx.params.cause} exists")
     return "fine"
+
+
+def test_a_process_runs_on_the_queue_its_subscription_names(events: World, tmp_path: Path) -> None:
+    path = tmp_path / "queue.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - {name: big, on: [x], run: {kind: ok, params: {value: 1}}, queue: bigmem}\n"
+    )
+    events.settings = events.settings.model_copy(update={"subscriptions": path})
+    event = record(events, type="x")
+    events.drive(event["job_id"])
+    (child,) = [j for j in events.store.list_jobs()[0] if j["kind"] == "ok"]
+    assert events.describe(child["id"])["queue"] == "bigmem"
+    assert (child["id"], "bigmem") in events.published
+
+
+def test_coalesced_events_follow_the_run_and_a_retry_runs_their_own(
+    events: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a subscription coalescing by dataset for a fifth of a second, whose kind
+    # fails while a cause file exists (and followers looking at the run every 50 ms,
+    # not every 5 s)
+    monkeypatch.setattr("prodinf.kinds.event.FOLLOW_EVERY", 0.05)
+    cause = tmp_path / "cause"
+    cause.write_text("bad")
+    path = tmp_path / "coalesce.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - name: dump\n"
+        "    on: [x]\n"
+        "    run: {kind: picky, params: {cause: '{{ payload.cause }}'}}\n"
+        "    coalesce: {key: '{{ dataset.name }}', window: 0.2}\n"
+    )
+    events.settings = events.settings.model_copy(update={"subscriptions": path})
+    events.linear("picky", Step("picky", picky), params=Cause)
+
+    # When three events for one dataset are recorded inside the window
+    three = [
+        record(events, type="x", dataset="homo_sapiens_core_115_38", payload={"cause": str(cause)})
+        for _ in range(3)
+    ]
+
+    # Then none starts before the window closes
+    for event in three:
+        events.drive(event["job_id"])
+    assert [j for j in events.store.list_jobs()[0] if j["kind"] == "picky"] == []
+
+    # and after it, one run does it for all three, and its failure is theirs
+    time.sleep(0.25)
+    run_all(events, three[0])
+    time.sleep(0.1)
+    ended = [run_all(events, e) for e in three]
+    runs = [j for j in events.store.list_jobs()[0] if j["kind"] == "picky"]
+    assert len(runs) == 1
+    for job in ended:
+        assert job["status"] == "failed"
+        assert job["error"]["message"] == "event processes failed: dump"
+        assert job["error"]["details"]["processes"]["dump"]["job"] == runs[0]["id"]
+
+    # When the cause is fixed and a later event is retried, it runs the process itself
+    cause.unlink()
+    events.jobs.retry(three[2]["job_id"])
+    job = run_all(events, three[2])
+    assert job["status"] == "succeeded", job["error"]
+    assert len([j for j in events.store.list_jobs()[0] if j["kind"] == "picky"]) == 2
