@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import yaml
+from pydantic import ValidationError as PydanticError
 
 from prodinf.exceptions import ValidationError
 
-__all__ = ["load_rules_file"]
+__all__ = ["load_rules_file", "named_entries"]
 
 T = TypeVar("T")
 
@@ -49,3 +50,46 @@ def _load(path: str, stamp: int, what: str, field: str, parse: Callable[[Any, st
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValidationError(f"cannot read {what} {path}: {exc}", field=field) from None
     return parse(document, path)
+
+
+def named_entries(
+    document: Any,
+    source: str,
+    key: str,
+    noun: str,
+    validate: Callable[[Any, str], T],
+) -> list[T]:
+    """The entries of a file that is one list under ``key`` of mappings with a unique
+    ``name`` (subscriptions, services), each made by ``validate(item, label)``.
+
+    :raises ValidationError: naming the file, the entry (``<noun> 'name'``, or its
+        number when it has no name) and what is wrong: a pydantic error's field and
+        message, a ``ValidationError`` of ``validate``'s, or a name used twice.
+    """
+
+    def bad(message: str) -> ValidationError:
+        return ValidationError(f"{source}: {message}", field=key)
+
+    if not isinstance(document, dict) or not isinstance(document.get(key), list):
+        raise bad(f"must be a mapping with a list under `{key}`")
+    if set(document) != {key}:
+        raise bad(f"unknown top-level field(s): {sorted(set(document) - {key})}")
+    entries: list[T] = []
+    seen: set[str] = set()
+    for index, item in enumerate(document[key], 1):
+        name = item.get("name") if isinstance(item, dict) else None
+        label = f"{noun} {name!r}" if isinstance(name, str) else f"{noun} {index}"
+        if not isinstance(item, dict):
+            raise bad(f"{label}: must be a mapping")
+        try:
+            entries.append(validate(item, label))
+        except PydanticError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "entry"
+            raise bad(f"{label}: {where}: {first['msg']}") from None
+        except ValidationError as exc:
+            raise bad(f"{label}: {exc.message}") from None
+        if name in seen:
+            raise bad(f"{label}: the name is used twice")
+        seen.add(str(name))
+    return entries

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic import ValidationError as PydanticError
 
 from prodinf.exceptions import ValidationError
-from prodinf.rulesfile import load_rules_file
+from prodinf.rulesfile import load_rules_file, named_entries
 from prodinf.templating import check_templates, render_templates
 
 __all__ = [
@@ -272,31 +271,14 @@ class Subscriptions(BaseModel):
         def bad(message: str) -> ValidationError:
             return ValidationError(f"{source}: {message}", field="subscriptions")
 
-        if not isinstance(document, dict) or not isinstance(document.get("subscriptions"), list):
-            raise bad("must be a mapping with a list under `subscriptions`")
-        if set(document) != {"subscriptions"}:
-            raise bad(f"unknown top-level field(s): {sorted(set(document) - {'subscriptions'})}")
-        entries: list[Subscription] = []
-        for index, item in enumerate(document["subscriptions"], 1):
-            label = (
-                f"subscription {item.get('name')!r}"
-                if isinstance(item, dict) and isinstance(item.get("name"), str)
-                else f"subscription {index}"
-            )
-            if isinstance(item, dict) and True in item and "on" not in item:
+        def one(item: dict[Any, Any], label: str) -> Subscription:
+            if True in item and "on" not in item:
                 # YAML 1.1 (PyYAML) reads a bare `on` key as the boolean true
                 item = {("on" if k is True else k): v for k, v in item.items()}
-            try:
-                entries.append(Subscription.model_validate(item))
-            except PydanticError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "entry"
-                raise bad(f"{label}: {where}: {first['msg']}") from None
-        seen: set[str] = set()
-        for sub in entries:
-            if sub.name in seen:
-                raise bad(f"subscription {sub.name!r}: the name is used twice")
-            seen.add(sub.name)
+            return Subscription.model_validate(item)
+
+        entries = named_entries(document, source, "subscriptions", "subscription", one)
+        seen = {sub.name for sub in entries}
         for sub in entries:
             for other in sub.after:
                 if other not in seen:

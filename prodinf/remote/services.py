@@ -44,13 +44,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as PydanticError
 from pydantic_core.core_schema import ValidationInfo
 
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.redact import redact, redact_text
 from prodinf.remote.pointer import check_pointer
-from prodinf.rulesfile import load_rules_file
+from prodinf.rulesfile import load_rules_file, named_entries
 from prodinf.status import StepStatus
 from prodinf.templating import check_templates
 
@@ -297,38 +296,15 @@ class Services(BaseModel):
     def from_document(cls, document: Any, source: str = "<memory>") -> Services:
         """Services from a parsed YAML document; ``ValidationError`` names the entry."""
 
-        def bad(message: str) -> ValidationError:
-            return ValidationError(f"{source}: {message}", field="services")
-
-        if not isinstance(document, dict) or not isinstance(document.get("services"), list):
-            raise bad("must be a mapping with a list under `services`")
-        if set(document) != {"services"}:
-            raise bad(f"unknown top-level field(s): {sorted(set(document) - {'services'})}")
-        entries: list[ProdinfService | HttpService] = []
-        for index, item in enumerate(document["services"], 1):
-            label = (
-                f"service {item.get('name')!r}"
-                if isinstance(item, dict) and isinstance(item.get("name"), str)
-                else f"service {index}"
-            )
-            if not isinstance(item, dict):
-                raise bad(f"{label}: must be a mapping")
+        def one(item: dict[str, Any], label: str) -> ProdinfService | HttpService:
             if "type" not in item:
-                raise bad(f"{label}: type: Field required (prodinf or http)")
+                raise ValidationError("type: Field required (prodinf or http)")
             model = _TYPES.get(item["type"]) if isinstance(item["type"], str) else None
             if model is None:
-                raise bad(f"{label}: type: must be 'prodinf' or 'http', not {item['type']!r}")
-            try:
-                entries.append(model.model_validate(item))
-            except PydanticError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "entry"
-                raise bad(f"{label}: {where}: {first['msg']}") from None
-        seen: set[str] = set()
-        for service in entries:
-            if service.name in seen:
-                raise bad(f"service {service.name!r}: the name is used twice")
-            seen.add(service.name)
+                raise ValidationError(f"type: must be 'prodinf' or 'http', not {item['type']!r}")
+            return model.model_validate(item)
+
+        entries = named_entries(document, source, "services", "service", one)
         return cls(services=entries, source=source)
 
 

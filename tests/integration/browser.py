@@ -37,9 +37,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-def serve(app: Flask) -> Iterator[str]:
-    """Serve ``app`` over real HTTP on 127.0.0.1, in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serve(app: Flask, port: int = 0) -> Iterator[str]:
+    """Serve ``app`` over real HTTP on 127.0.0.1 (on ``port``, or one the kernel picks),
+    in a thread; yields its base URL."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

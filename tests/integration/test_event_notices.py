@@ -8,7 +8,6 @@ import hashlib
 import hmac
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -17,9 +16,9 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.kinds.event import record_event
 from prodinf.runtime import Runtime
-from prodinf.status import TERMINAL
 from tests.conftest import fresh_store
 from tests.integration.servers import Smtp, WebhookReceiver
+from tests.waiting import drive_all
 
 pytestmark = pytest.mark.integration
 
@@ -54,17 +53,6 @@ def runtime(home: Path, tmp_path: Path, smtp: Smtp) -> Iterator[Runtime]:
     rt = Runtime(settings, create_celery(settings))
     yield rt
     rt.close()
-
-
-def drive_all(runtime: Runtime, job_id: str) -> dict[str, Any]:
-    for _ in range(200):
-        for job in runtime.store.list_jobs()[0]:
-            if job["status"] not in TERMINAL:
-                runtime.runner.drive(job["id"])
-        found = runtime.store.describe(job_id)
-        if found["status"] in TERMINAL:
-            return found
-    pytest.fail(f"job {job_id} did not end")
 
 
 def test_an_email_and_a_webhook_tell_the_event(

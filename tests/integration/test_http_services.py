@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.kinds.event import record_event
 from prodinf.runtime import Runtime
-from prodinf.status import TERMINAL
 from tests.conftest import fresh_store
 from tests.loopback import Loopback, Reply, Request
+from tests.waiting import drive_all
 
 pytestmark = pytest.mark.integration
 
@@ -118,21 +117,6 @@ def runtime(
     rt.close()
 
 
-def drive(runtime: Runtime, job_id: str, timeout: float) -> dict[str, Any]:
-    """Drive every job that has not ended, in this process as workers would, until
-    ``job_id`` ends; that job, described."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for job in runtime.store.list_jobs()[0]:
-            if job["status"] not in TERMINAL:
-                runtime.runner.drive(job["id"])
-        found = runtime.store.describe(job_id)
-        if found["status"] in TERMINAL:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"job {job_id} did not end in {timeout:g} s")
-
-
 def check(runtime: Runtime, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Record a check.needed event in ``mode``; drive it to its end: (event job, process job)."""
     event, _ = record_event(
@@ -142,7 +126,7 @@ def check(runtime: Runtime, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
         runtime.publish,
         {"type": "check.needed", "dataset": "homo_sapiens_core_115_38", "payload": {"mode": mode}},
     )
-    done = drive(runtime, event["job_id"], 30)
+    done = drive_all(runtime, event["job_id"])
     proc = done["result"] or done["error"]["details"]
     job_id = proc["processes"]["check"]["job"]
     return done, runtime.store.describe(job_id)

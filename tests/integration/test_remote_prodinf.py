@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 from sqlalchemy.engine import make_url
-from werkzeug.serving import make_server
 
 from prodinf.config import Settings
 from prodinf.kinds.event import record_event
@@ -28,6 +25,7 @@ from prodinf.runtime import Runtime
 from prodinf.webhooks import SIGNATURE_HEADER, encode, signature
 from tests.conftest import Processes, fresh_store
 from tests.gates import AMQP_URL
+from tests.integration.browser import serve
 from tests.integration.conftest import IT_DATABASE, PLUGIN, delete_queues, stack_settings
 from tests.loopback import free_port
 from tests.waiting import wait_for_job, wait_until
@@ -68,16 +66,6 @@ def peer_vhost(amqp_url: str) -> Iterator[str]:
     _vhost("set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*")
     yield AMQP_URL.rstrip("/") + "/" + VHOST
     _vhost("delete_vhost", VHOST)
-
-
-def serve(app: Flask, port: int) -> Iterator[str]:
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture
