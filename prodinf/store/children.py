@@ -82,7 +82,15 @@ def open_children(conn: Connection, parent_id: str) -> list[str]:
 def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
     """Make ``step`` of job ``parent_id`` due now if it is waiting (a child ended, a
     callback came); the job's queue if it was woken (for its message, after commit),
-    else ``None``."""
+    else ``None``.
+
+    The job row is locked before its step row, in the order every transaction that
+    runs the job takes them (``JobRows.lock``): the other order deadlocks with a
+    parent being claimed while its children end.
+    """
+    queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id).with_for_update())
+    if queue is None:
+        return None
     woken = conn.execute(
         update(STEPS)
         .where(
@@ -99,8 +107,7 @@ def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str
         .where(JOBS.c.id == parent_id, JOBS.c.status == JobStatus.WAITING)
         .values(next_run_at=now, updated_at=now)
     )
-    queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id))
-    return None if queue is None else str(queue)
+    return str(queue)
 
 
 def step_output(conn: Connection, job_id: str, step: str) -> tuple[str, Any, Any] | None:
