@@ -83,6 +83,8 @@ class _Outcome:
     trace: str = ""
     #: The step's state to store; ``None`` keeps what is stored.
     state: dict[str, Any] | None = field(default_factory=dict)
+    #: The status of each child as the step last read them (``ctx.children()``).
+    seen: dict[str, str] | None = None
 
 
 class Runner:
@@ -254,7 +256,7 @@ class Runner:
         try:
             fn = action.step.revert if action.revert else action.step.execute
             assert fn is not None  # the planner only reverts steps that have a revert
-            outcome = _Outcome(value=fn(ctx), state=ctx.state)
+            outcome = _Outcome(value=fn(ctx), state=ctx.state, seen=hooks.seen)
         except Exception as exc:
             outcome = _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
         finally:
@@ -287,8 +289,9 @@ class Runner:
         past_deadline = policy.deadline is not None and elapsed > policy.deadline
         if error is None and isinstance(outcome.value, Wait) and outcome.value.children:
             try:
-                if self._start_children(conn, rows, row, outcome.value.children, now):
-                    # every child has ended already: run the step again at once
+                if self._start_children(conn, rows, row, outcome.value.children, now, outcome.seen):
+                    # every child has ended already, or one the step saw running has
+                    # (its end's wake came while the step ran): run it again at once
                     outcome = _Outcome(value=replace(outcome.value, seconds=0.0), state=None)
             except ProdinfError as exc:
                 error = PermanentError(f"{name} could not start its jobs: {exc.message}")
@@ -343,9 +346,11 @@ class Runner:
         row: LockedStep,
         children: tuple[Child, ...],
         now: datetime,
+        seen: dict[str, str] | None = None,
     ) -> bool:
         """Add the ``children`` not started yet to the rows this transaction writes;
-        return whether every one of them has ended already."""
+        return whether every one of them has ended already, or one the step ``seen``
+        not ended has ended since (its wake found the step running, not waiting)."""
         job = rows.job
         started = children_of(conn, job.id, row.name)
         for child in children:
@@ -370,6 +375,11 @@ class Runner:
             rows.note(
                 "child.started", row.name, f"started {child.kind} job {new.id} as {child.name}"
             )
+        if seen and any(
+            name in started and started[name].status in TERMINAL and status not in TERMINAL
+            for name, status in seen.items()
+        ):
+            return True
         return all(
             child.name in started and started[child.name].status in TERMINAL for child in children
         )
@@ -426,6 +436,8 @@ class _Hooks:
 
     def __init__(self, store: JobStore, lease: Lease) -> None:
         self.store, self.lease = store, lease
+        #: The status of each of the step's children when it last read them.
+        self.seen: dict[str, str] | None = None
 
     def save_state(self, state: dict[str, Any]) -> None:
         _require_json(state, f"step {self.lease.step} recorded a non-JSON state")
@@ -439,4 +451,7 @@ class _Hooks:
 
     def children(self, of: str | None = None) -> dict[str, ChildJob]:
         with self.store.transaction() as conn:
-            return children_of(conn, of or self.lease.job_id, self.lease.step)
+            found = children_of(conn, of or self.lease.job_id, self.lease.step)
+        if of is None:
+            self.seen = {name: child.status for name, child in found.items()}
+        return found

@@ -150,3 +150,47 @@ def test_a_failed_or_cancelled_child_wakes_its_parent_too(world: World) -> None:
     assert (parent, "jobs") in world.published
     job = world.drive(parent)
     assert job["result"] == {"boom": "failed", "slow": "cancelled"}
+
+
+def test_a_child_that_ends_while_its_parent_runs_has_the_parent_run_again_at_once(
+    world: World,
+) -> None:
+    # Given a parent that starts children a, c and d (which runs long), and b once a
+    # succeeded (as an event's ``after``); woken by c's end, it sees a still running
+    # while a ends meanwhile, on another worker (a's wake finds the parent running,
+    # not waiting)
+    ending: list[str] = []
+    other = world.new_runner()
+
+    def graph(ctx: StepContext) -> Any:
+        children = ctx.children()
+        if "b" in children and children["b"].status in TERMINAL:
+            return "done"
+        if "a" in children and children["a"].status in TERMINAL:
+            return ctx.start([Child("b", "echo", {"value": 2})], "waiting for b")
+        if ending:
+            world.drive(ending.pop(), other)  # a ends after the step read it
+        going = [Child("a", "echo", {"value": 1}), Child("d", "echo", {"value": 4})]
+        if "c" not in children:
+            going.append(Child("c", "echo", {"value": 3}))
+        return ctx.start(going, "waiting for a and d")
+
+    world.linear("echo", Step("echo", lambda ctx: ctx.params.value), params=Echo)
+    world.linear("graph", Step("graph", graph))
+    parent = world.submit("graph")
+    assert world.drive(parent)["status"] == "waiting"
+    echoes = [world.describe(j["id"]) for j in jobs_of_kind(world, "echo")]
+    started = {j["params"]["value"]: j["id"] for j in echoes}
+    ending.append(started[1])
+    world.drive(started[3])  # c ends: the parent is due
+
+    # When the parent runs, and a ends while it does
+    world.published.clear()
+    world.drive(parent)
+
+    # Then the parent runs again at once, not after its week-long wait, and starts b
+    assert world.describe(started[1])["status"] == "succeeded"
+    assert world.step(parent, "graph")["status"] == "waiting"
+    (b,) = [j["id"] for j in jobs_of_kind(world, "echo") if j["id"] not in started.values()]
+    assert world.describe(started[4])["status"] == "queued"
+    assert world.published == [(b, "jobs")]
