@@ -97,13 +97,23 @@ class StepContext(Generic[P]):
         return Wait(seconds=seconds, reason=reason, state=state, watch=watch)
 
     def start(
-        self, children: Sequence[Child], reason: str, *, timeout: float = 7 * 86400, **state: Any
+        self,
+        children: Sequence[Child],
+        reason: str,
+        *,
+        timeout: float = 7 * 86400,
+        last: bool = False,
+        **state: Any,
     ) -> Wait:
         """A ``Wait`` to return: start ``children`` (those not started yet) and wait for
-        them without holding a worker. Each child's end wakes this step at once; it then
-        reads them with :meth:`children` and returns its output, or ``start``s again
-        to wait for the rest. ``timeout`` is the longest wait (the step runs again then)."""
-        return Wait(seconds=timeout, reason=reason, state=state, children=tuple(children))
+        them without holding a worker. Each child's end wakes this step at once (with
+        ``last``, only the end of the last one running: in the transaction that
+        records it); it then reads them with :meth:`children` and returns its output,
+        or ``start``s again to wait for the rest. ``timeout`` is the longest wait (the
+        step runs again then)."""
+        return Wait(
+            seconds=timeout, reason=reason, state=state, children=tuple(children), last=last
+        )
 
     def children(self, of: str | None = None) -> dict[str, Any]:
         """The jobs this step started, by name: each a ``ChildJob`` (``id``, ``kind``,

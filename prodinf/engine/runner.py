@@ -38,7 +38,7 @@ from prodinf.redact import redact, redact_text
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store import leases as held
-from prodinf.store.children import ChildJob, child_key, children_of
+from prodinf.store.children import EACH, LAST, WAKE, ChildJob, child_key, children_of
 from prodinf.store.rows import JobRows, LockedJob, LockedStep
 from prodinf.store.types import utcnow
 
@@ -306,7 +306,9 @@ class Runner:
                     row,
                     until=now + timedelta(seconds=max(0.0, wait.seconds)),
                     reason=redact_text(wait.reason)[:500],
-                    state=wait.state,
+                    state={**wait.state, WAKE: LAST if wait.last else EACH}
+                    if wait.children
+                    else wait.state,
                     watch=wait.watch,
                     now=now,
                 )

@@ -71,8 +71,8 @@ class Wait:
     execution reads as ``ctx.state``. With a ``watch``, the step is also woken
     as soon as the watched URL finishes (see :class:`Watch`); ``seconds`` is then
     how long to wait at most. With ``children``, the jobs not started yet are
-    started in the transaction that records the wait, and the end of each wakes
-    the step at once (see :meth:`StepContext.start`).
+    started in the transaction that records the wait, and the end of each (or, with
+    ``last``, of the last one) wakes the step at once (see :meth:`StepContext.start`).
     """
 
     seconds: float
@@ -80,6 +80,9 @@ class Wait:
     state: dict[str, Any] = field(default_factory=dict)
     watch: Watch | None = None
     children: tuple[Child, ...] = ()
+    #: With ``children``: woken only by the end of the last one still running, not by
+    #: each one's end.
+    last: bool = False
 
 
 @dataclass(frozen=True)

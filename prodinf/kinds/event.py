@@ -174,7 +174,14 @@ def _processes(ctx: StepContext[EventParams]) -> Any:
     if waiting:
         reason = f"waiting for {', '.join(waiting)}"
         if going:
-            return ctx.start(going, reason, timeout=min(wake, default=7 * 86400.0), round=this)
+            # woken by each end only when a process waits for one to start
+            return ctx.start(
+                going,
+                reason,
+                timeout=min(wake, default=7 * 86400.0),
+                last=BLOCKED not in state.values(),
+                round=this,
+            )
         return ctx.wait(min(wake, default=60.0), reason, round=this)
     report = {sub: _report(processes[sub], state[sub], used.get(sub)) for sub in processes}
     failed = sorted(n for n, s in state.items() if s == FAILED)

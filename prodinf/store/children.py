@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import JOBS, STEPS
 
 __all__ = [
+    "EACH",
+    "LAST",
+    "WAKE",
     "ChildJob",
     "child_key",
     "children_of",
@@ -79,29 +82,45 @@ def open_children(conn: Connection, parent_id: str) -> list[str]:
     ]
 
 
+#: The key of a waiting step's state that says which child ends wake it: each one's,
+#: or only the last one's.
+WAKE, EACH, LAST = "wake", "each", "last"
+
+
 def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
     """Make ``step`` of job ``parent_id`` due now if it is waiting (a child ended, a
     callback came); the job's queue if it was woken (for its message, after commit),
     else ``None``.
 
-    The job row is locked before its step row, in the order every transaction that
-    runs the job takes them (``JobRows.lock``): the other order deadlocks with a
-    parent being claimed while its children end.
+    A step waiting with ``last`` (its state's ``wake``) is woken only once no child of
+    it is left running. The job row is locked first, so the ends of two children
+    count each other in turn (never both "another still runs"), and in the order
+    every transaction that runs the job takes its rows (``JobRows.lock``): the other
+    order deadlocks with a parent being claimed while its children end.
     """
     queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id).with_for_update())
     if queue is None:
         return None
-    woken = conn.execute(
-        update(STEPS)
-        .where(
+    waiting = conn.execute(
+        select(STEPS.c.id, STEPS.c.state).where(
             STEPS.c.job_id == parent_id,
             STEPS.c.name == step,
             STEPS.c.status == StepStatus.WAITING,
         )
-        .values(due_at=now)
-    )
-    if not woken.rowcount:
+    ).first()
+    if waiting is None:
         return None
+    if (waiting.state or {}).get(WAKE) == LAST and conn.scalar(
+        select(func.count())
+        .select_from(JOBS)
+        .where(
+            JOBS.c.parent_id == parent_id,
+            JOBS.c.parent_step == step,
+            JOBS.c.status.not_in(TERMINAL),
+        )
+    ):
+        return None  # another child it waits for still runs; the last one's end wakes it
+    conn.execute(update(STEPS).where(STEPS.c.id == waiting.id).values(due_at=now))
     conn.execute(
         update(JOBS)
         .where(JOBS.c.id == parent_id, JOBS.c.status == JobStatus.WAITING)

@@ -37,3 +37,37 @@ def test_children_ending_together_each_wake_the_parent_and_it_ends(world: World)
     job = world.drive(parent)
     assert job["status"] == "succeeded"
     assert job["result"] == [1] * 8
+
+
+def wait_for_the_last_of_eight(ctx: StepContext) -> Any:
+    children = ctx.children()
+    if len(children) == 8 and all(c.status in TERMINAL for c in children.values()):
+        return sorted(c.result for c in children.values())
+    return ctx.start([Child(f"c{i}", "one") for i in range(8)], "waiting for 8", last=True)
+
+
+def test_children_ending_together_wake_a_parent_waiting_for_the_last_once(
+    world: World,
+) -> None:
+    # Given a parent waiting for the last of eight children
+    world.linear("one", Step("one", lambda ctx: 1))
+    world.linear("parent", Step("wait", wait_for_the_last_of_eight))
+    parent = world.submit("parent")
+    assert world.drive(parent)["status"] == "waiting"
+    children = [j["id"] for j in world.store.list_jobs(kind="one")[0]]
+
+    # When six end one by one, none wakes it
+    world.published.clear()
+    for child in children[:6]:
+        world.drive(child)
+    assert world.published == []
+
+    # When the last two end at the same instant on two workers
+    at_once(2, lambda i: world.new_runner().drive(children[6 + i]))
+
+    # Then exactly one of those ends woke it (each counted the other, in turn), and it
+    # ends with every result
+    assert world.published == [(parent, "jobs")]
+    job = world.drive(parent)
+    assert job["status"] == "succeeded"
+    assert job["result"] == [1] * 8
