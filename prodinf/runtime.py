@@ -21,6 +21,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 import prodinf.kinds  # noqa: F401  (registers the built-in kinds)
 from prodinf.config import Settings
+from prodinf.engine.messages import LANE_SUFFIX, lane
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.registry import Registry, registry
 from prodinf.engine.runner import Runner
@@ -59,10 +60,6 @@ SUBMIT_EVENT = "prodinf.submit_event"
 #: other arguments); nothing depends on priorities, which quorum queues lack.
 PRIORITY = 5
 
-#: Each queue has a lane, ``<queue>.due``: what the reconciler sends (a due wait, a
-#: step whose worker died, a message never confirmed) goes there, and a worker
-#: consumes both, so a deep queue of new work never holds up a re-drive.
-LANE_SUFFIX = ".due"
 #: Suffix of the queue where quorum queues put a message delivered
 #: ``x-delivery-limit`` times: ``<jobs queue>.dead``, which the reconciler drains
 #: (see ``Runtime.drain_dead_letters``).
@@ -72,11 +69,6 @@ DEAD_SUFFIX = ".dead"
 def dead_letters(settings: Settings) -> str:
     """The queue of dead-lettered messages: ``jobs.dead`` with the default queues."""
     return settings.queue_jobs + DEAD_SUFFIX
-
-
-def lane(queue: str) -> str:
-    """The lane of ``queue``: where the reconciler sends that queue's due jobs."""
-    return queue if queue.endswith(LANE_SUFFIX) else queue + LANE_SUFFIX
 
 
 def logical_queues(names: Collection[str]) -> list[str]:

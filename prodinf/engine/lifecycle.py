@@ -56,6 +56,7 @@ def claim(
     row.status = StepStatus.REVERTING if revert else StepStatus.RUNNING
     row.lease_owner = owner
     row.lease_until = until
+    row.due_at = None  # set again only by a wake while it runs (see wake_step)
     if not revert:
         row.first_attempt_at = row.first_attempt_at or now
         row.started_at = row.started_at or now

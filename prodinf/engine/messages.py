@@ -15,17 +15,27 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from prodinf.config import Settings
-from prodinf.exceptions import StoreUnavailable
+from prodinf.exceptions import ProdinfError, StoreUnavailable
 from prodinf.store import JobStore
 from prodinf.store.due import mark_sent
 from prodinf.store.types import utcnow
 
-__all__ = ["Messages", "Publish"]
+__all__ = ["LANE_SUFFIX", "Messages", "Publish", "lane"]
 
 log = logging.getLogger(__name__)
 
 #: Publishes a run message for (job id, queue).
 Publish = Callable[[str, str], None]
+
+#: Each queue has a lane, ``<queue>.due``: what is due again (a due wait, a woken step,
+#: a step whose worker died, a message never confirmed) goes there, and a worker
+#: consumes both, so a deep queue of new work never holds up work already under way.
+LANE_SUFFIX = ".due"
+
+
+def lane(queue: str) -> str:
+    """The lane of ``queue``: where that queue's due and woken jobs are sent."""
+    return queue if queue.endswith(LANE_SUFFIX) else queue + LANE_SUFFIX
 
 
 class Messages:
@@ -48,6 +58,21 @@ class Messages:
         self.publish(job_id, queue)
         if marked is not None:
             self.sent([job_id], marked)
+
+    def send_all(self, messages: Collection[tuple[str, str, datetime]]) -> None:
+        """Publish each ``(job id, queue, marked)``, then record those the broker
+        confirmed in one write per ``marked`` (new children share it); one that is
+        not confirmed is logged and sent by the reconciler at its ``marked``."""
+        confirmed: dict[datetime, list[str]] = {}
+        for job_id, queue, marked in messages:
+            try:
+                self.publish(job_id, queue)
+            except ProdinfError as exc:
+                log.warning("job %s not published yet: %s", job_id, exc)
+                continue
+            confirmed.setdefault(marked, []).append(job_id)
+        for marked, job_ids in confirmed.items():
+            self.sent(job_ids, marked)
 
     def sent(self, job_ids: Collection[str], marked: datetime) -> None:
         """Record that the messages of ``job_ids`` (due again at ``marked``) were confirmed."""

@@ -27,7 +27,7 @@ from prodinf.engine import lifecycle
 from prodinf.engine.context import StepContext
 from prodinf.engine.heartbeat import Heartbeat, Lease
 from prodinf.engine.lifecycle import Lifecycle
-from prodinf.engine.messages import Messages, Publish
+from prodinf.engine.messages import Messages, Publish, lane
 from prodinf.engine.newjob import new_job
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
@@ -83,8 +83,6 @@ class _Outcome:
     trace: str = ""
     #: The step's state to store; ``None`` keeps what is stored.
     state: dict[str, Any] | None = field(default_factory=dict)
-    #: The status of each child as the step last read them (``ctx.children()``).
-    seen: dict[str, str] | None = None
 
 
 class Runner:
@@ -113,7 +111,7 @@ class Runner:
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         built: dict[str, _Built] = {}  # a job's params never change: build its flow once
         with self.store.transaction() as conn:
-            rows = JobRows.lock(conn, job_id)
+            rows = JobRows.lock(conn, job_id, self.settings.resend_after)
             action = self._advance(rows, owner, built)
             if rows is not None:
                 rows.save(conn)
@@ -126,7 +124,7 @@ class Runner:
             # One transaction records the outcome and claims the next step: it
             # reads the rows once and writes what changed once.
             with self.store.transaction() as conn:
-                rows = JobRows.lock(conn, job_id)
+                rows = JobRows.lock(conn, job_id, self.settings.resend_after)
                 if rows is None:
                     log.warning("job %s: gone while %s ran", job_id, action.step.name)
                     return
@@ -212,18 +210,13 @@ class Runner:
         return status
 
     def _publish_spawned(self, rows: JobRows) -> None:
-        # Committed with the job's status: if a publish fails, the reconciler
-        # sends the message within resend_after (a woken parent is due now).
-        for new in rows.spawned:
-            try:
-                self.messages.send(new.id, new.queue, new.next_run_at)
-            except ProdinfError as exc:
-                log.warning("job %s not published yet: %s", new.id, exc)
-        for parent, queue in rows.woken:
-            try:
-                self.publish(parent, queue)
-            except ProdinfError as exc:
-                log.warning("woken job %s not published yet: %s", parent, exc)
+        # Committed with the job's status: a message not confirmed sent is sent by the
+        # reconciler at its job's next_run_at (resend_after from now). A woken parent
+        # goes on its queue's lane, beside work already under way, not behind new work.
+        self.messages.send_all(
+            [(new.id, new.queue, new.next_run_at) for new in rows.spawned]
+            + [(parent, lane(queue), due) for parent, queue, due in rows.woken]
+        )
         rows.spawned, rows.woken = [], []
 
     # -- running -------------------------------------------------------------
@@ -256,7 +249,7 @@ class Runner:
         try:
             fn = action.step.revert if action.revert else action.step.execute
             assert fn is not None  # the planner only reverts steps that have a revert
-            outcome = _Outcome(value=fn(ctx), state=ctx.state, seen=hooks.seen)
+            outcome = _Outcome(value=fn(ctx), state=ctx.state)
         except Exception as exc:
             outcome = _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
         finally:
@@ -289,15 +282,18 @@ class Runner:
         past_deadline = policy.deadline is not None and elapsed > policy.deadline
         if error is None and isinstance(outcome.value, Wait) and outcome.value.children:
             try:
-                if self._start_children(conn, rows, row, outcome.value.children, now, outcome.seen):
-                    # every child has ended already, or one the step saw running has
-                    # (its end's wake came while the step ran): run it again at once
+                if self._start_children(conn, rows, row, outcome.value.children, now):
+                    # every child has ended already: run the step again at once
                     outcome = _Outcome(value=replace(outcome.value, seconds=0.0), state=None)
             except ProdinfError as exc:
                 error = PermanentError(f"{name} could not start its jobs: {exc.message}")
         if error is None and isinstance(outcome.value, Commit):
             rows.spawned.extend(outcome.value.write(conn, now))
             outcome = _Outcome(value=outcome.value.output, state=outcome.state)
+        if error is None and isinstance(outcome.value, Wait) and row.due_at is not None:
+            # woken while it ran (a child ended, a callback came): what it looked at
+            # may be stale, so it runs again at once
+            outcome = _Outcome(value=replace(outcome.value, seconds=0.0), state=outcome.state)
         if error is None and isinstance(outcome.value, Wait):
             wait = outcome.value
             if not past_deadline:
@@ -348,11 +344,9 @@ class Runner:
         row: LockedStep,
         children: tuple[Child, ...],
         now: datetime,
-        seen: dict[str, str] | None = None,
     ) -> bool:
         """Add the ``children`` not started yet to the rows this transaction writes;
-        return whether every one of them has ended already, or one the step ``seen``
-        not ended has ended since (its wake found the step running, not waiting)."""
+        return whether every one of them has ended already."""
         job = rows.job
         started = children_of(conn, job.id, row.name)
         for child in children:
@@ -377,11 +371,6 @@ class Runner:
             rows.note(
                 "child.started", row.name, f"started {child.kind} job {new.id} as {child.name}"
             )
-        if seen and any(
-            name in started and started[name].status in TERMINAL and status not in TERMINAL
-            for name, status in seen.items()
-        ):
-            return True
         return all(
             child.name in started and started[child.name].status in TERMINAL for child in children
         )
@@ -438,8 +427,6 @@ class _Hooks:
 
     def __init__(self, store: JobStore, lease: Lease) -> None:
         self.store, self.lease = store, lease
-        #: The status of each of the step's children when it last read them.
-        self.seen: dict[str, str] | None = None
 
     def save_state(self, state: dict[str, Any]) -> None:
         _require_json(state, f"step {self.lease.step} recorded a non-JSON state")
@@ -453,7 +440,4 @@ class _Hooks:
 
     def children(self, of: str | None = None) -> dict[str, ChildJob]:
         with self.store.transaction() as conn:
-            found = children_of(conn, of or self.lease.job_id, self.lease.step)
-        if of is None:
-            self.seen = {name: child.status for name, child in found.items()}
-        return found
+            return children_of(conn, of or self.lease.job_id, self.lease.step)

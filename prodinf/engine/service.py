@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from prodinf.config import Settings
 from prodinf.engine.lifecycle import Lifecycle
-from prodinf.engine.messages import Messages, Publish
+from prodinf.engine.messages import Messages, Publish, lane
 from prodinf.engine.newjob import new_job
 from prodinf.engine.notices import parse_notify
 from prodinf.engine.registry import Registry
@@ -20,7 +20,7 @@ from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, Validation
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 from prodinf.store import JobStore, job_summary
 from prodinf.store.children import open_children
-from prodinf.store.rows import JobRows, NewRows
+from prodinf.store.rows import JobRows
 from prodinf.store.submissions import Keyed, delete_job, find_by_key, insert_job
 from prodinf.store.types import utcnow
 
@@ -144,12 +144,11 @@ class Jobs:
             self.lifecycle.cancel(rows, utcnow())
             rows.save(conn)
             children = open_children(conn, job_id)
-        self._publish_spawned(rows.spawned)
-        for parent, queue in rows.woken:  # a cancelled child wakes its parent's step
-            try:
-                self.publish(parent, queue)
-            except BrokerUnavailable as exc:
-                log.warning("woken job %s not published yet: %s", parent, exc)
+        # its notification, and the parent its end woke (if it is a child), on its lane
+        self.messages.send_all(
+            [(new.id, new.queue, new.next_run_at) for new in rows.spawned]
+            + [(parent, lane(queue), due) for parent, queue, due in rows.woken]
+        )
         for child in children:  # each in its own transaction, after the parent's
             with contextlib.suppress(Conflict):  # it ended meanwhile
                 self.cancel(child)
@@ -176,18 +175,8 @@ class Jobs:
         self.messages.send(job_id, rows.job.queue, rows.job.next_run_at)
         return job_summary(rows.job)
 
-    def _publish_spawned(self, spawned: list[NewRows]) -> None:
-        # Committed with the status: if this publish fails, the reconciler sends it
-        # within resend_after.
-        for new in spawned:
-            try:
-                self.messages.send(new.id, new.queue, new.next_run_at)
-            except BrokerUnavailable as exc:
-                log.warning("notification job %s not published yet: %s", new.id, exc)
-
-    @staticmethod
-    def _locked(conn: Connection, job_id: str) -> JobRows:
-        rows = JobRows.lock(conn, job_id)
+    def _locked(self, conn: Connection, job_id: str) -> JobRows:
+        rows = JobRows.lock(conn, job_id, self.settings.resend_after)
         if rows is None:
             raise NotFound(f"no job {job_id!r}", field="id")
         return rows

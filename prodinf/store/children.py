@@ -87,11 +87,16 @@ def open_children(conn: Connection, parent_id: str) -> list[str]:
 WAKE, EACH, LAST = "wake", "each", "last"
 
 
-def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str | None:
+def wake_step(
+    conn: Connection, parent_id: str, step: str, now: datetime, due: datetime | None = None
+) -> str | None:
     """Make ``step`` of job ``parent_id`` due now if it is waiting (a child ended, a
-    callback came); the job's queue if it was woken (for its message, after commit),
-    else ``None``.
+    callback came); the job's queue if it was woken, for its message after commit
+    (``due``: when the reconciler sends it if that message is not confirmed; now by
+    default), else ``None``.
 
+    A step that is running is marked instead (its ``due_at`` set): if it then returns
+    a wait, it runs again at once, for it may have looked before what woke it.
     A step waiting with ``last`` (its state's ``wake``) is woken only once no child of
     it is left running. The job row is locked first, so the ends of two children
     count each other in turn (never both "another still runs"), and in the order
@@ -101,16 +106,19 @@ def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str
     queue = conn.scalar(select(JOBS.c.queue).where(JOBS.c.id == parent_id).with_for_update())
     if queue is None:
         return None
-    waiting = conn.execute(
-        select(STEPS.c.id, STEPS.c.state).where(
-            STEPS.c.job_id == parent_id,
-            STEPS.c.name == step,
-            STEPS.c.status == StepStatus.WAITING,
+    found = conn.execute(
+        select(STEPS.c.id, STEPS.c.status, STEPS.c.state).where(
+            STEPS.c.job_id == parent_id, STEPS.c.name == step
         )
     ).first()
-    if waiting is None:
+    if found is None:
         return None
-    if (waiting.state or {}).get(WAKE) == LAST and conn.scalar(
+    if found.status in (StepStatus.RUNNING, StepStatus.REVERTING):
+        conn.execute(update(STEPS).where(STEPS.c.id == found.id).values(due_at=now))
+        return None
+    if found.status != StepStatus.WAITING:
+        return None
+    if (found.state or {}).get(WAKE) == LAST and conn.scalar(
         select(func.count())
         .select_from(JOBS)
         .where(
@@ -120,11 +128,11 @@ def wake_step(conn: Connection, parent_id: str, step: str, now: datetime) -> str
         )
     ):
         return None  # another child it waits for still runs; the last one's end wakes it
-    conn.execute(update(STEPS).where(STEPS.c.id == waiting.id).values(due_at=now))
+    conn.execute(update(STEPS).where(STEPS.c.id == found.id).values(due_at=now))
     conn.execute(
         update(JOBS)
         .where(JOBS.c.id == parent_id, JOBS.c.status == JobStatus.WAITING)
-        .values(next_run_at=now, updated_at=now)
+        .values(next_run_at=due or now, updated_at=now)
     )
     return str(queue)
 

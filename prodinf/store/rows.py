@@ -15,7 +15,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
@@ -197,18 +197,23 @@ class JobRows:
     spawned: list[NewRows] = field(default_factory=list)
     #: URL watches the job's waiting steps asked for: (step name, watch), saved by ``save``.
     watches: list[tuple[str, WatchRequest]] = field(default_factory=list)
-    #: (job id, queue) of a parent whose step ``save`` woke as this child ended: its
-    #: message is for the caller to send after commit.
-    woken: list[tuple[str, str]] = field(default_factory=list)
+    #: (job id, queue, due) of a parent whose step ``save`` woke as this child ended:
+    #: its message is for the caller to send after commit (the reconciler sends it at
+    #: ``due``, ``resend_after`` from now, unless it is confirmed sent before).
+    woken: list[tuple[str, str, datetime]] = field(default_factory=list)
+    #: Seconds after which a woken parent's message is sent again if not confirmed.
+    resend_after: float = 10.0
 
     @classmethod
-    def lock(cls, conn: Connection, job_id: str) -> JobRows | None:
+    def lock(cls, conn: Connection, job_id: str, resend_after: float = 10.0) -> JobRows | None:
         """Lock and read the job row, then its step rows; ``None`` if there is no such job."""
         job = conn.execute(_SELECT_JOB, {"job_id": job_id}).first()
         if job is None:
             return None
         steps = conn.execute(_SELECT_STEPS, {"job_id": job_id}).all()
-        return cls(LockedJob(*job), [LockedStep(*step) for step in steps])
+        return cls(
+            LockedJob(*job), [LockedStep(*step) for step in steps], resend_after=resend_after
+        )
 
     def note(
         self, event: str, step: str | None, message: str | None, data: dict[str, Any] | None = None
@@ -223,9 +228,11 @@ class JobRows:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
             job = self.job
             if changed.get("status") in TERMINAL and job.parent_id and job.parent_step:
-                queue = wake_step(conn, job.parent_id, job.parent_step, utcnow())
+                now = utcnow()
+                due = now + timedelta(seconds=self.resend_after)
+                queue = wake_step(conn, job.parent_id, job.parent_step, now, due)
                 if queue is not None:
-                    self.woken.append((job.parent_id, queue))
+                    self.woken.append((job.parent_id, queue, due))
         steps = [(step.id, changed) for step in self.steps if (changed := step.changes())]
         if len(steps) == 1:
             step_id, changed = steps[0]

@@ -33,7 +33,7 @@ def test_children_ending_together_each_wake_the_parent_and_it_ends(world: World)
 
     # Then the parent's step is due (its message went out at least once), and run
     # again it ends with every child's result
-    assert (parent, "jobs") in world.published
+    assert (parent, "jobs.due") in world.published
     job = world.drive(parent)
     assert job["status"] == "succeeded"
     assert job["result"] == [1] * 8
@@ -67,7 +67,7 @@ def test_children_ending_together_wake_a_parent_waiting_for_the_last_once(
 
     # Then exactly one of those ends woke it (each counted the other, in turn), and it
     # ends with every result
-    assert world.published == [(parent, "jobs")]
+    assert world.published == [(parent, "jobs.due")]
     job = world.drive(parent)
     assert job["status"] == "succeeded"
     assert job["result"] == [1] * 8

@@ -11,7 +11,8 @@ runs on unharmed.
     The reconciler has claimed due jobs (committed ``next_run_at``) and not yet
     published them.
 ``PRODINF_TEST_DIE_BEFORE_PUBLISH``
-    A new job is committed and its message not yet sent (the portal, mid-submission).
+    A new job is committed and its message not yet sent (the portal, mid-submission;
+    a worker, with the children a step started or the parent a child's end woke).
 ``PRODINF_TEST_DIE_BEFORE_RECORD``
     The SMTP server has accepted a mail and the delivery is not yet recorded.
 """
@@ -59,6 +60,15 @@ def _die_then_send(self: Messages, job_id: str, queue: str, marked: Any) -> None
     _send(self, job_id, queue, marked)
 
 
+_send_all = Messages.send_all
+
+
+def _die_then_send_all(self: Messages, messages: Any) -> None:
+    if messages:
+        _fire("PRODINF_TEST_DIE_BEFORE_PUBLISH")
+    _send_all(self, messages)
+
+
 _record = StepContext.record
 
 
@@ -70,4 +80,5 @@ def _die_then_record(self: StepContext[Any], key: str, value: Any) -> None:
 
 reconciler.claim_due = _claim_then_die  # type: ignore[assignment]
 Messages.send = _die_then_send  # type: ignore[method-assign]
+Messages.send_all = _die_then_send_all  # type: ignore[method-assign]
 StepContext.record = _die_then_record  # type: ignore[method-assign]

@@ -60,14 +60,14 @@ def test_a_step_starts_its_children_once_and_each_end_wakes_it(world: World) -> 
     for child in children[:2]:
         world.published.clear()
         world.drive(child["id"])
-        assert (parent, "jobs") in world.published
+        assert (parent, "jobs.due") in world.published
         assert world.drive(parent)["status"] == "waiting"
     assert len(jobs_of_kind(world, "echo")) == 3
 
     # When the last one ends, the parent runs again and ends with their results
     world.published.clear()
     world.drive(children[2]["id"])
-    assert (parent, "jobs") in world.published
+    assert (parent, "jobs.due") in world.published
     job = world.drive(parent)
     assert job["status"] == "succeeded"
     assert job["result"] == {"c0": 0, "c1": 10, "c2": 20}
@@ -147,7 +147,7 @@ def test_a_failed_or_cancelled_child_wakes_its_parent_too(world: World) -> None:
     world.jobs.cancel(slow)
 
     # Then the cancel woke the parent, which ends seeing both
-    assert (parent, "jobs") in world.published
+    assert (parent, "jobs.due") in world.published
     job = world.drive(parent)
     assert job["result"] == {"boom": "failed", "slow": "cancelled"}
 

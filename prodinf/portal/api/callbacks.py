@@ -15,12 +15,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import request
 from flask_restx import Namespace, Resource, fields
 
-from prodinf.engine.messages import Messages
+from prodinf.engine.messages import Messages, lane
 from prodinf.exceptions import BrokerUnavailable, Forbidden, NotFound
 from prodinf.kinds.subscriptions import REMOTE_KIND
 from prodinf.portal.current import runtime
@@ -39,7 +40,10 @@ error = ns.model("CallbackError", {"message": fields.String, "field": fields.Str
 
 @ns.route("/<string:job_id>")
 class Callback(Resource):  # type: ignore[misc]
-    @ns.response(200, "Taken: `woken` says whether the step was waiting")
+    @ns.response(
+        200,
+        "Taken: `woken` says whether the step was waiting (a running one is marked to look again)",
+    )
     @ns.response(403, "Refused: the signature or the job does not match", error)
     @ns.response(404, "No job here waits for a callback under this id", error)
     def post(self, job_id: str) -> dict[str, Any]:
@@ -66,11 +70,12 @@ class Callback(Resource):  # type: ignore[misc]
         if not sent or remote != str(sent.get("remote_id")):
             raise Forbidden(f"job {job_id} does not wait for job {remote}", field="job")
         now = utcnow()
+        due = now + timedelta(seconds=rt.settings.resend_after)
         with rt.store.transaction() as conn:
-            queue = wake_step(conn, job_id, "wait", now)
+            queue = wake_step(conn, job_id, "wait", now, due)
         if queue is not None:
             try:
-                Messages(rt.store, rt.publish, rt.settings).send(job_id, queue, now)
-            except BrokerUnavailable as exc:  # it is due now: the reconciler sends it
+                Messages(rt.store, rt.publish, rt.settings).send(job_id, lane(queue), due)
+            except BrokerUnavailable as exc:  # the reconciler sends it at ``due``
                 log.warning("callback for job %s: message not sent: %s", job_id, exc)
         return {"job_id": job_id, "woken": queue is not None}
