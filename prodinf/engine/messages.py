@@ -59,10 +59,11 @@ class Messages:
         if marked is not None:
             self.sent([job_id], marked)
 
-    def send_all(self, messages: Collection[tuple[str, str, datetime]]) -> None:
+    def send_all(self, messages: Collection[tuple[str, str, datetime | None]]) -> None:
         """Publish each ``(job id, queue, marked)``, then record those the broker
-        confirmed in one write per ``marked`` (new children share it); one that is
-        not confirmed is logged and sent by the reconciler at its ``marked``."""
+        confirmed in one write per ``marked`` (new children share it; ``None``: nothing
+        to record); one that is not confirmed is logged, and sent by the reconciler
+        when its job is due."""
         confirmed: dict[datetime, list[str]] = {}
         for job_id, queue, marked in messages:
             try:
@@ -70,7 +71,8 @@ class Messages:
             except ProdinfError as exc:
                 log.warning("job %s not published yet: %s", job_id, exc)
                 continue
-            confirmed.setdefault(marked, []).append(job_id)
+            if marked is not None:
+                confirmed.setdefault(marked, []).append(job_id)
         for marked, job_ids in confirmed.items():
             self.sent(job_ids, marked)
 

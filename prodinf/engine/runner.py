@@ -215,7 +215,7 @@ class Runner:
         # goes on its queue's lane, beside work already under way, not behind new work.
         self.messages.send_all(
             [(new.id, new.queue, new.next_run_at) for new in rows.spawned]
-            + [(parent, lane(queue), due) for parent, queue, due in rows.woken]
+            + [(parent, lane(queue), None) for parent, queue, _ in rows.woken]
         )
         rows.spawned, rows.woken = [], []
 

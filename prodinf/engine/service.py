@@ -147,7 +147,7 @@ class Jobs:
         # its notification, and the parent its end woke (if it is a child), on its lane
         self.messages.send_all(
             [(new.id, new.queue, new.next_run_at) for new in rows.spawned]
-            + [(parent, lane(queue), due) for parent, queue, due in rows.woken]
+            + [(parent, lane(queue), None) for parent, queue, _ in rows.woken]
         )
         for child in children:  # each in its own transaction, after the parent's
             with contextlib.suppress(Conflict):  # it ended meanwhile
