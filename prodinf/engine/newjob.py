@@ -13,7 +13,7 @@ from prodinf.engine.steps import Flow
 from prodinf.status import JobStatus, StepStatus
 from prodinf.store.rows import NewRows, history_entry
 
-__all__ = ["new_job"]
+__all__ = ["new_job", "waiting_on"]
 
 
 def new_job(
@@ -70,3 +70,33 @@ def new_job(
     ]
     submitted = f"submitted {kind.name}" + (f" by {submitted_by}" if submitted_by else "")
     return NewRows(values, steps, history_entry(job_id, "job.submitted", None, submitted))
+
+
+def waiting_on(
+    job: NewRows,
+    children: dict[str, NewRows],
+    *,
+    reason: str,
+    until: datetime,
+    state: dict[str, Any],
+) -> None:
+    """Make the new ``job``'s first step start out waiting for ``children`` (by name),
+    inserted with it: what that step's first run would do (``ctx.start``), done as the
+    job is submitted. Its message is then not needed: the children's ends wake it, or
+    ``until`` comes. The children must have been made with ``parent=(job, step)``."""
+    step = job.steps[0]
+    for row in job.steps:
+        row.setdefault("due_at", None)
+        row.setdefault("wait_reason", None)
+    step.update(status=StepStatus.WAITING, due_at=until, wait_reason=reason, state=state)
+    job.values.update(status=JobStatus.WAITING, next_run_at=until, progress_message=reason)
+    job.more_history.extend(
+        history_entry(
+            job.id,
+            "child.started",
+            step["name"],
+            f"started {child.values['kind']} job {child.id} as {name}",
+        )
+        for name, child in children.items()
+    )
+    job.more_history.append(history_entry(job.id, "step.waiting", step["name"], reason))

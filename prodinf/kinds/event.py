@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,14 +30,14 @@ from prodinf import Child, Flow, Step, StepContext, job_kind
 from prodinf.config import Settings
 from prodinf.databases.naming import load_naming_rules
 from prodinf.engine.messages import Messages, Publish
-from prodinf.engine.newjob import new_job
+from prodinf.engine.newjob import new_job, waiting_on
 from prodinf.engine.registry import Registry
 from prodinf.engine.service import check_key
 from prodinf.exceptions import BrokerUnavailable, PermanentError, ProdinfError, ValidationError
 from prodinf.kinds.subscriptions import Match, load_subscriptions
 from prodinf.status import TERMINAL, JobStatus
 from prodinf.store import JobStore
-from prodinf.store.children import ChildJob
+from prodinf.store.children import LAST, WAKE, ChildJob, child_key
 from prodinf.store.events import (
     WindowTaken,
     claim_window,
@@ -277,12 +277,12 @@ def record_event(
             return found, False
     event, matches = preview_event(settings, registry, document)
     now = utcnow()
-    job = _event_job(registry, settings, event, matches, now)
+    job, children = _event_job(registry, settings, event, matches, now)
     stored = job.values["params"]["processes"]
     for attempt in range(1, 6):
         try:
             with store.transaction() as conn:
-                _write(conn, event, job, now)
+                _write(conn, event, job, children, now)
             break
         except (IntegrityError, WindowTaken):
             found = event_by_key(store, key) if key is not None else None
@@ -290,17 +290,20 @@ def record_event(
                 return found, False
             if attempt == 5 or not any(p["coalesce_key"] for p in stored):
                 raise
+    messages = Messages(store, publish, settings)
     try:
-        Messages(store, publish, settings).send(job.id, job.queue, job.next_run_at)
+        for sent in children or [job]:
+            messages.send(sent.id, sent.queue, sent.next_run_at)
     except BrokerUnavailable:
-        delete_job(store, job.id)  # the event goes with it (no job handles it)
-        delete_event(store, event["id"])
+        for made in (*children, job):
+            delete_job(store, made.id)
+        delete_event(store, event["id"])  # nothing handles it
         raise
     shown = {
         **event,
         "created_at": now.isoformat(),
         "job_id": job.id,
-        "status": JobStatus.QUEUED,
+        "status": job.values["status"],
         "processes": stored,
     }
     return shown, True
@@ -329,9 +332,11 @@ def recorded_with_step(
         for event, matches in previewed:
             if event_exists(conn, event["id"]):  # an earlier run of the step recorded it
                 continue
-            job = _event_job(registry, settings, event, matches, now)
-            _write(conn, event, job, now, insert_job=False)
-            jobs.append(job)
+            job, children = _event_job(registry, settings, event, matches, now)
+            # a job waiting for its processes needs no message: inserted here; else the
+            # caller inserts it with the step's record and sends it after the commit
+            _write(conn, event, job, children, now, insert_job=bool(children))
+            jobs.extend(children or [job])
         return jobs
 
     return [event["id"] for event, _ in previewed], write
@@ -343,12 +348,19 @@ def _event_job(
     event: dict[str, Any],
     matches: list[Match],
     now: datetime,
-) -> NewRows:
-    """The rows of the ``event`` job that handles ``event``, its processes snapshotted."""
+) -> tuple[NewRows, list[NewRows]]:
+    """The rows of the ``event`` job that handles ``event``, its processes snapshotted,
+    and the processes started with it.
+
+    When every process can start at once (none comes ``after`` another, coalesces, or
+    failed to render), they are started as the event is recorded, in its transaction,
+    and the job starts out waiting for the last of them to end: what its first run
+    would do, without that run or its message.
+    """
     processes = [Process(**m.model_dump()) for m in matches]
     params = EventParams(event_id=event["id"], processes=processes)
     spec = registry.get("event")
-    return new_job(
+    job = new_job(
         spec,
         params.model_dump(mode="json"),
         spec.flow(params),
@@ -356,13 +368,48 @@ def _event_job(
         now,
         submitted_by=event["source"],
     )
+    if not processes or any(
+        p.error is not None or p.after or p.coalesce_key is not None for p in processes
+    ):
+        return job, []
+    step = job.steps[0]["name"]
+    children = {}
+    for proc in processes:
+        kind = registry.get(proc.kind)
+        valid = kind.validate(proc.params or {})
+        children[proc.subscription] = new_job(
+            kind,
+            valid.model_dump(mode="json"),
+            kind.flow(valid),
+            settings,
+            now,
+            idempotency_key=child_key(job.id, step, proc.subscription),
+            submitted_by=f"job {job.id}",
+            parent=(job.id, step),
+            queue=proc.queue,
+        )
+    waiting_on(
+        job,
+        children,
+        reason=f"waiting for {', '.join(sorted(children))}",
+        until=now + timedelta(days=7),
+        state={"round": 1, WAKE: LAST},
+    )
+    return job, list(children.values())
 
 
 def _write(
-    conn: Connection, event: dict[str, Any], job: NewRows, now: datetime, *, insert_job: bool = True
+    conn: Connection,
+    event: dict[str, Any],
+    job: NewRows,
+    children: list[NewRows],
+    now: datetime,
+    *,
+    insert_job: bool = True,
 ) -> None:
     """Open or join each process's coalescing window, then insert the event (and its
-    job, unless the caller does), in one transaction."""
+    job and the processes started with it, unless the caller inserts the job), in one
+    transaction."""
     for proc in job.values["params"]["processes"]:
         if proc["coalesce_key"] is None or proc["error"] is not None:
             continue
@@ -374,6 +421,9 @@ def _write(
         else:
             proc["coalesced_into"] = {"event": owner, "job": event_job(conn, owner)}
     insert_event(conn, {**event, "created_at": now}, job, insert_job=insert_job)
+    if insert_job:
+        for child in children:
+            child.insert(conn)
 
 
 def _checked(settings: Settings, document: Any) -> dict[str, Any]:

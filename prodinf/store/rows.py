@@ -64,6 +64,8 @@ class NewRows:
     values: dict[str, Any]
     steps: list[dict[str, Any]]
     history: dict[str, Any]
+    #: History after ``job.submitted`` (a job submitted already waiting for children).
+    more_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -88,7 +90,7 @@ class NewRows:
         would cost more than the rest of a submission)."""
         insert_rows(conn, JOBS, [self.values])
         insert_rows(conn, STEPS, self.steps)
-        insert_rows(conn, HISTORY, [self.history])
+        insert_rows(conn, HISTORY, [self.history, *self.more_history])
 
 
 @dataclass(eq=False)

@@ -67,7 +67,8 @@ def test_no_events_says_how_to_record_one(client: FlaskClient) -> None:
 def test_list_shows_events_newest_first_with_dataset_and_status(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
-    # Given an event whose processes ran (one failed), then a newer one not started yet
+    # Given an event whose processes ran (one failed), then a newer one whose process
+    # was started with it and has not ended
     old = record(
         app, type="dataset.updated", dataset=CORE, payload={"base": site.base}, source="ana"
     )
@@ -85,9 +86,9 @@ def test_list_shows_events_newest_first_with_dataset_and_status(
         assert shown in row
     assert f'href="/events/{old["id"]}"' in html
     row = text_of(html, f"event-{new['id']}")
-    assert ("dataset.created" in row, "ben" in row, "queued" in row) == (True, True, True)
-    assert re.search(rf'<tr id="event-{new["id"]}" data-status="queued">', html)
-    # ...and a queued event keeps the page refreshing
+    assert ("dataset.created" in row, "ben" in row, "waiting" in row) == (True, True, True)
+    assert re.search(rf'<tr id="event-{new["id"]}" data-status="waiting">', html)
+    # ...and a waiting event keeps the page refreshing
     assert '<meta http-equiv="refresh" content="5">' in html
     assert "1\N{EN DASH}2 of 2" in html
 
@@ -105,7 +106,7 @@ def test_list_filters_by_type_dataset_and_status(
         ("type=dataset.created", [queued]),
         (f"dataset={CORE}", [failed]),
         ("status=failed", [failed]),
-        ("status=queued&type=dataset.created", [queued]),
+        ("status=waiting&type=dataset.created", [queued]),
         ("type=", [failed, queued]),
     ]:
         html = page(client, f"/events?{query}")
@@ -379,7 +380,8 @@ def test_record_redirects_to_the_event(
     form = {"type": "dataset.created", "dataset": "", "payload": json.dumps({"base": site.base})}
     answer = post(client, "record", form, **{"X-Prodinf-User": "dora"})
 
-    # Then they land on its page, it is stored theirs, and its job's message is sent
+    # Then they land on its page, it is stored theirs, and its process's message is sent
+    # (started with it, its job waiting for it)
     assert answer.status_code == 303, answer.get_data(as_text=True)
     found = re.fullmatch(r"/events/([0-9a-f-]{36})", answer.headers["Location"])
     assert found
@@ -390,10 +392,12 @@ def test_record_redirects_to_the_event(
         None,
         "dora",
     )
-    assert [m["args"] for m in messages(home)] == [[event["job_id"]]]
+    [process] = runtime_of(app).store.list_jobs(kind="http_get")[0]
+    assert [m["args"] for m in messages(home)] == [[process["id"]]]
     html = page(client, answer.headers["Location"])
     assert "Event recorded." in html
-    assert "not started" in text_of(html, "process-fetch")
+    row = text_of(html, "process-fetch")
+    assert "queued" in row and process["id"][:8] in row
 
 
 def test_a_repeated_idempotency_key_shows_the_first_event(

@@ -319,3 +319,36 @@ def test_coalesced_events_follow_the_run_and_a_retry_runs_their_own(
     job = run_all(events, three[2])
     assert job["status"] == "succeeded", job["error"]
     assert len([j for j in events.store.list_jobs()[0] if j["kind"] == "picky"]) == 2
+
+
+def test_processes_that_can_all_start_are_started_with_the_event(
+    events: World, tmp_path: Path
+) -> None:
+    # Given two subscriptions with no ``after``, no coalescing
+    path = tmp_path / "now.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - {name: one, on: [x], run: {kind: ok, params: {value: 1}}}\n"
+        "  - {name: two, on: [x], run: {kind: ok, params: {value: 2}}}\n"
+    )
+    events.settings = events.settings.model_copy(update={"subscriptions": path})
+    events.published.clear()
+
+    # When an event is recorded
+    event = record(events, type="x")
+
+    # Then its two processes were started in its transaction, their messages sent (not
+    # the event job's), and its job waits for the last of them
+    started = [j["id"] for j in events.store.list_jobs()[0] if j["kind"] == "ok"]
+    assert sorted(events.published) == sorted((i, "jobs") for i in started)
+    job = events.describe(event["job_id"])
+    assert (event["status"], job["status"]) == ("waiting", "waiting")
+    assert [h["event"] for h in job["history"]].count("child.started") == 2
+
+    # When the first ends nothing wakes it; when the last ends it runs, and succeeds
+    events.published.clear()
+    events.drive(started[0])
+    assert (event["job_id"], "event.due") not in events.published
+    events.drive(started[1])
+    assert (event["job_id"], "event.due") in events.published
+    assert events.drive(event["job_id"])["status"] == "succeeded"
