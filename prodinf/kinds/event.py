@@ -333,9 +333,10 @@ def recorded_with_step(
             if event_exists(conn, event["id"]):  # an earlier run of the step recorded it
                 continue
             job, children = _event_job(registry, settings, event, matches, now)
-            # a job waiting for its processes needs no message: inserted here; else the
-            # caller inserts it with the step's record and sends it after the commit
-            _write(conn, event, job, children, now, insert_job=bool(children))
+            # a job waiting for its processes needs no message: inserted here, and its
+            # processes by the caller with the step's record (sent after the commit);
+            # else the caller inserts and sends the job
+            _write(conn, event, job, [], now, insert_job=bool(children))
             jobs.extend(children or [job])
         return jobs
 

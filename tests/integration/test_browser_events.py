@@ -131,7 +131,7 @@ def test_the_events_list_shows_events_and_its_filters_work(
     app: Flask, live: str, site: Site, browser: WebDriver
 ) -> None:
     # Given a dataset.updated of a core database that failed, and a newer
-    # dataset.created that is queued
+    # dataset.created whose process was started with it
     failed = record(app, type="dataset.updated", dataset=CORE, payload={"base": site.base})
     drive_event(app, failed["id"])
     queued = record(app, type="dataset.created", dataset="other_db", payload={"base": site.base})
@@ -141,7 +141,7 @@ def test_the_events_list_shows_events_and_its_filters_work(
     browser.go(f"{live}/events")
     assert "release 115" in browser.text(old_row)
     assert browser.text(f"{old_row} .badge") == "failed"
-    assert browser.text(f"{new_row} .badge") == "queued"
+    assert browser.text(f"{new_row} .badge") == "waiting"
 
     # When they filter by status, then only the failed one shows
     browser.click('select[name="status"] option[value="failed"]')
