@@ -74,7 +74,7 @@ from sqlalchemy import select
 from bench.events_stack import Cpu, Deployment
 from bench.recovery import PrivatePostgres, PrivateRabbit, free_port, signals_interrupt, wait_ready
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.status import TERMINAL, JobStatus
 from prodinf.store.models import JOBS, STEPS
 

@@ -16,7 +16,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from prodinf.exceptions import BrokerUnavailable, StoreUnavailable
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     RECONCILE,

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask
 
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.status import TERMINAL
 from prodinf.store.events import get_event
 from tests.embedded import runtime_of

@@ -37,7 +37,7 @@ def event_cmd(
 ) -> None:
     """Record an event of TYPE; its job starts every process subscribed to it. Exits 1 if
     --wait sees it end in anything but success."""
-    from prodinf.kinds.event import preview_event, record_event
+    from prodinf.kinds.event_record import preview_event, record_event
 
     rt = make_runtime()
     document = {

@@ -13,7 +13,7 @@ from prodinf.engine.steps import Flow
 from prodinf.status import JobStatus, StepStatus
 from prodinf.store.rows import NewRows, history_entry
 
-__all__ = ["new_job", "waiting_on"]
+__all__ = ["done_already", "new_job", "waiting_on"]
 
 
 def new_job(
@@ -100,3 +100,24 @@ def waiting_on(
         for name, child in children.items()
     )
     job.more_history.append(history_entry(job.id, "step.waiting", step["name"], reason))
+
+
+def done_already(job: NewRows, output: Any, now: datetime) -> None:
+    """Make the new one-step ``job`` start out succeeded with ``output`` (its result):
+    for a job whose step, run, would find nothing to do (an event nobody subscribes
+    to). It needs no message and no worker."""
+    (step,) = job.steps
+    step.update(status=StepStatus.SUCCEEDED, output=output, started_at=now, finished_at=now)
+    job.values.update(
+        status=JobStatus.SUCCEEDED,
+        result=output,
+        progress_done=1,
+        progress_message=str(JobStatus.SUCCEEDED),
+        started_at=now,
+        finished_at=now,
+        next_run_at=None,
+    )
+    job.more_history.append(
+        history_entry(job.id, "step.succeeded", step["name"], f"{step['name']} succeeded")
+    )
+    job.more_history.append(history_entry(job.id, "job.succeeded", None, str(JobStatus.SUCCEEDED)))

@@ -16,7 +16,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from prodinf.exceptions import Conflict, NotFound, TransientError, ValidationError
-from prodinf.kinds.event import preview_event, record_event
+from prodinf.kinds.event_record import preview_event, record_event
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.api.events import event_processes
 from prodinf.portal.api.jobs import STATUSES, int_arg

@@ -8,7 +8,7 @@ from pathlib import Path
 import prodinf.kinds  # noqa: F401  (registers the event kind)
 from prodinf import Step
 from prodinf.engine.registry import registry
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.store.events import get_event, list_events
 from tests.contract.lab import at_once
 from tests.world import World

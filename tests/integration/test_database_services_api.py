@@ -10,6 +10,8 @@ page or process log shows the password.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
 from prodinf.store import JobStore
 from tests.conftest import Processes
-from tests.integration.conftest import messages_waiting
+from tests.integration.conftest import delete_queues, messages_waiting, stack_settings
 from tests.integration.core_faults import PASSWORD, core_named, plant_faults
 from tests.integration.datasets import Datasets
 from tests.integration.remote_api import Portal, portal, submit
@@ -28,6 +30,17 @@ from tests.waiting import follow_over_http
 pytestmark = pytest.mark.integration
 
 __all__ = ["portal"]  # the fixture: a portal process and a worker
+
+
+@pytest.fixture
+def servers(request: pytest.FixtureRequest, home: Path, tmp_path: Path) -> Iterator[Settings]:
+    """RabbitMQ + PostgreSQL, and no subscription: the events register_metadata records
+    start nothing here (tests/integration/test_event_sources.py runs those)."""
+    nobody = tmp_path / "subscriptions.yaml"
+    nobody.write_text("subscriptions: []\n")
+    settings = stack_settings(home, "servers", request, subscriptions=nobody)
+    yield settings
+    delete_queues(settings)
 
 
 BAD_INPUT = [
@@ -88,7 +101,7 @@ def test_both_kinds_are_remote_job_services(
     # would stay there to be counted)
     processes.stop(portal.worker)
     stored = jobs_stored(servers)
-    assert stored == 3
+    assert stored == 4  # and the job of the dataset.created event (nobody subscribes)
     assert set(messages_waiting(servers).values()) == {0}
     for kind, params, field in BAD_INPUT:
         answer = requests.post(

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.runtime import Runtime
 from tests.conftest import fresh_store
 from tests.integration.servers import Smtp, WebhookReceiver

@@ -13,7 +13,7 @@ import pytest
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.runtime import Runtime
 from prodinf.store.events import get_event, list_events
 from tests.conftest import Processes

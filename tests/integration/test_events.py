@@ -14,7 +14,7 @@ import pytest
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.runtime import Runtime
 from tests.conftest import Processes
 from tests.integration.conftest import PLUGIN, delete_queues, stack_settings

@@ -19,7 +19,7 @@ import requests
 from sqlalchemy.engine import make_url
 
 from prodinf.config import Settings
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.webhooks import SIGNATURE_HEADER, encode, signature

@@ -16,7 +16,7 @@ from prodinf import Step, StepContext
 from prodinf.config import Settings
 from prodinf.engine.registry import registry
 from prodinf.exceptions import BrokerUnavailable, PermanentError, ValidationError
-from prodinf.kinds.event import record_event
+from prodinf.kinds.event_record import record_event
 from prodinf.store.events import list_events
 from tests.broker import Broker
 from tests.unit.workers import fail_for_good
@@ -121,11 +121,21 @@ def test_a_failed_process_skips_those_after_it(events: World, tmp_path: Path) ->
 
 
 def test_an_event_nobody_subscribes_to_succeeds_saying_so(events: World) -> None:
+    # When an event nobody subscribes to is recorded
+    events.published.clear()
     event = record(events, type="nobody.cares")
-    assert event["processes"] == []
-    job = run_all(events, event)
+
+    # Then its job has succeeded already, saying so, with no message and no run
+    assert (event["processes"], event["status"]) == ([], "succeeded")
+    assert events.published == []
+    job = events.describe(event["job_id"])
     assert job["status"] == "succeeded"
     assert job["result"]["message"] == "no subscription matches this event"
+    assert [h["event"] for h in job["history"]] == [
+        "job.submitted",
+        "step.succeeded",
+        "job.succeeded",
+    ]
 
 
 def test_a_process_that_does_not_render_or_validate_fails_named_and_others_run(
@@ -167,9 +177,25 @@ def test_a_repeated_idempotency_key_records_one_event(events: World) -> None:
     assert list_events(events.store)[1] == 1
 
 
-def test_an_event_whose_job_cannot_be_sent_is_not_kept(settings: Settings, broker: Broker) -> None:
-    world = World(settings, publish=broker.publish)
+@pytest.mark.parametrize(
+    "subscriptions",
+    [
+        # the event's job is queued, to start its processes
+        "  - {name: a, on: [x], run: {kind: ok, params: {value: 1}}}\n"
+        "  - {name: b, on: [x], run: {kind: ok, params: {value: 2}}, after: [a]}\n",
+        # its processes are started with it
+        "  - {name: a, on: [x], run: {kind: ok, params: {value: 1}}}\n",
+    ],
+    ids=["queued", "started"],
+)
+def test_an_event_whose_messages_cannot_be_sent_is_not_kept(
+    settings: Settings, broker: Broker, tmp_path: Path, subscriptions: str
+) -> None:
+    path = tmp_path / "subscriptions.yaml"
+    path.write_text("subscriptions:\n" + subscriptions)
+    world = World(settings.model_copy(update={"subscriptions": path}), publish=broker.publish)
     world.registry.register(registry.get("event"))
+    world.linear("ok", Step("ok", lambda ctx: ctx.params.value), params=Value)
     with broker.down(), pytest.raises(BrokerUnavailable):
         record(world, type="x")
     assert list_events(world.store)[1] == 0

@@ -31,7 +31,7 @@ from prodinf.engine.registry import registry
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.kinds.database.checks.context import json_value
 from prodinf.kinds.database.events import Snapshot, events_between, load_event_rules
-from prodinf.kinds.event import recorded_with_step
+from prodinf.kinds.event_record import recorded_with_step
 from prodinf.redact import redact_text
 from prodinf.store.registrations import MetadataStore, Registration
 

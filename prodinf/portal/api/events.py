@@ -9,7 +9,7 @@ from flask import request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import NotFound, ValidationError
-from prodinf.kinds.event import preview_event, record_event
+from prodinf.kinds.event_record import preview_event, record_event
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
