@@ -37,7 +37,7 @@ def test_events_are_recorded_read_back_and_filtered(world: World, tmp_path: Path
     assert (found["type"], found["payload"], found["status"]) == (
         "new_assembly",
         {"é": [1]},
-        "queued",
+        "succeeded",  # nobody subscribes: its job is done as it is recorded
     )
     assert found["attributes"]["release"] == 115
     assert list_events(world.store)[1] == 2
