@@ -139,7 +139,7 @@ class Fanout:
     seen: int  # events whose step took in the last end while already running
     lost: int  # event jobs never woken after their last child ended
     messages: int  # messages the event worker took
-    runs: int  # runs of the event step (first ones and wakes)
+    runs: int  # runs of the event step (first ones, when not started with the event; wakes)
     deadlocks: int  # "deadlock detected" in PostgreSQL's log meanwhile
     resumed: int  # steps taken over only once their lease ran out
 
@@ -211,7 +211,9 @@ def events(a: Deployment, logs: dict[str, Counts], count: int, gap: float = 0.0)
             wakes.append(math.inf)
         else:  # the parent's step was running as its last process ended, and saw it
             seen += 1
-    runs = count + sum(len(claims.get(j.id, [])) for j in jobs if j.kind == "event")
+    runs = a.first_runs(start, "processes") + sum(
+        len(claims.get(j.id, [])) for j in jobs if j.kind == "event"
+    )
     return Fanout(took, wakes, seen, len(lost), logs["messages"].since(), runs,
                   logs["deadlocks"].since(), a.resumed(start))  # fmt: skip
 

@@ -132,6 +132,15 @@ class Deployment:
             found[job_id].append((moment, due))
         return found
 
+    def first_runs(self, since: float, step: str) -> int:
+        """First runs of ``step`` since ``since`` (an event whose processes were started
+        as it was recorded has none: its job starts out waiting)."""
+        query = select(func.count()).where(
+            HISTORY.c.event == "step.started", HISTORY.c.step == step, HISTORY.c.at >= at(since)
+        )
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
     def resumed(self, since: float) -> int:
         """Steps taken over since ``since`` once the lease of the worker holding them ran out."""
         query = select(func.count()).where(
