@@ -20,7 +20,6 @@ from prodinf.runtime import Runtime
 from prodinf.status import TERMINAL
 
 __all__ = [
-    "drive_all",
     "ended",
     "follow_over_http",
     "wait_for_job",
@@ -133,17 +132,3 @@ def follow_over_http(
         look, timeout, lambda: f"job {job_id} to end (still {last.get('status')})", 0.5, logs
     )
 
-
-def drive_all(rt: Runtime, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    """Drive every job that has not ended (the job, the jobs it starts, their
-    notifications) in this process, as workers would, until ``job_id`` ends; that job."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        for job in rt.store.list_jobs()[0]:
-            if job["status"] not in TERMINAL:
-                rt.runner.drive(job["id"])
-        found = rt.store.describe(job_id)
-        if found["status"] in TERMINAL:
-            return found
-        time.sleep(0.02)
-    pytest.fail(f"job {job_id} did not end in {timeout:g} s")

@@ -1,6 +1,7 @@
-"""A subscription whose ``run`` is an email or a webhook: the mail reaches a real SMTP
-server (aiosmtpd) once, telling the event with its dataset and payload and a link, and
-the webhook reaches a real receiver signed, with credentials masked in both."""
+"""A subscription whose ``run`` is an email or a webhook, on RabbitMQ + PostgreSQL with
+real workers: the mail reaches a real SMTP server (aiosmtpd) once, telling the event
+with its dataset and payload and a link, and the webhook reaches a real receiver
+signed, with credentials masked in both."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pytest
 from pydantic import SecretStr
 
 from prodinf.celery_app import create_celery
-from prodinf.config import Settings
 from prodinf.kinds.event_record import record_event
 from prodinf.runtime import Runtime
-from tests.conftest import fresh_store
+from tests.conftest import Processes
+from tests.integration.conftest import delete_queues, stack_settings
 from tests.integration.servers import Smtp, WebhookReceiver
-from tests.waiting import drive_all
+from tests.waiting import wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +40,32 @@ subscriptions:
 
 
 @pytest.fixture
-def runtime(home: Path, tmp_path: Path, smtp: Smtp) -> Iterator[Runtime]:
+def runtime(
+    request: pytest.FixtureRequest,
+    home: Path,
+    tmp_path: Path,
+    smtp: Smtp,
+    processes: Processes,
+) -> Iterator[Runtime]:
+    """RabbitMQ + PostgreSQL, an email worker (the mail and the webhook) and an event
+    worker (the event's end)."""
     (tmp_path / "subscriptions.yaml").write_text(SUBSCRIPTIONS)
-    settings = Settings(
-        home=home,
+    settings = stack_settings(
+        home,
+        "servers",
+        request,
         subscriptions=tmp_path / "subscriptions.yaml",
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
         webhook_secret=SecretStr(SECRET),
         public_url="https://prodinf.example.org",
     )
-    fresh_store(settings.store_url).dispose()
+    processes.worker(settings, queues=settings.queue_email, module="prodinf.email_tasks")
+    processes.worker(settings, queues=settings.queue_event, module="prodinf.event_tasks")
     rt = Runtime(settings, create_celery(settings))
     yield rt
     rt.close()
+    delete_queues(settings)
 
 
 def test_an_email_and_a_webhook_tell_the_event(
@@ -71,7 +84,7 @@ def test_an_email_and_a_webhook_tell_the_event(
         runtime.publish,
         {"type": "new_assembly", "dataset": "homo_sapiens_core_115_38", "payload": payload},
     )
-    done = drive_all(runtime, event["job_id"])
+    done = wait_for_job(runtime, event["job_id"], 90)
 
     # Then the event succeeded, and one mail went to both addresses
     assert done["status"] == "succeeded", done["error"]

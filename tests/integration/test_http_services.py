@@ -1,7 +1,8 @@
 """A subscription runs a job on an HTTP job service of another contract (``type: http``),
 here a real loopback server that says ``incomplete``/``running``/``complete``/``failed``
-and keeps the job id under ``run.ref``: the ``remote_job`` drives it as the services
-file says, and reports success, failure, an unknown status and a deadline passed."""
+and keeps the job id under ``run.ref``: the ``remote_job``, run by an event worker on
+RabbitMQ + PostgreSQL, drives it as the services file says, and reports success,
+failure, an unknown status and a deadline passed."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from typing import Any
 import pytest
 
 from prodinf.celery_app import create_celery
-from prodinf.config import Settings
 from prodinf.kinds.event_record import record_event
 from prodinf.runtime import Runtime
-from tests.conftest import fresh_store
+from tests.conftest import Processes
+from tests.integration.conftest import delete_queues, stack_settings
 from tests.loopback import Loopback, Reply, Request
-from tests.waiting import drive_all
+from tests.waiting import wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -100,25 +101,36 @@ def service() -> Iterator[tuple[Loopback, DataCheck]]:
 
 @pytest.fixture
 def runtime(
-    home: Path, tmp_path: Path, service: tuple[Loopback, DataCheck], monkeypatch: Any
+    request: pytest.FixtureRequest,
+    home: Path,
+    tmp_path: Path,
+    service: tuple[Loopback, DataCheck],
+    processes: Processes,
+    monkeypatch: Any,
 ) -> Iterator[Runtime]:
+    """RabbitMQ + PostgreSQL, the service in the services file, and an event worker
+    (the event job and its remote_job both run on the event queue)."""
     server, _ = service
-    monkeypatch.setenv("DC_TOKEN", TOKEN)
+    monkeypatch.setenv("DC_TOKEN", TOKEN)  # the worker's environment has it too
     (tmp_path / "services.yaml").write_text(SERVICES.format(url=server.url()))
     (tmp_path / "subscriptions.yaml").write_text(SUBSCRIPTIONS)
-    settings = Settings(
-        home=home,
+    settings = stack_settings(
+        home,
+        "servers",
+        request,
         services=tmp_path / "services.yaml",
         subscriptions=tmp_path / "subscriptions.yaml",
     )
-    fresh_store(settings.store_url).dispose()
+    processes.worker(settings, queues=settings.queue_event, module="prodinf.event_tasks")
     rt = Runtime(settings, create_celery(settings))
     yield rt
     rt.close()
+    delete_queues(settings)
 
 
 def check(runtime: Runtime, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Record a check.needed event in ``mode``; drive it to its end: (event job, process job)."""
+    """Record a check.needed event in ``mode``; follow it to its end: (event job, process
+    job)."""
     event, _ = record_event(
         runtime.store,
         runtime.registry,
@@ -126,7 +138,7 @@ def check(runtime: Runtime, mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
         runtime.publish,
         {"type": "check.needed", "dataset": "homo_sapiens_core_115_38", "payload": {"mode": mode}},
     )
-    done = drive_all(runtime, event["job_id"])
+    done = wait_for_job(runtime, event["job_id"], 60)
     proc = done["result"] or done["error"]["details"]
     job_id = proc["processes"]["check"]["job"]
     return done, runtime.store.describe(job_id)
