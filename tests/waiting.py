@@ -131,4 +131,3 @@ def follow_over_http(
     return wait_until(
         look, timeout, lambda: f"job {job_id} to end (still {last.get('status')})", 0.5, logs
     )
-
