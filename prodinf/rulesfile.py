@@ -4,6 +4,7 @@ subscriptions, services): read once per version of the file, and refused with a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -14,9 +15,22 @@ from pydantic import ValidationError as PydanticError
 
 from prodinf.exceptions import ValidationError
 
-__all__ = ["load_rules_file", "named_entries"]
+__all__ = ["check_name", "load_rules_file", "named_entries"]
 
 T = TypeVar("T")
+
+#: A name in a configuration file (a subscription, a service, a queue).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+
+
+def check_name(value: str) -> str:
+    """``value`` if it is a name of 1 to 60 letters, digits, ``_``, ``.`` or ``-``.
+
+    :raises ValueError: it is not (for a pydantic validator to report).
+    """
+    if not _NAME.match(value):
+        raise ValueError("must be 1 to 60 letters, digits, '_', '.' or '-'")
+    return value
 
 
 def load_rules_file(

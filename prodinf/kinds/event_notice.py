@@ -15,10 +15,10 @@ from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prodinf import Flow, Step, StepContext, job_kind
+from prodinf import Flow, StepContext, job_kind
 from prodinf.addresses import validate_address
-from prodinf.kinds.job_notification import WEBHOOK
-from prodinf.kinds.mailing import DELIVERY, send_once
+from prodinf.kinds.job_notification import notice_flow, notice_result
+from prodinf.kinds.mailing import send_once
 from prodinf.kinds.subscriptions import NOTICE_KIND
 from prodinf.mail import Mail, render_event_report
 from prodinf.redact import redact
@@ -88,16 +88,9 @@ def _webhook(ctx: StepContext[EventNoticeParams]) -> dict[str, Any]:
     )
 
 
-def _result(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {name: outputs[name] for name in ("email", "webhook") if name in outputs}
-
-
-@job_kind(NOTICE_KIND, queue="email", params=EventNoticeParams, result=_result)
+@job_kind(NOTICE_KIND, queue="email", params=EventNoticeParams, result=notice_result)
 def event_notice(params: EventNoticeParams) -> Flow:
     """Mail and/or POST a signed webhook about an event (a subscription's process)."""
-    steps = []
-    if params.email:
-        steps.append(Step("email", _email, retry=DELIVERY, after=()))
-    if params.webhook is not None:
-        steps.append(Step("webhook", _webhook, retry=WEBHOOK, after=()))
-    return Flow(steps)
+    return notice_flow(
+        _email if params.email else None, _webhook if params.webhook is not None else None
+    )

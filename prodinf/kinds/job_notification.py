@@ -20,6 +20,7 @@ Either failing fails this job only: the job it reports on is never run again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,10 +33,12 @@ from prodinf.mail import Mail, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
 
-__all__ = ["WEBHOOK_DEADLINE", "JobNotificationParams"]
+__all__ = ["WEBHOOK_DEADLINE", "JobNotificationParams", "notice_flow", "notice_result"]
 
 #: How long a webhook receiver that keeps failing is retried: 3 days.
 WEBHOOK_DEADLINE = 3 * 86400.0
+#: A step's function, as ``Step`` takes it.
+StepFn = Callable[[StepContext[Any]], Any]
 WEBHOOK = Retry(attempts=100_000, backoff=2.0, max_backoff=600.0, deadline=WEBHOOK_DEADLINE)
 
 
@@ -111,16 +114,26 @@ def _webhook(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
     )
 
 
-def _result(outputs: dict[str, Any]) -> dict[str, Any]:
+def notice_result(outputs: dict[str, Any]) -> dict[str, Any]:
+    """The result of a notice job: what its ``email`` and ``webhook`` steps did."""
     return {name: outputs[name] for name in ("email", "webhook") if name in outputs}
 
 
-@job_kind(NOTIFICATION_KIND, queue="email", params=JobNotificationParams, result=_result)
+def notice_flow(email: StepFn | None, webhook: StepFn | None) -> Flow:
+    """An ``email`` and a ``webhook`` step (those given), independent of each other:
+    either failing fails the notice only. Delivery is retried while the mail server or
+    the receiver is down."""
+    steps = []
+    if email is not None:
+        steps.append(Step("email", email, retry=DELIVERY, after=()))
+    if webhook is not None:
+        steps.append(Step("webhook", webhook, retry=WEBHOOK, after=()))
+    return Flow(steps)
+
+
+@job_kind(NOTIFICATION_KIND, queue="email", params=JobNotificationParams, result=notice_result)
 def job_notification(params: JobNotificationParams) -> Flow:
     """Mail and/or call a webhook with how another job ended (made by prodinf for `notify`)."""
-    steps = []
-    if params.email:
-        steps.append(Step("email", _email, retry=DELIVERY, after=()))
-    if params.webhook is not None:
-        steps.append(Step("webhook", _webhook, retry=WEBHOOK, after=()))
-    return Flow(steps)
+    return notice_flow(
+        _email if params.email else None, _webhook if params.webhook is not None else None
+    )

@@ -27,7 +27,6 @@ keeps the type of what it renders (``"{{ payload.release }}"`` gives a number).
 from __future__ import annotations
 
 import fnmatch
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prodinf.exceptions import ValidationError
-from prodinf.rulesfile import load_rules_file, named_entries
+from prodinf.rulesfile import check_name, load_rules_file, named_entries
 from prodinf.templating import check_templates, render_templates
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
 
 #: The example shipped with prodinf (a copy of ``config/subscriptions.yaml``).
 DEFAULT_SUBSCRIPTIONS = Path(__file__).parent / "defaults" / "subscriptions.yaml"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 #: The kinds that run a process on a remote service, and an email or webhook.
 REMOTE_KIND, NOTICE_KIND = "remote_job", "event_notice"
 #: What an email or webhook of an event tells about it.
@@ -162,16 +160,12 @@ class Subscription(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("must be 1 to 60 letters, digits, '_', '.' or '-'")
-        return name
+        return check_name(name)
 
     @field_validator("queue")
     @classmethod
     def _queue(cls, queue: str | None) -> str | None:
-        if queue is not None and not _NAME.match(queue):
-            raise ValueError("must be a queue name: 1 to 60 letters, digits, '_', '.' or '-'")
-        return queue
+        return None if queue is None else check_name(queue)
 
     @field_validator("on")
     @classmethod

@@ -49,7 +49,7 @@ from pydantic_core.core_schema import ValidationInfo
 from prodinf.exceptions import PermanentError, ValidationError
 from prodinf.redact import redact, redact_text
 from prodinf.remote.pointer import check_pointer
-from prodinf.rulesfile import load_rules_file, named_entries
+from prodinf.rulesfile import check_name, load_rules_file, named_entries
 from prodinf.status import StepStatus
 from prodinf.templating import check_templates
 
@@ -77,7 +77,6 @@ DEFAULT_SERVICES = Path(__file__).parent / "defaults" / "services.yaml"
 RemoteState = Literal[StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED]
 STATES: tuple[RemoteState, ...] = (StepStatus.PENDING, StepStatus.SUCCEEDED, StepStatus.FAILED)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 # RFC 9110 token: what a header name (and an auth scheme) may be made of.
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -139,9 +138,7 @@ class _Service(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not _NAME.match(name):
-            raise ValueError("must be 1 to 60 letters, digits, '_', '.' or '-'")
-        return name
+        return check_name(name)
 
     @field_validator("auth_header")
     @classmethod
