@@ -191,6 +191,25 @@ class Settings(BaseSettings):
         "that subscriptions can run jobs on; unset means the shipped example "
         "(config/services.yaml).",
     )
+    # -- handover ---------------------------------------------------------------------
+    handover_config: Path | None = Field(
+        default=None,
+        description="YAML file of the handover settings: the window of each database type, "
+        "its stages and the staging rules; unset means the shipped example "
+        "(config/handover.yaml).",
+    )
+    release: int | None = Field(
+        default=None,
+        ge=0,
+        description="The current release: a handover is refused unless the database's name "
+        "and its release meta key say this release; unset means any release.",
+    )
+    handover_max_copies: int = Field(
+        default=2,
+        ge=1,
+        description="Most handover copies running at once to one staging server; the others "
+        "wait, holding no worker, in submission order.",
+    )
     metadata_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the database holding dataset registrations; unset means "
@@ -207,6 +226,8 @@ class Settings(BaseSettings):
         "event_rules",
         "subscriptions",
         "services",
+        "handover_config",
+        "release",
         "metadata_url",
         mode="before",
     )

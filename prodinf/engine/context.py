@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
+from sqlalchemy import Connection
 
 from prodinf.config import Settings
 from prodinf.engine.waits import Child, Wait, Watch
@@ -22,6 +24,7 @@ class _Hooks(Protocol):
     def progress(self, message: str) -> None: ...
     def cancel_requested(self) -> bool: ...
     def children(self, of: str | None = None) -> dict[str, Any]: ...
+    def transaction(self) -> AbstractContextManager[Connection]: ...
 
 
 class StepContext(Generic[P]):
@@ -120,6 +123,11 @@ class StepContext(Generic[P]):
         ``status``, ``result``, ``error``). With ``of``, those the step of the same name
         of job ``of`` started (to follow another job's children, read-only)."""
         return self._hooks.children(of)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A transaction on the job store, for a step that keeps rows of its own (a
+        handover taking a copy slot); committed when the block ends."""
+        return self._hooks.transaction()
 
     def progress(self, message: str) -> None:
         """Show ``message`` as the job's progress (committed at once)."""

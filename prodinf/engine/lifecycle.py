@@ -248,13 +248,18 @@ class Lifecycle:
                 "job.cancel_requested", None, f"cancel requested; stopping after {running.name}"
             )
 
-    def retry(self, rows: JobRows, now: datetime, *, resend_after: float) -> None:
+    def retry(
+        self, rows: JobRows, now: datetime, *, resend_after: float, since: str | None = None
+    ) -> None:
         """Queue an ended job again from where it stopped: steps that succeeded keep
-        their outputs; failed, reverted and cancelled ones start afresh."""
+        their outputs; failed, reverted and cancelled ones start afresh. With ``since``
+        (a step's name), that step and every step after it start afresh too."""
         job = rows.job
         again = []
+        names = [step.name for step in rows.steps]
+        redo = set(names[names.index(since) :]) if since in names else set()
         for step in rows.steps:
-            if step.status == StepStatus.SUCCEEDED:
+            if step.status == StepStatus.SUCCEEDED and step.name not in redo:
                 continue
             if step.status != StepStatus.PENDING:
                 again.append(step.name)
@@ -267,6 +272,7 @@ class Lifecycle:
             step.finished_at = None
             step.output = None
             step.state = {}
+        job.progress_done = sum(1 for s in rows.steps if s.status == StepStatus.SUCCEEDED)
         job.status = JobStatus.QUEUED
         job.cancel_requested = False
         job.error = None
@@ -276,7 +282,10 @@ class Lifecycle:
         job.progress_message = "queued for retry"
         # Unless the message sent after commit is confirmed, the reconciler sends another then.
         job.next_run_at = now + timedelta(seconds=resend_after)
-        rows.note("job.retried", None, "retrying " + (", ".join(again) or "remaining steps"))
+        said = ", ".join(again) or "remaining steps"
+        rows.note(
+            "job.retried", None, f"restarting from {since}: {said}" if since else f"retrying {said}"
+        )
 
     def _notify(self, rows: JobRows, now: datetime) -> None:
         """Add the notification of the job's end to the rows this transaction writes."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -22,6 +22,7 @@ from prodinf.config import Settings
 from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
 from prodinf.exceptions import ValidationError
+from prodinf.status import JobStatus
 from prodinf.store.rows import NewRows
 
 __all__ = ["NOTIFICATION_KIND", "NotifySpec", "notification_job", "parse_notify", "snapshot"]
@@ -47,6 +48,10 @@ class NotifySpec(BaseModel):
     webhook: AnyHttpUrl | None = Field(
         default=None,
         description="URL sent a signed JSON summary (POST) when the job ends.",
+    )
+    when: Literal["always", "failure"] = Field(
+        default="always",
+        description="always: at every end; failure: only when the job did not succeed.",
     )
 
     @field_validator("email")
@@ -127,9 +132,12 @@ def notification_job(
     validates, which only a change of code between submission and end can cause:
     the finishing job must still finish.
     """
+    if notify.get("when") == "failure" and job["status"] == JobStatus.SUCCEEDED:
+        return None
+    targets = {k: v for k, v in notify.items() if k != "when"}
     try:
         kind = registry.get(NOTIFICATION_KIND)
-        params = kind.validate({**notify, "job": job})
+        params = kind.validate({**targets, "job": job})
         flow = kind.flow(params)
     except Exception:
         log.exception("job %s: cannot notify %s", job["id"], notify)

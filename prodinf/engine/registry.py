@@ -41,6 +41,9 @@ class Kind(Generic[P]):
     build: Callable[[P], Flow]
     description: str = ""
     result: Callable[[dict[str, Any]], Any] | None = None
+    #: Where jobs of the kind are submitted instead of ``POST /api/v1/jobs`` (a
+    #: handover is checked first), or ``None``.
+    submitted_at: str | None = None
 
     def validate(self, params: Any) -> P:
         """Validate raw params; raises ``ValidationError`` naming the first bad field."""
@@ -118,18 +121,29 @@ def job_kind(
     description: str | None = None,
     result: Callable[[dict[str, Any]], Any] | None = None,
     into: Registry | None = None,
+    submitted_at: str | None = None,
 ) -> Callable[[Callable[[Any], Flow]], Callable[[Any], Flow]]:
     """Register the decorated flow builder as a kind.
 
     ``queue`` is a logical queue (``handover``, ``event``, ``email``, ``jobs``)
     or any other queue name. ``result`` turns the outputs of the flow's final
     steps into the job's result (default: the last step's output).
+    ``submitted_at`` names the only way jobs of the kind are submitted (``POST
+    /api/v1/handovers``): the generic submission refuses them.
     """
 
     def decorate(build: Callable[[Any], Flow]) -> Callable[[Any], Flow]:
         doc = description if description is not None else (build.__doc__ or "").strip()
         (into or registry).register(
-            Kind(name=name, queue=queue, params=params, build=build, description=doc, result=result)
+            Kind(
+                name=name,
+                queue=queue,
+                params=params,
+                build=build,
+                description=doc,
+                result=result,
+                submitted_at=submitted_at,
+            )
         )
         return build
 

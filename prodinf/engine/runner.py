@@ -15,6 +15,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,15 @@ from prodinf.redact import redact, redact_text
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store import leases as held
-from prodinf.store.children import EACH, LAST, WAKE, ChildJob, child_key, children_of
+from prodinf.store.children import (
+    EACH,
+    LAST,
+    WAKE,
+    ChildJob,
+    child_key,
+    children_of,
+    wake_step,
+)
 from prodinf.store.rows import JobRows, LockedJob, LockedStep
 from prodinf.store.types import utcnow
 
@@ -289,6 +298,11 @@ class Runner:
                 error = PermanentError(f"{name} could not start its jobs: {exc.message}")
         if error is None and isinstance(outcome.value, Commit):
             rows.spawned.extend(outcome.value.write(conn, now))
+            due = now + timedelta(seconds=self.settings.resend_after)
+            for job_id, step in outcome.value.wake(conn, now) if outcome.value.wake else ():
+                queue = wake_step(conn, job_id, step, now, due)
+                if queue is not None:
+                    rows.woken.append((job_id, queue, due))
             outcome = _Outcome(value=outcome.value.output, state=outcome.state)
         if error is None and isinstance(outcome.value, Wait) and row.due_at is not None:
             # woken while it ran (a child ended, a callback came): what it looked at
@@ -441,3 +455,6 @@ class _Hooks:
     def children(self, of: str | None = None) -> dict[str, ChildJob]:
         with self.store.transaction() as conn:
             return children_of(conn, of or self.lease.job_id, self.lease.step)
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        return self.store.transaction()

@@ -76,6 +76,11 @@ class Jobs:
         if not isinstance(kind, str) or not kind:
             raise ValidationError("kind is required", field="kind")
         spec = self.registry.get(kind)
+        if spec.submitted_at is not None:
+            raise ValidationError(
+                f"{kind} jobs are submitted with {spec.submitted_at}, which checks them",
+                field="kind",
+            )
         if isinstance(params, dict):  # what the caller sent, named as sent
             _storable(params, "params", MAX_PARAMS_DEPTH)
         validated = spec.validate(params)

@@ -91,7 +91,10 @@ class Commit:
     output, and ``write(conn, now)`` runs in the transaction that records it (so what
     it writes is there exactly when the step is done: never lost, never twice). The
     new jobs it returns are inserted in that transaction and sent after its commit
-    (``register_metadata`` records its events so)."""
+    (``register_metadata`` records its events so). ``wake(conn, now)``, run after it,
+    names the (job, step) pairs to wake in that transaction (a handover freeing a copy
+    slot wakes the next one waiting for it)."""
 
     output: Any
     write: Callable[[Connection, datetime], list[NewRows]]
+    wake: Callable[[Connection, datetime], list[tuple[str, str]]] | None = None

@@ -3,7 +3,8 @@
 Naming rules (``PRODINF_NAMING_RULES``), the healthcheck catalogue
 (``PRODINF_HEALTHCHECKS``), the event rules (``PRODINF_EVENT_RULES``), the
 subscriptions (``PRODINF_SUBSCRIPTIONS``) and the remote services
-(``PRODINF_SERVICES``) are read by jobs, but a bad file must stop prodinf when it
+(``PRODINF_SERVICES``) and the handover configuration (``PRODINF_HANDOVER_CONFIG``)
+are read by jobs, but a bad file must stop prodinf when it
 starts, not fail the first job (so must a subscription naming a service the services
 file does not have): every runtime (portal, worker, CLI) calls
 :func:`check_rules_files` as it is built. Each loader caches the file per version, so
@@ -21,6 +22,7 @@ from prodinf.databases.naming import load_naming_rules
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database.checks.catalogue import load_catalogue
 from prodinf.kinds.database.events import load_event_rules
+from prodinf.kinds.handover.config import load_handover_config
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.remote.services import load_services
 
@@ -33,6 +35,7 @@ RULES_FILES: dict[str, Callable[[Path | None], Any]] = {
     "event_rules": load_event_rules,
     "subscriptions": load_subscriptions,
     "services": load_services,
+    "handover_config": load_handover_config,
 }
 
 
@@ -51,6 +54,7 @@ def check_rules_files(settings: Settings) -> None:
                 f"invalid setting {setting}: {exc.message}", field=setting
             ) from None
     _services_exist(settings)
+    _stage_services_exist(settings)
 
 
 def _services_exist(settings: Settings) -> None:
@@ -76,3 +80,26 @@ def _services_exist(settings: Settings) -> None:
             f"subscription {sub.name!r}: {wrong}",
             field="PRODINF_SUBSCRIPTIONS",
         )
+
+
+def _stage_services_exist(settings: Settings) -> None:
+    """Every stage ``service`` of the handover configuration names a service of the
+    services file, with no ``kind`` for an HTTP job service."""
+    config = load_handover_config(settings.handover_config)
+    services = load_services(settings.services)
+    for type_, found in config.types.items():
+        for stage, spec in found.stages.items():
+            if spec is None or spec.service is None:
+                continue
+            service = services.by_name.get(spec.service)
+            if service is None:
+                wrong = f"service: no service {spec.service!r} in {services.source}"
+            elif service.type == "http" and spec.kind:
+                wrong = f"kind: {spec.service} is an HTTP job service; it runs no kinds"
+            else:
+                continue
+            raise ValidationError(
+                f"invalid setting PRODINF_HANDOVER_CONFIG: {config.source}: type {type_!r}: "
+                f"stages.{stage}.{wrong}",
+                field="PRODINF_HANDOVER_CONFIG",
+            )

@@ -10,7 +10,7 @@ from flask_restx import apidoc
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError
-from prodinf.portal import errors, event_views, views
+from prodinf.portal import errors, event_views, handover_views, views
 from prodinf.portal.api import build_api
 from prodinf.portal.current import EXTENSION, runtime_of
 from prodinf.runtime import Runtime
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_url_rule("/api/docs", "api_docs", lambda: apidoc.ui_for(api))
     app.register_blueprint(views.blueprint)
     app.register_blueprint(event_views.blueprint)
+    app.register_blueprint(handover_views.blueprint)
     errors.register(app)
 
     @app.get("/health")

@@ -25,7 +25,11 @@ from prodinf.store.types import JSONType, UTCDateTime, utcnow
 
 __all__ = [
     "COALESCING",
+    "COPY_SLOTS",
     "EVENTS",
+    "HANDOVERS",
+    "HANDOVER_BULKS",
+    "HANDOVER_OPEN",
     "HISTORY",
     "JOBS",
     "STEPS",
@@ -210,6 +214,61 @@ class CoalescingRow(Base):
     closes_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class HandoverRow(Base):
+    """A handover: the ``handover`` job ``token`` and what its checks found, for lists
+    and filters; ``copy_state`` is where its copy stands in the queue of its staging
+    server (``waiting``, ``copying``, ``done``)."""
+
+    __tablename__ = "prodinf_handovers"
+
+    token: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: sha256 hex of the source server and database: one unfinished handover each.
+    source_key: Mapped[str] = mapped_column(String(64), index=True)
+    server: Mapped[str] = mapped_column(String(300))
+    database: Mapped[str] = mapped_column(String(200), index=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(60), index=True)
+    release: Mapped[int] = mapped_column(Integer, index=True)
+    staging: Mapped[str] = mapped_column(String(300))
+    #: sha256 hex of the staging server: the copies capped together.
+    staging_key: Mapped[str] = mapped_column(String(64), index=True)
+    contact: Mapped[str] = mapped_column(String(320), index=True)
+    bulk_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    copy_state: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    copy_asked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class HandoverOpenRow(Base):
+    """The unfinished handover of each source database: the store refuses a second."""
+
+    __tablename__ = "prodinf_handover_open"
+
+    source_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(36))
+
+
+class HandoverBulkRow(Base):
+    """A bulk handover: what was asked, and the answer for each database."""
+
+    __tablename__ = "prodinf_handover_bulks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    server: Mapped[str] = mapped_column(String(300))
+    contact: Mapped[str] = mapped_column(String(320))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class CopySlotRow(Base):
+    """One row per staging server, locked while a handover takes or frees a copy slot."""
+
+    __tablename__ = "prodinf_copy_slots"
+
+    staging_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 # The tables, for Core statements (the runner's hot path uses no ORM session).
 JOBS = cast(Table, JobRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
@@ -218,3 +277,7 @@ WATCHES = cast(Table, WatchRow.__table__)
 WATCHERS = cast(Table, WatcherRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 COALESCING = cast(Table, CoalescingRow.__table__)
+HANDOVERS = cast(Table, HandoverRow.__table__)
+HANDOVER_OPEN = cast(Table, HandoverOpenRow.__table__)
+HANDOVER_BULKS = cast(Table, HandoverBulkRow.__table__)
+COPY_SLOTS = cast(Table, CopySlotRow.__table__)

@@ -8,6 +8,8 @@ from flask_restx import Api
 from prodinf.portal.api.callbacks import ns as callbacks_ns
 from prodinf.portal.api.events import ns as events_ns
 from prodinf.portal.api.events import subscriptions_ns
+from prodinf.portal.api.handovers import databases_ns
+from prodinf.portal.api.handovers import ns as handovers_ns
 from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
 from prodinf.portal.api.notifications import ns as notifications_ns
@@ -34,5 +36,7 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(subscriptions_ns)
     api.add_namespace(services_ns)
     api.add_namespace(callbacks_ns)
+    api.add_namespace(handovers_ns)
+    api.add_namespace(databases_ns)
     register_api(api)
     return blueprint, api

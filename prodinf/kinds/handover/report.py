@@ -1,0 +1,118 @@
+"""How a handover stands, stage by stage: what its API document, its page, its mail and
+the CLI show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prodinf.exceptions import NotFound
+from prodinf.kinds.handover.kind import stage_round
+from prodinf.redact import redact
+from prodinf.status import JobStatus, StepStatus
+from prodinf.store import JobStore
+from prodinf.store.children import children_of
+from prodinf.store.handovers import get_handover
+
+__all__ = ["handover_detail", "handover_status", "stage_name"]
+
+#: A handover's own words for how it stands, from its job's status.
+_STATUS = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.RUNNING: "running",
+    JobStatus.WAITING: "running",
+    JobStatus.SUCCEEDED: "succeeded",
+    JobStatus.FAILED: "failed",
+    JobStatus.REVERTED: "failed",
+    JobStatus.CANCELLED: "stopped",
+}
+
+
+def handover_status(job_status: str) -> str:
+    """``queued``, ``running``, ``succeeded``, ``failed`` (reverted or not) or ``stopped``."""
+    return _STATUS.get(JobStatus(job_status), str(job_status))
+
+
+def stage_name(child: str) -> str:
+    """The stage a child job belongs to: ``copy~2`` is ``copy``."""
+    return child.partition("~")[0]
+
+
+def handover_detail(store: JobStore, token: str) -> dict[str, Any]:
+    """Handover ``token``: its facts, status, stages (each with status, start, end, job,
+    service and error), failed stage, events and history; credentials masked.
+
+    :raises NotFound: there is no such handover.
+    """
+    found = get_handover(store, token)
+    if found is None:
+        raise NotFound(f"no handover {token!r}", field="token")
+    job = store.describe(token)
+    with store.transaction() as conn:
+        children = {s["name"]: children_of(conn, token, s["name"]) for s in job["steps"]}
+    stages = []
+    for step in job["steps"]:
+        mine = children[step["name"]]
+        newest = stage_round(step["name"], mine)
+        child = mine.get(step["name"] if newest <= 1 else f"{step['name']}~{newest}")
+        specs = job["params"].get("stages", [])
+        spec: dict[str, Any] = next((s for s in specs if s["name"] == step["name"]), {})
+        stages.append(
+            {
+                "name": step["name"],
+                "status": step["status"],
+                "started_at": step["started_at"],
+                "finished_at": step["finished_at"],
+                "waiting_for": step["waiting_for"],
+                "service": spec.get("service"),
+                "job": (
+                    {"id": child.id, "kind": child.kind, "status": child.status}
+                    if child is not None
+                    else None
+                ),
+                "error": (step["error"] or {}).get("message") if step["error"] else None,
+                "reverted": step["status"] == StepStatus.REVERTED,
+            }
+        )
+    failed = next((s for s in stages if s["status"] == StepStatus.FAILED), None)
+    linked = next((s["output"] for s in job["steps"] if s["name"] == "events"), None)
+    events = linked.get("events", []) if isinstance(linked, dict) else []
+    params = job["params"]
+    error = job["error"]
+    shown: dict[str, Any] = redact(
+        {
+            "token": token,
+            "database": found["database"],
+            "dataset": found["dataset"],
+            "type": found["type"],
+            "release": found["release"],
+            "assembly": params.get("assembly"),
+            "server": found["server"],
+            "src_uri": params.get("src_uri"),
+            "staging": found["staging"],
+            "contact": found["contact"],
+            "comment": params.get("comment"),
+            "bulk_id": found["bulk_id"],
+            "status": handover_status(job["status"]),
+            "job_status": job["status"],
+            "stage": failed["name"] if failed else _current(stages),
+            "error": (
+                {
+                    "stage": failed["name"] if failed else (error or {}).get("step"),
+                    "message": (error or {}).get("message"),
+                    "details": (error or {}).get("details"),
+                }
+                if error
+                else None
+            ),
+            "created_at": found["created_at"],
+            "finished_at": found["finished_at"],
+            "stages": stages,
+            "events": events,
+            "history": job["history"],
+        }
+    )
+    return shown
+
+
+def _current(stages: list[dict[str, Any]]) -> str | None:
+    return next((s["name"] for s in stages if s["status"] != StepStatus.SUCCEEDED), None)
