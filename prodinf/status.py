@@ -18,7 +18,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ACTIVE", "HELD", "RETRYABLE", "TERMINAL", "JobStatus", "StepStatus"]
+__all__ = [
+    "ACTIVE",
+    "HANDOVER_STATUS",
+    "HELD",
+    "RETRYABLE",
+    "TERMINAL",
+    "HandoverStatus",
+    "JobStatus",
+    "StepStatus",
+]
 
 
 class JobStatus(StrEnum):
@@ -47,6 +56,16 @@ class StepStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class HandoverStatus(StrEnum):
+    """Where a handover stands, in its users' words (from its job's status)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
 #: Job statuses after which nothing more happens (unless retried).
 TERMINAL: frozenset[JobStatus] = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REVERTED}
@@ -59,3 +78,14 @@ RETRYABLE: frozenset[JobStatus] = frozenset(
 )
 #: Step statuses of a step a worker holds under a lease.
 HELD: frozenset[StepStatus] = frozenset({StepStatus.RUNNING, StepStatus.REVERTING})
+#: The handover status each job status means: waiting is running, reverted is failed
+#: (the staging copy dropped), cancelled is stopped.
+HANDOVER_STATUS: dict[JobStatus, HandoverStatus] = {
+    JobStatus.QUEUED: HandoverStatus.QUEUED,
+    JobStatus.RUNNING: HandoverStatus.RUNNING,
+    JobStatus.WAITING: HandoverStatus.RUNNING,
+    JobStatus.SUCCEEDED: HandoverStatus.SUCCEEDED,
+    JobStatus.FAILED: HandoverStatus.FAILED,
+    JobStatus.REVERTED: HandoverStatus.FAILED,
+    JobStatus.CANCELLED: HandoverStatus.STOPPED,
+}

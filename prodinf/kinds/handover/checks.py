@@ -3,6 +3,7 @@ a ``ValidationError`` that names the field and says what to do."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -143,11 +144,24 @@ def check_target(
 
 
 def same_database(a: DatabaseURI, b: DatabaseURI) -> bool:
+    """Whether ``a`` and ``b`` are one database: the same engine, the same file, or the
+    same database on the same port of one host, however each names the host
+    (``localhost`` is ``127.0.0.1``)."""
     if a.engine_name != b.engine_name:
         return False
     if a.engine_name == "sqlite":
         return a.path.resolve() == b.path.resolve()
-    return (a.url.host, a.url.port, a.database) == (b.url.host, b.url.port, b.database)
+    return _place(a) == _place(b)
+
+
+def _place(uri: DatabaseURI) -> tuple[str, int, str]:
+    host = uri.url.host or "localhost"
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:  # unresolvable: compare the names as written
+        host = host.lower()
+    default = 5432 if uri.engine_name == "postgresql" else 3306
+    return host, uri.url.port or default, uri.database
 
 
 def check_exists(uri: DatabaseURI) -> None:

@@ -8,28 +8,17 @@ from typing import Any
 from prodinf.exceptions import NotFound
 from prodinf.kinds.handover.kind import stage_round
 from prodinf.redact import redact
-from prodinf.status import JobStatus, StepStatus
+from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store.children import children_of
 from prodinf.store.handovers import get_handover
 
 __all__ = ["handover_detail", "handover_status", "stage_name"]
 
-#: A handover's own words for how it stands, from its job's status.
-_STATUS = {
-    JobStatus.QUEUED: "queued",
-    JobStatus.RUNNING: "running",
-    JobStatus.WAITING: "running",
-    JobStatus.SUCCEEDED: "succeeded",
-    JobStatus.FAILED: "failed",
-    JobStatus.REVERTED: "failed",
-    JobStatus.CANCELLED: "stopped",
-}
 
-
-def handover_status(job_status: str) -> str:
-    """``queued``, ``running``, ``succeeded``, ``failed`` (reverted or not) or ``stopped``."""
-    return _STATUS.get(JobStatus(job_status), str(job_status))
+def handover_status(job_status: str) -> HandoverStatus:
+    """The handover's status for its job's (see :data:`prodinf.status.HANDOVER_STATUS`)."""
+    return HANDOVER_STATUS[JobStatus(job_status)]
 
 
 def stage_name(child: str) -> str:

@@ -14,19 +14,16 @@ from prodinf.kinds.handover import STAGES, Handovers
 from prodinf.kinds.handover.report import handover_detail, handover_status
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
-from prodinf.status import JobStatus
+from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus
 from prodinf.store.handovers import get_bulk, list_handovers
 
 ns = Namespace("handovers", description="Hand databases over to staging, stage by stage")
 databases_ns = Namespace("databases", description="The databases a server holds")
 
 #: What the ``status`` filter takes: a handover's words, and the jobs' statuses they mean.
-STATUS_FILTER = {
-    "queued": [JobStatus.QUEUED],
-    "running": [JobStatus.RUNNING, JobStatus.WAITING],
-    "succeeded": [JobStatus.SUCCEEDED],
-    "failed": [JobStatus.FAILED, JobStatus.REVERTED],
-    "stopped": [JobStatus.CANCELLED],
+STATUS_FILTER: dict[str, list[JobStatus]] = {
+    str(status): [job for job, shown in HANDOVER_STATUS.items() if shown == status]
+    for status in HandoverStatus
 }
 
 submission = ns.model(
