@@ -5,6 +5,7 @@
     prodinf up                 portal + a worker per queue + scheduler, embedded defaults
     prodinf worker -Q email    one worker
     prodinf post KIND --param key=value [--wait]
+    prodinf handover SRC_URI --contact ADDR --comment TEXT [--wait]
     prodinf show [ID]
     prodinf db upgrade | prodinf config
 """
@@ -15,6 +16,13 @@ import click
 
 from prodinf.cli.admin import config_cmd, db
 from prodinf.cli.events import event_cmd
+from prodinf.cli.handovers import (
+    handover_cmd,
+    handover_restart,
+    handover_show,
+    handover_stop,
+    handovers_cmd,
+)
 from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
 from prodinf.cli.serve import portal, scheduler, up, worker
 
@@ -35,6 +43,11 @@ for command in (
     post,
     notify,
     event_cmd,
+    handover_cmd,
+    handovers_cmd,
+    handover_show,
+    handover_stop,
+    handover_restart,
     show,
     cancel,
     retry,
