@@ -22,6 +22,7 @@ from prodinf.config import Settings
 from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
 from prodinf.exceptions import ValidationError
+from prodinf.redact import redact
 from prodinf.status import JobStatus
 from prodinf.store.rows import NewRows
 
@@ -96,6 +97,7 @@ class _Ended(Protocol):
     id: str
     kind: str
     status: str
+    params: dict[str, Any]
     result: Any
     error: dict[str, Any] | None
     progress_message: str | None
@@ -105,11 +107,13 @@ class _Ended(Protocol):
 
 
 def snapshot(job: _Ended) -> dict[str, Any]:
-    """How a job ended, as its notification reports it (JSON-ready)."""
+    """How a job ended, as its notification reports it (JSON-ready); its params with
+    credentials masked, for a mail that names what the job worked on (a handover's)."""
     return {
         "id": job.id,
         "kind": job.kind,
         "status": job.status,
+        "params": redact(job.params),
         "result": job.result,
         "error": job.error,
         "message": job.progress_message,

@@ -6,7 +6,8 @@ params carry a snapshot of that job, so it reports the end it was made for even
 if the job is retried later. Two independent steps:
 
 ``email``
-    Mails a summary (text and HTML) to every address, once: the delivery is
+    Mails a summary (text and HTML) to every address, once (a handover's contact gets
+    the handover report, :func:`prodinf.mail.render_handover_report`): the delivery is
     recorded (``send_once``) the moment the server accepts it, under a Message-ID
     made from this job's id. A mail
     server that is down is retried with backoff until it takes the mail.
@@ -28,8 +29,9 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.addresses import validate_address
 from prodinf.engine.notices import NOTIFICATION_KIND
+from prodinf.kinds.handover.kind import HANDOVER_KIND
 from prodinf.kinds.mailing import DELIVERY, send_once
-from prodinf.mail import Mail, render_job_report
+from prodinf.mail import Mail, render_handover_report, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
 
@@ -80,8 +82,13 @@ def _links(ctx: StepContext[JobNotificationParams], job_id: str) -> tuple[str | 
 def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
     params = ctx.params
     job = params.job
-    page, _ = _links(ctx, job["id"])
-    subject, text, html = render_job_report(job, page)
+    if job["kind"] == HANDOVER_KIND:
+        # the contact's handover report: the database, each stage, what failed and
+        # why, linked to /handovers/<token> (the token is the job's id)
+        subject, text, html = render_handover_report(job, ctx.settings.public_url)
+    else:
+        page, _ = _links(ctx, job["id"])
+        subject, text, html = render_job_report(job, page)
     mail = Mail(
         to=list(params.email),
         subject=subject,
@@ -97,7 +104,8 @@ def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
 
 def _webhook(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
     params = ctx.params
-    job = redact(params.job)
+    # The snapshot's params are for the mail; the webhook document stays as it was.
+    job = redact({k: v for k, v in params.job.items() if k != "params"})
     _, api = _links(ctx, job["id"])
     event = f"job.{job['status']}"
     document = {"event": event, "delivery": ctx.job_id, "job": {**job, "url": api}}

@@ -1,4 +1,4 @@
-"""Mail: build a message, deliver it by SMTP or to the outbox folder; the two report mails.
+"""Mail: build a message, deliver it by SMTP or to the outbox folder; the report mails.
 
 ``deliver(mail, settings)`` is the one way prodinf sends mail. With ``smtp_host``
 unset, each message is written to ``<home>/outbox/<message id>.eml`` instead, so one
@@ -37,6 +37,7 @@ from __future__ import annotations
 from prodinf.addresses import validate_address, validate_sender
 from prodinf.mail.delivery import deliver
 from prodinf.mail.event_report import render_event_report
+from prodinf.mail.handover_report import render_handover_report
 from prodinf.mail.job_report import render_job_report
 from prodinf.mail.message import Mail, build_message, message_id_for
 from prodinf.mail.outbox import (
@@ -63,6 +64,7 @@ __all__ = [
     "outbox_messages",
     "outbox_name",
     "render_event_report",
+    "render_handover_report",
     "render_job_report",
     "render_url_report",
     "validate_address",
