@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 
 from prodinf.cli.common import console, make_runtime
@@ -115,6 +115,11 @@ def seconds(stage: dict[str, Any]) -> float | None:
         return None
     start, end = (datetime.fromisoformat(stage[k]) for k in ("started_at", "finished_at"))
     return (end - start).total_seconds()
+
+
+def moment(iso: str | None) -> str:
+    """``2026-11-30 07:06:21`` (UTC) of an ISO time, or nothing."""
+    return (iso or "")[:19].replace("T", " ")
 
 
 def stage_line(stage: dict[str, Any]) -> str:
@@ -215,7 +220,13 @@ def handovers_cmd(status: str | None, database: str | None, limit: int, as_json:
         click.echo(json.dumps({"items": rows, "total": total}, indent=2))
         return
     table = Table(
-        "token", "database", "type", "release", "status", "stage", "created",
+        Column("token", min_width=SHORT),
+        Column("database", overflow="fold"),
+        Column("type", min_width=4),
+        Column("release", min_width=3),
+        Column("status", min_width=9),
+        Column("stage", min_width=11),
+        Column("created", overflow="fold"),
         title=f"{total} handover(s)",
     )  # fmt: skip
     for row in rows:
@@ -227,7 +238,7 @@ def handovers_cmd(status: str | None, database: str | None, limit: int, as_json:
             str(row["release"]),
             f"[{style}]{row['status']}[/]",
             row["stage"] or "",
-            row["created_at"][:19],
+            moment(row["created_at"])[:16],
         )
     console.print(table)
 
@@ -254,25 +265,33 @@ def handover_show(token: str, as_json: bool) -> None:
         ("staging", "staging"),
         ("contact", "contact"),
         ("comment", "comment"),
-        ("created", "created_at"),
-        ("finished", "finished_at"),
     ):
         if found[key]:
             console.print(f"  {label:<9} {found[key]}", highlight=False)
+    for label, key in (("created", "created_at"), ("finished", "finished_at")):
+        if found[key]:
+            console.print(f"  {label:<9} {moment(found[key])} UTC", highlight=False)
     page = page_url(rt.settings, found["token"])
     if page:
         console.print(f"  page      {page}", highlight=False)
-    stages = Table("stage", "status", "started", "finished", "took", "job", "error / waiting for")
+    stages = Table(
+        Column("stage", min_width=11),
+        Column("status", min_width=9),
+        Column("started", overflow="fold"),
+        Column("took", min_width=5),
+        Column("job", overflow="fold"),
+        Column("error / waiting for", overflow="fold"),
+    )  # fmt: skip
     for stage in found["stages"]:
         took = seconds(stage)
         job = stage["job"]
+        where = f" on {stage['service']}" if stage["service"] else ""
         stages.add_row(
             stage["name"],
             stage["status"],
-            (stage["started_at"] or "")[:19],
-            (stage["finished_at"] or "")[:19],
+            moment(stage["started_at"]),
             f"{took:.1f} s" if took is not None else "",
-            f"{job['kind']} {job['id']} {job['status']}" if job else stage["service"] or "",
+            f"{job['kind']} {job['id']}{where}" if job else where.strip(),
             stage["error"] or stage["waiting_for"] or "",
         )
     console.print(stages)
