@@ -19,6 +19,7 @@ from flask.typing import ResponseReturnValue
 from prodinf.exceptions import Conflict, ProdinfError, TransientError, ValidationError
 from prodinf.kinds.handover import Handovers
 from prodinf.kinds.handover.checks import NOTIFY
+from prodinf.kinds.handover.report import handover_status
 from prodinf.kinds.handover.service import parse_server
 from prodinf.portal.current import runtime
 from prodinf.portal.views import check_csrf
@@ -133,6 +134,9 @@ def handover_form(
     if listing and "server_uri" not in errors:
         try:
             server = service().databases(typed_uri(values.get("server_uri", "")))
+            for db in server["databases"]:
+                if db["handover"]:
+                    db["handover"]["status"] = handover_status(db["handover"]["status"])
         except ProdinfError as exc:
             if not errors:
                 code = exc.status_code

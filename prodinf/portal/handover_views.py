@@ -100,6 +100,7 @@ def handover(token: str) -> ResponseReturnValue:
     failed = found["error"]["stage"] if found["error"] else None
     return render_template(
         "handover.html",
+        token=token,  # not found["token"]: masking takes any key named *token for a secret
         handover=found,
         failed_stage=failed,
         failed_checks=failed_checks(found),

@@ -246,7 +246,7 @@ def test_the_list_button_posts_and_shows_a_handover_in_flight(
     html = answer.get_data(as_text=True)
     assert answer.status_code == 200, html
     assert f'<a href="/handovers/{token}" class="in-flight">' in html
-    assert "queued" in text_of(html, f"db-{NAME}")
+    assert "queued" in text_of(html, f"db-{NAME}")  # the handover's word, not its job's
 
 
 def test_a_server_that_is_not_there_is_named(client: FlaskClient, tmp_path: Path) -> None:
@@ -270,6 +270,8 @@ def test_submit_lands_on_the_handover_which_shows_each_stage(
     assert f"Handover of {NAME} submitted." in html
     assert 'data-status="queued"' in html
     assert 'id="stop-button"' in html and 'id="restart-form"' not in html
+    assert f'action="/handovers/{token}/stop"' in html
+    assert text_of(html, "summary") and token in html.split("</h1>")[0]
     assert '<meta http-equiv="refresh" content="5">' in html
     assert [m["args"] for m in messages(home)] == [[token]]
     assert runtime_of(app).store.describe(token)["submitted_by"] == "dora"
@@ -292,6 +294,7 @@ def test_submit_lands_on_the_handover_which_shows_each_stage(
     assert "ada@example.org" in text_of(html, "handover-contact")
     assert "new genebuild" in text_of(html, "handover-comment")
     assert 'id="restart-form"' in html and 'id="stop-button"' not in html
+    assert f'action="/handovers/{token}/restart"' in html
     assert 'http-equiv="refresh"' not in html
 
 
