@@ -269,6 +269,7 @@ class Lifecycle:
             step.due_at = None
             step.wait_reason = None
             step.first_attempt_at = None
+            step.started_at = None
             step.finished_at = None
             step.output = None
             step.state = {}

@@ -17,16 +17,12 @@ from typing import Any
 from prodinf.mail.message import one_line
 from prodinf.mail.rendering import mail_templates
 from prodinf.redact import redact, redact_text
+from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus, StepStatus
 
 __all__ = ["render_handover_report"]
 
 #: A handover's own words for how it ended, from its job's status.
-_OUTCOMES = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "reverted": "failed",
-    "cancelled": "stopped",
-}
+_OUTCOMES = {str(job): str(shown) for job, shown in HANDOVER_STATUS.items()}
 #: Most failed checks listed; the rest are counted.
 MAX_CHECKS = 50
 #: Longest an example row or message is shown.
@@ -82,7 +78,7 @@ def render_handover_report(job: dict[str, Any], public_url: str | None) -> tuple
     status = str(shown.get("status"))
     outcome = _OUTCOMES.get(status, status)
     base = public_url.rstrip("/") if public_url else None
-    failure = _failure(shown, base) if outcome == "failed" else None
+    failure = _failure(shown, base) if outcome == HandoverStatus.FAILED else None
     stages = _stages(params, status, failure, shown.get("result"))
     database = str(params.get("database") or f"job {shown['id']}")
     context = {
@@ -143,19 +139,21 @@ def _stages(
 ) -> list[StageLine]:
     """Each stage with its outcome, as far as the job's end tells it."""
     names = _stage_names(params)
-    if status == "succeeded":
+    if status == JobStatus.SUCCEEDED:
         events = _events_note(result)
-        return [StageLine(n, "succeeded", events if n == "events" else None) for n in names]
+        done = StepStatus.SUCCEEDED
+        return [StageLine(n, done, events if n == "events" else None) for n in names]
     if failure is None or failure.stage not in names:
         return [StageLine(n, None) for n in names]
     at = names.index(failure.stage)
     lines = []
     for index, name in enumerate(names):
         if index < at:
-            dropped = name == "copy" and status == "reverted"
-            lines.append(StageLine(name, "succeeded", "copy dropped" if dropped else None))
+            dropped = name == "copy" and status == JobStatus.REVERTED
+            note = "copy dropped" if dropped else None
+            lines.append(StageLine(name, StepStatus.SUCCEEDED, note))
         elif index == at:
-            lines.append(StageLine(name, "failed"))
+            lines.append(StageLine(name, StepStatus.FAILED))
         else:
             lines.append(StageLine(name, "not run"))
     return lines
@@ -183,7 +181,7 @@ def _copy_note(params: dict[str, Any], status: str, failure: Failure | None) -> 
     staging = params.get("staging")
     where = staging.get("name") if isinstance(staging, dict) else None
     on = f" on {where}" if where else ""
-    if status == "reverted":
+    if status == JobStatus.REVERTED:
         return f"The staging copy{on} was dropped: staging no longer holds this database."
     return f"The staging copy{on} could not be dropped: it is still in place."
 

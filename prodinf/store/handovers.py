@@ -33,8 +33,9 @@ __all__ = [
     "take_copy_slot",
 ]
 
-#: Where a handover's copy stands in its staging server's queue.
-WAITING, COPYING, DONE = "waiting", "copying", "done"
+#: Where a handover's copy stands in its staging server's line: in line for a slot,
+#: holding one, or copied.
+WAITING, COPYING, DONE = "in_line", "copying", "copied"
 
 
 class Unfinished(Exception):

@@ -28,6 +28,7 @@ from tests.staging_servers import Unavailable, staging_mariadb, staging_postgres
 from tests.waiting import wait_until
 
 __all__ = [
+    "ALL",
     "PUBLIC",
     "HandoverStack",
     "handover_config",
@@ -89,14 +90,14 @@ class HandoverStack:
         self.client = self.app.test_client()
         self.workers: dict[str, Any] = {}
 
-    def worker(self, queue: str, **kw: Any) -> Any:
+    def worker(self, queue: str, settings: Settings | None = None, **kw: Any) -> Any:
         modules = {
             "handover": "prodinf.handover_tasks",
             "event": "prodinf.event_tasks",
             "email": "prodinf.email_tasks",
             "jobs": "prodinf.worker",
         }
-        settings = self.rt.settings
+        settings = settings or self.rt.settings
         proc = self.processes.worker(
             settings,
             queues=settings.queue_for(queue),

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import NullPool, inspect, text
+from sqlalchemy.exc import ArgumentError
 
 from prodinf.addresses import validate_address
 from prodinf.config import Settings
@@ -181,7 +182,10 @@ def check_exists(uri: DatabaseURI) -> None:
 
 def check_release(uri: DatabaseURI, name: DatasetName, key: str) -> None:
     """The release the database declares (meta key ``key``) is the one in its name."""
-    engine = uri.create_engine(poolclass=NullPool)
+    try:
+        engine = uri.create_engine(poolclass=NullPool)
+    except ArgumentError as exc:  # e.g. credentials in a SQLite URI
+        raise ValidationError(f"src_uri: {exc}", field="src_uri") from None
     try:
         with database_errors(uri, "reading the meta table of"), engine.connect() as conn:
             if "meta" not in inspect(conn).get_table_names():

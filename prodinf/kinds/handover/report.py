@@ -7,7 +7,7 @@ from typing import Any
 
 from prodinf.exceptions import NotFound
 from prodinf.kinds.handover.kind import stage_round
-from prodinf.redact import redact
+from prodinf.redact import redact, redact_text
 from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store.children import children_of
@@ -67,39 +67,39 @@ def handover_detail(store: JobStore, token: str) -> dict[str, Any]:
     events = linked.get("events", []) if isinstance(linked, dict) else []
     params = job["params"]
     error = job["error"]
-    shown: dict[str, Any] = redact(
-        {
-            "token": token,
-            "database": found["database"],
-            "dataset": found["dataset"],
-            "type": found["type"],
-            "release": found["release"],
-            "assembly": params.get("assembly"),
-            "server": found["server"],
-            "src_uri": params.get("src_uri"),
-            "staging": found["staging"],
-            "contact": found["contact"],
-            "comment": params.get("comment"),
-            "bulk_id": found["bulk_id"],
-            "status": handover_status(job["status"]),
-            "job_status": job["status"],
-            "stage": failed["name"] if failed else _current(stages),
-            "error": (
-                {
-                    "stage": failed["name"] if failed else (error or {}).get("step"),
-                    "message": (error or {}).get("message"),
-                    "details": (error or {}).get("details"),
-                }
-                if error
-                else None
-            ),
-            "created_at": found["created_at"],
-            "finished_at": found["finished_at"],
-            "stages": stages,
-            "events": events,
-            "history": job["history"],
-        }
-    )
+    # job_detail masked the params, outputs and history already; redact() over the
+    # whole would also mask the handover's ``token`` (it masks every key named so)
+    shown: dict[str, Any] = {
+        "token": token,
+        "database": found["database"],
+        "dataset": found["dataset"],
+        "type": found["type"],
+        "release": found["release"],
+        "assembly": params.get("assembly"),
+        "server": found["server"],
+        "src_uri": params.get("src_uri"),
+        "staging": found["staging"],
+        "contact": found["contact"],
+        "comment": redact_text(str(params.get("comment") or "")),
+        "bulk_id": found["bulk_id"],
+        "status": handover_status(job["status"]),
+        "job_status": job["status"],
+        "stage": failed["name"] if failed else _current(stages),
+        "error": (
+            {
+                "stage": failed["name"] if failed else (error or {}).get("step"),
+                "message": (error or {}).get("message"),
+                "details": redact((error or {}).get("details")),
+            }
+            if error
+            else None
+        ),
+        "created_at": found["created_at"],
+        "finished_at": found["finished_at"],
+        "stages": stages,
+        "events": events,
+        "history": job["history"],
+    }
     return shown
 
 

@@ -22,6 +22,7 @@ from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ProdinfErr
 from prodinf.kinds.handover.checks import Checked, check_fields, check_handover, server_key
 from prodinf.kinds.handover.config import STAGES
 from prodinf.kinds.handover.kind import HANDOVER_KIND
+from prodinf.kinds.handover.report import handover_status
 from prodinf.redact import redact_text
 from prodinf.status import TERMINAL
 from prodinf.store import JobStore
@@ -221,8 +222,16 @@ class Handovers:
 
     def stop(self, token: str) -> dict[str, Any]:
         """Stop handover ``token``: its job is cancelled, and the stage's job with it."""
-        self._handover(token)
-        return self.jobs.cancel(token)
+        found = self._handover(token)
+        try:
+            return self.jobs.cancel(token)
+        except Conflict:
+            status = handover_status(self.store.describe(token)["status"])
+            raise Conflict(
+                f"the handover of {found['database']} has already ended ({status}); "
+                "restart it from a stage to run it again",
+                field="token",
+            ) from None
 
     def restart(self, token: str, since: Any) -> dict[str, Any]:
         """Run ended handover ``token`` again from stage ``since`` (its earlier stages that
@@ -288,7 +297,7 @@ class Handovers:
         key = server_key(server)
         flying = in_flight(self.store, {n: key_of(key, n) for n, _ in known})
         return {
-            "server_uri": server.masked(),
+            "server_uri": redact_text(server_uri.strip()),
             "databases": [
                 {
                     "name": n,
