@@ -28,11 +28,14 @@ from tests.integration.handover_stack import (
     staging_server,
     start_stack,
 )
+from tests.integration.test_remote_prodinf import Deployment, peer, peer_vhost
 from tests.loopback import Loopback, Reply, Request
 
 pytestmark = pytest.mark.integration
 
 FAULTS = "tests.integration.handover_faults"
+# the other prodinf of tests/integration/test_remote_prodinf.py, as a fixture here
+__all__ = ["peer", "peer_vhost"]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +216,40 @@ def test_a_stage_runs_on_an_http_job_service_instead_of_a_kind_here(
             assert DatabaseURI.parse(run["db"]).database == DatabaseURI.parse(src).database
             assert stage_jobs(stack, token)["healthcheck"] == 1
             DatabaseURI.parse(f"{staging}/{DatabaseURI.parse(src).database}").drop()
+
+
+PEER = """
+services:
+  - {{name: peer, type: prodinf, url: '{url}', poll_interval: 0.3, deadline: 120}}
+"""
+
+
+def test_a_stage_runs_on_another_prodinf_instead_of_a_kind_here(
+    request: pytest.FixtureRequest,
+    home: Path,
+    processes: Processes,
+    tmp_path: Path,
+    staging: str,
+    datasets: Datasets,
+    peer: Deployment,
+) -> None:
+    # Given the healthcheck stage set to run on another prodinf (its own store, broker,
+    # portal over HTTP and worker)
+    services = tmp_path / "services.yaml"
+    services.write_text(PEER.format(url=peer.url))
+    stages = {**ALL, "healthcheck": {"service": "peer", "params": {"groups": ["generic"]}}}
+    config = handover_config(tmp_path, staging, stages=stages)
+    for stack in start_stack(request, home, processes, config, None, services=services):
+        src, _ = core_named(datasets, "mysql", genes=100)
+        # When a database is handed over
+        token = stack.submit(src).json["token"]
+        done = stack.wait(token)
+        # Then it succeeded, its healthcheck run there as a healthcheck job
+        assert done["status"] == "succeeded", done["error"]
+        check = done["stages"][0]
+        assert check["service"] == "peer" and check["job"]["kind"] == "remote_job"
+        remote = stack.rt.store.describe(check["job"]["id"])["result"]
+        there = peer.runtime.store.describe(remote["remote_id"])
+        assert there["kind"] == "healthcheck" and there["status"] == "succeeded"
+        assert there["result"]["database_name"] == DatabaseURI.parse(src).database
+        DatabaseURI.parse(f"{staging}/{DatabaseURI.parse(src).database}").drop()

@@ -35,7 +35,7 @@ from prodinf.kinds.subscriptions import REMOTE_KIND
 from prodinf.redact import redact, redact_text
 from prodinf.remote.services import load_services
 from prodinf.status import TERMINAL, JobStatus
-from prodinf.store.children import ChildJob
+from prodinf.store.children import ChildJob, wake_step
 from prodinf.store.handovers import free_copy_slot, take_copy_slot
 from prodinf.store.types import utcnow
 
@@ -159,6 +159,8 @@ def _stage(ctx: StepContext[HandoverParams]) -> Any:
 
 def _ended(ctx: StepContext[HandoverParams], spec: StageSpec, child: ChildJob) -> Any:
     if child.status != JobStatus.SUCCEEDED:
+        if spec.name == "copy":
+            _free_slot(ctx)
         error = redact(child.error or {})
         said = error.get("message") or child.status
         raise PermanentError(
@@ -183,6 +185,15 @@ def _ended(ctx: StepContext[HandoverParams], spec: StageSpec, child: ChildJob) -
 
         return Commit(output, lambda _conn, _now: [], wake)
     return output
+
+
+def _free_slot(ctx: StepContext[HandoverParams]) -> None:
+    """A copy that failed frees its slot now; the next handover in line is due at once
+    (the reconciler sends it), not at its next look."""
+    now = utcnow()
+    with ctx.transaction() as conn:
+        for token in free_copy_slot(conn, ctx.job_id, ctx.settings.handover_max_copies):
+            wake_step(conn, token, "copy", now, now)
 
 
 def _kept(stage: str, result: Any) -> Any:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from prodinf.config import Settings
 from prodinf.databases.naming import load_naming_rules
 from prodinf.databases.uri import DatabaseURI, database_errors
-from prodinf.engine.messages import Messages, Publish
+from prodinf.engine.messages import Messages, Publish, lane
 from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
 from prodinf.engine.service import Jobs
@@ -26,9 +26,11 @@ from prodinf.kinds.handover.report import handover_status
 from prodinf.redact import redact_text
 from prodinf.status import TERMINAL
 from prodinf.store import JobStore
+from prodinf.store.children import wake_step
 from prodinf.store.handovers import (
     Unfinished,
     claim_source,
+    free_copy_slot,
     get_handover,
     in_flight,
     insert_bulk,
@@ -224,7 +226,7 @@ class Handovers:
         """Stop handover ``token``: its job is cancelled, and the stage's job with it."""
         found = self._handover(token)
         try:
-            return self.jobs.cancel(token)
+            stopped = self.jobs.cancel(token)
         except Conflict:
             status = handover_status(self.store.describe(token)["status"])
             raise Conflict(
@@ -232,6 +234,19 @@ class Handovers:
                 "restart it from a stage to run it again",
                 field="token",
             ) from None
+        self._free_slot(token)
+        return stopped
+
+    def _free_slot(self, token: str) -> None:
+        """A stopped handover's copy slot goes to the next one in line at once."""
+        now = utcnow()
+        woken = []
+        with self.store.transaction() as conn:
+            for waiting in free_copy_slot(conn, token, self.settings.handover_max_copies):
+                queue = wake_step(conn, waiting, "copy", now)
+                if queue is not None:
+                    woken.append((waiting, lane(queue), None))
+        self.messages.send_all(woken)
 
     def restart(self, token: str, since: Any) -> dict[str, Any]:
         """Run ended handover ``token`` again from stage ``since`` (its earlier stages that
