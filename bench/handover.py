@@ -2,7 +2,8 @@
 hands over to the next, what a handover costs over running its jobs by hand, and how
 well the copy cap keeps the staging server busy.
 
-    python bench/handover.py [--small 50] [--bulk 20] [--genes 45000] [--keep]
+    python bench/handover.py [--small 50] [--bulk 20] [--cap 2] [--genes 45000]
+                             [--rounds 2] [--keep]
 
 Runs as root. The job store and the broker are a PostgreSQL 15 cluster and a RabbitMQ
 node of its own (``bench/recovery.py``'s, on spare ports in a temp dir; the machine's
@@ -27,17 +28,18 @@ email ``-c 1``; ``PRODINF_RELEASE=115``, no subscriptions, mail to the outbox fo
    jobs queue's wait). Target: p50 <= 0.2 s and p99 <= 1 s on ``created_at``. Split
    in two with the trigger of ``bench/events_stack.py``: the end -> the stage's step
    claimed again (woken), the claim -> the next job's row.
-2. One handover of a ~1,000,000-row core database (``--genes``, as ``bench/copy.py``)
-   from its submission to its job's ``finished_at``; then its staging copy is dropped
-   and the same three jobs (the params the handover's stage jobs had: healthcheck as
-   configured, copy_database with overwrite to the staging server, register_metadata
-   of the staging copy) are run directly through the same workers, each submitted
-   with ``Runtime.jobs.submit`` once the one before it ended (looked at every 50 ms),
-   from the first submission to the last ``finished_at``. The handover goes first, so
-   a cache warmed by the first run helps the direct one, not the handover; before
-   both, one untimed healthcheck job reads the source, so the handover does not pay
-   alone for a cache left cold by the build.
-   ``ratio = direct time / handover time`` (target >= 0.9).
+2. A ~1,000,000-row core database (``--genes``, as ``bench/copy.py``): a handover, from
+   its submission to its job's ``finished_at``, against the same three jobs run
+   directly through the same workers (the params the handover's stage jobs had:
+   healthcheck as configured, copy_database with overwrite to the staging server,
+   register_metadata of the staging copy), each submitted with ``Runtime.jobs.submit``
+   once the one before it ended (looked at every 50 ms), from the first submission to
+   the last ``finished_at``. The staging copy is dropped after each run. The machine's
+   load drifts (a run takes 15-40 s here), so ``--rounds`` rounds run handover, direct,
+   then direct, handover, ...; one untimed healthcheck job reads the source first, so
+   the first run does not pay alone for a cache left cold by the build.
+   ``ratio = direct time / handover time``, each summed over the rounds (target
+   >= 0.9); the time each spent outside its jobs' runs is shown too.
 3. Bulk: ``--bulk`` databases (genes=2000) in one ``Handovers.bulk``, on a second
    deployment (its own store database and vhost) whose core type runs only the
    ``copy`` stage, cap ``PRODINF_HANDOVER_MAX_COPIES=2``. ideal = sum of the copy
@@ -69,6 +71,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -221,9 +224,57 @@ def stage_times(rows: dict[str, Any], start: float) -> str:
     return ", ".join(parts)
 
 
-def large(stack: Stack, big: DatabaseURI, rows: int, staging: str) -> tuple[float, list[str]]:
+def in_jobs(rows: dict[str, Any]) -> float:
+    """Seconds the stage jobs ran (started_at -> finished_at), summed."""
+    return sum(ts(r.finished_at) - ts(r.started_at) for r in rows.values())
+
+
+@dataclass
+class Run:
+    """One run of the three jobs: by a handover, or directly."""
+
+    seconds: float  # submission -> the end
+    jobs: dict[str, Any]  # kind -> its job's row
+    begun: float
+    note: str = ""
+
+
+def by_handover(stack: Stack, big: DatabaseURI, staged: DatabaseURI) -> tuple[Run, dict[str, Any]]:
+    """A handover of ``big``; and the params its stage jobs had."""
+    begun = time.time()
+    raw = {"src_uri": big.secret(), "contact": CONTACT, "comment": COMMENT}
+    token = handovers(stack).submit(raw)["token"]
+    checked = time.time() - begun
+    (done,) = stack.wait_over([token], timeout=600)
+    succeeded([done], "handover")
+    children = {c.kind: c for c in stack.rows(JOBS.c.parent_id == token)}
+    with stack.engine.connect() as conn:
+        params = dict(conn.execute(
+            JOBS.select().with_only_columns(JOBS.c.kind, JOBS.c.params)
+            .where(JOBS.c.parent_id == token)
+        ).all())  # fmt: skip
+    staged.drop()
+    note = (f"the request's checks {checked:.2f}s, events and end "
+            f"{ts(done.finished_at) - ts(children[KINDS[-1]].finished_at):.2f}s")  # fmt: skip
+    return Run(ts(done.finished_at) - begun, children, begun, note), params
+
+
+def directly(stack: Stack, params: dict[str, Any], staged: DatabaseURI) -> Run:
+    """The three jobs submitted one after the other, each once the one before ended."""
+    jobs: dict[str, Any] = {}
+    begun = time.time()
+    for kind in KINDS:
+        summary, _ = stack.rt.jobs.submit(kind, params[kind])
+        (jobs[kind],) = stack.wait_over([summary["id"]], timeout=600, poll=0.05)
+        succeeded([jobs[kind]], f"direct {kind}")
+    staged.drop()
+    return Run(ts(jobs[KINDS[-1]].finished_at) - begun, jobs, begun)
+
+
+def large(
+    stack: Stack, big: DatabaseURI, rows: int, staging: str, rounds: int
+) -> tuple[float, list[str]]:
     staged = DatabaseURI.parse(f"{staging}/{big.database}")
-    service = handovers(stack)
     # Read the source once, untimed, so the first run does not pay alone for a cache
     # cold from the build (the database is larger than the server's buffer pool).
     warm = time.time()
@@ -232,43 +283,36 @@ def large(stack: Stack, big: DatabaseURI, rows: int, staging: str) -> tuple[floa
     )
     stack.wait_over([summary["id"]], timeout=300, poll=0.05)
     warm = time.time() - warm
-    begun = time.time()
-    token = service.submit({"src_uri": big.secret(), "contact": CONTACT, "comment": COMMENT})[
-        "token"
-    ]
-    checked = time.time() - begun
-    (done,) = stack.wait_over([token], timeout=600)
-    succeeded([done], "handover")
-    handover_s = ts(done.finished_at) - begun
-    children = {c.kind: c for c in stack.rows(JOBS.c.parent_id == token)}
-    with stack.engine.connect() as conn:
-        params = dict(conn.execute(
-            JOBS.select().with_only_columns(JOBS.c.kind, JOBS.c.params)
-            .where(JOBS.c.parent_id == token)
-        ).all())  # fmt: skip
-    say(f"handover of {rows:,} rows in {handover_s:.1f}s")
-    staged.drop()
-    direct: dict[str, Any] = {}
-    begun_direct = time.time()
-    for kind in KINDS:
-        summary, _ = stack.rt.jobs.submit(kind, params[kind])
-        (direct[kind],) = stack.wait_over([summary["id"]], timeout=600, poll=0.05)
-        succeeded([direct[kind]], f"direct {kind}")
-    direct_s = ts(direct[KINDS[-1]].finished_at) - begun_direct
-    say(f"direct jobs in {direct_s:.1f}s")
-    staged.drop()
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    params: dict[str, Any] = {}
+    for r in range(rounds):  # handover, direct, direct, handover, ...
+        for half in ("handover", "direct") if r % 2 == 0 else ("direct", "handover"):
+            if half == "handover":
+                run, params = by_handover(stack, big, staged)
+                ours.append(run)
+            else:
+                if not params:  # the first round's handover gave them
+                    raise RuntimeError("no stage job params to run directly")
+                theirs.append(directly(stack, params, staged))
+            say(f"round {r + 1}: {half} of {rows:,} rows in {(ours + theirs)[-1].seconds:.1f}s")
+    handover_s = sum(run.seconds for run in ours)
+    direct_s = sum(run.seconds for run in theirs)
     ratio = direct_s / handover_s
-    return ratio, [
-        f"large: handover of a {rows:,}-row core database {handover_s:.1f}s from submission to "
-        f"its end (the request's checks {checked:.2f}s; {stage_times(children, begun)}, events "
-        f"and end "
-        f"{ts(done.finished_at) - ts(children[KINDS[-1]].finished_at):.2f}s)",
-        f"    the same jobs run directly one after the other {direct_s:.1f}s "
-        f"(after the handover; before it, an untimed healthcheck warmed the source in "
-        f"{warm:.1f}s) "
-        f"({stage_times(direct, begun_direct)}); ratio {ratio:.2f} (target >=0.9: "
-        f"{verdict(ratio >= 0.9)})",
+    outside = [sum(run.seconds - in_jobs(run.jobs) for run in runs) for runs in (ours, theirs)]
+    lines = [
+        f"large: a {rows:,}-row core database, {rounds} round(s) ordered handover, direct, "
+        f"direct, handover, ... (an untimed healthcheck warmed the source first, "
+        f"{warm:.1f}s): handover {handover_s:.1f}s in all, the same jobs run directly one "
+        f"after the other {direct_s:.1f}s; ratio {ratio:.2f} (target >=0.9: "
+        f"{verdict(ratio >= 0.9)}); time outside the jobs' runs: handover {outside[0]:.2f}s, "
+        f"direct {outside[1]:.2f}s",
     ]
+    for n, (ho, di) in enumerate(zip(ours, theirs, strict=True), 1):
+        lines.append(f"    round {n} handover {ho.seconds:.1f}s: {ho.note}; "
+                     f"{stage_times(ho.jobs, ho.begun)}")  # fmt: skip
+        lines.append(f"    round {n} direct {di.seconds:.1f}s: {stage_times(di.jobs, di.begun)}")
+    return ratio, lines
 
 
 # -- 3. bulk under the copy cap --------------------------------------------------------------------
@@ -364,7 +408,7 @@ def run(args: argparse.Namespace, work: Path, closers: list[Callable[[], None]])
 
     lines = handoff(first, built.small, built.rows["small"])
     print("\n".join(lines), flush=True)
-    ratio, lines = large(first, built.big, built.rows["big"], staging)
+    ratio, lines = large(first, built.big, built.rows["big"], staging, args.rounds)
     print("\n".join(lines), flush=True)
     first.close()
 
@@ -385,6 +429,7 @@ def main() -> None:
     )
     parser.add_argument("--small", type=int, default=50, help="handovers timed for the handoff")
     parser.add_argument("--bulk", type=int, default=20, help="databases in the bulk")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the 1M-row runs")
     parser.add_argument("--cap", type=int, default=2, help="copy cap of the bulk")
     parser.add_argument("--genes", type=int, default=45000, help="genes of the large database")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
