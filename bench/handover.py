@@ -3,7 +3,7 @@ hands over to the next, what a handover costs over running its jobs by hand, and
 well the copy cap keeps the staging server busy.
 
     python bench/handover.py [--small 50] [--bulk 20] [--cap 2] [--genes 45000]
-                             [--rounds 2] [--keep]
+                             [--rounds 4] [--keep]
 
 Runs as root. The job store and the broker are a PostgreSQL 15 cluster and a RabbitMQ
 node of its own (``bench/recovery.py``'s, on spare ports in a temp dir; the machine's
@@ -294,8 +294,9 @@ def large(
             else:
                 if not params:  # the first round's handover gave them
                     raise RuntimeError("no stage job params to run directly")
-                theirs.append(directly(stack, params, staged))
-            say(f"round {r + 1}: {half} of {rows:,} rows in {(ours + theirs)[-1].seconds:.1f}s")
+                run = directly(stack, params, staged)
+                theirs.append(run)
+            say(f"round {r + 1}: {half} of {rows:,} rows in {run.seconds:.1f}s")
     handover_s = sum(run.seconds for run in ours)
     direct_s = sum(run.seconds for run in theirs)
     ratio = direct_s / handover_s
@@ -429,7 +430,7 @@ def main() -> None:
     )
     parser.add_argument("--small", type=int, default=50, help="handovers timed for the handoff")
     parser.add_argument("--bulk", type=int, default=20, help="databases in the bulk")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the 1M-row runs")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of the 1M-row runs")
     parser.add_argument("--cap", type=int, default=2, help="copy cap of the bulk")
     parser.add_argument("--genes", type=int, default=45000, help="genes of the large database")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and its logs")
