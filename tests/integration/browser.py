@@ -125,6 +125,14 @@ class WebDriver:
         element: str = found[self.ELEMENT]
         return element
 
+    def shows(self, css: str) -> bool:
+        """Whether the page holds an element matching ``css``."""
+        try:
+            self.find(css)
+        except AssertionError:
+            return False
+        return True
+
     def type(self, css: str, text: str) -> None:
         element = self.find(css)
         self.call("POST", f"/session/{self.session}/element/{element}/clear")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from amqp.exceptions import NotFound
+from flask import Flask
 from kombu import Connection
 from sqlalchemy.engine import make_url
 
@@ -16,6 +17,7 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.runtime import Runtime, dead_letters, lane
 from tests.conftest import fresh_store
+from tests.integration.browser import WebDriver, driven_chromium, serve
 from tests.integration.core_faults import mariadb_user, postgres_role
 from tests.integration.datasets import core_db, datasets, make_core_db
 from tests.integration.servers import Smtp
@@ -146,3 +148,18 @@ def smtp() -> Iterator[Smtp]:
     server.start()
     yield server
     server.stop()
+
+
+# -- the web pages in a real browser ----------------------------------------------------
+
+
+@pytest.fixture
+def live(app: Flask) -> Iterator[str]:
+    """The app served over real HTTP on 127.0.0.1; its base URL."""
+    yield from serve(app)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    """A headless Chromium driven through chromedriver."""
+    yield from driven_chromium(tmp_path)

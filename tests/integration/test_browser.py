@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,12 @@ from flask import Flask
 from prodinf.config import Settings
 from prodinf.mail import deliver, outbox_name, render_url_report
 from tests.embedded import run, runtime_of
-from tests.integration.browser import WebDriver, chromium, driven_chromium, serve
+from tests.integration.browser import WebDriver, chromium
 from tests.loopback import Site
 from tests.mails import PASSWORD, URL, a_mail
 from tests.pages import text_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
-
-
-@pytest.fixture
-def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1; its base URL."""
-    yield from serve(app)
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """A headless Chromium driven through chromedriver."""
-    yield from driven_chromium(tmp_path)
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from flask import Flask
 from prodinf.config import Settings
 from prodinf.store.events import list_events
 from tests.embedded import runtime_of
-from tests.integration.browser import WebDriver, chromium, driven_chromium, serve
+from tests.integration.browser import WebDriver, chromium
 from tests.loopback import Site
 from tests.subscribed import CORE, drive_event, record, subscribed_settings
 
@@ -33,27 +32,6 @@ UUID = "[0-9a-f-]{36}"
 def settings(home: Path) -> Settings:
     """The portal's settings: embedded, with the subscriptions of ``tests/subscribed.py``."""
     return subscribed_settings(home)
-
-
-@pytest.fixture
-def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1; its base URL."""
-    yield from serve(app)
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """A headless Chromium driven through chromedriver."""
-    yield from driven_chromium(tmp_path)
-
-
-def shows(browser: WebDriver, css: str) -> bool:
-    """Whether the page holds an element matching ``css``."""
-    try:
-        browser.find(css)
-    except AssertionError:
-        return False
-    return True
 
 
 @pytest.mark.slow
@@ -75,7 +53,7 @@ def test_a_user_previews_records_and_follows_an_event(
     browser.wait_for(
         "the payload error", lambda: "not valid JSON" in browser.text("#error-payload")
     )
-    assert not shows(browser, "#preview")
+    assert not browser.shows("#preview")
 
     # When they correct it and preview again
     browser.type("#input-payload", json.dumps({"base": site.base}))
@@ -147,8 +125,8 @@ def test_the_events_list_shows_events_and_its_filters_work(
     browser.click('select[name="status"] option[value="failed"]')
     browser.click(".filters button")
     browser.wait_for("the status filter", lambda: "status=failed" in browser.url)
-    assert shows(browser, old_row)
-    assert not shows(browser, new_row)
+    assert browser.shows(old_row)
+    assert not browser.shows(new_row)
 
     # When they add a type no failed event has, then none shows, and the page says so
     browser.type('.filters input[name="type"]', "dataset.created")
@@ -162,8 +140,8 @@ def test_the_events_list_shows_events_and_its_filters_work(
     browser.type('.filters input[name="dataset"]', "other_db")
     browser.click(".filters button")
     browser.wait_for("the dataset filter", lambda: "dataset=other_db" in browser.url)
-    assert shows(browser, new_row)
-    assert not shows(browser, old_row)
+    assert browser.shows(new_row)
+    assert not browser.shows(old_row)
 
     # And an event's link opens its page
     browser.click(f"{new_row} td.id a")

@@ -12,7 +12,6 @@ then they do what a user needs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from prodinf.config import Settings
 from prodinf.kinds.handover import Handovers
 from prodinf.store.handovers import list_handovers
 from tests.embedded import runtime_of
-from tests.integration.browser import WebDriver, chromium, driven_chromium, serve
+from tests.integration.browser import WebDriver, chromium
 from tests.unit.test_handover import NAME
 from tests.unit.test_handover_pages import drive_handover, handover_settings, production
 
@@ -44,27 +43,6 @@ def folder(tmp_path: Path) -> Path:
     return production(tmp_path, NAME, MOUSE)
 
 
-@pytest.fixture
-def live(app: Flask) -> Iterator[str]:
-    """The app served over real HTTP on 127.0.0.1; its base URL."""
-    yield from serve(app)
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    """A headless Chromium driven through chromedriver."""
-    yield from driven_chromium(tmp_path)
-
-
-def shows(browser: WebDriver, css: str) -> bool:
-    """Whether the page holds an element matching ``css``."""
-    try:
-        browser.find(css)
-    except AssertionError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 def test_a_user_hands_a_database_over_and_follows_it_to_the_end(
     app: Flask, live: str, folder: Path, browser: WebDriver, tmp_path: Path
@@ -79,10 +57,10 @@ def test_a_user_hands_a_database_over_and_follows_it_to_the_end(
     browser.type("#input-server_uri", f"sqlite:///{folder}")
     browser.click("#list-button")
     # Then each database shows with its type and release, to choose from
-    browser.wait_for("the databases", lambda: shows(browser, f"#choose-{NAME}"))
+    browser.wait_for("the databases", lambda: browser.shows(f"#choose-{NAME}"))
     row = browser.text(f"#db-{NAME}")
     assert "core" in row and "115" in row
-    assert shows(browser, f"#db-{MOUSE}")
+    assert browser.shows(f"#db-{MOUSE}")
 
     # When they choose one, give a contact that is not an address, and submit
     browser.click(f"#choose-{NAME}")
@@ -93,7 +71,7 @@ def test_a_user_hands_a_database_over_and_follows_it_to_the_end(
     browser.wait_for(
         "the contact error", lambda: "not an email address" in browser.text("#error-contact")
     )
-    assert not shows(browser, "#error-database")
+    assert not browser.shows("#error-database")
     assert browser.call(
         "GET", f"/session/{browser.session}/element/{browser.find(f'#choose-{NAME}')}/selected"
     )
@@ -110,7 +88,7 @@ def test_a_user_hands_a_database_over_and_follows_it_to_the_end(
     token = found.group(1)
     assert browser.text(".flash") == f"Handover of {NAME} submitted."
     assert browser.text("#handover-status .badge") == "queued"
-    assert shows(browser, "#stop-button")
+    assert browser.shows("#stop-button")
 
     # When its jobs run and the page is opened again
     detail = drive_handover(app, token)
@@ -121,9 +99,9 @@ def test_a_user_hands_a_database_over_and_follows_it_to_the_end(
     for stage in ("healthcheck", "copy", "metadata", "events"):
         assert browser.text(f"#stage-{stage} .badge") == "succeeded", stage
     assert "ada@example.org" in browser.text("#handover-contact")
-    assert shows(browser, "#restart-form") and not shows(browser, "#stop-button")
+    assert browser.shows("#restart-form") and not browser.shows("#stop-button")
     assert detail["events"]
-    assert shows(browser, "#events a")
+    assert browser.shows("#events a")
     # And the healthcheck's job link opens that job, succeeded
     browser.click("#stage-healthcheck a.stage-job")
     job_page = re.compile(rf"{re.escape(live)}/jobs/({UUID})")
@@ -160,8 +138,8 @@ def test_the_handovers_list_filters_by_status(
     browser.click('select[name="status"] option[value="succeeded"]')
     browser.click(".filters button")
     browser.wait_for("the status filter", lambda: "status=succeeded" in browser.url)
-    assert shows(browser, done_row)
-    assert not shows(browser, queued_row)
+    assert browser.shows(done_row)
+    assert not browser.shows(queued_row)
     browser.click('select[name="status"] option[value="failed"]')
     browser.click(".filters button")
     browser.wait_for("the failed filter", lambda: "status=failed" in browser.url)
@@ -170,7 +148,7 @@ def test_the_handovers_list_filters_by_status(
     # When they clear the filters, then both show again, and a row's link opens it
     browser.click('.filters a[href="/handovers"]')
     browser.wait_for("the cleared list", lambda: browser.url == f"{live}/handovers")
-    assert shows(browser, done_row) and shows(browser, queued_row)
+    assert browser.shows(done_row) and browser.shows(queued_row)
     browser.click(f"{queued_row} td.id a")
     browser.wait_for("the handover page", lambda: browser.url == f"{live}/handovers/{queued}")
     assert MOUSE in browser.text("h1")

@@ -147,6 +147,33 @@ def max_overlap(spans: list[Any]) -> int:
     return most
 
 
+def with_remote_healthcheck(
+    request: pytest.FixtureRequest,
+    home: Path,
+    processes: Processes,
+    tmp_path: Path,
+    staging: str,
+    datasets: Datasets,
+    services: str,
+    healthcheck: dict[str, Any],
+) -> Iterator[tuple[HandoverStack, str, dict[str, Any]]]:
+    """A handover whose healthcheck stage runs on a service of ``services`` (a services
+    file); yields the stack, the source and the handover, which succeeded by a
+    ``remote_job`` naming the service."""
+    path = tmp_path / "services.yaml"
+    path.write_text(services)
+    config = handover_config(tmp_path, staging, stages={**ALL, "healthcheck": healthcheck})
+    for stack in start_stack(request, home, processes, config, None, services=path):
+        src, _ = core_named(datasets, "mysql", genes=100)
+        done = stack.wait(stack.submit(src).json["token"])
+        assert done["status"] == "succeeded", done["error"]
+        check = done["stages"][0]
+        assert check["service"] == healthcheck["service"]
+        assert check["job"]["kind"] == "remote_job"
+        yield stack, src, done
+        DatabaseURI.parse(f"{staging}/{DatabaseURI.parse(src).database}").drop()
+
+
 class Checker:
     """An HTTP job service with its own words: each run is ``queued`` once, then
     ``done`` with a result."""
@@ -201,21 +228,14 @@ def test_a_stage_runs_on_an_http_job_service_instead_of_a_kind_here(
 ) -> None:
     checker = Checker()
     with Loopback(checker) as server:
-        services = tmp_path / "services.yaml"
-        services.write_text(CHECKER.format(url=server.url()))
-        stages = {**ALL, "healthcheck": {"service": "checker"}}
-        config = handover_config(tmp_path, staging, stages=stages)
-        for stack in start_stack(request, home, processes, config, None, services=services):
-            src, _ = core_named(datasets, "mysql", genes=100)
-            token = stack.submit(src).json["token"]
-            done = stack.wait(token)
-            assert done["status"] == "succeeded", done["error"]
-            check = done["stages"][0]
-            assert check["service"] == "checker" and check["job"]["kind"] == "remote_job"
+        setup = (request, home, processes, tmp_path, staging, datasets)
+        spec = {"service": "checker"}
+        for stack, src, done in with_remote_healthcheck(
+            *setup, CHECKER.format(url=server.url()), spec
+        ):
             (run,) = checker.runs.values()
             assert DatabaseURI.parse(run["db"]).database == DatabaseURI.parse(src).database
-            assert stage_jobs(stack, token)["healthcheck"] == 1
-            DatabaseURI.parse(f"{staging}/{DatabaseURI.parse(src).database}").drop()
+            assert stage_jobs(stack, done["token"])["healthcheck"] == 1
 
 
 PEER = """
@@ -235,21 +255,11 @@ def test_a_stage_runs_on_another_prodinf_instead_of_a_kind_here(
 ) -> None:
     # Given the healthcheck stage set to run on another prodinf (its own store, broker,
     # portal over HTTP and worker)
-    services = tmp_path / "services.yaml"
-    services.write_text(PEER.format(url=peer.url))
-    stages = {**ALL, "healthcheck": {"service": "peer", "params": {"groups": ["generic"]}}}
-    config = handover_config(tmp_path, staging, stages=stages)
-    for stack in start_stack(request, home, processes, config, None, services=services):
-        src, _ = core_named(datasets, "mysql", genes=100)
-        # When a database is handed over
-        token = stack.submit(src).json["token"]
-        done = stack.wait(token)
-        # Then it succeeded, its healthcheck run there as a healthcheck job
-        assert done["status"] == "succeeded", done["error"]
-        check = done["stages"][0]
-        assert check["service"] == "peer" and check["job"]["kind"] == "remote_job"
-        remote = stack.rt.store.describe(check["job"]["id"])["result"]
+    setup = (request, home, processes, tmp_path, staging, datasets)
+    spec = {"service": "peer", "params": {"groups": ["generic"]}}
+    for stack, src, done in with_remote_healthcheck(*setup, PEER.format(url=peer.url), spec):
+        # Then its healthcheck ran there, as a healthcheck job
+        remote = stack.rt.store.describe(done["stages"][0]["job"]["id"])["result"]
         there = peer.runtime.store.describe(remote["remote_id"])
         assert there["kind"] == "healthcheck" and there["status"] == "succeeded"
         assert there["result"]["database_name"] == DatabaseURI.parse(src).database
-        DatabaseURI.parse(f"{staging}/{DatabaseURI.parse(src).database}").drop()

@@ -179,9 +179,7 @@ def test_a_metadata_failure_drops_the_staging_copy_and_restart_redoes_it(
     assert staged.is_file()
 
 
-def test_the_detail_shows_the_token_itself_and_masks_passwords(
-    hand: Harness, source: str
-) -> None:
+def test_the_detail_shows_the_token_itself_and_masks_passwords(hand: Harness, source: str) -> None:
     token = submit(hand, source, comment="built with mysql://u:pw-9z@host/db")
     found = handover_detail(hand.store, token)
     assert found["token"] == token
