@@ -6,6 +6,7 @@ PostgreSQL started for the tests: ``tests/staging_servers.py``)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,8 @@ def staging_server(engine: str) -> Iterator[str]:
             yield url
     except Unavailable as exc:
         skip_or_fail(f"no second {engine} server for staging: {exc}", "install the server")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def handover_config(
