@@ -184,3 +184,21 @@ def test_the_detail_shows_the_token_itself_and_masks_passwords(hand: Harness, so
     found = handover_detail(hand.store, token)
     assert found["token"] == token
     assert "pw-9z" not in str(found)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"comment": "a\x00b"}, "comment"),
+        ({"comment": "bad \ud800"}, "comment"),
+        ({"src_uri": 42}, "src_uri"),
+        ({"contact": ["a@b.org"]}, "contact"),
+        ({"notify": {"when": "always"}}, "notify"),
+    ],
+)
+def test_what_no_store_keeps_is_refused_by_name(
+    hand: Harness, source: str, change: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        submit(hand, source, **change)
+    assert refused.value.field == field

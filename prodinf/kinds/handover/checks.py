@@ -66,12 +66,25 @@ def check_fields(raw: Any) -> tuple[str, str, str, str]:
         raise ValidationError("comment is required: say what this handover is", field="comment")
     if len(comment) > MAX_COMMENT:
         raise ValidationError(f"comment is longer than {MAX_COMMENT} characters", field="comment")
+    for name, value in (("src_uri", src), ("comment", comment)):
+        _keepable(name, value)
     notify = raw.get("notify", "always")
     if notify not in NOTIFY:
         raise ValidationError(
             f"notify must be one of {', '.join(NOTIFY)} (default always)", field="notify"
         )
     return src.strip(), contact, comment.strip(), str(notify)
+
+
+def _keepable(field: str, value: str) -> None:
+    """Refuse text no store keeps as given (PostgreSQL refuses NUL; a lone surrogate is
+    not Unicode), naming the field."""
+    if "\x00" in value:
+        raise ValidationError(f"{field} has a NUL character", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field} is not valid Unicode", field=field) from None
 
 
 def check_handover(raw: Any, settings: Settings, now: datetime) -> Checked:

@@ -111,7 +111,7 @@ class HandoverList(Resource):  # type: ignore[misc]
                 f"status must be one of {', '.join(STATUS_FILTER)}", field="status"
             )
         release = request.args.get("release") or None
-        if release is not None and not release.isdigit():
+        if release is not None and not (release.isdigit() and len(release) <= 9):
             raise ValidationError("release must be a number", field="release")
         limit = int_arg("limit", 50, 1, 500)
         offset = int_arg("offset", 0, 0, 10**9)
