@@ -200,7 +200,7 @@ def show(
     """A table of recent jobs, or one job's steps and history."""
     rt = make_runtime()
     if job_id:
-        detail = rt.store.describe(job_id)
+        detail = rt.store.describe(rt.store.resolve_id(job_id))
         if as_json:
             click.echo(json.dumps(detail, indent=2))
         else:
@@ -229,7 +229,9 @@ def show(
 @reports_errors
 def cancel(job_id: str) -> None:
     """Cancel a job (at once if queued or waiting, after its current step if running)."""
-    job = make_runtime().jobs.cancel(job_id)
+    rt = make_runtime()
+    job_id = rt.store.resolve_id(job_id)
+    job = rt.jobs.cancel(job_id)
     click.echo(f"job {job_id}: {job['status']}")
 
 
@@ -238,7 +240,9 @@ def cancel(job_id: str) -> None:
 @reports_errors
 def retry(job_id: str) -> None:
     """Run a failed, reverted or cancelled job again from where it stopped."""
-    job = make_runtime().jobs.retry(job_id)
+    rt = make_runtime()
+    job_id = rt.store.resolve_id(job_id)
+    job = rt.jobs.retry(job_id)
     click.echo(f"job {job_id}: {job['status']}")
 
 

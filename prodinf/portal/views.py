@@ -87,8 +87,13 @@ def jobs() -> ResponseReturnValue:
 
 @blueprint.get("/jobs/<job_id>")
 def job(job_id: str) -> ResponseReturnValue:
-    """A job: status, params, result or error, the step timeline and the full history."""
-    detail = runtime().store.describe(job_id)
+    """A job: status, params, result or error, the step timeline and the full history.
+    A unique start of its id (at least 6 characters) redirects to it."""
+    store = runtime().store
+    full = store.resolve_id(job_id)
+    if full != job_id:
+        return redirect(url_for("web.job", job_id=full), 302)
+    detail = store.describe(job_id)
     active = detail["status"] not in TERMINAL
     return render_template(
         "job.html",

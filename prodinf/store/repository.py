@@ -16,10 +16,14 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from prodinf.exceptions import NotFound, StoreUnavailable, Unstorable
+from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow
+
+#: The fewest first characters of a job's id that name it (when no other id starts so).
+MIN_PREFIX = 6
+_ID_CHARS = frozenset("0123456789abcdef-")
 
 __all__ = ["JobStore", "Summarised", "job_detail", "job_summary"]
 
@@ -127,6 +131,35 @@ class JobStore:
         self.engine.dispose()
 
     # -- reads --------------------------------------------------------------
+
+    def resolve_id(self, given: str) -> str:
+        """The id of the job ``given`` names: its id, or a unique start of it of at
+        least :data:`MIN_PREFIX` characters (as pages, mails and tables show them).
+
+        :raises NotFound: no job's id is or starts with ``given``.
+        :raises Conflict: several jobs' ids start with it (some are named).
+        """
+        with self.session() as session:
+            if session.get(JobRow, given) is not None:
+                return given
+            if len(given) < MIN_PREFIX or not _ID_CHARS.issuperset(given.lower()):
+                raise NotFound(
+                    f"no job {given[:80]!r}: give its id, or at least {MIN_PREFIX} of its "
+                    "first characters",
+                    field="id",
+                )
+            found = session.scalars(
+                select(JobRow.id).where(JobRow.id.startswith(given.lower())).limit(4)
+            ).all()
+        if not found:
+            raise NotFound(f"no job's id starts with {given!r}", field="id")
+        if len(found) > 1:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            raise Conflict(
+                f"several jobs' ids start with {given!r} ({shown}): give more characters",
+                field="id",
+            )
+        return str(found[0])
 
     def describe(self, job_id: str) -> dict[str, Any]:
         """A job with its steps and history, as the API and pages show it."""

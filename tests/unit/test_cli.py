@@ -16,8 +16,10 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from prodinf.cli import main
 from prodinf.config import get_settings
+from prodinf.engine import newjob
 
 UNREACHABLE = "http://127.0.0.1:1/x"  # valid, never fetched: no worker runs here
 DB_PASSWORD = "pg-Pass-4711"
@@ -368,6 +371,20 @@ def test_show_an_unknown_job_says_so() -> None:
     then it exits non-zero saying there is no such job, without a traceback."""
     for command in ("show", "cancel", "retry"):
         assert_clean_failure(prodinf(command, "no-such-job"), "no job 'no-such-job'", "(id)")
+
+
+def test_a_unique_start_of_an_id_names_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given two jobs whose ids share their first 6 characters,
+    when ``show`` or ``cancel`` is given the 8 that tables show, then it acts on that job;
+    given the 6 they share, it names both and asks for more; given 5, it says 6 at least."""
+    ids = iter(uuid.UUID(f"abcdef0{n}-0000-4000-8000-00000000000{n}") for n in (1, 2))
+    monkeypatch.setattr(newjob, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+    first, second = post_queued(), post_queued()
+
+    assert f"http_get job {first}: queued" in succeeded(prodinf("show", first[:8]))
+    assert succeeded(prodinf("cancel", second[:8])).strip() == f"job {second}: cancelled"
+    assert_clean_failure(prodinf("show", "abcdef"), "several jobs' ids start with", first, second)
+    assert_clean_failure(prodinf("retry", "abcde"), "at least 6")
 
 
 def test_cancel_then_retry() -> None:

@@ -193,6 +193,17 @@ def test_unknown_job_is_a_404_page(client: FlaskClient) -> None:
     assert 'href="/jobs/new"' in html  # the page still has the nav
 
 
+def test_a_unique_start_of_an_id_opens_the_job(app: Flask, client: FlaskClient, site: Site) -> None:
+    """Given a job, when its page is opened by the 8 characters pages and mails show,
+    then it redirects to the job's page; 5 characters are too few, and say so."""
+    job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
+
+    answer = client.get(f"/jobs/{job_id[:8]}")
+
+    assert answer.status_code == 302 and answer.headers["Location"].endswith(f"/jobs/{job_id}")
+    assert "at least 6" in page(client, f"/jobs/{job_id[:5]}", 404)
+
+
 def test_cancel_button_cancels_a_queued_job(app: Flask, client: FlaskClient, site: Site) -> None:
     """Given a queued job, whose page has a Cancel button, when it is pressed, then the job
     is cancelled and its page says so.
