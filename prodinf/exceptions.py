@@ -23,6 +23,8 @@ transient. The portal maps the tree to HTTP in one place (``portal.errors``).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -120,8 +122,14 @@ class Conflict(PermanentError):
 class UnknownKind(ValidationError):
     """Raised when no kind is registered under the requested name."""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(f"unknown kind {kind!r}", field="kind", kind=kind)
+    def __init__(self, kind: str, known: Sequence[str] = ()) -> None:
+        said = f"unknown kind {kind!r}"
+        close = difflib.get_close_matches(str(kind), list(known), n=1)
+        if close:
+            said += f": did you mean {close[0]!r}?"
+        if known:
+            said += f" The kinds here: {', '.join(known)} (prodinf kinds, GET /api/v1/kinds)"
+        super().__init__(said, field="kind", kind=kind)
 
 
 class FlowError(PermanentError):

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy import select
 
@@ -297,7 +298,8 @@ def handover_show(token: str, as_json: bool) -> None:
     console.print(stages)
     if found["error"]:
         error = found["error"]
-        console.print(f"[red]error[/] at {error['stage']}: {error['message']}", highlight=False)
+        said = escape(str(error["message"]))
+        console.print(f"[red]error[/] at {error['stage']}: {said}", highlight=False)
     if found["events"]:
         console.print(
             "events: " + ", ".join(f"{e['type']} {e['event_id']}" for e in found["events"])

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -182,9 +183,11 @@ def print_job(detail: dict[str, Any]) -> None:
         history.add_row(row["at"][:23], row["event"], row["step"] or "", row["message"] or "")
     console.print(history)
     if detail["result"] is not None:
-        console.print("result:", json.dumps(detail["result"], indent=2))
+        # escaped: a result's text such as "[prodinf] ..." is not rich markup
+        console.print("result:", escape(json.dumps(detail["result"], indent=2)))
     if detail["error"]:
-        console.print(f"[red]error[/]: {detail['error']['type']}: {detail['error']['message']}")
+        error = detail["error"]
+        console.print(f"[red]error[/]: {escape(error['type'])}: {escape(error['message'])}")
 
 
 @click.command()

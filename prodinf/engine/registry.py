@@ -85,7 +85,7 @@ class Registry:
         try:
             return self._kinds[name]
         except KeyError:
-            raise UnknownKind(name) from None
+            raise UnknownKind(name, sorted(self._kinds)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds
@@ -101,8 +101,18 @@ class Registry:
                 ep.load()
         for module in modules:
             if module not in self._loaded:
+                try:
+                    importlib.import_module(module)
+                except ModuleNotFoundError as exc:
+                    if exc.name is None or not module.startswith(exc.name):
+                        raise  # the plugin imports something missing: its own traceback
+                    raise ValidationError(
+                        f"invalid setting PRODINF_PLUGINS: no module {module!r} can be "
+                        "imported here: install the package that provides it, or add its "
+                        "folder to PYTHONPATH",
+                        field="PRODINF_PLUGINS",
+                    ) from None
                 self._loaded.add(module)
-                importlib.import_module(module)
 
 
 def _origin(fn: Callable[..., Any]) -> str:

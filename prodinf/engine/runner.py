@@ -34,7 +34,7 @@ from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
 from prodinf.engine.steps import Flow, Step
 from prodinf.engine.waits import Child, Commit, Wait
-from prodinf.exceptions import PermanentError, ProdinfError
+from prodinf.exceptions import PermanentError, ProdinfError, UnknownKind
 from prodinf.redact import redact, redact_text
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
 from prodinf.store import JobStore
@@ -167,7 +167,14 @@ class Runner:
         try:
             b = self._build(job, built)
         except ProdinfError as exc:
-            job.error = {"type": type(exc).__name__, "message": exc.message, "step": None}
+            message = exc.message
+            if isinstance(exc, UnknownKind):
+                message = (
+                    f"this worker ({socket.gethostname()}, queue {job.queue}) has no kind "
+                    f"{job.kind!r}: start the workers of queue {job.queue} with the plugin "
+                    "that registers it (PRODINF_PLUGINS), then retry the job"
+                )
+            job.error = {"type": type(exc).__name__, "message": message, "step": None}
             self.lifecycle.finish(rows, JobStatus.FAILED, now)
             return JobStatus.FAILED
         decision = plan(job, rows.steps, b.revertible, now)

@@ -145,7 +145,12 @@ class Jobs:
         with self.store.transaction() as conn:
             rows = self._locked(conn, job_id)
             if rows.job.status in TERMINAL:
-                raise Conflict(f"job {job_id} has already {rows.job.status}", field="id")
+                again = (
+                    "" if rows.job.status == JobStatus.SUCCEEDED else "; retry it to run it again"
+                )
+                raise Conflict(
+                    f"job {job_id} has already ended: it is {rows.job.status}{again}", field="id"
+                )
             self.lifecycle.cancel(rows, utcnow())
             rows.save(conn)
             children = open_children(conn, job_id)

@@ -24,11 +24,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, text, update
 
 from prodinf.cli import main
-from prodinf.config import get_settings
+from prodinf.config import Settings, get_settings
 from prodinf.engine import newjob
+from prodinf.store import JobStore
+from prodinf.store.models import JOBS
 
 UNREACHABLE = "http://127.0.0.1:1/x"  # valid, never fetched: no worker runs here
 DB_PASSWORD = "pg-Pass-4711"
@@ -223,10 +225,19 @@ def test_kinds_lists_the_builtin_kinds_with_their_params() -> None:
     assert all(row[3] for row in rows.values()), "every kind has a description"
 
 
+def test_a_plugin_that_cannot_be_imported_is_named_with_what_to_do() -> None:
+    """Given PRODINF_PLUGINS naming a module that is not importable, when a command runs,
+    then one line names the setting and the module and mentions PYTHONPATH."""
+    result = prodinf("kinds", env={"PRODINF_PLUGINS": "myplug_nowhere"})
+    assert_clean_failure(result, "PRODINF_PLUGINS", "'myplug_nowhere'", "PYTHONPATH")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
         (["post", "nope"], ["unknown kind 'nope'", "(kind)"]),
+        (["post", "http_gett"], ["did you mean 'http_get'?", "The kinds here:", "healthcheck"]),
         (["post", "http_get", "-p", "url=notaurl"], ["params.url", "URL"]),
         (["post", "http_get"], ["params.url", "required"]),
         (["post", "http_get", "-p", f"url={UNREACHABLE}", "-p", "timeout=soon"], ["timeout"]),
@@ -240,6 +251,7 @@ def test_kinds_lists_the_builtin_kinds_with_their_params() -> None:
     ],
     ids=[
         "unknown-kind",
+        "misspelt-kind",
         "bad-url",
         "missing-url",
         "bad-timeout",
@@ -439,3 +451,26 @@ def test_notify_stores_a_queued_notification() -> None:
     assert detail["params"]["address"] == "ops@example.org"
     assert detail["params"]["url"] == UNREACHABLE
     assert detail["params"]["interval"] == 5
+
+
+def test_show_prints_bracketed_text_as_it_is(home: Path) -> None:
+    """Given a job whose result and error hold bracketed text (a mail subject such as
+    "[prodinf] ..."), when ``show`` prints it, then the brackets are shown, not taken as
+    terminal markup."""
+    job_id = post_queued()
+    store = JobStore(Settings(home=home).store_url)
+    try:
+        with store.transaction() as conn:
+            conn.execute(
+                update(JOBS)
+                .where(JOBS.c.id == job_id)
+                .values(
+                    result={"subject": "[prodinf] job 1 [bold]succeeded"},
+                    error={"type": "X", "message": "[red]not red[/] [prodinf] mail"},
+                )
+            )
+    finally:
+        store.dispose()
+    out = succeeded(prodinf("show", job_id))
+    assert "[prodinf] job 1 [bold]succeeded" in out
+    assert "[red]not red[/] [prodinf] mail" in out

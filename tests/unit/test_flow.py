@@ -321,3 +321,30 @@ def test_plan_finishes_succeeded_failed_or_cancelled() -> None:
     cancelled = job()
     cancelled.cancel_requested = True
     assert plan(cancelled, [row("a", 0)], set(), NOW) == Finish(JobStatus.CANCELLED)
+
+
+def test_a_worker_without_the_kind_fails_the_job_saying_which_and_what_to_do(
+    settings: Any,
+) -> None:
+    """Given a job of a kind the portal knows and its worker does not (a plugin missing
+    there), when the worker runs it, then it fails saying so and how to fix it."""
+    from tests.world import World
+
+    world = World(settings)
+    try:
+
+        @job_kind("publish", params=NoParams, into=world.registry)
+        def publish(params: NoParams) -> Flow:
+            return Flow.of(step("go"))
+
+        job, _ = world.jobs.submit("publish", {})
+        bare = Registry()
+        from prodinf.engine.runner import Runner
+
+        Runner(world.store, bare, settings, world.publish).drive(job["id"])
+        detail = world.store.describe(job["id"])
+        assert detail["status"] == JobStatus.FAILED
+        said = detail["error"]["message"]
+        assert "has no kind 'publish'" in said and "PRODINF_PLUGINS" in said
+    finally:
+        world.close()

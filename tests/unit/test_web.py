@@ -230,7 +230,7 @@ def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
     app: Flask, client: FlaskClient, site: Site
 ) -> None:
     """Given a job that has succeeded, when a Cancel from an older page is posted, then the
-    page says it has already succeeded.
+    page says it has already ended, succeeded.
     """
     job_id = run(app, "http_get", {"url": f"{site.base}/ok"})
 
@@ -241,7 +241,7 @@ def test_cancelling_a_finished_job_shows_a_message_not_an_error_page(
     )
 
     assert response.status_code == 200
-    assert f"job {job_id} has already succeeded" in response.get_data(as_text=True)
+    assert f"job {job_id} has already ended: it is succeeded" in response.get_data(as_text=True)
 
 
 def test_retry_button_queues_a_failed_job_again(
