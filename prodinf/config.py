@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="The portal's address as users reach it (https://prodinf.example.org), "
-        "for links to jobs in notifications; unset, they carry no link.",
+        "for links to jobs in notifications; unset, they carry no link (prodinf up sets "
+        "its own address).",
     )
     webhook_secret: SecretStr = Field(
         default=SecretStr(""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import click
 
 from prodinf.cli.common import load_settings, make_runtime, reports_errors
 from prodinf.config import Settings
+from prodinf.exceptions import ValidationError
 from prodinf.redact import redact_text
 
 __all__ = ["portal", "scheduler", "up", "worker"]
@@ -34,6 +36,29 @@ def _stop_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGINT, raise_interrupt)
+
+
+def _refuse_a_used_port(host: str, port: int) -> int:
+    """The port to listen on (``port``, or a free one for 0); ``ValidationError`` naming
+    ``--port`` if ``host:port`` cannot be listened on (Werkzeug would print its own hint
+    and exit)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): is another prodinf running "
+            "there? Stop it, or start this one with --port N (or PRODINF_PORT)",
+            field="--port",
+        ) from None
+
+
+def _own_url(host: str, port: int) -> str:
+    """The portal's address as others on this machine reach it."""
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}"
 
 
 def _bind_embedded_queues(celery: Any, nodenames: list[str]) -> None:
@@ -116,11 +141,15 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     from prodinf.portal import create_app
 
     settings = load_settings()
+    host, port = host or settings.host, settings.port if port is None else port
+    port = _refuse_a_used_port(host, port)
+    public_url = settings.public_url or _own_url(host, port)  # mails link to this portal
+    settings = settings.model_copy(update={"public_url": public_url})
     home = settings.home.resolve()
     logs = home / "logs"
     rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PRODINF_HOME": str(home)}
+    env = {**os.environ, "PRODINF_HOME": str(home), "PRODINF_PUBLIC_URL": public_url}
     level = settings.log_level
     celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
     nodenames = {logical: f"{logical}@%h" for logical in settings.queues}
@@ -159,9 +188,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     if settings.is_embedded_broker:
         _bind_embedded_queues(rt.celery, list(nodenames.values()))
     app = create_app(settings, runtime=rt)
-    server = make_server(
-        host or settings.host, settings.port if port is None else port, app, threaded=True
-    )
+    server = make_server(host, port, app, threaded=True)
     stop = threading.Event()
 
     def supervise() -> None:
@@ -271,11 +298,10 @@ def portal(host: str | None, port: int | None) -> None:
     from prodinf.portal import create_app
 
     settings = load_settings()
+    host, port = host or settings.host, settings.port if port is None else port
+    _refuse_a_used_port(host, port)
     server = make_server(
-        host or settings.host,
-        settings.port if port is None else port,
-        create_app(settings, runtime=make_runtime(settings)),
-        threaded=True,
+        host, port, create_app(settings, runtime=make_runtime(settings)), threaded=True
     )
     click.echo(f"portal at http://{server.host}:{server.port}")
     _stop_on_sigterm()

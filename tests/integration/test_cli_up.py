@@ -9,6 +9,8 @@ then they run, every view shows them, and Ctrl-C stops every process it started.
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import hashlib
 import json
 import os
@@ -188,13 +190,22 @@ def test_up_runs_jobs_from_the_api_and_the_cli_then_ctrl_c_stops_everything(
     assert re.search(rf"│ {job_id} +│ http_get +│ succeeded +│", shown.stdout), shown.stdout
 
     # -- a job from the command line, followed with the progress bar ----------------------
-    waited = up.cli("post", "http_get", "-p", f"url={file_url}", "--wait", "--timeout", "60")
+    waited = up.cli(
+        "post", "http_get", "-p", f"url={file_url}", "--notify-email", "ops@example.org",
+        "--wait", "--timeout", "60",
+    )  # fmt: skip
     assert waited.returncode == 0, waited.stdout + waited.stderr + up.logs()
     assert "Traceback" not in waited.stderr
     submitted = re.search(r"submitted http_get job (\S+)", waited.stdout)
     assert submitted, waited.stdout
     assert f"http_get job {submitted.group(1)}: succeeded" in waited.stdout
     assert json.dumps(SHA256) in waited.stdout  # the printed result
+    # and its mail links to the job's page on this portal (up knows its own address)
+    outbox = home / "outbox"
+    mail = wait_until(lambda: next(outbox.glob("*.eml"), None), 60, "the job's mail", logs=up.logs)
+    body = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    text = body.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"{up.url}/jobs/{submitted.group(1)}" in text
 
     # -- Ctrl-C ----------------------------------------------------------------------------
     tree = processes_of(home)

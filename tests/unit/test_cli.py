@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
@@ -474,3 +475,15 @@ def test_show_prints_bracketed_text_as_it_is(home: Path) -> None:
     out = succeeded(prodinf("show", job_id))
     assert "[prodinf] job 1 [bold]succeeded" in out
     assert "[red]not red[/] [prodinf] mail" in out
+
+
+@pytest.mark.parametrize("command", ["up", "portal"])
+def test_a_port_in_use_is_named_with_what_to_do(command: str) -> None:
+    """Given a port another process listens on, when ``prodinf up`` (or ``portal``) is
+    started on it, then one line says so and names --port, before anything starts."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = prodinf(command, "--host", "127.0.0.1", "--port", port)
+    assert_clean_failure(result, f"cannot listen on 127.0.0.1:{port}", "--port N")

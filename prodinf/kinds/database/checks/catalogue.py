@@ -163,7 +163,8 @@ class Catalogue:
         bad_names = [n for n in names if n not in self.names]
         if bad_names:
             raise ValidationError(
-                f"params.names: unknown check(s) {', '.join(map(repr, bad_names))}",
+                f"params.names: unknown check(s) {', '.join(map(repr, bad_names))}; "
+                f"the catalogue has {', '.join(self.names)}",
                 field="params.names",
             )
         if not groups and not names:
