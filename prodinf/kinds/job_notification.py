@@ -35,7 +35,13 @@ from prodinf.mail import Mail, render_handover_report, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
 
-__all__ = ["WEBHOOK_DEADLINE", "JobNotificationParams", "notice_flow", "notice_result"]
+__all__ = [
+    "WEBHOOK_DEADLINE",
+    "JobNotificationParams",
+    "job_mail",
+    "notice_flow",
+    "notice_result",
+]
 
 #: How long a webhook receiver that keeps failing is retried: 3 days.
 WEBHOOK_DEADLINE = 3 * 86400.0
@@ -79,16 +85,20 @@ def _links(ctx: StepContext[JobNotificationParams], job_id: str) -> tuple[str | 
     return f"{base}/jobs/{job_id}", f"{base}/api/v1/jobs/{job_id}"
 
 
+def job_mail(job: dict[str, Any], public_url: str | None) -> tuple[str, str, str]:
+    """The subject, text and HTML that report how ``job`` (a notification snapshot)
+    ended: a handover's report for a handover (the database, each stage, what failed
+    and why, linked to /handovers/<token>), else the job summary linking its page.
+    What a job's ``notify`` mails, and ``GET /api/v1/jobs/<id>?format=email`` answers."""
+    if job["kind"] == HANDOVER_KIND:
+        return render_handover_report(job, public_url)
+    return render_job_report(job, f"{public_url}/jobs/{job['id']}" if public_url else None)
+
+
 def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
     params = ctx.params
     job = params.job
-    if job["kind"] == HANDOVER_KIND:
-        # the contact's handover report: the database, each stage, what failed and
-        # why, linked to /handovers/<token> (the token is the job's id)
-        subject, text, html = render_handover_report(job, ctx.settings.public_url)
-    else:
-        page, _ = _links(ctx, job["id"])
-        subject, text, html = render_job_report(job, page)
+    subject, text, html = job_mail(job, ctx.settings.public_url)
     mail = Mail(
         to=list(params.email),
         subject=subject,

@@ -654,3 +654,26 @@ def test_a_job_with_a_long_param_is_read_quickly(client: FlaskClient) -> None:
     # Then it answers in well under a second (masking must be linear in the text)
     assert response.status_code == 200
     assert elapsed < 0.5, f"GET took {elapsed:.1f}s"
+
+
+def test_format_email_answers_the_short_summary_a_mail_wants(
+    client: FlaskClient, app: Flask, site: Site
+) -> None:
+    """Given a job (what the Ensembl snippet waits on with ?format=email), when its URL
+    is read with ?format=email, then it answers its status and a short subject and body
+    (not the whole job document): pending while it runs, the end's summary after."""
+    job_id = submit(client, "http_get", {"url": site.url("/ok")})
+    pending = client.get(f"{JOBS}/{job_id}?format=email").json
+    assert pending["status"] == "queued"
+
+    drive(app, job_id)
+    done = client.get(f"{JOBS}/{job_id}?format=email")
+
+    assert done.status_code == 200
+    summary = done.json
+    assert set(summary) == {"id", "status", "subject", "body", "html"}
+    assert summary["status"] == "succeeded"
+    assert summary["subject"] == f"[prodinf] http_get job {job_id[:8]} succeeded"
+    assert f"/jobs/{job_id}" in summary["body"] and len(summary["body"]) < 3000
+    assert "history" not in summary["body"]
+    assert_clean_error(client.get(f"{JOBS}/{job_id}?format=xml"), 400, "format")

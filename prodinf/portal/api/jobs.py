@@ -8,6 +8,7 @@ from flask import request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
+from prodinf.kinds.job_notification import job_mail
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
 
@@ -154,9 +155,34 @@ class JobList(Resource):  # type: ignore[misc]
 @ns.route("/<string:job_id>")
 @ns.response(404, "No such job", error)
 class JobItem(Resource):  # type: ignore[misc]
+    @ns.doc(params={"format": "email: a short {status, subject, body, html} summary"})
     def get(self, job_id: str) -> dict[str, Any]:
-        """A job: status, progress, steps, result, error and history."""
-        return with_url(runtime().store.describe(job_id))
+        """A job: status, progress, steps, result, error and history; with
+        ``?format=email``, its status and the summary its notification mails (what
+        ``email_when_complete`` on this URL sends)."""
+        detail = runtime().store.describe(job_id)
+        shape = request.args.get("format")
+        if shape is None or shape == "json":
+            return with_url(detail)
+        if shape != "email":
+            raise ValidationError("format must be json (the default) or email", field="format")
+        return email_summary(detail)
+
+
+def email_summary(detail: dict[str, Any]) -> dict[str, Any]:
+    """``{status, subject, body, html}``: the job's status and the mail of its end (the
+    job's state so far while it runs)."""
+    keys = ("id", "kind", "status", "params", "result", "error", "submitted_by")
+    job = {key: detail.get(key) for key in keys}
+    job.update(
+        message=detail["progress"]["message"],
+        created_at=detail["created_at"],
+        finished_at=detail.get("finished_at"),
+    )
+    base = runtime().settings.public_url or request.host_url.rstrip("/")
+    subject, text, html = job_mail(job, base)
+    return {"id": detail["id"], "status": detail["status"], "subject": subject,
+            "body": text, "html": html}  # fmt: skip
 
 
 @ns.route("/<string:job_id>/cancel")
