@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from prodinf.cli.common import console, make_runtime, reports_errors
 from prodinf.exceptions import ValidationError
@@ -53,6 +53,22 @@ def parse_params(
     return params
 
 
+#: Characters of a job's id a narrow table shows; terminals narrower than WIDE get them.
+SHORT_ID, WIDE = 8, 120
+
+
+def lists_from_commas(
+    schema: dict[str, Any], params: dict[str, Any], pairs: tuple[str, ...]
+) -> dict[str, Any]:
+    """``params`` with each list param given as ``-p key=a,b`` split into ``[a, b]``
+    (``-p 'key=["a","b"]'`` is a list already)."""
+    properties = schema.get("properties", {})
+    for key in {pair.partition("=")[0] for pair in pairs}:
+        if properties.get(key, {}).get("type") == "array" and isinstance(params.get(key), str):
+            params[key] = [part.strip() for part in params[key].split(",") if part.strip()]
+    return params
+
+
 @click.command()
 @click.argument("kind")
 @click.option(
@@ -61,7 +77,8 @@ def parse_params(
     "pairs",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A param; repeat for more. JSON values (numbers, true) are parsed.",
+    help="A param; repeat for more. JSON values (numbers, true) are parsed; a list "
+    "param takes a,b,c.",
 )
 @click.option("--json", "raw_json", metavar="OBJECT", help="All params as one JSON object.")
 @click.option("--idempotency-key", help="Submitting the same key again returns the same job.")
@@ -95,9 +112,10 @@ def post(
         notify["email"] = list(emails)
     if webhook is not None:
         notify["webhook"] = webhook
+    params = lists_from_commas(rt.registry.get(kind).schema(), parse_params(pairs, raw_json), pairs)
     job, created = rt.jobs.submit(
         kind,
-        parse_params(pairs, raw_json),
+        params,
         idempotency_key=idempotency_key,
         submitted_by=getpass.getuser(),
         notify=notify or None,
@@ -213,12 +231,22 @@ def show(
     if as_json:
         click.echo(json.dumps({"items": items, "total": total}, indent=2))
         return
-    table = Table("id", "kind", "status", "progress", "created", title=f"{total} job(s)")
+    # In a narrow terminal, the 8 characters that name a job (show/cancel/retry take a
+    # unique start of an id), whole, rather than a full id cut to an unusable stump.
+    width = SHORT_ID if console.width < WIDE else 36
+    table = Table(
+        Column("id", no_wrap=True, min_width=width),
+        "kind",
+        "status",
+        "progress",
+        "created",
+        title=f"{total} job(s)",
+    )
     for job in items:
         bar = job["progress"]
         style = STATUS_STYLE.get(job["status"], "white")
         table.add_row(
-            job["id"],
+            job["id"][:width],
             job["kind"],
             f"[{style}]{job['status']}[/]",
             f"{bar['done']}/{bar['total']} {bar['message'] or ''}"[:60],

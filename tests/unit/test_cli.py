@@ -487,3 +487,25 @@ def test_a_port_in_use_is_named_with_what_to_do(command: str) -> None:
         port = str(taken.getsockname()[1])
         result = prodinf(command, "--host", "127.0.0.1", "--port", port)
     assert_clean_failure(result, f"cannot listen on 127.0.0.1:{port}", "--port N")
+
+
+def test_a_list_param_takes_commas(tmp_path: Path) -> None:
+    """When a list param is given as ``-p groups=generic,meta``, then the job gets the
+    list (a JSON list works too)."""
+    db = f"sqlite:///{tmp_path / 'x.sqlite'}"
+    out = succeeded(prodinf("post", "healthcheck", "-p", f"database_uri={db}",
+                            "-p", "groups=generic, meta"))  # fmt: skip
+    job_id = out.split()[-1]
+    assert show_json(job_id)["params"]["groups"] == ["generic", "meta"]
+    out = succeeded(prodinf("post", "healthcheck", "-p", f"database_uri={db}",
+                            "-p", 'groups=["meta"]'))  # fmt: skip
+    assert show_json(out.split()[-1])["params"]["groups"] == ["meta"]
+
+
+def test_a_narrow_terminal_shows_ids_that_still_name_the_job() -> None:
+    """Given an 80-column terminal, when ``show`` lists jobs, then each id is shown as
+    its first 8 characters, whole, and those name the job in ``show``."""
+    job_id = post_queued()
+    listed = succeeded(prodinf("show", env={"COLUMNS": "80"}))
+    assert job_id[:8] in listed and job_id not in listed
+    assert f"http_get job {job_id}" in succeeded(prodinf("show", job_id[:8]))
