@@ -200,12 +200,26 @@ def print_job(detail: dict[str, Any]) -> None:
     for row in detail["history"]:
         history.add_row(row["at"][:23], row["event"], row["step"] or "", row["message"] or "")
     console.print(history)
-    if detail["result"] is not None:
+    report = report_of(detail)
+    if detail["result"] is not None and report is None:
         # escaped: a result's text such as "[prodinf] ..." is not rich markup
         console.print("result:", escape(json.dumps(detail["result"], indent=2)))
     if detail["error"]:
         error = detail["error"]
         console.print(f"[red]error[/]: {escape(error['type'])}: {escape(error['message'])}")
+        if error.get("details") and report is None:
+            console.print("details:", escape(json.dumps(error["details"], indent=2)))
+    if report is not None:  # a healthcheck's report: each check, its count and examples
+        console.print(escape(report.rstrip()), highlight=False)
+
+
+def report_of(detail: dict[str, Any]) -> str | None:
+    """The text report a job's result or error details carry (a healthcheck's), or None."""
+    for holder in (detail.get("result"), (detail.get("error") or {}).get("details")):
+        report = holder.get("report") if isinstance(holder, dict) else None
+        if isinstance(report, dict) and isinstance(report.get("text"), str):
+            return str(report["text"])
+    return None
 
 
 @click.command()

@@ -85,6 +85,26 @@ def jobs() -> ResponseReturnValue:
 # -- one job -------------------------------------------------------------------------------
 
 
+def checks_report(detail: dict[str, Any]) -> dict[str, Any] | None:
+    """A healthcheck's report in a job's result or error details: its verdict, its checks
+    (failed first) and those skipped; None for a job that carries none."""
+    for holder in (detail.get("result"), (detail.get("error") or {}).get("details")):
+        checks = holder.get("checks") if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(checks, list):
+            found = holder.get("report")
+            report: dict[str, Any] = found if isinstance(found, dict) else {}
+            ordered = sorted(
+                (c for c in checks if isinstance(c, dict)), key=lambda c: bool(c.get("passed"))
+            )
+            return {
+                "verdict": report.get("subject"),
+                "summary": holder.get("summary") or {},
+                "checks": ordered,
+                "skipped": holder.get("skipped") or [],
+            }
+    return None
+
+
 @blueprint.get("/jobs/<job_id>")
 def job(job_id: str) -> ResponseReturnValue:
     """A job: status, params, result or error, the step timeline and the full history.
@@ -98,6 +118,7 @@ def job(job_id: str) -> ResponseReturnValue:
     return render_template(
         "job.html",
         job=detail,
+        report=checks_report(detail),
         can_cancel=active,
         can_retry=detail["status"] in RETRYABLE,
         refresh=REFRESH_SECONDS if active else None,

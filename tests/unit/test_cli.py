@@ -27,11 +27,14 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, inspect, text, update
 
+from prodinf.celery_app import create_celery
 from prodinf.cli import main
 from prodinf.config import Settings, get_settings
 from prodinf.engine import newjob
+from prodinf.runtime import Runtime
 from prodinf.store import JobStore
 from prodinf.store.models import JOBS
+from tests.sample_data import build_core_like
 
 UNREACHABLE = "http://127.0.0.1:1/x"  # valid, never fetched: no worker runs here
 DB_PASSWORD = "pg-Pass-4711"
@@ -509,3 +512,25 @@ def test_a_narrow_terminal_shows_ids_that_still_name_the_job() -> None:
     listed = succeeded(prodinf("show", env={"COLUMNS": "80"}))
     assert job_id[:8] in listed and job_id not in listed
     assert f"http_get job {job_id}" in succeeded(prodinf("show", job_id[:8]))
+
+
+def test_show_prints_a_healthchecks_report(home: Path, tmp_path: Path) -> None:
+    """Given a healthcheck that found a missing meta key, when ``show`` prints it, then
+    its report is there: the failed check, what it found, and its counts."""
+    uri = f"sqlite:///{tmp_path / 'homo_sapiens_core_115_38'}.sqlite"
+    build_core_like(uri, genes=5, release=115)
+    engine = create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM meta WHERE meta_key = 'assembly.name'"))
+    engine.dispose()
+    succeeded(prodinf("db", "upgrade"))
+    settings = Settings(home=home)
+    rt = Runtime(settings, create_celery(settings))
+    try:
+        job, _ = rt.jobs.submit("healthcheck", {"database_uri": uri, "groups": ["meta"]})
+        rt.runner.drive(job["id"])
+    finally:
+        rt.close()
+    out = succeeded(prodinf("show", job["id"]))
+    assert "FAILED  meta_keys (meta)" in out and "assembly.name" in out
+    assert "Checks:   0 passed, 1 failed" in out

@@ -11,12 +11,15 @@ import enum
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import create_engine
+from sqlalchemy import text as sa_text
 
 from prodinf import Flow, Step
 from prodinf.celery_app import create_celery
@@ -30,6 +33,7 @@ from tests.conftest import SITE_BODY
 from tests.embedded import run, runtime_of, submit
 from tests.loopback import Site
 from tests.pages import csrf, input_value, page, text_of
+from tests.sample_data import build_core_like
 
 # -- the jobs list -----------------------------------------------------------------------------
 
@@ -561,3 +565,26 @@ def test_text_from_a_job_is_escaped_everywhere(note_app: Flask) -> None:
     assert response.status_code == 400
     assert "<script>" not in html
     assert input_value(html, "params.note") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_a_failed_healthchecks_page_shows_its_report(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    """Given a healthcheck that found a missing meta key, when its page is opened, then
+    the report is there: each check with its outcome, count and example rows, the
+    failed one first; and the history's traceback is behind a link for operators."""
+    uri = f"sqlite:///{tmp_path / 'homo_sapiens_core_115_38'}.sqlite"
+    build_core_like(uri, genes=5, release=115)
+    engine = create_engine(uri.replace("sqlite:", "sqlite+pysqlite:", 1))
+    with engine.begin() as conn:
+        conn.execute(sa_text("DELETE FROM meta WHERE meta_key = 'assembly.name'"))
+    engine.dispose()
+    job_id = run(app, "healthcheck", {"database_uri": uri, "groups": ["meta", "generic"]})
+
+    html = page(client, f"/jobs/{job_id}")
+
+    report = text_of(html, "report")
+    assert "meta_keys" in report and "FAILED" in report and "passed" in report
+    assert report.index("FAILED") < report.index("passed")  # the failed check first
+    assert "assembly.name" in text_of(html, "check-meta_keys")
+    assert '<details class="operators"><summary>Traceback (for operators)</summary>' in html
