@@ -44,6 +44,8 @@ class Kind(Generic[P]):
     #: Where jobs of the kind are submitted instead of ``POST /api/v1/jobs`` (a
     #: handover is checked first), or ``None``.
     submitted_at: str | None = None
+    #: Made by prodinf itself (a notification, an event's job): not offered by the form.
+    internal: bool = False
 
     def validate(self, params: Any) -> P:
         """Validate raw params; raises ``ValidationError`` naming the first bad field."""
@@ -132,6 +134,7 @@ def job_kind(
     result: Callable[[dict[str, Any]], Any] | None = None,
     into: Registry | None = None,
     submitted_at: str | None = None,
+    internal: bool = False,
 ) -> Callable[[Callable[[Any], Flow]], Callable[[Any], Flow]]:
     """Register the decorated flow builder as a kind.
 
@@ -139,7 +142,8 @@ def job_kind(
     or any other queue name. ``result`` turns the outputs of the flow's final
     steps into the job's result (default: the last step's output).
     ``submitted_at`` names the only way jobs of the kind are submitted (``POST
-    /api/v1/handovers``): the generic submission refuses them.
+    /api/v1/handovers``): the generic submission refuses them. ``internal`` kinds are
+    made by prodinf itself (notifications, an event's job): the form does not offer them.
     """
 
     def decorate(build: Callable[[Any], Flow]) -> Callable[[Any], Flow]:
@@ -153,6 +157,7 @@ def job_kind(
                 description=doc,
                 result=result,
                 submitted_at=submitted_at,
+                internal=internal,
             )
         )
         return build

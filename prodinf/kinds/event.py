@@ -210,7 +210,7 @@ def _round_of(name: str) -> int:
     return int(number) if number.isdigit() else 1
 
 
-@job_kind("event", queue="event", params=EventParams)
+@job_kind("event", queue="event", params=EventParams, internal=True)
 def event(params: EventParams) -> Flow:
     """Start the processes subscribed to an event, each once its ``after`` succeeded,
     and wait for them all."""

@@ -88,7 +88,7 @@ def _webhook(ctx: StepContext[EventNoticeParams]) -> dict[str, Any]:
     )
 
 
-@job_kind(NOTICE_KIND, queue="email", params=EventNoticeParams, result=notice_result)
+@job_kind(NOTICE_KIND, queue="email", params=EventNoticeParams, result=notice_result, internal=True)
 def event_notice(params: EventNoticeParams) -> Flow:
     """Mail and/or POST a signed webhook about an event (a subscription's process)."""
     return notice_flow(

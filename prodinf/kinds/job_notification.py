@@ -149,7 +149,13 @@ def notice_flow(email: StepFn | None, webhook: StepFn | None) -> Flow:
     return Flow(steps)
 
 
-@job_kind(NOTIFICATION_KIND, queue="email", params=JobNotificationParams, result=notice_result)
+@job_kind(
+    NOTIFICATION_KIND,
+    queue="email",
+    params=JobNotificationParams,
+    result=notice_result,
+    internal=True,
+)
 def job_notification(params: JobNotificationParams) -> Flow:
     """Mail and/or call a webhook with how another job ended (made by prodinf for `notify`)."""
     return notice_flow(

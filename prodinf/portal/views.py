@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, Vali
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
 from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.portal.current import runtime
+from prodinf.portal.params_form import fields_for, params_from, values_of
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 
 __all__ = ["blueprint"]
@@ -121,6 +121,7 @@ def job(job_id: str) -> ResponseReturnValue:
         report=checks_report(detail),
         can_cancel=active,
         can_retry=detail["status"] in RETRYABLE,
+        can_run_again=any(k.name == detail["kind"] for k in offered(runtime().registry)),
         refresh=REFRESH_SECONDS if active else None,
     )
 
@@ -158,111 +159,28 @@ def retry(job_id: str) -> ResponseReturnValue:
 # -- the new-job form ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Field:
-    """One input of the params form, read from a property of the kind's JSON schema."""
-
-    name: str
-    label: str
-    widget: str  # text, number, checkbox, select or json
-    required: bool = False
-    help: str = ""
-    default: Any = None
-    step: str | None = None
-    minimum: Any = None
-    maximum: Any = None
-    choices: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        """The form key, spelled as ``ValidationError.field`` names it."""
-        return f"params.{self.name}"
-
-    @property
-    def initial(self) -> str:
-        if self.default is None:
-            return ""
-        if self.widget == "json":
-            return json.dumps(self.default)
-        return str(self.default)
-
-    def parse(self, raw: str) -> Any:
-        """The JSON value for ``raw``; left as text when it does not parse, so the kind's
-        validation names the field with its own message."""
-        try:
-            if self.widget == "json":
-                return json.loads(raw)
-            if self.widget == "number":
-                return int(raw) if self.step == "1" else float(raw)
-        except ValueError:
-            if self.widget == "json":
-                raise ValidationError(f"{self.key}: not valid JSON", field=self.key) from None
-        return raw
-
-
-def fields_for(schema: Mapping[str, Any]) -> list[Field]:
-    """The form inputs for a kind's params schema, in the schema's order."""
-    defs = schema.get("$defs", {})
-    required = set(schema.get("required", ()))
-    fields = []
-    for name, prop in schema.get("properties", {}).items():
-        prop = _concrete(prop, defs)
-        json_type = prop.get("type")
-        common: dict[str, Any] = {
-            "name": name,
-            "label": prop.get("title") or name,
-            "required": name in required,
-            "help": prop.get("description", ""),
-            "default": prop.get("default"),
-        }
-        if "enum" in prop:
-            fields.append(Field(widget="select", choices=tuple(map(str, prop["enum"])), **common))
-        elif json_type == "boolean":
-            fields.append(Field(widget="checkbox", **common))
-        elif json_type in ("integer", "number"):
-            fields.append(
-                Field(
-                    widget="number",
-                    step="1" if json_type == "integer" else "any",
-                    minimum=prop.get("minimum"),
-                    maximum=prop.get("maximum"),
-                    **common,
-                )
-            )
-        elif json_type == "string":
-            fields.append(Field(widget="text", **common))
-        else:  # arrays, objects, unions: typed as JSON
-            fields.append(Field(widget="json", **common))
-    return fields
-
-
-def _concrete(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
-    """``prop`` with a ``$ref`` resolved and an optional (``anyOf`` with null) unwrapped."""
-    prop = dict(prop)
-    ref = prop.pop("$ref", None)
-    if isinstance(ref, str):
-        prop = {**defs.get(ref.rsplit("/", 1)[-1], {}), **prop}
-    options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
-    if len(options) == 1:
-        prop.pop("anyOf")
-        prop = {**_concrete(options[0], defs), **prop}
-    return prop
-
-
-def params_from(form: Mapping[str, str], fields: list[Field]) -> dict[str, Any]:
-    """The params a submitted form holds; empty inputs are left out so defaults apply."""
-    params: dict[str, Any] = {}
-    for field in fields:
-        if field.widget == "checkbox":
-            params[field.name] = field.key in form
-        elif (raw := form.get(field.key, "")).strip():
-            params[field.name] = field.parse(raw)
-    return params
+def offered(registry: Any) -> list[Kind[Any]]:
+    """The kinds the form offers: not those prodinf makes itself, nor those submitted
+    through a form of their own (a handover: /handovers/new)."""
+    return [k for k in registry.all() if not k.internal and k.submitted_at is None]
 
 
 @blueprint.get("/jobs/new")
 def new_job() -> ResponseReturnValue:
-    kinds = runtime().registry.all()
+    """The form; ``?again=<job>`` fills it with that job's kind and params (run again)."""
+    rt = runtime()
+    kinds = offered(rt.registry)
+    again = request.args.get("again")
+    if again:
+        earlier = rt.store.describe(rt.store.resolve_id(again))
+        kind = rt.registry.get(earlier["kind"])
+        fields = fields_for(kind.schema())
+        flash(
+            f"The params of job {earlier['id'][:8]}; passwords are masked (***): type them "
+            "again before submitting.",
+            "info",
+        )
+        return job_form(earlier["kind"], values_of(earlier["params"], fields))
     name = request.args.get("kind") or (kinds[0].name if kinds else "")
     return job_form(name, values=None)
 
@@ -297,7 +215,7 @@ def job_form(
     code: int = 200,
 ) -> ResponseReturnValue:
     """The form for kind ``name``, with ``values`` typed so far and an error to show."""
-    kinds = runtime().registry.all()
+    kinds = offered(runtime().registry)
     kind: Kind[Any] | None = next((k for k in kinds if k.name == name), None)
     fields = fields_for(kind.schema()) if kind is not None else []
     if kind is None and name:

@@ -305,7 +305,7 @@ def test_form_fields_come_from_the_kinds_schema(client: FlaskClient) -> None:
 
     assert '<option value="wait_for_url" selected>' in html
     url = text_of(html, "field-params.url")
-    assert "Url *" in url
+    assert "URL *" in url
     assert "A URL answering JSON with a `status` field." in url
     assert input_value(html, "params.interval") == "60.0"
     assert re.search(r'name="params.max_errors" value="10" step="1" min="1" max="1000"', html)
@@ -588,3 +588,35 @@ def test_a_failed_healthchecks_page_shows_its_report(
     assert report.index("FAILED") < report.index("passed")  # the failed check first
     assert "assembly.name" in text_of(html, "check-meta_keys")
     assert '<details class="operators"><summary>Traceback (for operators)</summary>' in html
+
+
+def test_the_form_offers_what_users_submit_with_labels_in_words(client: FlaskClient) -> None:
+    """When the new-job form is opened, then the kinds prodinf makes itself (job
+    notifications, events' jobs) and those with a form of their own (handover) are not
+    offered, and a param named src_uri reads "Source URI"."""
+    html = page(client, "/jobs/new?kind=copy_database")
+
+    for hidden in ("job_notification", "event", "event_notice", "handover"):
+        assert f'<option value="{hidden}"' not in html
+    assert "Source URI *" in text_of(html, "field-params.src_uri")
+    assert "Target URI *" in text_of(html, "field-params.tgt_uri")
+
+
+def test_run_again_fills_the_form_with_the_jobs_params(
+    app: Flask, client: FlaskClient, site: Site
+) -> None:
+    """Given a job, when its page's "Run again" is followed, then the form is filled with
+    its kind and params, and submitting it makes a new job with the same params."""
+    job_id = run(app, "http_get", {"url": f"{site.base}/ok", "timeout": 7})
+    html = page(client, f"/jobs/{job_id}")
+    assert f'href="/jobs/new?again={job_id}"' in html
+
+    form = page(client, f"/jobs/new?again={job_id[:8]}")
+
+    assert '<option value="http_get" selected>' in form
+    assert input_value(form, "params.url") == f"{site.base}/ok"
+    assert input_value(form, "params.timeout") == "7.0"
+    data = {"csrf_token": input_value(form, "csrf_token"), "kind": "http_get"}
+    data.update({"params.url": f"{site.base}/ok", "params.timeout": "7.0"})
+    answer = client.post("/jobs/new", data=data)
+    assert answer.status_code == 303 and job_id not in answer.headers["Location"]
