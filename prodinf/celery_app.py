@@ -24,6 +24,7 @@ from celery.signals import celeryd_after_setup
 from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
+from prodinf.embedded_broker import TRANSPORT
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
@@ -60,6 +61,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         # Read by ``runtime_for``: each process builds its runtime from these.
         prodinf_settings=settings,
         broker_url=settings.broker,
+        broker_transport=TRANSPORT if settings.is_embedded_broker else None,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         result_backend=settings.results_url,

@@ -69,3 +69,30 @@ def test_publishing_a_run_message_never_touches_the_result_backend(home: Path) -
         assert sorted(broker.messages()) == [(f"job-{i}", "jobs") for i in range(3)]
     finally:
         broker.close()
+
+
+def test_a_message_is_never_read_half_written(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a worker reading the queue while a message is being written (kombu's own
+    transport wrote it in place, where a reader could take it half-written and stop with
+    a JSONDecodeError), then until the message is whole the reader finds nothing, and
+    then it finds all of it."""
+    import prodinf.embedded_broker as embedded
+
+    seen_while_writing: list[object] = []
+    rename = embedded.os.replace
+
+    def look_then_rename(partial: str, final: str) -> None:
+        # the message's bytes are on disk under their partial name: a reader now...
+        with broker.runtime.celery.connection_for_read() as conn:
+            seen_while_writing.append(conn.default_channel.basic_get("jobs", no_ack=True))
+        rename(partial, final)
+
+    monkeypatch.setattr(embedded.os, "replace", look_then_rename)
+    broker.publish("job-1", "jobs")
+
+    assert seen_while_writing == [None]  # ...found nothing
+    with broker.runtime.celery.connection_for_read() as conn:
+        message = conn.default_channel.basic_get("jobs", no_ack=True)
+    assert message is not None and message.decode()[0] == ["job-1"]
