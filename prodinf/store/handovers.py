@@ -7,13 +7,13 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, func, insert, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, func, select, tuple_, update
 
 from prodinf.status import TERMINAL, StepStatus
 from prodinf.store.models import COPY_SLOTS, HANDOVER_BULKS, HANDOVER_OPEN, HANDOVERS, JOBS, STEPS
 from prodinf.store.repository import JobStore
 from prodinf.store.rows import insert_rows
+from prodinf.store.types import insert_if_absent
 
 __all__ = [
     "COPYING",
@@ -52,19 +52,6 @@ def key_of(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> None:
-    """Insert ``values`` unless the primary key is taken (waiting for a transaction that
-    is inserting it to end), on every store."""
-    dialect = conn.dialect.name
-    stmt: Insert
-    if dialect == "postgresql":
-        stmt = pg_insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = insert(table).values(**values)
-        stmt = stmt.prefix_with("IGNORE" if dialect in ("mysql", "mariadb") else "OR IGNORE")
-    conn.execute(stmt)
-
-
 def _stage(conn: Connection, token: str) -> str | None:
     """The stage handover ``token`` is at: its first step that has not succeeded."""
     row = conn.execute(
@@ -84,7 +71,11 @@ def claim_source(conn: Connection, source_key: str, token: str) -> None:
 
     :raises Unfinished: another handover of the database has not ended.
     """
-    _insert_ignore(conn, HANDOVER_OPEN, {"source_key": source_key, "token": token})
+    conn.execute(
+        insert_if_absent(conn, HANDOVER_OPEN, "source_key").values(
+            source_key=source_key, token=token
+        )
+    )
     holder = conn.scalar(
         select(HANDOVER_OPEN.c.token)
         .where(HANDOVER_OPEN.c.source_key == source_key)
@@ -101,7 +92,7 @@ def claim_source(conn: Connection, source_key: str, token: str) -> None:
 
 
 def _lock_slots(conn: Connection, staging_key: str) -> None:
-    _insert_ignore(conn, COPY_SLOTS, {"staging_key": staging_key})
+    conn.execute(insert_if_absent(conn, COPY_SLOTS, "staging_key").values(staging_key=staging_key))
     conn.execute(
         select(COPY_SLOTS.c.staging_key)
         .where(COPY_SLOTS.c.staging_key == staging_key)

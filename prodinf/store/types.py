@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
-from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import Dialect
+from sqlalchemy import JSON, DateTime, Table
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["JSONType", "UTCDateTime", "utcnow"]
+__all__ = ["JSONType", "UTCDateTime", "insert_if_absent", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -48,3 +49,18 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 #: JSON everywhere; JSONB on PostgreSQL.
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def insert_if_absent(conn: Connection, table: Table, key: str) -> Insert:
+    """An INSERT into ``table`` that does nothing when its unique column ``key`` is taken
+    (waiting for a transaction that is inserting it to end), on every store; the caller
+    adds ``.values(...)``. A ``SELECT ... FOR UPDATE`` of the row may follow it."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
+    # MySQL/MariaDB: a no-op update, not INSERT IGNORE, which would take a shared lock
+    # on an existing row that the SELECT ... FOR UPDATE after it then deadlocks upgrading.
+    insert = mysql.insert(table)
+    return insert.on_duplicate_key_update({key: insert.inserted[key]})

@@ -14,14 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, delete, exists, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert
 
 from prodinf.status import ACTIVE, StepStatus
 from prodinf.store.models import JOBS, STEPS, WATCHERS, WATCHES
 from prodinf.store.repository import JobStore
-from prodinf.store.types import utcnow
+from prodinf.store.types import insert_if_absent, utcnow
 
 __all__ = [
     "DueWatch",
@@ -75,7 +73,7 @@ def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> N
     # Insert-if-absent, then lock the row: steps of other jobs may start watching the
     # same new URL at the same moment, and a plain INSERT would fail all but one.
     conn.execute(
-        _insert_if_absent(conn).values(
+        insert_if_absent(conn, WATCHES, "url_key").values(
             url_key=key,
             url=watch.url,
             interval=watch.interval,
@@ -106,19 +104,6 @@ def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> N
             job_id=job_id, step=step, watch_id=watch_id, max_errors=watch.max_errors
         )
     )
-
-
-def _insert_if_absent(conn: Connection) -> Insert:
-    """An INSERT into the watches that does nothing when the URL is already watched."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
-    if dialect == "sqlite":
-        return sqlite.insert(WATCHES).on_conflict_do_nothing(index_elements=["url_key"])
-    # MySQL/MariaDB: a no-op update, not INSERT IGNORE, which would take a shared lock
-    # on an existing row that the SELECT ... FOR UPDATE after it then deadlocks upgrading.
-    insert = mysql.insert(WATCHES)
-    return insert.on_duplicate_key_update(url_key=insert.inserted.url_key)
 
 
 def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:
