@@ -14,6 +14,7 @@ builds a Celery app from the environment when imported).
 
 from importlib.metadata import PackageNotFoundError, version
 
+from prodinf.engine.choices import choices
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import Kind, NoParams, job_kind
 from prodinf.engine.steps import Flow, Retry, Step
@@ -35,6 +36,7 @@ __all__ = [  # noqa: RUF022 (grouped by purpose)
     "Step",
     "Retry",
     "StepContext",
+    "choices",
     # waiting without a worker
     "Wait",
     "Watch",

@@ -44,14 +44,17 @@ class NotifySpec(BaseModel):
     email: list[str] = Field(
         default_factory=list,
         max_length=MAX_ADDRESSES,
+        title="Email addresses",
         description="Addresses mailed a summary when the job ends.",
     )
     webhook: AnyHttpUrl | None = Field(
         default=None,
+        title="Webhook URL",
         description="URL sent a signed JSON summary (POST) when the job ends.",
     )
     when: Literal["always", "failure"] = Field(
         default="always",
+        title="When",
         description="always: at every end; failure: only when the job did not succeed.",
     )
 

@@ -16,13 +16,15 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
 
 from prodinf.engine.registry import Kind
 from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
 from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.portal.current import runtime
-from prodinf.portal.params_form import fields_for, params_from, values_of
+from prodinf.portal.notify_form import notify_fields, notify_from
+from prodinf.portal.params_form import fields_for, nearest, params_from, problems, values_of
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 
 __all__ = ["blueprint"]
@@ -174,13 +176,14 @@ def new_job() -> ResponseReturnValue:
     if again:
         earlier = rt.store.describe(rt.store.resolve_id(again))
         kind = rt.registry.get(earlier["kind"])
-        fields = fields_for(kind.schema())
+        values = values_of(earlier["params"], fields_for(kind.schema()))
+        values.update(values_of(earlier.get("notify") or {}, notify_fields(rt.registry)))
         flash(
             f"The params of job {earlier['id'][:8]}; passwords are masked (***): type them "
             "again before submitting.",
             "info",
         )
-        return job_form(earlier["kind"], values_of(earlier["params"], fields))
+        return job_form(earlier["kind"], values)
     name = request.args.get("kind") or (kinds[0].name if kinds else "")
     return job_form(name, values=None)
 
@@ -192,9 +195,21 @@ def submit_job() -> ResponseReturnValue:
     name = request.form.get("kind", "")
     key = request.form.get("idempotency_key", "").strip() or None
     try:
-        params = params_from(request.form, fields_for(rt.registry.get(name).schema()))
+        kind = rt.registry.get(name)
+        fields = fields_for(kind.schema())
+        params, errors = params_from(request.form, fields)
+        notify, notify_errors = notify_from(request.form, notify_fields(rt.registry))
+        # Every bad input at once: the whole params model, the notify inputs, then parsing.
+        keys = [f.key for f in fields]
+        errors = {**problems(kind.params, params, "params", keys), **notify_errors, **errors}
+        if errors:
+            return job_form(name, request.form, errors=errors, code=400)
         summary, created = rt.jobs.submit(
-            name, params, idempotency_key=key, submitted_by=request.headers.get("X-Prodinf-User")
+            name,
+            params,
+            idempotency_key=key,
+            submitted_by=request.headers.get("X-Prodinf-User"),
+            notify=notify,
         )
     except (ValidationError, Conflict) as exc:
         return job_form(name, request.form, exc.field, exc.message, exc.status_code)
@@ -209,38 +224,34 @@ def submit_job() -> ResponseReturnValue:
 
 def job_form(
     name: str,
-    values: Mapping[str, str] | None,
+    values: MultiDict[str, str] | None,
     field: str | None = None,
     message: str | None = None,
     code: int = 200,
+    errors: Mapping[str, str] | None = None,
 ) -> ResponseReturnValue:
-    """The form for kind ``name``, with ``values`` typed so far and an error to show."""
+    """The form for kind ``name``, with ``values`` typed so far and the errors to show
+    (``errors`` by form key, or one ``message`` about ``field``)."""
     kinds = offered(runtime().registry)
     kind: Kind[Any] | None = next((k for k in kinds if k.name == name), None)
     fields = fields_for(kind.schema()) if kind is not None else []
+    notify = notify_fields(runtime().registry) if kind is not None else []
     if kind is None and name:
         field, message, code = "kind", f"unknown kind {name!r}", 400
-    errors: dict[str, str] = {}
+    shown = dict(errors or {})
     if message is not None:
-        where = _field_for(field, {"kind", "idempotency_key", *(f.key for f in fields)})
-        errors[where] = message.removeprefix(f"{field}: ") if where == field else message
+        keys = {"kind", "idempotency_key", *(f.key for f in [*fields, *notify])}
+        where = nearest(field, keys)
+        shown[where] = message.removeprefix(f"{field}: ") if where == field else message
     return render_template(
         "new_job.html",
         kinds=kinds,
         kind=kind,
         fields=fields,
+        notify=notify,
         values=values,
-        errors=errors,
+        errors=shown,
     ), code
-
-
-def _field_for(field: str | None, keys: set[str]) -> str:
-    """The input an error belongs next to: ``field`` itself, its parent, or the form."""
-    while field:
-        if field in keys:
-            return field
-        field = field.rpartition(".")[0]
-    return "form"
 
 
 # -- "email me when this is done" -----------------------------------------------------------

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import NullPool
 from sqlalchemy.exc import DBAPIError
 
-from prodinf import Flow, Retry, Step, StepContext, job_kind
+from prodinf import Flow, Retry, Step, StepContext, choices, job_kind
 from prodinf.config import Settings, get_settings
 from prodinf.databases.naming import DatasetName, load_naming_rules
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
@@ -67,6 +67,21 @@ def _known(kind: str, values: list[str]) -> list[str]:
     return values
 
 
+def _group_choices() -> list[tuple[str, str]]:
+    checks = active_catalogue(get_settings()).checks
+    return [
+        (group, f"{group}: {', '.join(c.name for c in checks if c.group == group)}")
+        for group in sorted({c.group for c in checks})
+    ]
+
+
+def _check_choices() -> list[tuple[str, str, str]]:
+    return [
+        (c.name, f"{c.name} ({c.group})", c.description)
+        for c in active_catalogue(get_settings()).checks
+    ]
+
+
 class HealthcheckParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,10 +90,16 @@ class HealthcheckParams(BaseModel):
         "sqlite:///path."
     )
     groups: list[str] = Field(
-        default_factory=list, description="Groups of checks to run (default: every check)."
+        default_factory=list,
+        title="Groups of checks",
+        description="Groups of checks to run (none picked, nor any check: every check).",
+        json_schema_extra=choices(_group_choices),
     )
     names: list[str] = Field(
-        default_factory=list, description="Checks to run by name, besides any groups."
+        default_factory=list,
+        title="Checks",
+        description="Checks to run by name, besides any groups.",
+        json_schema_extra=choices(_check_choices),
     )
 
     @field_validator("groups")
