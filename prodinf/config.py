@@ -25,7 +25,23 @@ from prodinf.addresses import validate_sender
 from prodinf.exceptions import ValidationError
 from prodinf.redact import redact_text
 
-__all__ = ["Settings", "get_settings", "with_driver"]
+__all__ = ["HOME_FOLDER", "Settings", "default_home", "get_settings", "with_driver"]
+
+#: The name of the folder that holds a prodinf's embedded state.
+HOME_FOLDER = ".prodinf"
+
+
+def default_home(start: Path | None = None) -> Path:
+    """Where prodinf keeps its embedded state when ``PRODINF_HOME`` is unset: the closest
+    ``.prodinf`` folder in ``start`` (the working directory) or one of its parents, else
+    ``~/.prodinf``. So every process of a user finds the same store, from any folder,
+    and a project keeps its own by holding a ``.prodinf`` folder."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / HOME_FOLDER
+        if candidate.is_dir():
+            return candidate
+    return (Path.home() / HOME_FOLDER).resolve()
 
 
 class Settings(BaseSettings):
@@ -34,8 +50,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRODINF_", extra="ignore", frozen=True)
 
     home: Path = Field(
-        default=Path(".prodinf"),
-        description="Folder for embedded state: SQLite store, filesystem broker, outbox.",
+        default_factory=lambda: default_home(),
+        description="Folder for embedded state: SQLite store, filesystem broker, outbox. "
+        "Unset: the closest .prodinf folder in the working directory or a parent, else "
+        "~/.prodinf; always made absolute.",
     )
     database_url: str | None = Field(
         default=None,
@@ -259,6 +277,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://prodinf.example.org")
         return value
 
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        # One place whatever the working directory of the process that reads it: a
+        # relative PRODINF_HOME is resolved once, here, and passed on absolute.
+        return value.expanduser().resolve()
+
     @field_validator("plugins", mode="before")
     @classmethod
     def _split_plugins(cls, value: Any) -> Any:
@@ -273,7 +298,7 @@ class Settings(BaseSettings):
         """The job store's SQLAlchemy URL (SQLite under home when unset)."""
         if self.database_url:
             return with_driver(self.database_url)
-        return f"sqlite:///{(self.home / 'prodinf.sqlite').resolve()}"
+        return f"sqlite:///{self.home / 'prodinf.sqlite'}"
 
     @property
     def broker(self) -> str:

@@ -133,8 +133,9 @@ class Child:
 def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     """Start everything on this machine: portal, a worker per queue, and the scheduler.
 
-    With no PRODINF_* settings it runs on embedded defaults under ./.prodinf
-    (SQLite store, filesystem broker): no server needed. Ctrl-C stops it all.
+    With no PRODINF_* settings it runs on embedded defaults under its home (the
+    closest .prodinf folder up from here, else ~/.prodinf): a SQLite store and a
+    filesystem broker, no server needed. Ctrl-C stops it all.
     """
     from werkzeug.serving import make_server
 
@@ -206,6 +207,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
         watcher.start()
         url = f"http://{server.host}:{server.port}"
         click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
+        click.echo(f"home {home} (PRODINF_HOME; `prodinf config` shows the one a shell finds)")
         click.echo(
             f"store {redact_text(settings.store_url)}, broker {redact_text(settings.broker)}, "
             f"logs in {logs}. Ctrl-C stops everything."

@@ -22,6 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("PRODINF_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))  # the per-user home, in tmp_path
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
 
@@ -30,14 +31,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_defaults_are_embedded_under_home(tmp_path: Path) -> None:
-    """Given no PRODINF_* variable, then the settings are embedded under ./.prodinf: a
-    SQLite store, the filesystem broker, a queue per kind of work, a portal on loopback.
+    """Given no PRODINF_* variable and no .prodinf folder up the tree, then the settings
+    are embedded under the user's ~/.prodinf: a SQLite store, the filesystem broker, a
+    queue per kind of work, a portal on loopback.
     """
     settings = Settings()
 
-    assert settings.home == Path(".prodinf")
+    user_home = (tmp_path / "user" / ".prodinf").resolve()
+    assert settings.home == user_home
     assert settings.database_url is None
-    assert settings.store_url == f"sqlite:///{tmp_path.resolve() / '.prodinf' / 'prodinf.sqlite'}"
+    assert settings.store_url == f"sqlite:///{user_home / 'prodinf.sqlite'}"
     assert settings.broker_url is None
     assert settings.broker.startswith("filesystem://")  # kombu's filesystem transport
     assert settings.is_embedded_broker
@@ -50,6 +53,26 @@ def test_defaults_are_embedded_under_home(tmp_path: Path) -> None:
     }
     assert settings.plugins == []
     assert (settings.host, settings.port) == ("127.0.0.1", 5000)
+
+
+def test_the_closest_prodinf_folder_up_the_tree_is_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a project folder holding .prodinf, when a process starts in a folder below
+    it, then its home is that .prodinf (not one of its own); and a relative
+    PRODINF_HOME is made absolute, so children started elsewhere find the same one."""
+    project = tmp_path / "project"
+    (project / ".prodinf").mkdir(parents=True)
+    deep = project / "analysis" / "2026"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+
+    assert Settings().home == (project / ".prodinf").resolve()
+    assert Settings().store_url == f"sqlite:///{(project / '.prodinf').resolve()}/prodinf.sqlite"
+
+    monkeypatch.setenv("PRODINF_HOME", "state")
+    assert Settings().home == (deep / "state").resolve()
+    assert Settings().home.is_absolute()
 
 
 def test_home_moves_the_embedded_store(tmp_path: Path) -> None:
@@ -325,7 +348,7 @@ def test_masked_lists_every_setting_as_json() -> None:
     masked = Settings(plugins=["acme.kinds"]).masked()
 
     assert set(Settings.model_fields) <= set(masked)
-    assert masked["home"] == ".prodinf"
+    assert masked["home"] == str(Settings().home)
     assert masked["plugins"] == ["acme.kinds"]
     assert masked["database_url"] is None
     assert masked["broker (effective)"] == Settings().broker

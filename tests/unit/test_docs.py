@@ -24,7 +24,7 @@ def shown(value: Any) -> str | None:
     """How the reference writes a default; None when it describes it in words."""
     if value is None or value == []:
         return "unset"
-    if isinstance(value, SecretStr):
+    if isinstance(value, SecretStr | Path):  # a secret; a folder found where it runs
         return None
     if isinstance(value, bool):
         return f"``{str(value).lower()}``"

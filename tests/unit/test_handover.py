@@ -202,3 +202,25 @@ def test_what_no_store_keeps_is_refused_by_name(
     with pytest.raises(ValidationError) as refused:
         submit(hand, source, **change)
     assert refused.value.field == field
+
+
+def test_the_shipped_staging_is_under_prodinf_home(
+    settings: Settings, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the shipped handover configuration (staging ``sqlite:///staging``), when a
+    handover is submitted from a process whose working directory is elsewhere, then the
+    copy is staged in PRODINF_HOME/staging, where every worker of that home stages it,
+    not in a folder of the working directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    made = Harness(settings.model_copy(update={"release": 115}))  # the shipped config
+    try:
+        token = submit(made, source)
+        made.drive()
+        assert made.status(token) == "succeeded", handover_detail(made.store, token)
+    finally:
+        made.store.engine.dispose()
+
+    assert (settings.home / "staging" / f"{NAME}.sqlite").is_file()
+    assert not list(elsewhere.iterdir())

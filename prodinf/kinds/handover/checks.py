@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import NullPool, inspect, text
@@ -112,7 +113,7 @@ def check_handover(raw: Any, settings: Settings, now: datetime) -> Checked:
             f"is {settings.release} (PRODINF_RELEASE)",
             field="src_uri",
         )
-    staging, target = check_target(config, uri, name)
+    staging, target = check_target(config, uri, name, settings.home)
     check_exists(uri)
     check_release(uri, name, config.release_key)
     stages = [
@@ -135,9 +136,11 @@ def check_name(uri: DatabaseURI, settings: Settings) -> DatasetName:
 
 
 def check_target(
-    config: HandoverConfig, uri: DatabaseURI, name: DatasetName
+    config: HandoverConfig, uri: DatabaseURI, name: DatasetName, home: Path
 ) -> tuple[StagingRule, DatabaseURI]:
     staging = config.staging_for(name.type, uri.database)
+    if staging is not None:
+        staging = staging.under(home)
     if staging is None:
         raise ValidationError(
             f"no staging rule of {config.source} takes {name.type} database {uri.database}: "

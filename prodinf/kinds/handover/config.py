@@ -175,6 +175,15 @@ class StagingRule(BaseModel):
             database, self.pattern
         )
 
+    def under(self, home: Path) -> StagingRule:
+        """This rule with a relative SQLite folder (``sqlite:///staging``) made absolute
+        under ``home`` (PRODINF_HOME), so the portal and every worker stage to one place."""
+        prefix = "sqlite:///"
+        folder = self.server.removeprefix(prefix)
+        if not self.server.startswith(prefix) or Path(folder).is_absolute():
+            return self
+        return self.model_copy(update={"server": f"{prefix}{home / folder}"})
+
     def target(self, database: str) -> DatabaseURI:
         """The staging URI of ``database``, with credentials from the environment.
 
