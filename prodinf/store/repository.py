@@ -20,6 +20,8 @@ from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow
+from prodinf.store.search import JobSearch, duration_seconds, search_jobs
+from prodinf.store.types import utcnow
 
 #: The fewest first characters of a job's id that name it (when no other id starts so).
 MIN_PREFIX = 6
@@ -180,22 +182,44 @@ class JobStore:
         *,
         kind: str | None = None,
         status: str | None = None,
+        id_prefix: str | None = None,
+        text: str | None = None,
+        submitted_by: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        sort: str = "created",
+        order: str = "desc",
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Jobs newest first, filtered by kind and status, and the total that match."""
-        query = select(JobRow)
-        count = select(func.count()).select_from(JobRow)
-        if kind:
-            query = query.where(JobRow.kind == kind)
-            count = count.where(JobRow.kind == kind)
-        if status:
-            query = query.where(JobRow.status == status)
-            count = count.where(JobRow.status == status)
-        query = query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
+        """Jobs that match every filter given, newest first unless ``sort`` (created,
+        updated, duration) and ``order`` (asc, desc) say otherwise, and the total that
+        match. Each summary has ``duration_seconds``: how long the job has run, None
+        until it starts. What each filter means: :mod:`prodinf.store.search`.
+
+        :raises ValidationError: naming a bad ``sort``, ``order``, or a date without a zone.
+        """
+        search = JobSearch(
+            kind=kind,
+            status=status,
+            id_prefix=id_prefix,
+            text=text,
+            submitted_by=submitted_by,
+            created_after=created_after,
+            created_before=created_before,
+            sort=sort,
+            order=order,
+        )
+        now = utcnow()
         with self.session() as session:
-            total = session.scalar(count) or 0
-            return [job_summary(job) for job in session.scalars(query)], total
+            rows, total = search_jobs(session, search, limit=limit, offset=offset, now=now)
+        return [
+            {
+                **job_summary(row),
+                "duration_seconds": duration_seconds(row.started_at, row.finished_at, now),
+            }
+            for row in rows
+        ], total
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each status."""
