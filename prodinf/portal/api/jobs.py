@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import request, url_for
@@ -11,6 +12,7 @@ from prodinf.exceptions import ValidationError
 from prodinf.kinds.job_notification import job_mail
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
+from prodinf.store.search import ORDERS, SORTS, parse_when
 
 ns = Namespace("jobs", description="Jobs: submit work and follow it")
 
@@ -84,28 +86,69 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def job_search(
+    args: Mapping[str, str],
+    *,
+    after: str = "created_after",
+    before: str = "created_before",
+    whole_days: bool = False,
+) -> dict[str, Any]:
+    """The filters and order a request asks the job list for, as ``list_jobs`` keywords:
+    ``kind``, ``status``, ``id`` (a start of the id), ``q`` (text in the params),
+    ``submitted_by``, the creation range (args ``after`` and ``before``: ISO 8601; with
+    ``whole_days``, a date alone in ``before`` takes all of that day), ``sort`` and
+    ``order``. A bad value is a 400 naming its arg."""
+    status = args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+    sort = args.get("sort") or "created"
+    if sort not in SORTS:
+        raise ValidationError(f"sort must be one of {', '.join(SORTS)}", field="sort")
+    order = args.get("order") or "desc"
+    if order not in ORDERS:
+        raise ValidationError("order must be asc or desc", field="order")
+    start, end = args.get(after) or None, args.get(before) or None
+    return {
+        "kind": args.get("kind") or None,
+        "status": status,
+        "id_prefix": args.get("id") or None,
+        "text": args.get("q") or None,
+        "submitted_by": args.get("submitted_by") or None,
+        "created_after": parse_when(start, after) if start else None,
+        "created_before": parse_when(end, before, end_of_day=whole_days) if end else None,
+        "sort": sort,
+        "order": order,
+    }
+
+
 @ns.route("")
 class JobList(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
             "kind": "Only jobs of this kind",
             "status": f"Only jobs in this status ({', '.join(STATUSES)})",
+            "id": "Only jobs whose id starts with this (any case)",
+            "q": "Only jobs whose params hold this text, ignoring case (a database name); "
+            "passwords are masked before matching",
+            "submitted_by": "Only jobs submitted by this user (the whole name, any case)",
+            "created_after": "Only jobs created at or after this ISO 8601 time (UTC unless "
+            "it names a zone; a date alone is its midnight)",
+            "created_before": "Only jobs created before this ISO 8601 time",
+            "sort": "created (the default), updated, or duration (started to ended, or to "
+            "now; jobs never started last)",
+            "order": "desc (the default) or asc",
             "limit": "Page size, 1-500 (default 50)",
             "offset": "Jobs to skip (default 0)",
         }
     )
     @ns.response(400, "Bad filter", error)
     def get(self) -> dict[str, Any]:
-        """Jobs, newest first, filtered by kind and status, a page at a time."""
-        status = request.args.get("status") or None
-        if status is not None and status not in STATUSES:
-            raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
+        """Jobs, newest first, filtered and sorted, a page at a time. Each has
+        ``duration_seconds``: how long it has run (null until it starts)."""
+        search = job_search(request.args)
         limit = int_arg("limit", 50, 1, 500)
         offset = int_arg("offset", 0, 0, 10**9)
-        kind = request.args.get("kind") or None
-        items, total = runtime().store.list_jobs(
-            kind=kind, status=status, limit=limit, offset=offset
-        )
+        items, total = runtime().store.list_jobs(**search, limit=limit, offset=offset)
         following = None
         if offset + limit < total:
             args = {k: v for k, v in request.args.items() if k != "offset"}
