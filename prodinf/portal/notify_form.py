@@ -30,6 +30,7 @@ def notify_fields(registry: Registry) -> list[Field]:
         replace(
             f,
             separator=ADDRESS_SEPARATOR,
+            placeholder="ada@example.org, grace@example.org",
             help=f"{f.help} Separate several with commas, spaces or new lines.",
         )
         if f.name == "email"

@@ -63,6 +63,8 @@ class Field:
     prefix: str = "params"
     #: A regular expression: what separates a ``list`` widget's items.
     separator: str = COMMAS
+    #: What an empty text input shows; a ``list`` says how to type its items.
+    placeholder: str = ""
 
     @property
     def key(self) -> str:
@@ -166,9 +168,9 @@ def fields_for(schema: Mapping[str, Any], prefix: str = "params") -> list[Field]
             secret = prop.get("format") == "password" or prop.get("writeOnly")
             fields.append(Field(widget="password" if secret else "text", **common))
         elif json_type == "array" and items.get("type") in ("string", "integer", "number"):
-            fields.append(Field(widget="list", **common))
+            fields.append(Field(widget="list", placeholder="a, b, c or a JSON list", **common))
         else:  # lists of objects, objects, unions: typed as JSON
-            fields.append(Field(widget="json", **common))
+            fields.append(Field(widget="json", placeholder="JSON", **common))
     return fields
 
 

@@ -145,6 +145,11 @@ class WebDriver:
         value: str = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
         return value
 
+    def selected(self, css: str) -> bool:
+        """Whether the checkbox, radio button or option matching ``css`` is ticked."""
+        value: bool = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")
+        return value
+
     @property
     def url(self) -> str:
         value: str = self.call("GET", f"/session/{self.session}/url")

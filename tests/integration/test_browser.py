@@ -84,6 +84,50 @@ def test_browser_submits_the_form_and_cancels_the_job(
 
 
 @pytest.mark.slow
+def test_browser_picks_two_checks_and_a_notify_address(
+    app: Flask, live: str, browser: WebDriver
+) -> None:
+    # Given the new-job form for a healthcheck in a browser
+    browser.go(f"{live}/jobs/new?kind=healthcheck")
+    uri = "sqlite:////tmp/homo_sapiens_core_115_38.sqlite"
+    browser.type('[name="params.database_uri"]', uri)
+    # When the user ticks two of the catalogue's checks and types an address to mail
+    for check in ("reachable", "meta_keys"):
+        browser.click(f'input[name="params.names"][value="{check}"]')
+    browser.type('[name="notify.email"]', "ada@example.org")
+    browser.click("button.primary")
+    # Then the new job's page shows those two checks in its params, and whom it mails
+    job_page = re.compile(rf"{re.escape(live)}/jobs/([0-9a-f-]{{36}})")
+    browser.wait_for("the job page", lambda: bool(job_page.fullmatch(browser.url)))
+    params = json.loads(browser.text("#job-params"))
+    assert params["names"] == ["reachable", "meta_keys"]
+    assert params["database_uri"] == uri
+    assert browser.text("#job-notify") == "ada@example.org"
+    match = job_page.fullmatch(browser.url)
+    assert match
+    assert runtime_of(app).store.describe(match.group(1))["notify"] == {
+        "email": ["ada@example.org"]
+    }
+
+
+@pytest.mark.slow
+def test_browser_shows_every_bad_field_at_once(live: str, browser: WebDriver) -> None:
+    # Given the healthcheck form with a check ticked, no database and an address without @
+    browser.go(f"{live}/jobs/new?kind=healthcheck")
+    browser.click('input[name="params.names"][value="foreign_keys"]')
+    browser.type('[name="notify.email"]', "nobody")
+    # When it is submitted
+    browser.click("button.primary")
+    # Then both inputs say what is wrong, and the ticked check and the address are kept
+    uri_error = '[id="error-params.database_uri"]'
+    browser.wait_for("the errors", lambda: "Field required" in browser.text(uri_error))
+    assert "'nobody' is not an email address" in browser.text('[id="error-notify.email"]')
+    assert browser.selected('input[name="params.names"][value="foreign_keys"]')
+    assert not browser.selected('input[name="params.names"][value="reachable"]')
+    assert browser.text('[name="notify.email"]') == "nobody"
+
+
+@pytest.mark.slow
 def test_browser_renders_the_outbox(settings: Settings, live: str, tmp_path: Path) -> None:
     # Given a summary mail in the outbox, whose document holds markup and whose URL a
     # password

@@ -92,7 +92,7 @@ class HealthcheckParams(BaseModel):
     groups: list[str] = Field(
         default_factory=list,
         title="Groups of checks",
-        description="Groups of checks to run (none picked, nor any check: every check).",
+        description="Groups of checks to run. With no group and no check picked, every check runs.",
         json_schema_extra=choices(_group_choices),
     )
     names: list[str] = Field(
