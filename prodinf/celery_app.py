@@ -25,6 +25,7 @@ from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
 from prodinf.embedded_broker import TRANSPORT
+from prodinf.engine.steplog import tag_log_records
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
@@ -43,6 +44,12 @@ log = logging.getLogger(__name__)
 
 #: The direct exchange every prodinf queue is bound to, by its own name.
 EXCHANGE = "prodinf"
+#: Celery's formats, with ``job=<id> step=<name>`` on the lines a step's code logs.
+WORKER_LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(prodinf_where)s%(message)s"
+WORKER_TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: "
+    "%(prodinf_where)s%(message)s"
+)
 #: Deliveries of one message a quorum queue allows before dead-lettering it
 #: (RabbitMQ 4's default): a job whose step kills its worker 20 times over.
 DELIVERY_LIMIT = 20
@@ -90,6 +97,9 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # A line logged while a step runs names its job and step (steplog.tag_log_records).
+        worker_log_format=WORKER_LOG_FORMAT,
+        worker_task_log_format=WORKER_TASK_LOG_FORMAT,
         enable_utc=True,
         beat_schedule={
             "prodinf-reconcile": {
@@ -103,6 +113,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         },
     )
     register_tasks(app)
+    tag_log_records()
     app.steps["worker"].add(WorkerRuntime)
     if settings.worker_reconcile:
         app.steps["worker"].add(WorkerReconciler)

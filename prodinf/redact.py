@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["redact", "redact_text"]
+__all__ = ["redact", "redact_text", "secret_values"]
 
 # scheme://user:password@host -> scheme://user:***@host. The match starts at "://"
 # (after one scheme character), never at every letter of a long word, and the
@@ -65,3 +65,33 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
     return value
+
+
+def secret_values(value: Any) -> list[str]:
+    """The secrets a JSON-like value holds (a job's params): the values under the keys
+    :func:`redact` masks, ``SecretStr`` values and URL passwords, for ``redact_text``'s
+    ``secrets`` wherever they may be echoed on their own (a step's log)."""
+    found: list[str] = []
+
+    def walk(item: Any, secret: bool) -> None:
+        if hasattr(item, "get_secret_value"):
+            walk(item.get_secret_value(), True)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                walk(sub, secret or (isinstance(key, str) and key.lower().endswith(_SECRET_KEYS)))
+        elif isinstance(item, list | tuple):
+            for sub in item:
+                walk(sub, secret)
+        elif isinstance(item, str) and item:
+            if secret:
+                found.append(item)
+            for token in _TOKEN.findall(item):
+                if "://" in token and "@" in token:
+                    end = token.rindex("@") + 1
+                    found.extend(m.group("pw") for m in _URL_CREDENTIALS.finditer(token[:end]))
+        elif secret and isinstance(item, int | float) and not isinstance(item, bool):
+            found.append(str(item))
+
+    walk(value, False)
+    # longest first: a secret that holds another is masked whole
+    return sorted(set(found), key=len, reverse=True)

@@ -7,6 +7,7 @@
     prodinf post KIND --param key=value [--wait]
     prodinf handover SRC_URI --contact ADDR --comment TEXT [--wait]
     prodinf show [ID]
+    prodinf logs ID [--step NAME] [--follow]
     prodinf db upgrade | prodinf config
 """
 
@@ -24,6 +25,7 @@ from prodinf.cli.handovers import (
     handovers_cmd,
 )
 from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
+from prodinf.cli.logs import logs
 from prodinf.cli.serve import portal, scheduler, up, worker
 
 __all__ = ["main"]
@@ -49,6 +51,7 @@ for command in (
     handover_stop,
     handover_restart,
     show,
+    logs,
     cancel,
     retry,
     kinds,

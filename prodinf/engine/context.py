@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from prodinf.config import Settings
+from prodinf.engine.steplog import step_logger
 from prodinf.engine.waits import Child, Wait, Watch
 
 __all__ = ["StepContext"]
@@ -65,6 +66,10 @@ class StepContext(Generic[P]):
         #: The kinds (a ``Registry``) of the prodinf that runs the step, for a step that
         #: records jobs itself; None outside a runner.
         self.registry = registry
+        #: A logger (``ctx.log.info("copied %d rows", n)``) whose lines are kept with this
+        #: attempt of the step, as is what the step logs through ``logging`` while it
+        #: runs: see the job page, ``prodinf logs`` and ``GET /api/v1/jobs/<id>/logs``.
+        self.log = step_logger(kind, job_id, step)
         self._hooks = hooks
 
     def once(self, key: str, effect: Callable[[], T]) -> T:

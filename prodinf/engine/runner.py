@@ -32,10 +32,11 @@ from prodinf.engine.messages import Messages, Publish, lane
 from prodinf.engine.newjob import new_job
 from prodinf.engine.planner import Claim, Finish, Idle, plan
 from prodinf.engine.registry import Kind, Registry
+from prodinf.engine.steplog import capturing
 from prodinf.engine.steps import Flow, Step
 from prodinf.engine.waits import Child, Commit, Wait
 from prodinf.exceptions import PermanentError, ProdinfError, UnknownKind
-from prodinf.redact import redact, redact_text
+from prodinf.redact import redact, redact_text, secret_values
 from prodinf.status import HELD, TERMINAL, JobStatus, StepStatus
 from prodinf.store import JobStore
 from prodinf.store import leases as held
@@ -261,11 +262,13 @@ class Runner:
             registry=self.registry,
         )
         lease = Lease(action.job_id, action.step.name, owner)
+        secrets = secret_values(action.params.model_dump())
         self.heartbeat.hold(lease)
         try:
-            fn = action.step.revert if action.revert else action.step.execute
-            assert fn is not None  # the planner only reverts steps that have a revert
-            outcome = _Outcome(value=fn(ctx), state=ctx.state)
+            with capturing(self.store, *lease[:2], action.attempt, secrets=secrets):
+                fn = action.step.revert if action.revert else action.step.execute
+                assert fn is not None  # the planner only reverts steps that have a revert
+                outcome = _Outcome(value=fn(ctx), state=ctx.state)
         except Exception as exc:
             outcome = _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
         finally:

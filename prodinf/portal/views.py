@@ -25,6 +25,7 @@ from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.portal.current import runtime
 from prodinf.portal.notify_form import notify_fields, notify_from
 from prodinf.portal.params_form import fields_for, nearest, params_from, problems, values_of
+from prodinf.portal.step_logs import step_logs
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 
 __all__ = ["blueprint"]
@@ -124,6 +125,7 @@ def job(job_id: str) -> ResponseReturnValue:
         can_cancel=active,
         can_retry=detail["status"] in RETRYABLE,
         can_run_again=any(k.name == detail["kind"] for k in offered(runtime().registry)),
+        logs=step_logs(store, detail),
         refresh=REFRESH_SECONDS if active else None,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from flask_restx import Api
 
+from prodinf.portal.api import logs  # noqa: F401 (adds /jobs/<id>/logs to the jobs namespace)
 from prodinf.portal.api.callbacks import ns as callbacks_ns
 from prodinf.portal.api.events import ns as events_ns
 from prodinf.portal.api.events import subscriptions_ns
