@@ -16,6 +16,7 @@ which the reconciler drains.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -35,6 +36,8 @@ from prodinf.runtime import (
     lane,
     runtime_for,
 )
+from prodinf.store import workers
+from prodinf.store.types import utcnow
 from prodinf.task_results import RESULT_TABLES
 from prodinf.tasks import ProdinfTask, register_tasks
 
@@ -115,6 +118,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     register_tasks(app)
     tag_log_records()
     app.steps["worker"].add(WorkerRuntime)
+    app.steps["worker"].add(WorkerPresence)
     if settings.worker_reconcile:
         app.steps["worker"].add(WorkerReconciler)
     _consume_lanes(app, settings.queue_for(consume) if consume is not None else None)
@@ -204,6 +208,49 @@ class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, worker: Any) -> None:
         runtime_for(worker.app)
+
+
+class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Says in the store that this worker is alive (its name and queues), every
+    ``SEEN_EVERY`` seconds from a thread, and deletes its row as it stops: what a
+    process submitting work reads to warn that no worker uses its store."""
+
+    label = "prodinf presence"
+    requires = (WorkerRuntime,)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        self._thread = threading.Thread(
+            target=self._loop,
+            args=(worker.app, worker.hostname, queues),
+            daemon=True,
+            name="prodinf-presence",
+        )
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            workers.forget(runtime_for(worker.app).store, worker.hostname)
+        except Exception:  # the row ages out of SEEN_WITHIN anyway
+            log.warning("could not remove worker %s from the store", worker.hostname)
+
+    def _loop(self, app: Celery, name: str, queues: list[str]) -> None:
+        started = utcnow()
+        while True:
+            try:
+                workers.seen(runtime_for(app).store, name, queues, os.getpid(), started)
+            except Exception:  # a store outage: say so, and try at the next beat
+                log.warning("could not record worker %s in the store", name, exc_info=True)
+            if self._stop.wait(workers.SEEN_EVERY):
+                return
 
 
 class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -30,7 +30,7 @@ from prodinf.engine.watches import look_due
 from prodinf.exceptions import BrokerUnavailable
 from prodinf.kinds.rules_files import check_rules_files
 from prodinf.redact import redact_text
-from prodinf.store import JobStore
+from prodinf.store import JobStore, workers
 
 __all__ = [
     "EMAIL_WHEN_COMPLETE",
@@ -231,6 +231,30 @@ class Runtime:
                 conn.ensure_connection(max_retries=1, timeout=3)
         except (KombuError, KombuOperationalError, OSError) as exc:
             raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+    def unconsumed(self, queue: str) -> str | None:
+        """A warning when no worker consuming ``queue`` (a configured queue name) has
+        used this store in the last minute, else ``None``: work sent there waits. Most
+        often the process found another store than the workers (another home)."""
+        try:
+            running = workers.recent(self.store)
+        except Exception:
+            running = []
+        if any(queue in w.queues for w in running):
+            return None
+        settings = self.settings
+        where = (
+            f"the store in {settings.home} (PRODINF_HOME)"
+            if settings.database_url is None
+            else f"the store {redact_text(settings.store_url)} (PRODINF_DATABASE_URL)"
+        )
+        others = f"; workers seen: {', '.join(w.name for w in running)}" if running else ""
+        return (
+            f"no worker of queue {queue} has used {where} in the last "
+            f"{workers.SEEN_WITHIN:.0f} s{others}, so this work waits until one does: start "
+            "them with `prodinf up`, or point PRODINF_HOME (PRODINF_DATABASE_URL) at the "
+            "store your workers use (`prodinf up` prints it)"
+        )
 
     def close(self) -> None:
         """Release the store's and the broker's connections."""

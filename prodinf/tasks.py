@@ -9,6 +9,7 @@ to whichever app the factory makes; this module never builds an app.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -35,12 +36,39 @@ log = logging.getLogger(__name__)
 AGAIN_AFTER = 2.0
 
 
+#: Tasks user code sends (``email_when_complete.delay(...)``): see ``apply_async``.
+USER_TASKS = frozenset({EMAIL_WHEN_COMPLETE, SUBMIT_EVENT})
+#: (process, queue) pairs already checked for a worker, so each warns at most once.
+_checked: set[tuple[int, str]] = set()
+
+
 class ProdinfTask(Task):  # type: ignore[misc]
     """A task of a prodinf app; ``self.runtime`` is the process's :class:`Runtime`."""
 
     @property
     def runtime(self) -> Runtime:
         return runtime_for(self.app)
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the task; the first time a process sends a user task to a queue that no
+        worker of its store has consumed of late, log a warning (on stderr when logging
+        is not set up): a script run from another folder may have found another home
+        than the workers, and would wait for ever."""
+        sent = super().apply_async(*args, **kwargs)
+        if self.name in USER_TASKS:
+            queue = kwargs.get("queue") or (self.app.amqp.router.route({}, self.name) or {}).get(
+                "queue"
+            )
+            name = getattr(queue, "name", queue)
+            if isinstance(name, str) and (os.getpid(), name) not in _checked:
+                _checked.add((os.getpid(), name))
+                try:
+                    warning = self.runtime.unconsumed(name)
+                except Exception:  # noqa: BLE001 (a warning must never fail a send that worked)
+                    warning = None
+                if warning is not None:
+                    log.warning("%s", warning)
+        return sent
 
     def again_soon(self, exc: Exception) -> Exception:
         """Send this task again, on its queue's lane, after ``AGAIN_AFTER`` seconds.

@@ -14,7 +14,14 @@ from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError, StoreUnavailable, ValidationError
 from prodinf.kinds.rules_files import check_rules_files
 
-__all__ = ["console", "load_settings", "make_runtime", "migrate_store", "reports_errors"]
+__all__ = [
+    "console",
+    "load_settings",
+    "make_runtime",
+    "migrate_store",
+    "reports_errors",
+    "warn_unless_consumed",
+]
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +80,15 @@ def make_runtime(settings: Settings | None = None, *, migrate: bool | None = Non
     if migrate if migrate is not None else settings.database_url is None:
         migrate_store(rt.store)
     return rt
+
+
+def warn_unless_consumed(rt: Any, kind: str) -> None:
+    """Say on stderr when no worker of ``kind``'s queue has used the store of late: the
+    work just sent waits (most often, this shell found another store than the workers)."""
+    queue = rt.settings.queue_for(rt.registry.get(kind).queue)
+    warning = rt.unconsumed(queue)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def reports_errors(fn: F) -> F:

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from prodinf.cli.common import make_runtime, reports_errors
+from prodinf.cli.common import make_runtime, reports_errors, warn_unless_consumed
 from prodinf.cli.jobs import follow_to_end, parse_params
 
 
@@ -60,5 +60,6 @@ def event_cmd(
     event, created = record_event(rt.store, rt.registry, rt.settings, rt.publish, document)
     starts = ", ".join(p["subscription"] for p in event.get("processes", [])) or "nothing"
     click.echo(f"{'recorded' if created else 'existing'} event {event['id']}: starts {starts}")
+    warn_unless_consumed(rt, "event")
     if wait:
         follow_to_end(rt, event["job_id"], timeout)

@@ -21,11 +21,12 @@ from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy import select
 
-from prodinf.cli.common import console, make_runtime
+from prodinf.cli.common import console, make_runtime, warn_unless_consumed
 from prodinf.exceptions import Conflict, NotFound, ProdinfError, ValidationError
 from prodinf.kinds.handover import Handovers
 from prodinf.kinds.handover.checks import NOTIFY
 from prodinf.kinds.handover.config import STAGES
+from prodinf.kinds.handover.kind import HANDOVER_KIND
 from prodinf.kinds.handover.report import handover_detail, handover_status
 from prodinf.status import HANDOVER_STATUS, TERMINAL, HandoverStatus, JobStatus, StepStatus
 from prodinf.store.handovers import get_handover, list_handovers
@@ -165,6 +166,7 @@ def handover_cmd(
     page = page_url(rt.settings, token)
     if page:
         click.echo(f"page: {page}")
+    warn_unless_consumed(rt, HANDOVER_KIND)
     if wait:
         follow_stages(rt, token, timeout)
 

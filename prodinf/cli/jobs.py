@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from prodinf.cli.common import console, make_runtime, reports_errors
+from prodinf.cli.common import console, make_runtime, reports_errors, warn_unless_consumed
 from prodinf.exceptions import ValidationError
 from prodinf.status import TERMINAL, JobStatus
 
@@ -121,6 +121,7 @@ def post(
         notify=notify or None,
     )
     click.echo(f"{'submitted' if created else 'existing'} {job['kind']} job {job['id']}")
+    warn_unless_consumed(rt, kind)
     if wait:
         follow_to_end(rt, job["id"], timeout)
 

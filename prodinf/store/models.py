@@ -35,6 +35,7 @@ __all__ = [
     "STEPS",
     "WATCHERS",
     "WATCHES",
+    "WORKERS",
     "Base",
     "EventRow",
     "HistoryRow",
@@ -269,6 +270,19 @@ class CopySlotRow(Base):
     staging_key: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
+class WorkerRow(Base):
+    """A worker that uses this store: the queues it consumes and when it was last seen
+    (every ``SEEN_EVERY`` seconds while it runs; its row is deleted as it stops)."""
+
+    __tablename__ = "prodinf_workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list[str]] = mapped_column(JSONType)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 # The tables, for Core statements (the runner's hot path uses no ORM session).
 JOBS = cast(Table, JobRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
@@ -281,3 +295,4 @@ HANDOVERS = cast(Table, HandoverRow.__table__)
 HANDOVER_OPEN = cast(Table, HandoverOpenRow.__table__)
 HANDOVER_BULKS = cast(Table, HandoverBulkRow.__table__)
 COPY_SLOTS = cast(Table, CopySlotRow.__table__)
+WORKERS = cast(Table, WorkerRow.__table__)

@@ -8,7 +8,6 @@ then they run, every view shows them, and Ctrl-C stops every process it started.
 
 from __future__ import annotations
 
-import contextlib
 import email
 import email.policy
 import hashlib
@@ -17,14 +16,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.integration.up import Up, processes_of, running_up
 from tests.loopback import Loopback, Reply, Request
 from tests.waiting import follow_over_http, wait_until
 
@@ -33,10 +31,6 @@ pytestmark = pytest.mark.integration
 BODY = b"prodinf up serves this file\n" * 256
 SHA256 = hashlib.sha256(BODY).hexdigest()
 RESULT = {"status_code": 200, "bytes": len(BODY), "sha256": SHA256}
-UP_URL = re.compile(r"prodinf is up at (http://\S+)")
-#: The installed ``prodinf`` script beside this interpreter, as a user's shell finds it.
-SCRIPT = Path(sys.executable).with_name("prodinf")
-PRODINF = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "prodinf.cli"]
 
 
 def the_file(request: Request) -> Reply:
@@ -50,98 +44,13 @@ def file_url() -> Iterator[str]:
         yield server.url("/data/file.bin")
 
 
-def processes_of(home: Path) -> dict[int, str]:
-    """Live processes (pid -> command line) whose environment names ``home``.
-
-    ``prodinf up`` hands ``PRODINF_HOME`` to every child, and a Celery pool process
-    inherits its worker's environment, so this finds the whole tree, even processes
-    that left ``up``'s process group (each child runs in its own session).
-    """
-    marker = f"PRODINF_HOME={home}".encode()
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue  # a zombie's environ is empty: it is not running
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        found[int(entry.name)] = cmdline.decode(errors="replace").strip()
-    return found
-
-
-@dataclass
-class Up:
-    """A running ``prodinf up`` and the environment its users share."""
-
-    proc: subprocess.Popen[bytes]
-    home: Path
-    env: dict[str, str]
-    output_file: Path
-    url: str = ""
-
-    def output(self) -> str:
-        return self.output_file.read_text(errors="replace")
-
-    def logs(self) -> str:
-        """Its output and the tail of each child's log, for failure messages."""
-        parts = [f"==> prodinf up\n{self.output()}"]
-        for log in sorted((self.home / "logs").glob("*.log")):
-            parts.append(f"==> {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run ``prodinf ARGS`` in a shell that shares ``up``'s settings."""
-        return subprocess.run(
-            [*PRODINF, *args],
-            env=self.env,
-            cwd=self.home.parent,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-
 @pytest.fixture
 def up(home: Path, tmp_path: Path) -> Iterator[Up]:
     """``prodinf up --port 0`` on embedded defaults under ``home``, serving at ``up.url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRODINF_")}
     env.update(PRODINF_HOME=str(home), COLUMNS="300")
-    output_file = tmp_path / "up.out"
-    with output_file.open("wb") as out:
-        proc = subprocess.Popen(
-            [*PRODINF, "up", "--port", "0"],  # port 0: the OS picks a free one, up prints it
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C of pytest's is not a Ctrl-C of up's
-        )
-    running = Up(proc, home, env, output_file)
-
-    def printed_url() -> str | None:
-        if proc.poll() is not None:
-            pytest.fail(f"prodinf up exited with {proc.returncode}\n{running.logs()}")
-        match = UP_URL.search(running.output())
-        return match.group(1) if match else None
-
-    try:
-        running.url = wait_until(printed_url, 60, "prodinf up to print its URL", logs=running.logs)
+    with running_up(env, tmp_path, home, tmp_path / "up.out") as running:
         yield running
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # up stops its children on SIGTERM as on Ctrl-C
-            try:
-                proc.wait(timeout=45)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Anything up left behind (the test has failed on it): never leak a process.
-        for pid in processes_of(home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def healthy(up: Up) -> bool:

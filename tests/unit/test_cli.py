@@ -66,9 +66,10 @@ def prodinf(*args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def succeeded(result: Result) -> str:
-    """The output of a command that must have exited 0."""
+    """The standard output of a command that must have exited 0 (what a shell pipes on;
+    a warning on stderr, such as no worker using this store, is not part of it)."""
     assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
+    return result.stdout
 
 
 def assert_clean_failure(result: Result, *fragments: str) -> None:
