@@ -21,8 +21,8 @@ from werkzeug.datastructures import MultiDict
 from prodinf.engine.registry import Kind
 from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
-from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.portal.current import runtime
+from prodinf.portal.job_list import jobs_page
 from prodinf.portal.notify_form import notify_fields, notify_from
 from prodinf.portal.params_form import fields_for, nearest, params_from, problems, values_of
 from prodinf.portal.step_logs import step_logs
@@ -43,46 +43,11 @@ OUTBOX_SIZE = 200
 # -- the jobs list -------------------------------------------------------------------------
 
 
-@blueprint.get("/")
+@blueprint.get("/jobs")
+@blueprint.get("/")  # the first rule: links to the list are "/"
 def jobs() -> ResponseReturnValue:
-    """Jobs newest first, filtered by kind and status, a page at a time."""
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(STATUSES)}", field="status")
-    kind = request.args.get("kind") or None
-    limit = int_arg("limit", PAGE_SIZE, 1, 500)
-    offset = int_arg("offset", 0, 0, 10**9)
-    rt = runtime()
-    items, total = rt.store.list_jobs(kind=kind, status=status, limit=limit, offset=offset)
-    kinds = [k.name for k in rt.registry.all()]
-    if kind is not None and kind not in kinds:  # jobs of a kind whose plugin is gone
-        kinds.append(kind)
-
-    def page(**changes: Any) -> str:
-        args: dict[str, Any] = {
-            "kind": kind,
-            "status": status,
-            "limit": limit if limit != PAGE_SIZE else None,
-            **changes,
-        }
-        return url_for("web.jobs", **{k: v for k, v in args.items() if v is not None})
-
-    return render_template(
-        "jobs.html",
-        jobs=items,
-        total=total,
-        counts=rt.store.counts(),
-        statuses=STATUSES,
-        kinds=kinds,
-        kind=kind,
-        status=status,
-        first=offset + 1 if items else 0,
-        last=offset + len(items),
-        previous=page(offset=max(0, offset - limit) or None) if offset > 0 else None,
-        following=page(offset=offset + limit) if offset + limit < total else None,
-        page=page,
-        refresh=REFRESH_SECONDS if any(j["status"] not in TERMINAL for j in items) else None,
-    )
+    """Jobs newest first, searched, sorted and paged (``job_list.py``)."""
+    return jobs_page(PAGE_SIZE, REFRESH_SECONDS)
 
 
 # -- one job -------------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""The jobs list page (``/``, also ``/jobs``): search, sort and page the jobs.
+
+The filters of ``GET /api/v1/jobs`` (``api/jobs.py``'s ``job_search``) under the same
+names, except the creation range: ``from`` and ``to`` are dates (or times), and ``to``
+takes all of its day. Every link on the page (paging, sorting by a column, the status
+counts) keeps the search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from prodinf.portal.api.jobs import STATUSES, int_arg, job_search
+from prodinf.portal.current import runtime
+from prodinf.status import TERMINAL
+from prodinf.store.search import SORTS
+
+__all__ = ["FILTERS", "human_duration", "jobs_page"]
+
+#: The page's search inputs, by name: what each finds.
+FILTERS = ("kind", "status", "id", "q", "submitted_by", "from", "to")
+#: The columns a header link sorts by, with the order a first click gives.
+SORTABLE = {"created": "desc", "updated": "desc", "duration": "desc"}
+
+
+def jobs_page(page_size: int, refresh_seconds: int) -> ResponseReturnValue:
+    """The jobs that match the search in the request's args, a page of ``page_size``
+    (unless ``?limit=``), reloading every ``refresh_seconds`` while one of them is active."""
+    search = job_search(request.args, after="from", before="to", whole_days=True)
+    limit = int_arg("limit", page_size, 1, 500)
+    offset = int_arg("offset", 0, 0, 10**9)
+    rt = runtime()
+    items, total = rt.store.list_jobs(**search, limit=limit, offset=offset)
+    kinds = [k.name for k in rt.registry.all()]
+    kind = search["kind"]
+    if kind is not None and kind not in kinds:  # jobs of a kind whose plugin is gone
+        kinds.append(kind)
+    typed = {name: request.args.get(name, "").strip() for name in FILTERS}
+    sort, order = search["sort"], search["order"]
+
+    def page(**changes: Any) -> str:
+        """This page's URL with ``changes`` (None removes an arg)."""
+        args: dict[str, Any] = {
+            **typed,
+            "sort": sort if sort != "created" else None,
+            "order": order if order != "desc" else None,
+            "limit": limit if limit != page_size else None,
+            **changes,
+        }
+        return url_for("web.jobs", **{k: v for k, v in args.items() if v not in (None, "")})
+
+    def sort_link(column: str) -> str:
+        """Sort by ``column``; on the column sorted by, the other way round."""
+        turned = ("asc" if order == "desc" else "desc") if column == sort else SORTABLE[column]
+        return page(sort=column, order=turned, offset=None)
+
+    return render_template(
+        "jobs.html",
+        jobs=items,
+        total=total,
+        counts=rt.store.counts(),
+        statuses=STATUSES,
+        kinds=kinds,
+        kind=kind,
+        status=search["status"],
+        typed=typed,
+        searched=any(typed.values()),
+        sort=sort,
+        order=order,
+        sorts=SORTS,
+        first=offset + 1 if items else 0,
+        last=offset + len(items),
+        previous=page(offset=max(0, offset - limit) or None) if offset > 0 else None,
+        following=page(offset=offset + limit) if offset + limit < total else None,
+        page=page,
+        sort_link=sort_link,
+        duration=human_duration,
+        refresh=refresh_seconds if any(j["status"] not in TERMINAL for j in items) else None,
+    )
+
+
+def human_duration(seconds: float | None) -> str:
+    """``seconds`` as a person says it: ``0.42 s``, ``2 min 3 s``, ``1 h 5 min``,
+    ``2 d 3 h``; empty for None (a job not started)."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{int(seconds)} s"
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
