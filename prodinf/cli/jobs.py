@@ -14,6 +14,7 @@ from rich.table import Column, Table
 from prodinf.cli.common import console, make_runtime, reports_errors, warn_unless_consumed
 from prodinf.exceptions import ValidationError
 from prodinf.status import TERMINAL, JobStatus
+from prodinf.store.search import ORDERS, SORTS, human_duration, parse_when
 
 __all__ = ["cancel", "kinds", "notify", "post", "retry", "show"]
 
@@ -227,13 +228,53 @@ def report_of(detail: dict[str, Any]) -> str | None:
 @click.argument("job_id", required=False)
 @click.option("--kind", help="Only jobs of this kind.")
 @click.option("--status", type=click.Choice(tuple(STATUS_STYLE)), help="Only jobs in this status.")
+@click.option("--id", "id_prefix", metavar="START", help="Only jobs whose id starts with START.")
+@click.option(
+    "-q",
+    "--search",
+    "text",
+    metavar="TEXT",
+    help="Only jobs whose params hold TEXT, ignoring case (a database name).",
+)
+@click.option("--submitted-by", metavar="USER", help="Only jobs USER submitted.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Only jobs created at or after WHEN: 2024-05-01 or 2024-05-01T12:00 (UTC unless "
+    "it names a zone).",
+)
+@click.option(
+    "--until",
+    metavar="WHEN",
+    help="Only jobs created before WHEN; a date alone takes all of that day.",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(SORTS),
+    default="created",
+    show_default=True,
+    help="duration: from start to end (or now); jobs never started last.",
+)
+@click.option("--order", type=click.Choice(ORDERS), default="desc", show_default=True)
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @reports_errors
 def show(
-    job_id: str | None, kind: str | None, status: str | None, limit: int, as_json: bool
+    job_id: str | None,
+    kind: str | None,
+    status: str | None,
+    id_prefix: str | None,
+    text: str | None,
+    submitted_by: str | None,
+    since: str | None,
+    until: str | None,
+    sort: str,
+    order: str,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """A table of recent jobs, or one job's steps and history."""
+    """A table of recent jobs (searched and sorted by the options), or one job's steps
+    and history."""
     rt = make_runtime()
     if job_id:
         detail = rt.store.describe(rt.store.resolve_id(job_id))
@@ -242,7 +283,18 @@ def show(
         else:
             print_job(detail)
         return
-    items, total = rt.store.list_jobs(kind=kind, status=status, limit=limit)
+    items, total = rt.store.list_jobs(
+        kind=kind,
+        status=status,
+        id_prefix=id_prefix,
+        text=text,
+        submitted_by=submitted_by,
+        created_after=parse_when(since, "--since") if since else None,
+        created_before=parse_when(until, "--until", end_of_day=True) if until else None,
+        sort=sort,
+        order=order,
+        limit=limit,
+    )
     if as_json:
         click.echo(json.dumps({"items": items, "total": total}, indent=2))
         return
@@ -255,6 +307,7 @@ def show(
         "status",
         "progress",
         "created",
+        Column("duration", no_wrap=True),
         title=f"{total} job(s)",
     )
     for job in items:
@@ -264,8 +317,9 @@ def show(
             job["id"][:width],
             job["kind"],
             f"[{style}]{job['status']}[/]",
-            f"{bar['done']}/{bar['total']} {bar['message'] or ''}"[:60],
+            escape(f"{bar['done']}/{bar['total']} {bar['message'] or ''}"[:60]),
             job["created_at"][:19],
+            human_duration(job["duration_seconds"]),
         )
     console.print(table)
 

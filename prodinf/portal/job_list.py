@@ -16,9 +16,9 @@ from flask.typing import ResponseReturnValue
 from prodinf.portal.api.jobs import STATUSES, int_arg, job_search
 from prodinf.portal.current import runtime
 from prodinf.status import TERMINAL
-from prodinf.store.search import SORTS
+from prodinf.store.search import SORTS, human_duration
 
-__all__ = ["FILTERS", "human_duration", "jobs_page"]
+__all__ = ["FILTERS", "jobs_page"]
 
 #: The page's search inputs, by name: what each finds.
 FILTERS = ("kind", "status", "id", "q", "submitted_by", "from", "to")
@@ -80,18 +80,3 @@ def jobs_page(page_size: int, refresh_seconds: int) -> ResponseReturnValue:
         duration=human_duration,
         refresh=refresh_seconds if any(j["status"] not in TERMINAL for j in items) else None,
     )
-
-
-def human_duration(seconds: float | None) -> str:
-    """``seconds`` as a person says it: ``0.42 s``, ``2 min 3 s``, ``1 h 5 min``,
-    ``2 d 3 h``; empty for None (a job not started)."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{int(seconds)} s"
-    minutes, rest = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"

@@ -36,7 +36,15 @@ from prodinf.redact import redact
 from prodinf.store.models import JobRow
 from prodinf.store.types import UTCDateTime
 
-__all__ = ["ORDERS", "SORTS", "JobSearch", "duration_seconds", "parse_when", "search_jobs"]
+__all__ = [
+    "ORDERS",
+    "SORTS",
+    "JobSearch",
+    "duration_seconds",
+    "human_duration",
+    "parse_when",
+    "search_jobs",
+]
 
 #: What jobs can be sorted by: creation time, last update, duration.
 SORTS = ("created", "updated", "duration")
@@ -174,6 +182,21 @@ def duration_seconds(
     if started_at is None:
         return None
     return round(((finished_at or now) - started_at).total_seconds(), 3)
+
+
+def human_duration(seconds: float | None) -> str:
+    """``seconds`` as a person says it: ``0.42 s``, ``2 min 3 s``, ``1 h 5 min``,
+    ``2 d 3 h``; empty for None (a job not started)."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{int(seconds)} s"
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
 
 
 def parse_when(raw: str, field: str, *, end_of_day: bool = False) -> datetime:

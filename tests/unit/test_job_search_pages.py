@@ -20,9 +20,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-from prodinf.portal.job_list import human_duration
 from prodinf.status import JobStatus
 from prodinf.store.models import JOBS
+from prodinf.store.search import human_duration
 from tests.embedded import run, runtime_of, submit
 from tests.loopback import Site
 from tests.pages import input_value, page, text_of
