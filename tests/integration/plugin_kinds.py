@@ -7,6 +7,7 @@ steps were undone.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -115,3 +116,23 @@ def _wait_then(ctx: StepContext) -> dict[str, list[float]]:
 def it_wait_then(params: WaitThenParams) -> Flow:
     """A wait that comes due ``looks`` times, each wake-up's lateness in its result."""
     return Flow.of(Step("wait", _wait_then))
+
+
+class LogsParams(BaseModel):
+    rows: int = 3
+    password: str = ""
+
+
+def _copy_and_log(ctx: StepContext) -> int:
+    """Log through ctx.log, a library's logger and print()."""
+    params: LogsParams = ctx.params  # type: ignore[assignment]
+    ctx.log.info("copied %d rows", params.rows)
+    logging.getLogger("it_logs.driver").warning("logged in with password %s", params.password)
+    print(f"printed: {params.rows} rows done")
+    return params.rows
+
+
+@job_kind("it_logs", params=LogsParams)
+def it_logs(params: LogsParams) -> Flow:
+    """One step that logs three ways (its lines are kept with the job)."""
+    return Flow.of(Step("copy", _copy_and_log))
