@@ -10,7 +10,7 @@ from flask_restx import apidoc
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError
-from prodinf.portal import errors, event_views, handover_views, views
+from prodinf.portal import dataset_views, errors, event_views, handover_views, views
 from prodinf.portal.api import build_api
 from prodinf.portal.current import EXTENSION, runtime_of
 from prodinf.runtime import Runtime
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(views.blueprint)
     app.register_blueprint(event_views.blueprint)
     app.register_blueprint(handover_views.blueprint)
+    app.register_blueprint(dataset_views.blueprint)
     errors.register(app)
 
     @app.get("/health")

@@ -19,6 +19,7 @@ __all__ = [
     "event_by_key",
     "event_exists",
     "event_job",
+    "events_by_keys",
     "get_event",
     "insert_event",
     "list_events",
@@ -132,6 +133,38 @@ def event_by_key(store: JobStore, key: str) -> dict[str, Any] | None:
     with store.transaction() as conn:
         found = conn.scalar(select(EVENTS.c.id).where(EVENTS.c.idempotency_key == key))
     return None if found is None else get_event(store, str(found))
+
+
+def events_by_keys(store: JobStore, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The events recorded with each of idempotency ``keys`` (those recorded), by key:
+    each one's ``id``, ``type``, ``dataset``, ``created_at`` and its job's ``status``."""
+    if not keys:
+        return {}
+    with store.transaction() as conn:
+        rows = conn.execute(
+            select(
+                EVENTS.c.idempotency_key,
+                EVENTS.c.id,
+                EVENTS.c.type,
+                EVENTS.c.dataset,
+                EVENTS.c.created_at,
+                EVENTS.c.job_id,
+                JOBS.c.status,
+            )
+            .select_from(EVENTS.outerjoin(JOBS, JOBS.c.id == EVENTS.c.job_id))
+            .where(EVENTS.c.idempotency_key.in_(keys))
+        ).all()
+    return {
+        row.idempotency_key: {
+            "id": row.id,
+            "type": row.type,
+            "dataset": row.dataset,
+            "created_at": row.created_at.isoformat(),
+            "job_id": row.job_id,
+            "status": row.status,
+        }
+        for row in rows
+    }
 
 
 def list_events(

@@ -11,6 +11,10 @@ In the job store the tables come from migration 0004 (``prodinf db upgrade``);
 in a separate ``PRODINF_METADATA_URL`` database they are created on first use.
 A registration's ``job_id`` is unique, so a job that runs its step again finds
 its own registration instead of writing a second one.
+
+Read back by ``list_datasets`` (each dataset with its newest registration, searched
+by name and type), ``dataset`` and ``history`` (a dataset's registrations in order):
+``GET /api/v1/datasets`` and the ``/datasets`` pages.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    or_,
     select,
 )
 from sqlalchemy.engine import Connection
@@ -140,6 +145,70 @@ class MetadataStore:
             rows = conn.execute(query.order_by(registrations.c.id)).mappings().all()
         return [_registration(row) for row in rows]
 
+    def list_datasets(
+        self,
+        *,
+        text: str | None = None,
+        dataset_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Registered datasets, the most recently registered first, and how many match.
+
+        ``text`` is matched, ignoring case, in the dataset's name or the name of a
+        database registered for it (``homo_sapiens`` or ``homo_sapiens_core_115_38``);
+        ``dataset_type`` is the type (``core``). Each dataset has its ``name``, ``type``,
+        ``registration_count`` and, of its newest registration, ``latest_release``,
+        ``latest_database``, ``latest_job_id`` and ``last_registered_at``.
+        """
+        conditions = []
+        if text and text.strip():
+            wanted = text.strip().lower()
+            in_databases = (
+                select(registrations.c.id)
+                .where(
+                    registrations.c.dataset_id == datasets.c.id,
+                    func.lower(registrations.c.database_name).contains(wanted, autoescape=True),
+                )
+                .exists()
+            )
+            conditions.append(
+                or_(func.lower(datasets.c.name).contains(wanted, autoescape=True), in_databases)
+            )
+        if dataset_type:
+            conditions.append(datasets.c.type == dataset_type)
+        query = _summaries().where(*conditions)
+        with self.engine.connect() as conn:
+            self._ready(conn)
+            page = conn.execute(
+                query.add_columns(func.count().over().label("matching"))
+                .order_by(_LATEST.c.registered_at.desc(), datasets.c.name, datasets.c.type)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            if page:
+                total = int(page[0].matching)
+            else:
+                found = conn.scalar(select(func.count()).select_from(query.subquery()))
+                total = int(found or 0)
+        return [_dataset_summary(row) for row in page], total
+
+    def dataset_types(self) -> list[str]:
+        """The types of the datasets registered, in order."""
+        with self.engine.connect() as conn:
+            self._ready(conn)
+            found = conn.scalars(select(datasets.c.type).distinct().order_by(datasets.c.type))
+            return [str(t) for t in found]
+
+    def dataset(self, name: str, dataset_type: str) -> dict[str, Any] | None:
+        """One dataset as ``list_datasets`` shows it, or None if it was never registered."""
+        with self.engine.connect() as conn:
+            self._ready(conn)
+            row = conn.execute(
+                _summaries().where(datasets.c.name == name, datasets.c.type == dataset_type)
+            ).first()
+        return _dataset_summary(row) if row is not None else None
+
     # -- inside a transaction ----------------------------------------------------------
 
     def _dataset_id(self, conn: Connection, name: str, dataset_type: str) -> int:
@@ -170,6 +239,49 @@ class MetadataStore:
         return select(
             registrations, datasets.c.name.label("dataset_name"), datasets.c.type.label("type")
         ).join(datasets, datasets.c.id == registrations.c.dataset_id)
+
+
+#: The newest registration of each dataset.
+_LATEST = registrations.alias("latest")
+
+
+def _summaries() -> Any:
+    """Each dataset with how many registrations it has and its newest one (``_LATEST``)."""
+    per_dataset = (
+        select(
+            registrations.c.dataset_id,
+            func.count().label("registration_count"),
+            func.max(registrations.c.id).label("latest_id"),
+        )
+        .group_by(registrations.c.dataset_id)
+        .subquery("per_dataset")
+    )
+    return select(
+        datasets.c.name,
+        datasets.c.type,
+        per_dataset.c.registration_count,
+        _LATEST.c.release,
+        _LATEST.c.database_name,
+        _LATEST.c.job_id,
+        _LATEST.c.registered_at,
+    ).select_from(
+        datasets.join(per_dataset, per_dataset.c.dataset_id == datasets.c.id).join(
+            _LATEST, _LATEST.c.id == per_dataset.c.latest_id
+        )
+    )
+
+
+def _dataset_summary(row: Any) -> dict[str, Any]:
+    registered: datetime = row.registered_at
+    return {
+        "name": row.name,
+        "type": row.type,
+        "registration_count": int(row.registration_count),
+        "latest_release": row.release,
+        "latest_database": row.database_name,
+        "latest_job_id": row.job_id,
+        "last_registered_at": registered.isoformat(),
+    }
 
 
 def _registration(row: Any) -> Registration:

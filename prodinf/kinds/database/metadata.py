@@ -35,12 +35,20 @@ from prodinf.kinds.event_record import recorded_with_step
 from prodinf.redact import redact_text
 from prodinf.store.registrations import MetadataStore, Registration
 
-__all__ = ["MAX_META_ROWS", "RegisterMetadataParams"]
+__all__ = ["MAX_META_ROWS", "RegisterMetadataParams", "event_key"]
 
 #: What an event found by a registration says that its own fields already carry.
 _NOT_PAYLOAD = ("type", "dataset", "dataset_type", "database")
 #: A ``meta`` table larger than this is not a key/value table of settings: refuse it.
 MAX_META_ROWS = 100_000
+#: The step that registers, and records the events the registration implies.
+REGISTER_STEP = "register"
+
+
+def event_key(job_id: str, index: int) -> str:
+    """The idempotency key of the ``index``-th (from 1) event the registration of job
+    ``job_id`` recorded: how a registration's events are found again."""
+    return f"{job_id}/{REGISTER_STEP}/{index}"
 
 
 class RegisterMetadataParams(BaseModel):
@@ -203,7 +211,7 @@ def _with_events(
                 "registration_id": registration,
             },
             "source": f"job {ctx.job_id}",
-            "idempotency_key": f"{ctx.job_id}/{ctx.step}/{index}",
+            "idempotency_key": event_key(ctx.job_id, index),
         }
         for index, found in enumerate(output["events"], 1)
     ]
@@ -220,7 +228,7 @@ def register_metadata(params: RegisterMetadataParams) -> Flow:
     """Record a dataset's metadata (rows, checksums, meta keys) and the events it implies."""
     return Flow.of(
         Step("measure", _measure, retry=Retry(attempts=3, backoff=2.0)),
-        Step("register", _register, retry=Retry(attempts=5, backoff=2.0)),
+        Step(REGISTER_STEP, _register, retry=Retry(attempts=5, backoff=2.0)),
     )
 
 

@@ -7,6 +7,7 @@ from flask_restx import Api
 
 from prodinf.portal.api import logs  # noqa: F401 (adds /jobs/<id>/logs to the jobs namespace)
 from prodinf.portal.api.callbacks import ns as callbacks_ns
+from prodinf.portal.api.datasets import ns as datasets_ns
 from prodinf.portal.api.events import ns as events_ns
 from prodinf.portal.api.events import subscriptions_ns
 from prodinf.portal.api.handovers import databases_ns
@@ -39,5 +40,6 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(callbacks_ns)
     api.add_namespace(handovers_ns)
     api.add_namespace(databases_ns)
+    api.add_namespace(datasets_ns)
     register_api(api)
     return blueprint, api
