@@ -64,7 +64,7 @@ class ProdinfTask(Task):  # type: ignore[misc]
                 _checked.add((os.getpid(), name))
                 try:
                     warning = self.runtime.unconsumed(name)
-                except Exception:  # noqa: BLE001 (a warning must never fail a send that worked)
+                except Exception:  # a warning must never fail a send that worked
                     warning = None
                 if warning is not None:
                     log.warning("%s", warning)

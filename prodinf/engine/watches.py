@@ -32,6 +32,7 @@ from prodinf.engine.waits import look_backoff
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
+from prodinf.status import TERMINAL
 from prodinf.store import JobStore
 from prodinf.store import watches as stored
 from prodinf.store.types import utcnow
@@ -93,6 +94,18 @@ def look(url: str, timeout: float) -> Look:
     return Look(Seen.ERROR, problem=f"{shown} answered JSON without a text `status`")
 
 
+def look_at_job(store: JobStore, job_id: str) -> Look:
+    """A look at a job of this store (a ``prodinf:job/<id>`` watch): a safety net, for
+    the transaction that ends the job wakes its watchers itself."""
+    with store.engine.connect() as conn:
+        status = stored.job_status(conn, job_id)
+    if status is None:
+        return Look(Seen.FAILED, problem=f"job {job_id} is not in this store")
+    if status in TERMINAL:
+        return Look(Seen.COMPLETE, status=status)
+    return Look(Seen.PENDING, status=status)
+
+
 def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8, batches: int = 5) -> int:
     """Look at the watches that are due and wake the steps they concern.
 
@@ -127,6 +140,9 @@ def _look_chunk(store: JobStore, limit: int, parallel: int) -> int:
         return 0
 
     def one(row: stored.DueWatch) -> Look:
+        job_id = stored.watched_job(row.url)
+        if job_id is not None:
+            return look_at_job(store, job_id)
         return look(row.url, timeout=min(30.0, max(5.0, row.interval)))
 
     with ThreadPoolExecutor(max_workers=min(parallel, len(claimed))) as pool:

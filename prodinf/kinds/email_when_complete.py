@@ -12,9 +12,15 @@ The flow has three steps:
     after ``max_errors`` in a row, end the watch as ``failed``; after ``deadline``
     seconds it ends as ``deadline``. The watch itself never fails the job: every
     outcome is worth an email.
+
+    A URL naming a job of this prodinf (``.../api/v1/jobs/<id>``, whatever the host,
+    with or without ``?format=email``: job ids are UUIDs, so the store holding the id
+    is this one) is not fetched: the step waits on the job itself, and the
+    transaction that ends that job wakes it (``store.watches.wake_job_watchers``). The
+    mail is then the job's own summary (what ``?format=email`` answers).
 ``send``
-    Mails the outcome. The JSON's own ``subject`` and ``body`` when it has both,
-    else a summary rendered from templates. The delivery is recorded with
+    Mails the outcome. The JSON's own ``subject`` and ``body`` (and ``html``) when it
+    has both, else a summary rendered from templates. The delivery is recorded with
     ``ctx.once`` under a Message-ID made from the job id, so a redelivered task
     does not mail twice; a mail server that is down is retried with backoff.
 ``report``
@@ -25,17 +31,25 @@ The flow has three steps:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
 
 from prodinf import Flow, Retry, Step, StepContext, Watch, job_kind
 from prodinf.addresses import validate_address
+from prodinf.engine.notices import snapshot
 from prodinf.engine.watches import Seen, look
+from prodinf.kinds.job_notification import mail_document
 from prodinf.kinds.mailing import DELIVERY, send_once
 from prodinf.mail import Mail, Outcome, render_url_report
 from prodinf.redact import redact_text
+from prodinf.status import TERMINAL
+from prodinf.store.models import JOBS
+from prodinf.store.watches import job_watch_url
 from prodinf.task_results import results_backend
 
 __all__ = ["EmailWhenCompleteParams"]
@@ -89,6 +103,20 @@ def _watch(ctx: StepContext[EmailWhenCompleteParams]) -> Any:
     def ended(outcome: Outcome, reason: str | None, document: Any = None) -> dict[str, Any]:
         return {"outcome": outcome, "status": last, "document": document, "reason": reason}
 
+    own = _own_job(ctx, url)
+    if own is not None:  # a job of this prodinf: its end wakes this step, no HTTP look
+        last = own.status
+        if own.status in TERMINAL:
+            return ended(Outcome.COMPLETE, None, _job_document(ctx, own, url))
+        if remaining > 0:
+            return ctx.wait(
+                remaining,
+                f"until job {own.id} ends (it is {own.status})",
+                watch=Watch(job_watch_url(own.id), interval, params.max_errors),
+                since=since,
+                watching=True,
+                last_status=own.status,
+            )
     watched = ctx.state.get("watched")
     if isinstance(watched, dict):  # the shared watch woke this step
         last = watched.get("status") or last
@@ -122,6 +150,28 @@ def _watch(ctx: StepContext[EmailWhenCompleteParams]) -> Any:
     )
 
 
+#: The path of a job on a prodinf portal: ``/api/v1/jobs/<uuid>``.
+_JOB_PATH = re.compile(r"/api/v1/jobs/([0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12})/?$")
+
+
+def _own_job(ctx: StepContext[EmailWhenCompleteParams], url: str) -> Any:
+    """The row of the job ``url`` names if it is a job of this prodinf's store (its id is
+    a UUID: no other store holds it), else ``None``."""
+    match = _JOB_PATH.search(urlsplit(url).path)
+    if match is None:
+        return None
+    with ctx.transaction() as conn:
+        return conn.execute(select(JOBS).where(JOBS.c.id == match[1])).first()
+
+
+def _job_document(ctx: StepContext[EmailWhenCompleteParams], job: Any, url: str) -> Any:
+    """What ``url?format=email`` answers for ``job``: the summary its notification mails."""
+    parts = urlsplit(url)
+    return mail_document(
+        snapshot(job), ctx.settings.public_url or f"{parts.scheme}://{parts.netloc}"
+    )
+
+
 def _send(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
     params = ctx.params
     watched: dict[str, Any] = ctx.outputs["watch"]
@@ -133,7 +183,8 @@ def _send(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
         and isinstance(document.get("subject"), str)
         and isinstance(document.get("body"), str)
     ):
-        subject, text, html = document["subject"], document["body"], None
+        subject, text = document["subject"], document["body"]
+        html = document["html"] if isinstance(document.get("html"), str) else None
     else:
         subject, text, html = render_url_report(
             url, watched.get("status"), document, watched["outcome"], watched.get("reason")

@@ -39,6 +39,7 @@ __all__ = [
     "WEBHOOK_DEADLINE",
     "JobNotificationParams",
     "job_mail",
+    "mail_document",
     "notice_flow",
     "notice_result",
 ]
@@ -93,6 +94,15 @@ def job_mail(job: dict[str, Any], public_url: str | None) -> tuple[str, str, str
     if job["kind"] == HANDOVER_KIND:
         return render_handover_report(job, public_url)
     return render_job_report(job, f"{public_url}/jobs/{job['id']}" if public_url else None)
+
+
+def mail_document(job: dict[str, Any], public_url: str | None) -> dict[str, Any]:
+    """``{id, status, subject, body, html}``: ``job`` (a notification snapshot) and the
+    mail of its end, what ``GET /api/v1/jobs/<id>?format=email`` answers and
+    ``email_when_complete`` on a job of this prodinf mails."""
+    subject, text, html = job_mail(job, public_url)
+    return {"id": job["id"], "status": job["status"], "subject": subject, "body": text,
+            "html": html}  # fmt: skip
 
 
 def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, StepStatus
-from prodinf.store.models import HistoryRow, JobRow, StepRow
+from prodinf.store.models import HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
 from prodinf.store.search import JobSearch, duration_seconds, search_jobs
 from prodinf.store.types import utcnow
 
@@ -175,7 +175,15 @@ class JobStore:
             history = session.scalars(
                 select(HistoryRow).where(HistoryRow.job_id == job_id).order_by(HistoryRow.id)
             ).all()
-            return job_detail(job, list(steps), list(history))
+            detail = job_detail(job, list(steps), list(history))
+            if any(step.status == StepStatus.WAITING for step in steps):
+                looks = session.execute(
+                    select(WatcherRow.step, WatchRow.url, WatchRow.next_look_at)
+                    .join(WatchRow, WatchRow.id == WatcherRow.watch_id)
+                    .where(WatcherRow.job_id == job_id)
+                ).all()
+                _next_looks(detail, {step: (url, at) for step, url, at in looks})
+            return detail
 
     def list_jobs(
         self,
@@ -318,6 +326,24 @@ def job_summary(job: Summarised) -> dict[str, Any]:
     }
 
 
+def _next_looks(detail: dict[str, Any], watches: dict[str, tuple[str, datetime]]) -> None:
+    """Say when each waiting step is next looked at: its URL watch's next look, none for
+    a watch on a job of this store (its end wakes the step), else when its wait ends;
+    and the job's ``next_look_at``, the soonest of them."""
+    soonest: list[str] = []
+    for step in detail["steps"]:
+        if step["status"] != StepStatus.WAITING:
+            continue
+        url, at = watches.get(step["name"], ("", None))
+        if url.startswith("prodinf:job/"):  # store.watches.JOB_WATCH
+            step["next_look_at"] = None
+            continue
+        step["next_look_at"] = _iso(at) if at is not None else step["due_at"]
+        if step["next_look_at"]:
+            soonest.append(step["next_look_at"])
+    detail["next_look_at"] = min(soonest, default=None)
+
+
 def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> dict[str, Any]:
     """Everything about a job: summary, params, steps, result, error and history."""
     return {
@@ -327,6 +353,7 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
         "idempotency_key": job.idempotency_key,
         "started_at": _iso(job.started_at),
         "next_run_at": _iso(job.next_run_at) if job.status not in TERMINAL else None,
+        "next_look_at": None,
         "cancel_requested": job.cancel_requested,
         "result": redact(job.result),
         "error": job.error,
@@ -344,6 +371,7 @@ def job_detail(job: JobRow, steps: list[StepRow], history: list[HistoryRow]) -> 
                 "error": step.error,
                 "waiting_for": step.wait_reason if step.status == StepStatus.WAITING else None,
                 "due_at": _iso(step.due_at) if step.status == StepStatus.WAITING else None,
+                "next_look_at": None,
                 "started_at": _iso(step.started_at),
                 "finished_at": _iso(step.finished_at),
             }

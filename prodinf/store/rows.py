@@ -27,7 +27,7 @@ from prodinf.store.children import wake_step
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
 from prodinf.store.repository import job_summary
 from prodinf.store.types import utcnow
-from prodinf.store.watches import WatchRequest, register
+from prodinf.store.watches import WatchRequest, register, wake_job_watchers
 
 __all__ = [
     "JobRows",
@@ -223,18 +223,34 @@ class JobRows:
         """Add an event to the job's history (written by ``save``), credentials masked."""
         self.history.append(history_entry(self.job.id, event, step, message, data))
 
+    def _due_now(self, conn: Connection, step: str) -> None:
+        """Make ``step``, which has just started to wait, due now, and its message one
+        for the caller to send after commit."""
+        now = utcnow()
+        conn.execute(
+            update(STEPS)
+            .where(STEPS.c.job_id == self.job.id, STEPS.c.name == step)
+            .values(due_at=now)
+        )
+        conn.execute(update(JOBS).where(JOBS.c.id == self.job.id).values(next_run_at=now))
+        self.woken.append((self.job.id, self.job.queue, now + timedelta(seconds=self.resend_after)))
+
     def save(self, conn: Connection) -> None:
         """Write the changed columns and the new history events (once, before commit)."""
         changed = self.job.changes()
         if changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
             job = self.job
-            if changed.get("status") in TERMINAL and job.parent_id and job.parent_step:
+            if changed.get("status") in TERMINAL:
                 now = utcnow()
                 due = now + timedelta(seconds=self.resend_after)
-                queue = wake_step(conn, job.parent_id, job.parent_step, now, due)
-                if queue is not None:
-                    self.woken.append((job.parent_id, queue, due))
+                woken = wake_job_watchers(conn, job.id)
+                if job.parent_id and job.parent_step:
+                    woken.append((job.parent_id, job.parent_step))
+                for other, step in woken:
+                    queue = wake_step(conn, other, step, now, due)
+                    if queue is not None:
+                        self.woken.append((other, queue, due))
         steps = [(step.id, changed) for step in self.steps if (changed := step.changes())]
         if len(steps) == 1:
             step_id, changed = steps[0]
@@ -249,7 +265,8 @@ class JobRows:
             new.insert(conn)
         if self.watches:
             for step, watch in self.watches:
-                register(conn, self.job.id, step, watch)
+                if not register(conn, self.job.id, step, watch):
+                    self._due_now(conn, step)  # the job it would wait for has ended
             self.watches = []
         if self.history:
             insert_rows(conn, HISTORY, self.history)

@@ -16,23 +16,33 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, delete, exists, select, update
 from sqlalchemy.engine import Connection
 
-from prodinf.status import ACTIVE, StepStatus
+from prodinf.status import ACTIVE, TERMINAL, StepStatus
 from prodinf.store.models import JOBS, STEPS, WATCHERS, WATCHES
 from prodinf.store.repository import JobStore
 from prodinf.store.types import insert_if_absent, utcnow
 
 __all__ = [
+    "JOB_WATCH",
     "DueWatch",
     "WatchRequest",
     "claim_due",
     "delete_unwatched",
     "delete_watch",
     "failed_look",
+    "job_status",
+    "job_watch_url",
     "register",
     "still_pending",
     "wake",
+    "wake_job_watchers",
+    "watched_job",
     "watchers",
 ]
+
+#: The URL of a watch on a job of this store: ``prodinf:job/<id>``. No HTTP look is
+#: made: the transaction that ends the job wakes its watchers, and a reconciler's look
+#: (a safety net) reads the job's status from the store.
+JOB_WATCH = "prodinf:job/"
 
 
 class WatchRequest(Protocol):
@@ -65,9 +75,52 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()
 
 
-def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> None:
+def job_watch_url(job_id: str) -> str:
+    """The watch URL of job ``job_id`` of this store."""
+    return f"{JOB_WATCH}{job_id}"
+
+
+def watched_job(url: str) -> str | None:
+    """The job id a ``prodinf:job/<id>`` watch URL names, else ``None``."""
+    return url.removeprefix(JOB_WATCH) if url.startswith(JOB_WATCH) else None
+
+
+def job_status(conn: Connection, job_id: str, *, share: bool = False) -> str | None:
+    """The status of job ``job_id`` (``None`` if there is none); with ``share``, its row
+    is locked against a change until this transaction ends."""
+    query = select(JOBS.c.status).where(JOBS.c.id == job_id)
+    return conn.scalar(query.with_for_update(read=True) if share else query)
+
+
+def wake_job_watchers(conn: Connection, job_id: str) -> list[tuple[str, str]]:
+    """In the transaction that ends job ``job_id``: the (job id, step) of the steps
+    watching it, for the caller to wake; its watch is deleted.
+
+    A plain read: a step registering its watch meanwhile reads the job's status with a
+    share lock after writing the watch (``register``), so it waits for this end and
+    sees it, and the two never wait for each other."""
+    found = conn.scalar(
+        select(WATCHES.c.id).where(WATCHES.c.url_key == url_key(job_watch_url(job_id)))
+    )
+    if found is None:
+        return []
+    woken = [
+        (str(j), str(s))
+        for j, s in conn.execute(
+            select(WATCHERS.c.job_id, WATCHERS.c.step).where(WATCHERS.c.watch_id == found)
+        )
+    ]
+    conn.execute(delete(WATCHERS).where(WATCHERS.c.watch_id == found))
+    conn.execute(delete(WATCHES).where(WATCHES.c.id == found))
+    return woken
+
+
+def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> bool:
     """Make ``step`` of ``job_id`` (whose job row this transaction holds) a watcher of
-    ``watch.url``, creating the watch if it is new (first look ``first_look_in`` on)."""
+    ``watch.url``, creating the watch if it is new (first look ``first_look_in`` on).
+
+    For a watch on a job of this store, ``False`` if that job has ended already (or
+    does not exist): the caller runs the step again at once instead of waiting."""
     now = utcnow()
     key = url_key(watch.url)
     # Insert-if-absent, then lock the row: steps of other jobs may start watching the
@@ -104,6 +157,11 @@ def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> N
             job_id=job_id, step=step, watch_id=watch_id, max_errors=watch.max_errors
         )
     )
+    watched = watched_job(watch.url)
+    if watched is None:
+        return True
+    status = job_status(conn, watched, share=True)  # after the watch: see wake_job_watchers
+    return status is not None and status not in TERMINAL
 
 
 def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import threading
+import time
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
@@ -25,12 +26,15 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: When each message was accepted (``time.time()``), in order.
+        self.arrived: list[float] = []
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=default_policy)
         with self.lock:
             self.messages.append(message)  # type: ignore[arg-type]
+            self.arrived.append(time.time())
         return "250 Message accepted for delivery"
 
     def count(self) -> int:

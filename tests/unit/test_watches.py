@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -229,3 +229,27 @@ def test_looks_are_claimed_a_few_at_a_time(
         release.set()
         looking.join(30)
     assert sum(seen.values()) == 24  # and every due watch was looked at in the pass
+
+
+def test_the_job_shows_its_next_look_not_its_deadline(notify: World, status: StatusServer) -> None:
+    """Given a notification waiting on a URL looked at every 30 s (7 days at most),
+    then the job and its step show the next look, half a minute away; the deadline is
+    shown apart, as what the job waits at most until."""
+    [job_id] = submit(notify, f"{status.base}/job/slow?running=5", interval=30)
+
+    detail = notify.describe(job_id)
+    next_look = datetime.fromisoformat(detail["next_look_at"])
+    assert 25 <= (next_look - utcnow()).total_seconds() <= 30
+    assert notify.step(job_id, "watch")["next_look_at"] == detail["next_look_at"]
+    deadline = datetime.fromisoformat(detail["next_run_at"])
+    assert (deadline - utcnow()).days == 6  # 7 days from the first look, less a moment
+
+    with notify.store.session() as session:  # a reconciler's look moves the next one on
+        session.execute(update(WatchRow).values(next_look_at=utcnow() + timedelta(seconds=5)))
+    assert (
+        0
+        < (
+            datetime.fromisoformat(notify.describe(job_id)["next_look_at"]) - utcnow()
+        ).total_seconds()
+        <= 5
+    )

@@ -9,7 +9,7 @@ from flask import request, url_for
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
-from prodinf.kinds.job_notification import job_mail
+from prodinf.kinds.job_notification import mail_document
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
 from prodinf.store.search import ORDERS, SORTS, parse_when
@@ -222,10 +222,7 @@ def email_summary(detail: dict[str, Any]) -> dict[str, Any]:
         created_at=detail["created_at"],
         finished_at=detail.get("finished_at"),
     )
-    base = runtime().settings.public_url or request.host_url.rstrip("/")
-    subject, text, html = job_mail(job, base)
-    return {"id": detail["id"], "status": detail["status"], "subject": subject,
-            "body": text, "html": html}  # fmt: skip
+    return mail_document(job, runtime().settings.public_url or request.host_url.rstrip("/"))
 
 
 @ns.route("/<string:job_id>/cancel")
