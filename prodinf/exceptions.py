@@ -127,6 +127,8 @@ class UnknownKind(ValidationError):
         close = difflib.get_close_matches(str(kind), list(known), n=1)
         if close:
             said += f": did you mean {close[0]!r}?"
+        elif known:
+            said += "."
         if known:
             said += f" The kinds here: {', '.join(known)} (prodinf kinds, GET /api/v1/kinds)"
         super().__init__(said, field="kind", kind=kind)

@@ -20,6 +20,7 @@ __all__ = [
     "make_runtime",
     "migrate_store",
     "reports_errors",
+    "said",
     "warn_unless_consumed",
 ]
 
@@ -91,6 +92,16 @@ def warn_unless_consumed(rt: Any, kind: str) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+def said(exc: ProdinfError) -> str:
+    """The one line a command prints for ``exc``: its message, led by the field it names
+    unless the message names it already (``no job 'x': give its id ...`` needs no
+    ``(id)``; ``src_uri: 'x' matches no naming rule``)."""
+    field = exc.field
+    if not field or field in exc.message or field.rpartition(".")[2] in exc.message:
+        return exc.message
+    return f"{field}: {exc.message}"
+
+
 def reports_errors(fn: F) -> F:
     """Turn prodinf errors into a one-line message and exit status 1, never a traceback."""
 
@@ -99,7 +110,6 @@ def reports_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ProdinfError as exc:
-            where = f" ({exc.field})" if exc.field else ""
-            raise click.ClickException(f"{exc.message}{where}") from None
+            raise click.ClickException(said(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy import select
 
-from prodinf.cli.common import console, make_runtime, warn_unless_consumed
+from prodinf.cli.common import console, make_runtime, said, warn_unless_consumed
 from prodinf.exceptions import Conflict, NotFound, ProdinfError, ValidationError
 from prodinf.kinds.handover import Handovers
 from prodinf.kinds.handover.checks import NOTIFY
@@ -79,10 +79,9 @@ def reports_refusals(fn: F) -> F:
 
 
 def _said(exc: ProdinfError) -> str:
-    where = f" ({exc.field})" if exc.field else ""
     token = exc.details.get("token")
     held = f"\nthe unfinished handover: {token}" if isinstance(exc, Conflict) and token else ""
-    return f"{exc.message}{where}{held}"
+    return f"{said(exc)}{held}"
 
 
 def resolve(store: Any, token: str) -> str:

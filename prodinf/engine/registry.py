@@ -87,7 +87,9 @@ class Registry:
         try:
             return self._kinds[name]
         except KeyError:
-            raise UnknownKind(name, sorted(self._kinds)) from None
+            # the kinds one submits: not those prodinf makes itself (notifications...)
+            known = sorted(k.name for k in self._kinds.values() if not k.internal)
+            raise UnknownKind(name, known) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds

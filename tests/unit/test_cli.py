@@ -241,15 +241,15 @@ def test_a_plugin_that_cannot_be_imported_is_named_with_what_to_do() -> None:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["post", "nope"], ["unknown kind 'nope'", "(kind)"]),
+        (["post", "nope"], ["unknown kind 'nope'.", "The kinds here:", "http_get"]),
         (["post", "http_gett"], ["did you mean 'http_get'?", "The kinds here:", "healthcheck"]),
         (["post", "http_get", "-p", "url=notaurl"], ["params.url", "URL"]),
         (["post", "http_get"], ["params.url", "required"]),
         (["post", "http_get", "-p", f"url={UNREACHABLE}", "-p", "timeout=soon"], ["timeout"]),
-        (["post", "http_get", "-p", "foo"], ["'foo' is not key=value", "(--param)"]),
-        (["post", "http_get", "-p", "=x"], ["'=x' is not key=value", "(--param)"]),
-        (["post", "http_get", "--json", "{bad"], ["not valid JSON", "(--json)"]),
-        (["post", "http_get", "--json", "[1, 2]"], ["must be a JSON object", "(--json)"]),
+        (["post", "http_get", "-p", "foo"], ["--param 'foo' is not key=value"]),
+        (["post", "http_get", "-p", "=x"], ["--param '=x' is not key=value"]),
+        (["post", "http_get", "--json", "{bad"], ["--json", "not valid JSON"]),
+        (["post", "http_get", "--json", "[1, 2]"], ["--json", "must be a JSON object"]),
         (["notify", UNREACHABLE, "not-an-address"], ["params.address", "not-an-address"]),
         (["notify", "notaurl", "ops@example.org"], ["params.url"]),
         (["show", "--status", "bogus"], ["--status", "bogus"]),
@@ -272,8 +272,12 @@ def test_a_plugin_that_cannot_be_imported_is_named_with_what_to_do() -> None:
 def test_bad_input_is_named_and_stores_nothing(args: list[str], fragments: list[str]) -> None:
     """Given bad input on the command line,
     when the command runs,
-    then it exits non-zero with a message naming the field, no traceback, and no job."""
-    assert_clean_failure(prodinf(*args), *fragments)
+    then it exits non-zero with a message naming the field (first, not as a trailing
+    "(field)"), no traceback, and no job; the internal kinds are not offered."""
+    result = prodinf(*args)
+    assert_clean_failure(result, *fragments)
+    assert not re.search(r"\([\w.-]+\)\s*$", result.output), result.output
+    assert "job_notification" not in result.output
 
     assert show_json()["total"] == 0
 
@@ -387,7 +391,9 @@ def test_show_an_unknown_job_says_so() -> None:
     """When ``show`` (or cancel, or retry) is given an id no job has,
     then it exits non-zero saying there is no such job, without a traceback."""
     for command in ("show", "cancel", "retry"):
-        assert_clean_failure(prodinf(command, "no-such-job"), "no job 'no-such-job'", "(id)")
+        result = prodinf(command, "no-such-job")
+        assert_clean_failure(result, "no job 'no-such-job': give its id, or at least 6")
+        assert "(id)" not in result.output
 
 
 def test_a_unique_start_of_an_id_names_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
