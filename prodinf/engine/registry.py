@@ -47,19 +47,25 @@ class Kind(Generic[P]):
     #: Made by prodinf itself (a notification, an event's job): not offered by the form.
     internal: bool = False
 
-    def validate(self, params: Any) -> P:
-        """Validate raw params; raises ``ValidationError`` naming the first bad field."""
+    def validate(self, params: Any, settings: Any = None) -> P:
+        """Validate raw params; raises ``ValidationError`` naming the first bad field.
+
+        With ``settings`` (a submission), validators that check against this prodinf's
+        rules files read them from ``info.context["settings"]``: what would fail at
+        run time (a database name no naming rule matches) is refused up front."""
         if params is None:
             params = {}
         if not isinstance(params, dict):
             raise ValidationError("params must be a JSON object", field="params")
+        context = {"settings": settings} if settings is not None else None
         try:
-            return self.params.model_validate(params)
+            return self.params.model_validate(params, context=context)
         except PydanticValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             field = f"params.{where}" if where else "params"
-            raise ValidationError(f"{field}: {first['msg']}", field=field) from None
+            said = first["msg"].removeprefix("Value error, ")  # a validator's own words
+            raise ValidationError(f"{field}: {said}", field=field) from None
 
     def flow(self, params: P) -> Flow:
         return self.build(params)

@@ -83,7 +83,7 @@ class Jobs:
             )
         if isinstance(params, dict):  # what the caller sent, named as sent
             _storable(params, "params", MAX_PARAMS_DEPTH)
-        validated = spec.validate(params)
+        validated = spec.validate(params, self.settings)
         stored_params = validated.model_dump(mode="json")
         _storable(stored_params, "params", MAX_PARAMS_DEPTH)  # and what is written
         flow = spec.flow(validated)

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.databases.uri import DatabaseURI
+from prodinf.exceptions import ValidationError
 from prodinf.runtime import Runtime
 from prodinf.store import JobRow, StepRow
 from prodinf.store.datasets import dataset_registrations
@@ -167,19 +168,19 @@ def test_registrations_go_to_a_separate_metadata_database_when_configured(
         store.dispose()
 
 
-def test_a_name_no_naming_rule_matches_fails_naming_the_param(
+def test_a_name_no_naming_rule_matches_is_refused_naming_the_param(
     rt: Runtime, datasets: Datasets
 ) -> None:
     # Given a database whose name matches no naming rule
     uri = datasets.uri("sqlite", prefix="not_a_core_name")
     DatabaseURI.parse(uri).create()
 
-    # When it is registered
-    done = register(rt, {"database_uri": uri})
-
-    # Then the job fails saying so
-    assert done["status"] == "failed"
-    assert "matches no naming rule" in done["error"]["message"]
+    # When it is registered, then the submission is refused saying so; no job is made
+    with pytest.raises(ValidationError) as refused:
+        rt.jobs.submit("register_metadata", {"database_uri": uri})
+    assert refused.value.field == "params.database_uri"
+    assert "matches no naming rule" in refused.value.message
+    assert rt.store.list_jobs(kind="register_metadata")[1] == 0
 
 
 def test_no_password_is_kept_or_shown(

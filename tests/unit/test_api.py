@@ -168,6 +168,12 @@ BAD_SUBMISSIONS: list[Any] = [
         "params.timeout",
         id="param-overflows-to-infinity",
     ),
+    pytest.param(
+        {"kind": "register_metadata", "params": {"database_uri": "sqlite:///scratch_copy.sqlite"}},
+        400,
+        "params.database_uri",
+        id="name-no-naming-rule-matches",
+    ),
     pytest.param({**GOOD, "idempotency_key": "k" * 201}, 400, "idempotency_key", id="key-long"),
     pytest.param({**GOOD, "idempotency_key": 5}, 400, "idempotency_key", id="key-not-string"),
     pytest.param({**GOOD, "idempotency_key": ""}, 400, "idempotency_key", id="key-empty"),
@@ -677,3 +683,26 @@ def test_format_email_answers_the_short_summary_a_mail_wants(
     assert f"/jobs/{job_id}" in summary["body"] and len(summary["body"]) < 3000
     assert "history" not in summary["body"]
     assert_clean_error(client.get(f"{JOBS}/{job_id}?format=xml"), 400, "format")
+
+
+def test_a_name_no_naming_rule_matches_is_refused_before_it_runs(client: FlaskClient) -> None:
+    """Given register_metadata for a database whose name no naming rule matches, when it
+    is submitted, then the 400 says so and what to do, instead of a job that would fail
+    at its first step; a name a rule matches is taken."""
+    bad = client.post(
+        JOBS,
+        json={"kind": "register_metadata", "params": {"database_uri": "sqlite:///tmp_x.sqlite"}},
+    )
+    assert_clean_error(bad, 400, "params.database_uri")
+    message = bad.json["message"]  # type: ignore[index]
+    assert "'tmp_x' matches no naming rule" in message
+    assert "PRODINF_NAMING_RULES" in message and "Value error" not in message
+
+    good = client.post(
+        JOBS,
+        json={
+            "kind": "register_metadata",
+            "params": {"database_uri": "sqlite:///homo_sapiens_core_115_38.sqlite"},
+        },
+    )
+    assert good.status_code == 201, good.get_data(as_text=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import Connection, NullPool, inspect, text
 
 from prodinf import Commit, Flow, Retry, Step, StepContext, job_kind
@@ -65,6 +65,23 @@ class RegisterMetadataParams(BaseModel):
         default=None, max_length=500, description="Where the dataset came from (free text)."
     )
     comment: str | None = Field(default=None, max_length=10_000, description="A note to keep.")
+
+    @field_validator("database_uri")
+    @classmethod
+    def _named(cls, value: str, info: ValidationInfo) -> str:
+        """At submission, a database no naming rule matches is refused (its registration
+        could not say what dataset it is)."""
+        settings = (info.context or {}).get("settings")
+        if settings is None:  # a job that runs: its step parses the name again
+            return value
+        database = DatabaseURI.parse(value, field="params.database_uri").database
+        try:
+            load_naming_rules(settings.naming_rules).parse(database)
+        except ValidationError as exc:
+            raise ValueError(
+                f"{exc.message}: rename the database, or add a rule (PRODINF_NAMING_RULES)"
+            ) from None
+        return value
 
 
 def _measure(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
