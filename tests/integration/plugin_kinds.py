@@ -136,3 +136,14 @@ def _copy_and_log(ctx: StepContext) -> int:
 def it_logs(params: LogsParams) -> Flow:
     """One step that logs three ways (its lines are kept with the job)."""
     return Flow.of(Step("copy", _copy_and_log))
+
+
+def _busy_kind(queue: str) -> None:
+    @job_kind(f"it_busy_{queue}", queue=queue, params=NoopParams)
+    def busy(params: NoopParams) -> Flow:
+        """One step that does nothing (or sleeps), on its own queue."""
+        return Flow.of(Step("work", _noop))
+
+
+for _queue in ("handover", "event", "email", "jobs"):
+    _busy_kind(_queue)
