@@ -145,6 +145,16 @@ class WebDriver:
         value: str = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
         return value
 
+    def texts(self, css: str) -> list[str]:
+        """The text of every element matching ``css``, as shown (none: an empty list)."""
+        found = self.call(
+            "POST", f"/session/{self.session}/elements", {"using": "css selector", "value": css}
+        )
+        return [
+            self.call("GET", f"/session/{self.session}/element/{item[self.ELEMENT]}/text")
+            for item in found
+        ]
+
     def selected(self, css: str) -> bool:
         """Whether the checkbox, radio button or option matching ``css`` is ticked."""
         value: bool = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")

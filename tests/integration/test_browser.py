@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine
+from sqlalchemy import text as sa_text
 
 from prodinf.config import Settings
 from prodinf.mail import deliver, outbox_name, render_url_report
@@ -23,6 +25,7 @@ from tests.integration.browser import WebDriver, chromium
 from tests.loopback import Site
 from tests.mails import PASSWORD, URL, a_mail
 from tests.pages import text_of
+from tests.sample_data import build_core_like
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -153,3 +156,33 @@ def test_browser_renders_the_outbox(settings: Settings, live: str, tmp_path: Pat
     assert "has finished." in text_block.group(1)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text_block.group(1)
     assert "<script>alert(1)" not in dom
+
+
+@pytest.mark.slow
+def test_browser_shows_a_failed_healthchecks_report(
+    app: Flask, live: str, browser: WebDriver, tmp_path: Path
+) -> None:
+    """Given a healthcheck of a core database with orphan rows (a transcript whose gene
+    is gone), when a user opens its job page in the browser, then the report's table
+    shows each check with its outcome, the failed one first and open with its count and
+    example rows; a traceback is only behind a closed "for operators" summary."""
+    uri = f"sqlite:///{tmp_path / 'homo_sapiens_core_115_38'}.sqlite"
+    build_core_like(uri, genes=20, release=115)
+    engine = create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(sa_text("DELETE FROM gene WHERE gene_id IN (1, 2, 3)"))
+    engine.dispose()
+    job_id = run(app, "healthcheck", {"database_uri": uri, "groups": ["core", "generic"]})
+
+    browser.go(f"{live}/jobs/{job_id}")
+
+    assert browser.text(".status-line .badge") == "failed"
+    rows = browser.texts("#report table.checks > tbody > tr")
+    outcomes = ["FAILED" in row for row in rows]
+    assert outcomes[0] and not all(outcomes), rows  # failed first, passed ones after
+    failed = browser.text("#report tr.failed")
+    assert "transcript" in failed and "gene" in failed, failed
+    examples = browser.texts("#report tr.failed details[open] table.examples tr")
+    assert len(examples) >= 2, examples  # a header and at least one orphan row
+    shown = browser.text("main")  # what is visible: a closed <details> shows its summary
+    assert 'File "' not in shown and "Traceback (for operators)" in shown
