@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         default=SecretStr("prodinf-dev-only"),
         description="Flask secret key for the web forms; set it in production.",
     )
+    auth: Literal["users", "none"] = Field(
+        default="none",
+        description="users: the API takes tokens and the pages a login, each user's role "
+        "deciding what they may do; none: anyone who reaches the portal may do anything "
+        "(allowed only while it listens on loopback).",
+    )
     log_level: str = Field(default="INFO", description="Log level of workers and portal.")
     # -- mail and notifications ---------------------------------------------------------
     smtp_host: str | None = Field(
