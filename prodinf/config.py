@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the portal listens on.")
     port: int = Field(default=5000, ge=0, le=65535, description="Port the portal listens on.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names the portal answers to besides the loopback "
+        "names, the host of public_url and host itself (a name, .example.org for a domain and "
+        "its subdomains, or * for any); a request naming another Host is refused (400).",
+    )
+    max_request_bytes: int = Field(
+        default=1048576,
+        ge=1024,
+        description="Largest request body the portal reads, in bytes; a larger one is refused "
+        "(413) before it is read.",
+    )
     secret_key: SecretStr = Field(
         default=SecretStr("prodinf-dev-only"),
         description="Flask secret key for the web forms; set it in production.",
@@ -290,7 +302,7 @@ class Settings(BaseSettings):
         # relative PRODINF_HOME is resolved once, here, and passed on absolute.
         return value.expanduser().resolve()
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "allowed_hosts", mode="before")
     @classmethod
     def _split_plugins(cls, value: Any) -> Any:
         if isinstance(value, str):
