@@ -14,6 +14,7 @@
         ├── Conflict              the request does not fit the current state
         ├── UnknownKind           no kind registered under that name
         ├── FlowError             a kind built an invalid flow
+        ├── AddressDenied         an outbound URL reaches an address the deny list refuses
         └── RemoteJobFailed       a remote job ended in failure
 
 Steps raise ``TransientError`` to be retried under their retry policy and
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "AddressDenied",
     "BrokerUnavailable",
     "Conflict",
     "FlowError",
@@ -144,6 +146,11 @@ class RemoteJobFailed(PermanentError):
     """Raised when a remote job ended in failure; ``details`` holds its final document."""
 
     status_code = 502
+
+
+class AddressDenied(PermanentError):
+    """Raised when a URL that a job or a user gave resolves to an address that
+    ``PRODINF_DENIED_NETWORKS`` refuses; ``details`` name the ``address`` and ``network``."""
 
 
 class Forbidden(PermanentError):
