@@ -10,7 +10,7 @@ from flask_restx import apidoc
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError
-from prodinf.portal import dataset_views, errors, event_views, handover_views, hardening, views
+from prodinf.portal import dataset_views, errors, event_views, handover_views, views
 from prodinf.portal.api import build_api
 from prodinf.portal.current import EXTENSION, runtime_of
 from prodinf.runtime import Runtime
@@ -28,7 +28,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         RESTX_MASK_SWAGGER=False,
         JSON_SORT_KEYS=False,
     )
-    hardening.install(app, settings)  # first: hosts, body size and headers for everything
     app.extensions[EXTENSION] = runtime or Runtime(settings, create_celery(settings))
 
     blueprint, api = build_api()
