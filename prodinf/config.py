@@ -18,14 +18,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prodinf.addresses import validate_sender
 from prodinf.exceptions import ValidationError
 from prodinf.redact import redact_text
 
-__all__ = ["HOME_FOLDER", "Settings", "default_home", "get_settings", "with_driver"]
+__all__ = [
+    "HOME_FOLDER",
+    "Settings",
+    "default_home",
+    "get_settings",
+    "split_host_pattern",
+    "with_driver",
+]
 
 #: The name of the folder that holds a prodinf's embedded state.
 HOME_FOLDER = ".prodinf"
@@ -202,6 +209,18 @@ class Settings(BaseSettings):
         "webhooks are not signed.",
     )
     # -- database job services (healthcheck, register_metadata) ----------------------------
+    sqlite_roots: Annotated[list[str], NoDecode] | None = Field(
+        default=None,
+        description="Comma-separated folders under which the SQLite files jobs open (copy, "
+        "healthcheck, register_metadata, handover) must lie; a relative folder is under home. "
+        "Unset: home/data and home/staging (and the folder `prodinf up` was started in). "
+        "prodinf's own files (the job store, home's broker, outbox and logs) never are.",
+    )
+    database_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts (or host:port) whose databases jobs may open, each "
+        "a name, an address or a glob (*.db.example.org); empty means any host.",
+    )
     naming_rules: Path | None = Field(
         default=None,
         description="YAML file of the naming rules that read a database name as dataset, type, "
@@ -309,6 +328,24 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("sqlite_roots", "database_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            value = [str(part) for part in value]  # folders given as paths (tests, Python)
+            if not value and info.field_name == "sqlite_roots":
+                return None  # PRODINF_SQLITE_ROOTS= (set but empty): the default folders
+        return value
+
+    @field_validator("database_hosts")
+    @classmethod
+    def _check_database_hosts(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            split_host_pattern(pattern)  # ValueError names the bad one
+        return value
+
     # -- derived values: computed, never stored, so they cannot drift --------
 
     @property
@@ -317,6 +354,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return with_driver(self.database_url)
         return f"sqlite:///{self.home / 'prodinf.sqlite'}"
+
+    @property
+    def sqlite_folders(self) -> list[Path]:
+        """The folders under which the SQLite files jobs open must lie, resolved:
+        ``sqlite_roots`` (a relative one under home), or home/data and home/staging."""
+        roots = self.sqlite_roots if self.sqlite_roots is not None else ["data", "staging"]
+        return [(self.home / Path(root).expanduser()).resolve() for root in roots]
 
     @property
     def broker(self) -> str:
@@ -379,6 +423,26 @@ def with_driver(url: str) -> str:
     """Return ``url`` with the installed driver named (``postgresql://`` -> ``+psycopg``)."""
     scheme, sep, rest = url.partition("://")
     return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
+def split_host_pattern(pattern: str) -> tuple[str, int | None]:
+    """``(host glob, port or None)`` of a ``PRODINF_DATABASE_HOSTS`` entry: ``db1``,
+    ``*.example.org``, ``db1:3306``, ``10.0.0.7``, ``::1`` or ``[::1]:5432``.
+
+    :raises ValueError: the entry is empty or its port is not a number.
+    """
+    text = pattern.strip().lower()
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(
+            f"bad database host {pattern[:80]!r}: write host, host:port or [ipv6]:port"
+        )
+    return host, int(port) if port else None
 
 
 @lru_cache(maxsize=1)
