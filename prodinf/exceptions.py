@@ -41,6 +41,7 @@ __all__ = [
     "RemoteUnavailable",
     "StoreUnavailable",
     "TransientError",
+    "Unauthorized",
     "UnknownKind",
     "Unstorable",
     "ValidationError",
@@ -151,6 +152,12 @@ class RemoteJobFailed(PermanentError):
 class AddressDenied(PermanentError):
     """Raised when a URL that a job or a user gave resolves to an address that
     ``PRODINF_DENIED_NETWORKS`` refuses; ``details`` name the ``address`` and ``network``."""
+
+
+class Unauthorized(PermanentError):
+    """Raised when a request has no credentials, or ones that are not (or no longer) valid."""
+
+    status_code = 401
 
 
 class Forbidden(PermanentError):

@@ -11,9 +11,10 @@ from typing import Any
 
 from flask import Flask, render_template, request
 from flask_restx import Api
-from werkzeug.exceptions import HTTPException
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from prodinf.exceptions import ProdinfError, TransientError
+from prodinf.exceptions import ProdinfError, TransientError, Unauthorized, ValidationError
 
 __all__ = ["body_for", "register", "register_api"]
 
@@ -26,9 +27,14 @@ def body_for(exc: BaseException) -> tuple[dict[str, Any], int, dict[str, str]]:
     if isinstance(exc, ProdinfError):
         if isinstance(exc, TransientError):
             headers["Retry-After"] = str(int(exc.retry_after or 5))
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="prodinf"'
         return exc.to_dict(), exc.status_code, headers
     if isinstance(exc, HTTPException):
-        return {"message": exc.description, "field": None}, exc.code or 500, headers
+        # What the exception says of itself (a 405's Allow), but not its HTML's type.
+        headers.update((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        field = "body" if isinstance(exc, RequestEntityTooLarge) else None
+        return {"message": exc.description, "field": field}, exc.code or 500, headers
     log.error("unexpected error answering %s %s", request.method, request.path, exc_info=exc)
     return {"message": "internal error; see the portal's log", "field": None}, 500, headers
 
@@ -63,6 +69,16 @@ class _OutageInOneLine(logging.Filter):
 def register(app: Flask) -> None:
     """Errors outside the API: JSON for ``/api`` and ``/health``, an HTML page elsewhere."""
     app.logger.addFilter(_OutageInOneLine())
+
+    @app.errorhandler(CSRFError)
+    def stale_form(exc: CSRFError) -> Any:
+        # Flask-WTF's reason ("The CSRF token is missing.") says nothing to do
+        refused = ValidationError(
+            f"this form is out of date or came from another site ({exc.description.lower()}"
+            "): reload the page and send it again",
+            field="csrf_token",
+        )
+        return handle(refused)
 
     @app.errorhandler(Exception)
     def handle(exc: Exception) -> Any:

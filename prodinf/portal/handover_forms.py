@@ -22,7 +22,6 @@ from prodinf.kinds.handover.checks import NOTIFY
 from prodinf.kinds.handover.report import handover_status
 from prodinf.kinds.handover.service import parse_server
 from prodinf.portal.current import runtime
-from prodinf.portal.views import check_csrf
 from prodinf.redact import redact_text
 
 __all__ = ["add_routes", "service"]
@@ -91,7 +90,6 @@ def new_handover() -> ResponseReturnValue:
     if request.method == "GET":
         values = {"server_uri": request.args.get("server_uri", ""), "notify": NOTIFY[0]}
         return handover_form(values, listing=bool(values["server_uri"].strip()))
-    check_csrf()
     values = {name: request.form.get(name, "") for name in FIELDS}
     if request.form.get("action") == "list":
         return handover_form(values, listing=True)
@@ -164,7 +162,6 @@ def bulk_form() -> ResponseReturnValue:
             "notify": NOTIFY[0],
         }
         return bulk_handover_form(values)
-    check_csrf()
     values = {name: request.form.get(name, "") for name in BULK_FIELDS}
     try:
         made = service().bulk(bulk_request(values), submitted_by=_user())

@@ -9,12 +9,11 @@ that change state carry a per-session token, so another site cannot post them.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
@@ -97,7 +96,6 @@ def job(job_id: str) -> ResponseReturnValue:
 
 @blueprint.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
-    check_csrf()
     try:
         summary = runtime().jobs.cancel(job_id)
     except Conflict as exc:
@@ -112,7 +110,6 @@ def cancel(job_id: str) -> ResponseReturnValue:
 
 @blueprint.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> ResponseReturnValue:
-    check_csrf()
     try:
         runtime().jobs.retry(job_id)
     except Conflict as exc:
@@ -157,7 +154,6 @@ def new_job() -> ResponseReturnValue:
 
 @blueprint.post("/jobs/new")
 def submit_job() -> ResponseReturnValue:
-    check_csrf()
     rt = runtime()
     name = request.form.get("kind", "")
     key = request.form.get("idempotency_key", "").strip() or None
@@ -231,7 +227,6 @@ def new_notification() -> ResponseReturnValue:
 
 @blueprint.post("/notifications/new")
 def submit_notification_form() -> ResponseReturnValue:
-    check_csrf()
     from prodinf.portal.api.notifications import submit_notification
 
     values = {k: request.form.get(k, "").strip() for k in ("url", "address", "interval")}
@@ -293,29 +288,9 @@ def outbox_mail(name: str) -> ResponseReturnValue:
 # -- shared by the templates ------------------------------------------------------------------
 
 
-def csrf_token() -> str:
-    """This session's token for forms that change state."""
-    token = session.get("csrf_token")
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(32)
-        session["csrf_token"] = token
-    return token
-
-
-def check_csrf() -> None:
-    """Refuse a form post that does not carry this session's token."""
-    sent = request.form.get("csrf_token", "")
-    expected = session.get("csrf_token")
-    if not isinstance(expected, str) or not secrets.compare_digest(sent, expected):
-        raise ValidationError(
-            "this form is out of date or came from another site; reload the page and retry",
-            field="csrf_token",
-        )
-
-
 @blueprint.app_context_processor
 def template_helpers() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "terminal": TERMINAL}
+    return {"terminal": TERMINAL}
 
 
 @blueprint.app_template_filter("when")

@@ -33,6 +33,8 @@ __all__ = [
     "HISTORY",
     "JOBS",
     "STEPS",
+    "TOKENS",
+    "USERS",
     "WATCHERS",
     "WATCHES",
     "WORKERS",
@@ -283,6 +285,40 @@ class WorkerRow(Base):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class UserRow(Base):
+    """Someone who may use the portal and the API, with one role (``store.users.ROLES``)."""
+
+    __tablename__ = "prodinf_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    #: argon2id; ``None``: no password (the user only has tokens).
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TokenRow(Base):
+    """An API token: its visible id, the SHA-256 of the whole token (never the token),
+    its user, and whether it is read-only, until when it holds, and if it was revoked."""
+
+    __tablename__ = "prodinf_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("prodinf_users.id", ondelete="CASCADE"), index=True
+    )
+    digest: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 # The tables, for Core statements (the runner's hot path uses no ORM session).
 JOBS = cast(Table, JobRow.__table__)
 STEPS = cast(Table, StepRow.__table__)
@@ -296,3 +332,5 @@ HANDOVER_OPEN = cast(Table, HandoverOpenRow.__table__)
 HANDOVER_BULKS = cast(Table, HandoverBulkRow.__table__)
 COPY_SLOTS = cast(Table, CopySlotRow.__table__)
 WORKERS = cast(Table, WorkerRow.__table__)
+USERS = cast(Table, UserRow.__table__)
+TOKENS = cast(Table, TokenRow.__table__)
