@@ -216,9 +216,12 @@ def test_bad_submissions_get_a_4xx_naming_the_field(
 
 
 def test_a_body_that_is_not_declared_json_is_refused(client: FlaskClient) -> None:
-    """Given a JSON body sent as text/plain, when it is posted, then a 400 names the body."""
+    """Given a JSON body sent as text/plain (what a page on another site may send without
+    asking), when it is posted, then a 415 names the Content-Type and nothing is stored."""
     response = client.post(JOBS, data=json.dumps(GOOD), content_type="text/plain")
-    assert_clean_error(response, 400, "body")
+    assert_clean_error(response, 415, "Content-Type")
+    assert "text/plain" in response.json["message"]  # type: ignore[index]
+    assert client.get(JOBS).json["total"] == 0  # type: ignore[index]
 
 
 def test_notify_is_accepted_shown_and_checked_field_by_field(client: FlaskClient) -> None:
