@@ -6,11 +6,21 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask_restx import apidoc
+from flask_wtf.csrf import CSRFProtect
 
 from prodinf.celery_app import create_celery
 from prodinf.config import Settings, get_settings
 from prodinf.exceptions import ProdinfError
-from prodinf.portal import dataset_views, errors, event_views, handover_views, hardening, views
+from prodinf.portal import (
+    access,
+    auth_views,
+    dataset_views,
+    errors,
+    event_views,
+    handover_views,
+    hardening,
+    views,
+)
 from prodinf.portal.api import build_api
 from prodinf.portal.current import EXTENSION, runtime_of
 from prodinf.runtime import Runtime
@@ -33,6 +43,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     blueprint, api = build_api()
     app.register_blueprint(blueprint)
+    csrf = CSRFProtect(app)  # every form; the API takes tokens and JSON, not cookies
+    csrf.exempt(blueprint)
+    access.install(app)
+    auth_views.limiter.init_app(app)
+    app.register_blueprint(auth_views.blueprint)
     app.add_url_rule("/api/docs", "api_docs", lambda: apidoc.ui_for(api))
     app.register_blueprint(views.blueprint)
     app.register_blueprint(event_views.blueprint)
