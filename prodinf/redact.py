@@ -12,10 +12,8 @@ from typing import Any
 
 __all__ = ["redact", "redact_text", "secret_values"]
 
-# scheme://user:password@host -> scheme://user:***@host. The match starts at "://"
-# (after one scheme character), never at every letter of a long word, and the
-# password stops at the first "@": see _mask_token for why that keeps it linear.
-_URL_CREDENTIALS = re.compile(r"(?<=[a-zA-Z0-9+.\-])(?P<head>://[^:/@\s'\"]*):(?P<pw>[^@\s'\"]+)@")
+# The "://" of a URL: after a scheme character, so a URL is found wherever it starts.
+_SCHEME_END = re.compile(r"(?<=[a-zA-Z0-9+.\-])://")
 # A stretch of text a URL credential cannot cross (it never holds spaces or quotes).
 _TOKEN = re.compile(r"[^\s'\"]+")
 # password=..., "password": "...", token: ... in free text
@@ -27,15 +25,38 @@ _KEYED_SECRET = re.compile(
 _SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key")
 
 
+def _url_passwords(token: str) -> list[tuple[int, int]]:
+    """Where each URL password in ``token`` is: ``(start, end)`` of what follows
+    ``://user:`` up to the LAST ``@`` before the next URL.
+
+    A password may hold an unencoded ``@`` or ``:`` (``mysql://u:S3cret@Pass99@host/db``):
+    cutting at the first ``@`` would show half of it, so the whole stretch up to the
+    last ``@`` is taken (a path or query holding ``@`` after a ``host:port`` is masked
+    too: better too much than too little). One pass over the token: linear.
+    """
+    starts = [m.end() for m in _SCHEME_END.finditer(token)]
+    found = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(token)
+        at = token.rfind("@", start, end)
+        if at < 0:
+            continue
+        colon = token.find(":", start, at)
+        if colon < 0 or "/" in token[start:colon] or colon + 1 == at:
+            continue  # no password: "://user@host", "://host/path:x@y", "://user:@host"
+        found.append((colon + 1, at))
+    return found
+
+
 def _mask_token(match: re.Match[str]) -> str:
     token = match.group()
     if "://" not in token or "@" not in token:
         return token
-    # Only the part up to the last "@" can hold a credential. Cutting there means
-    # every password scan that starts ends at an "@" and so matches, consuming its
-    # text: no scan is repeated from the next "://" (which made "a://:a://:..." quadratic).
-    end = token.rindex("@") + 1
-    return _URL_CREDENTIALS.sub(r"\g<head>:***@", token[:end]) + token[end:]
+    shown, last = [], 0
+    for start, end in _url_passwords(token):
+        shown.append(token[last:start] + "***")
+        last = end
+    return "".join(shown) + token[last:]
 
 
 def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
@@ -87,8 +108,7 @@ def secret_values(value: Any) -> list[str]:
                 found.append(item)
             for token in _TOKEN.findall(item):
                 if "://" in token and "@" in token:
-                    end = token.rindex("@") + 1
-                    found.extend(m.group("pw") for m in _URL_CREDENTIALS.finditer(token[:end]))
+                    found.extend(token[a:b] for a, b in _url_passwords(token))
         elif secret and isinstance(item, int | float) and not isinstance(item, bool):
             found.append(str(item))
 

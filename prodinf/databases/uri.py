@@ -43,6 +43,27 @@ _DRIVERS = {
 # Names are quoted in CREATE/DROP DATABASE, so they are kept to what needs no escaping.
 _NAME = re.compile(r"^[A-Za-z0-9_$-]{1,63}$")
 
+#: Driver options (``?name=value``) a job's URI may not carry: they send the connection
+#: to another host or socket than the URI names (libpq's ``host``, PyMySQL's
+#: ``unix_socket``) or make the driver read local files (``read_default_file``,
+#: ``passfile``, ``service``), which would slip past PRODINF_DATABASE_HOSTS.
+_UNSAFE_OPTIONS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "unix_socket",
+        "service",
+        "servicefile",
+        "passfile",
+        "read_default_file",
+        "read_default_group",
+        "local_infile",
+        "init_command",
+        "sslkeylogfile",
+    }
+)
+
 # Server error codes that mean "these credentials will never work" (not "try later").
 _MYSQL_AUTH_CODES = {1044, 1045, 1049, 1698}
 
@@ -238,14 +259,26 @@ def _parse_url(value: str) -> URL | str:
     driver = _DRIVERS.get(scheme.lower())
     if driver is None:
         return f"unsupported scheme {scheme[:20]!r} (use mysql, mariadb, postgresql or sqlite)"
+    if driver != "sqlite" and rest.partition("/")[0].count("@") > 1:
+        # make_url would read the rest of the password as part of the host
+        return "the user or password holds an '@': write it as %40"
     try:
         url = make_url(f"{driver}://{rest}")
     except (ArgumentError, ValueError):
         return "not a valid URI"
+    unsafe = sorted(key for key in url.query if key.lower() in _UNSAFE_OPTIONS)
     if driver == "sqlite":
         if not url.database or url.database == ":memory:":
             return "a SQLite URI needs a file path (sqlite:///path/to/file.db)"
+        if url.query:
+            # ?uri=true would make the path a SQLite URI naming any other file
+            return "a SQLite URI takes no ?options: give the file's path only"
         return url
+    if unsafe:
+        return (
+            f"the option {unsafe[0][:40]!r} is not allowed: it would connect elsewhere or "
+            "read local files (name the host and port in the URI itself)"
+        )
     if not url.host:
         return "names no host"
     if not url.database or not _NAME.match(url.database):
