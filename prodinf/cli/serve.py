@@ -137,15 +137,15 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     closest .prodinf folder up from here, else ~/.prodinf): a SQLite store and a
     filesystem broker, no server needed. Ctrl-C stops it all.
     """
-    from werkzeug.serving import make_server
-
     from prodinf.portal import create_app
+    from prodinf.portal.hardening import make_server
 
     settings = load_settings()
     host, port = host or settings.host, settings.port if port is None else port
     port = _refuse_a_used_port(host, port)
     public_url = settings.public_url or _own_url(host, port)  # mails link to this portal
-    settings = settings.model_copy(update={"public_url": public_url})
+    # the portal checks where it listens (the secret key, its own names): --host counts
+    settings = settings.model_copy(update={"public_url": public_url, "host": host})
     home = settings.home.resolve()
     logs = home / "logs"
     rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
@@ -189,7 +189,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
     if settings.is_embedded_broker:
         _bind_embedded_queues(rt.celery, list(nodenames.values()))
     app = create_app(settings, runtime=rt)
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app)
     stop = threading.Event()
 
     def supervise() -> None:
@@ -295,16 +295,14 @@ def scheduler() -> None:
 @reports_errors
 def portal(host: str | None, port: int | None) -> None:
     """Serve the portal alone (for production use gunicorn prodinf.wsgi:app)."""
-    from werkzeug.serving import make_server
-
     from prodinf.portal import create_app
+    from prodinf.portal.hardening import make_server
 
     settings = load_settings()
     host, port = host or settings.host, settings.port if port is None else port
     _refuse_a_used_port(host, port)
-    server = make_server(
-        host, port, create_app(settings, runtime=make_runtime(settings)), threaded=True
-    )
+    settings = settings.model_copy(update={"host": host})  # what the portal checks
+    server = make_server(host, port, create_app(settings, runtime=make_runtime(settings)))
     click.echo(f"portal at http://{server.host}:{server.port}")
     _stop_on_sigterm()
     try:
