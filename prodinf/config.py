@@ -14,6 +14,7 @@ configuration reference in ``docs/configuration.rst`` is checked against it.
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,12 +31,18 @@ __all__ = [
     "Settings",
     "default_home",
     "get_settings",
+    "parse_networks",
     "split_host_pattern",
     "with_driver",
 ]
 
 #: The name of the folder that holds a prodinf's embedded state.
 HOME_FOLDER = ".prodinf"
+#: Link-local (cloud metadata), 0.0.0.0 and ::, AWS's and Alibaba's metadata addresses;
+#: not loopback or private ranges, which one machine's prodinf fetches from (security.rst).
+DEFAULT_DENIED_NETWORKS = (
+    "169.254.0.0/16,fe80::/10,0.0.0.0/8,::/128,fd00:ec2::254/128,100.100.100.200/32"
+)
 
 
 def default_home(start: Path | None = None) -> Path:
@@ -49,6 +56,13 @@ def default_home(start: Path | None = None) -> Path:
         if candidate.is_dir():
             return candidate
     return (Path.home() / HOME_FOLDER).resolve()
+
+
+def parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """The networks of a comma-separated list (a bare address is its /32 or /128).
+
+    :raises ValueError: an entry that is not a network, naming it."""
+    return tuple(ip_network(e.strip(), strict=False) for e in text.split(",") if e.strip())
 
 
 class Settings(BaseSettings):
@@ -208,6 +222,14 @@ class Settings(BaseSettings):
         description="Key of the HMAC-SHA256 signature sent with each webhook; empty means "
         "webhooks are not signed.",
     )
+    denied_networks: str = Field(
+        default=DEFAULT_DENIED_NETWORKS,
+        description="Comma-separated networks (CIDR) that requests for jobs and users (URLs, "
+        "webhooks, services) never reach, whatever the name or spelling; empty means none.",
+    )
+    allowed_networks: str | None = Field(
+        default=None, description="Comma-separated networks exempted from denied_networks."
+    )
     # -- database job services (healthcheck, register_metadata) ----------------------------
     sqlite_roots: Annotated[list[str], NoDecode] | None = Field(
         default=None,
@@ -313,6 +335,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL such as https://prodinf.example.org")
         return value
+
+    @field_validator("denied_networks", "allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: str | None) -> str | None:
+        return None if value is None else ",".join(map(str, parse_networks(value)))
 
     @field_validator("home")
     @classmethod
