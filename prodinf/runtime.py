@@ -29,6 +29,7 @@ from prodinf.engine.service import Jobs
 from prodinf.engine.watches import look_due
 from prodinf.exceptions import BrokerUnavailable
 from prodinf.kinds.rules_files import check_rules_files
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.store import JobStore, workers
 
@@ -167,7 +168,7 @@ class Runtime:
             )
 
         sent += one_pass()
-        if look_due(self.store):
+        if look_due(self.store, guard=Guard.of(settings)):
             sent += one_pass()
         return sent
 

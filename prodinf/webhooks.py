@@ -16,7 +16,9 @@ Errors follow :mod:`prodinf.exceptions`: a receiver that is unreachable, slow
 (``PRODINF_WEBHOOK_TIMEOUT``), answers 5xx, 408 or 429 raises
 :class:`RemoteUnavailable` (try again later, honouring ``Retry-After``); one that
 answers any other 4xx, or a redirect (not followed, so a signed body never goes
-somewhere else), raises :class:`PermanentError`.
+somewhere else), raises :class:`PermanentError`; one whose address
+``PRODINF_DENIED_NETWORKS`` refuses (:mod:`prodinf.outbound`) is never called:
+:class:`AddressDenied`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import requests
 
 from prodinf.config import Settings
 from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 
 __all__ = ["SIGNATURE_HEADER", "encode", "post", "signature"]
@@ -69,14 +72,15 @@ def post(
         headers[SIGNATURE_HEADER] = signature(secret, body)
     shown = redact_text(url)
     try:
-        response = requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=settings.webhook_timeout,
-            allow_redirects=False,
-        )
-        response.close()
+        with Guard.of(settings).session() as session:
+            response = session.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=settings.webhook_timeout,
+                allow_redirects=False,
+            )
+            response.close()
     except requests.Timeout as exc:
         raise RemoteUnavailable(
             f"webhook {shown} did not answer within {settings.webhook_timeout:g}s"

@@ -10,7 +10,9 @@ and then
 - the URL still pending: the next look is ``interval`` seconds on;
 - a final ``status``: every watching step is woken with the document;
 - a failed look (error, 404, not JSON): the next look backs off, and steps whose
-  ``max_errors`` is reached are woken with the reason.
+  ``max_errors`` is reached are woken with the reason;
+- a URL the guard refuses (:mod:`prodinf.outbound`: its name now resolves to a denied
+  address): every watching step is woken with ``refused`` and the reason.
 
 Waking a step writes ``state["watched"]`` and makes it (and its job) due, so the
 reconciler's next pass publishes it. A pending watch therefore costs one HTTP
@@ -29,7 +31,8 @@ from enum import StrEnum
 from typing import Any
 
 from prodinf.engine.waits import look_backoff
-from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.exceptions import AddressDenied, PermanentError, RemoteUnavailable
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
 from prodinf.status import TERMINAL
@@ -61,6 +64,8 @@ class Seen(StrEnum):
     ERROR = "error"
     #: It can never answer (not a valid URL).
     FAILED = "failed"
+    #: It resolves to an address PRODINF_DENIED_NETWORKS refuses: it was not fetched.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -73,11 +78,14 @@ class Look:
     problem: str | None = None
 
 
-def look(url: str, timeout: float) -> Look:
-    """GET ``url`` once and say what its JSON ``status`` means."""
+def look(url: str, timeout: float, guard: Guard | None = None) -> Look:
+    """GET ``url`` once, through ``guard`` (the default deny list when None), and say
+    what its JSON ``status`` means."""
     shown = redact_text(url)
     try:
-        code, document = fetch_status(url, timeout=timeout)
+        code, document = fetch_status(url, timeout=timeout, guard=guard)
+    except AddressDenied as exc:
+        return Look(Seen.REFUSED, problem=exc.message)
     except PermanentError as exc:
         return Look(Seen.FAILED, problem=exc.message)
     except RemoteUnavailable as exc:
@@ -106,8 +114,16 @@ def look_at_job(store: JobStore, job_id: str) -> Look:
     return Look(Seen.PENDING, status=status)
 
 
-def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8, batches: int = 5) -> int:
-    """Look at the watches that are due and wake the steps they concern.
+def look_due(
+    store: JobStore,
+    *,
+    limit: int = 200,
+    parallel: int = 8,
+    batches: int = 5,
+    guard: Guard | None = None,
+) -> int:
+    """Look at the watches that are due and wake the steps they concern; every look goes
+    through ``guard`` (``Guard.of(settings)``; the default deny list when None).
 
     Works through up to ``batches`` batches of ``limit`` watches, ``parallel``
     looks at a time, and returns the number of URLs looked at. Safe to call from
@@ -115,26 +131,26 @@ def look_due(store: JobStore, *, limit: int = 200, parallel: int = 8, batches: i
     """
     total = 0
     for _ in range(batches):
-        looked = _look_batch(store, limit, parallel)
+        looked = _look_batch(store, limit, parallel, guard)
         total += looked
         if looked < limit:
             break
     return total
 
 
-def _look_batch(store: JobStore, limit: int, parallel: int) -> int:
+def _look_batch(store: JobStore, limit: int, parallel: int, guard: Guard | None) -> int:
     """Look at up to ``limit`` due watches, claiming ``parallel`` at a time."""
     looked = 0
     while looked < limit:
         chunk = min(parallel, limit - looked)
-        done = _look_chunk(store, chunk, parallel)
+        done = _look_chunk(store, chunk, parallel, guard)
         looked += done
         if done < chunk:
             break
     return looked
 
 
-def _look_chunk(store: JobStore, limit: int, parallel: int) -> int:
+def _look_chunk(store: JobStore, limit: int, parallel: int, guard: Guard | None) -> int:
     claimed = stored.claim_due(store, limit, CLAIM_SECONDS)
     if not claimed:
         return 0
@@ -143,7 +159,7 @@ def _look_chunk(store: JobStore, limit: int, parallel: int) -> int:
         job_id = stored.watched_job(row.url)
         if job_id is not None:
             return look_at_job(store, job_id)
-        return look(row.url, timeout=min(30.0, max(5.0, row.interval)))
+        return look(row.url, timeout=min(30.0, max(5.0, row.interval)), guard=guard)
 
     with ThreadPoolExecutor(max_workers=min(parallel, len(claimed))) as pool:
         looks = list(pool.map(one, claimed))
@@ -175,9 +191,10 @@ def _settle(store: JobStore, row: stored.DueWatch, found: Look) -> None:
         else:
             errors = int(row.errors) + 1
             reason = f"gave up after {errors} failed looks in a row: {found.problem}"
-            if found.outcome == Seen.FAILED:
+            if found.outcome in (Seen.FAILED, Seen.REFUSED):
                 reason = found.problem or "the URL cannot be fetched"
-            outcome = {"outcome": Seen.FAILED, "status": row.status, "reason": reason}
+            ended = Seen.REFUSED if found.outcome == Seen.REFUSED else Seen.FAILED
+            outcome = {"outcome": ended, "status": row.status, "reason": reason}
             if found.outcome == Seen.ERROR:
                 next_look = now + timedelta(seconds=look_backoff(row.interval, errors))
                 stored.failed_look(conn, row.id, errors, next_look)
@@ -186,7 +203,7 @@ def _settle(store: JobStore, row: stored.DueWatch, found: Look) -> None:
     for start in range(0, len(woken), WAKE_BATCH):
         with store.transaction() as conn:
             stored.wake(conn, row.id, woken[start : start + WAKE_BATCH], outcome)
-    if found.outcome in (Seen.COMPLETE, Seen.FAILED):
+    if found.outcome in (Seen.COMPLETE, Seen.FAILED, Seen.REFUSED):
         stored.delete_watch(store, row.id)
     else:
         stored.delete_unwatched(store, row.id)

@@ -11,7 +11,9 @@ The flow has three steps:
     status is the result. Errors (connection, 5xx, 404, not JSON) back off and,
     after ``max_errors`` in a row, end the watch as ``failed``; after ``deadline``
     seconds it ends as ``deadline``. The watch itself never fails the job: every
-    outcome is worth an email.
+    outcome is worth an email, but one. A URL whose address ``PRODINF_DENIED_NETWORKS``
+    refuses (:mod:`prodinf.outbound`), at the first look or a later one, is never
+    fetched and fails the job (``AddressDenied``), mailing nobody.
 
     A URL naming a job of this prodinf (``.../api/v1/jobs/<id>``, whatever the host,
     with or without ``?format=email``: job ids are UUIDs, so the store holding the id
@@ -43,9 +45,11 @@ from prodinf import Flow, Retry, Step, StepContext, Watch, job_kind
 from prodinf.addresses import validate_address
 from prodinf.engine.notices import snapshot
 from prodinf.engine.watches import Seen, look
+from prodinf.exceptions import AddressDenied
 from prodinf.kinds.job_notification import mail_document
 from prodinf.kinds.mailing import DELIVERY, send_once
 from prodinf.mail import Mail, Outcome, render_url_report
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.status import TERMINAL
 from prodinf.store.models import JOBS
@@ -122,13 +126,17 @@ def _watch(ctx: StepContext[EmailWhenCompleteParams]) -> Any:
         last = watched.get("status") or last
         if watched.get("outcome") == Seen.COMPLETE:
             return ended(Outcome.COMPLETE, None, watched.get("document"))
+        if watched.get("outcome") == Seen.REFUSED:
+            raise AddressDenied(str(watched.get("reason")), field="url")
         return ended(Outcome.FAILED, watched.get("reason"))
     if remaining <= 0:
         return ended(Outcome.DEADLINE, f"{shown} did not finish within {_span(deadline)}")
     errors = 0
     if not ctx.state.get("watching"):
         # The first look is made here, so a URL that is already final is mailed at once.
-        found = look(url, timeout=min(30.0, max(5.0, interval)))
+        found = look(url, timeout=min(30.0, max(5.0, interval)), guard=Guard.of(ctx.settings))
+        if found.outcome == Seen.REFUSED:
+            raise AddressDenied(found.problem or f"{shown} is refused", field="url")
         if found.outcome == Seen.COMPLETE:
             last = found.status
             return ended(Outcome.COMPLETE, None, found.document)

@@ -10,6 +10,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from prodinf import Flow, Retry, Step, StepContext, Wait, job_kind
 from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
 
@@ -44,8 +45,12 @@ def _fetch(ctx: StepContext[HttpGetParams]) -> dict[str, Any]:
     url = str(params.url)
     digest = hashlib.sha256()
     size = 0
+    # Redirects are followed, each checked as the URL is: AddressDenied fails the job.
     try:
-        with requests.get(url, stream=True, timeout=params.timeout) as response:
+        with (
+            Guard.of(ctx.settings).session() as session,
+            session.get(url, stream=True, timeout=params.timeout) as response,
+        ):
             if response.status_code >= 500:
                 raise RemoteUnavailable(f"{redact_text(url)} answered {response.status_code}")
             if response.status_code >= 400:
@@ -70,7 +75,9 @@ def _look(ctx: StepContext[WaitForUrlParams]) -> Any:
     url = str(params.url)
     errors = int(ctx.state.get("errors", 0))
     try:
-        code, document = fetch_status(url, timeout=min(30.0, max(5.0, params.interval)))
+        code, document = fetch_status(
+            url, timeout=min(30.0, max(5.0, params.interval)), guard=Guard.of(ctx.settings)
+        )
         if code != 200 or document is None:
             problem = f"answered {code}" if code != 200 else "did not answer a JSON object"
             raise RemoteUnavailable(f"{redact_text(url)} {problem}")

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.exceptions import PermanentError, RemoteJobFailed, RemoteUnavailable
 from prodinf.kinds.subscriptions import REMOTE_KIND
+from prodinf.outbound import Guard
 from prodinf.redact import redact, redact_text
 from prodinf.remote import RemoteJobClient
 from prodinf.remote.http_service import HttpJobs
@@ -74,14 +75,19 @@ def _service(ctx: StepContext[RemoteJobParams]) -> ProdinfService | HttpService:
     return found
 
 
-def _client(service: ProdinfService) -> RemoteJobClient:
+def _client(ctx: StepContext[RemoteJobParams], service: ProdinfService) -> RemoteJobClient:
     return RemoteJobClient(
         service.url,
         timeout=service.timeout,
         retries=0,  # the step's own retry policy tries again, without holding a worker
         deadline=service.timeout,
         headers=auth_headers(service),
+        guard=Guard.of(ctx.settings),
     )
+
+
+def _jobs(ctx: StepContext[RemoteJobParams], service: HttpService) -> HttpJobs:
+    return HttpJobs(service, guard=Guard.of(ctx.settings))
 
 
 def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
@@ -100,7 +106,7 @@ def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
         if not params.kind:
             raise PermanentError(f"{service.name} is another prodinf: name a kind", field="kind")
         url = callback_url(ctx) if secret_of(service) is not None else None
-        with _client(service) as client:
+        with _client(ctx, service) as client:
             job = client.submit(
                 params.kind,
                 params.params,
@@ -109,7 +115,7 @@ def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
             )
         remote = {"id": job.id, "url": job.url, "callback": url is not None}
     else:
-        with HttpJobs(service) as jobs:
+        with _jobs(ctx, service) as jobs:
             remote = {"id": jobs.submit(params.params, key=ctx.job_id), "url": None}
             remote["callback"] = False
     return {
@@ -144,7 +150,7 @@ def _look(
     """Look at the remote job once: its outcome, a failure, or a wait for the next look."""
     name, remote_id = service.name, sent["remote_id"]
     if isinstance(service, ProdinfService):
-        with _client(service) as client:
+        with _client(ctx, service) as client:
             job = client.get(sent["url"] or remote_id)
         status, document = job.status, redact(job.document)
         if job.finished and job.succeeded:
@@ -160,7 +166,7 @@ def _look(
                 error=error,
             )
     else:
-        with HttpJobs(service) as jobs:
+        with _jobs(ctx, service) as jobs:
             found = jobs.status(remote_id, ctx.params.params)
         status = found.status
         if found.state == StepStatus.SUCCEEDED:

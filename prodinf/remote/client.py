@@ -12,7 +12,6 @@ from typing import Any, Self
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from prodinf.exceptions import (
     Conflict,
@@ -21,6 +20,7 @@ from prodinf.exceptions import (
     RemoteUnavailable,
     ValidationError,
 )
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.remote.deadline import CALL_DEADLINE, DeadlineRetry
 from prodinf.remote.status_url import (
@@ -102,6 +102,8 @@ class RemoteJobClient:
         ``backoff * 2``, ``backoff * 4``, ... seconds (a ``Retry-After`` header wins).
     :param deadline: the longest one call (``submit``/``get``) may take, retries included.
     :param headers: extra headers sent with every request (e.g. an API token).
+    :param guard: the addresses the client may reach (``Guard.of(settings)``); None means
+        the default deny list. A URL refused raises :class:`AddressDenied`.
 
     The client holds a connection pool: use it as a context manager or call
     :meth:`close`. Like the requests.Session inside it, give each thread its own client.
@@ -116,6 +118,7 @@ class RemoteJobClient:
         backoff: float = 0.5,
         deadline: float = 60.0,
         headers: Mapping[str, str] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -151,7 +154,7 @@ class RemoteJobClient:
             raise_on_status=False,  # hand back the last 5xx so its message can be reported
             respect_retry_after_header=True,
         )
-        adapter = HTTPAdapter(max_retries=retry)
+        adapter = (guard or Guard()).adapter(max_retries=retry)
         self._session = requests.Session()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

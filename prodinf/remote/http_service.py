@@ -18,7 +18,8 @@ its password masked:
 * :class:`RemoteUnavailable` (try later): unreachable, timed out, 5xx, 408 or 429.
 * :class:`PermanentError`: refused (any other 4xx, with the service's message), an
   answer that is not JSON, a JSON pointer that finds nothing, a status in none of the
-  service's three lists, a redirect not followed.
+  service's three lists, a redirect not followed; :class:`AddressDenied`, one, when the
+  URL or a redirect reaches an address ``PRODINF_DENIED_NETWORKS`` refuses.
 
 No message, status, result or error text carries the token, the URL password or the
 basic-auth header, even when the service echoes them back: all are masked (``***``).
@@ -35,7 +36,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
-from prodinf.exceptions import PermanentError, RemoteUnavailable, ValidationError
+from prodinf.exceptions import AddressDenied, PermanentError, RemoteUnavailable, ValidationError
+from prodinf.outbound import Guard
 from prodinf.redact import redact, redact_text
 from prodinf.remote.pointer import MISSING, resolve
 from prodinf.remote.services import STATES, HttpService, RemoteState, auth_headers, token_of
@@ -72,16 +74,18 @@ class RemoteStatus:
 
 
 class HttpJobs:
-    """Submit jobs to and read the status of jobs of one ``type: http`` service.
+    """Submit jobs to and read the status of jobs of one ``type: http`` service, at the
+    addresses ``guard`` allows (the default deny list when None; each redirect followed
+    is checked too: :class:`AddressDenied`).
 
     :raises PermanentError: (when built) its ``token_env`` names a variable that is not set.
     """
 
-    def __init__(self, service: HttpService) -> None:
+    def __init__(self, service: HttpService, *, guard: Guard | None = None) -> None:
         self.service = service
         headers = auth_headers(service)
         self._secrets = _secrets(service, token_of(service), headers.get(service.auth_header))
-        self._session = requests.Session()
+        self._session = (guard or Guard()).session()
         self._session.headers.update({"Accept": "application/json", **headers})
 
     def __repr__(self) -> str:
@@ -203,6 +207,15 @@ class HttpJobs:
                     timeout=(timeout, timeout),
                     allow_redirects=False,
                 )
+            except AddressDenied as exc:
+                raise AddressDenied(
+                    f"service {self.service.name!r}: {self._mask(exc.message)}",
+                    field="url",
+                    service=self.service.name,
+                    url=self._mask(str(exc.details.get("url", shown))),
+                    address=exc.details.get("address"),
+                    network=exc.details.get("network"),
+                ) from None
             except BAD_URL_ERRORS as exc:
                 raise PermanentError(
                     f"service {self.service.name!r}: {method} {shown}: invalid URL "

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.outbound import Guard
 from prodinf.redact import redact_text
 from prodinf.status import ACTIVE, JobStatus
 
@@ -77,17 +78,22 @@ def json_object(response: requests.Response) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def fetch_status(url: str, *, timeout: float = 10.0) -> tuple[int, dict[str, Any] | None]:
+def fetch_status(
+    url: str, *, timeout: float = 10.0, guard: Guard | None = None
+) -> tuple[int, dict[str, Any] | None]:
     """GET ``url`` once (no retries) and return ``(HTTP status, JSON object or None)``.
 
     The second item is None when the body is not a JSON object (HTML, a list,
     empty...). Any HTTP status is returned, not raised: the caller owns the retry
-    policy. Credentials in ``url`` are sent as basic auth.
+    policy. Credentials in ``url`` are sent as basic auth. Redirects are followed, each
+    checked by ``guard`` (the default deny list when None) as the first request is.
 
     :raises RemoteUnavailable: connection error or timeout.
+    :raises AddressDenied: ``url``, or a redirect, reaches an address ``guard`` refuses.
     :raises PermanentError: ``url`` is not a usable http(s) URL.
     """
-    with http_errors("GET", redact_text(url)), requests.Session() as session:
+    session = (guard or Guard()).session()
+    with http_errors("GET", redact_text(url)), session:
         response = session.get(
             url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
         )
