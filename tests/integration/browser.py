@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import make_server
 
+from prodinf.portal.hardening import make_server
 from tests.gates import need
 from tests.loopback import free_port
 from tests.waiting import wait_until
@@ -39,8 +39,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 def serve(app: Flask, port: int = 0) -> Iterator[str]:
     """Serve ``app`` over real HTTP on 127.0.0.1 (on ``port``, or one the kernel picks),
-    in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    in a thread, by the server ``prodinf up`` uses; yields its base URL."""
+    server = make_server("127.0.0.1", port, app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -108,7 +108,13 @@ class WebDriver:
             "binary": CHROMIUM,
             "args": ["--headless=new", *args, f"--user-data-dir={profile}"],
         }
-        capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}
+        capabilities = {
+            "alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": options,
+                "goog:loggingPrefs": {"browser": "ALL"},  # for console()
+            }
+        }
         self.session = self.call("POST", "/session", {"capabilities": capabilities})["sessionId"]
 
     def quit(self) -> None:
@@ -159,6 +165,18 @@ class WebDriver:
         """Whether the checkbox, radio button or option matching ``css`` is ticked."""
         value: bool = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")
         return value
+
+    def css(self, css: str, prop: str) -> str:
+        """The computed value of the CSS property ``prop`` of the element matching ``css``."""
+        element = self.find(css)
+        value: str = self.call("GET", f"/session/{self.session}/element/{element}/css/{prop}")
+        return value
+
+    def console(self) -> list[str]:
+        """What the browser's console got since the last call: failed loads, script
+        errors, and what the Content-Security-Policy refused ("Refused to ...")."""
+        entries = self.call("POST", f"/session/{self.session}/se/log", {"type": "browser"})
+        return [str(entry["message"]) for entry in entries]
 
     @property
     def url(self) -> str:
