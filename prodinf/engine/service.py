@@ -139,9 +139,10 @@ class Jobs:
         if job.summary["status"] == JobStatus.QUEUED:
             self.messages.send(job.summary["id"], job.queue, job.next_run_at)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str, actor: str | None = None) -> dict[str, Any]:
         """Cancel a queued or waiting job now; a running one stops after its current step.
-        The jobs its steps started and that still run are cancelled too."""
+        The jobs its steps started and that still run are cancelled too. ``actor``, who
+        asked, is in each history entry this writes."""
         with self.store.transaction() as conn:
             rows = self._locked(conn, job_id)
             if rows.job.status in TERMINAL:
@@ -152,6 +153,7 @@ class Jobs:
                     f"job {job_id} has already ended: it is {rows.job.status}{again}", field="id"
                 )
             self.lifecycle.cancel(rows, utcnow())
+            rows.by(actor)
             rows.save(conn)
             children = open_children(conn, job_id)
         # its notification, and the parent its end woke (if it is a child), on its lane
@@ -161,11 +163,12 @@ class Jobs:
         )
         for child in children:  # each in its own transaction, after the parent's
             with contextlib.suppress(Conflict):  # it ended meanwhile
-                self.cancel(child)
+                self.cancel(child, actor)
         return job_summary(rows.job)
 
-    def retry(self, job_id: str) -> dict[str, Any]:
-        """Run a failed, reverted or cancelled job again from where it stopped.
+    def retry(self, job_id: str, actor: str | None = None) -> dict[str, Any]:
+        """Run a failed, reverted or cancelled job again from where it stopped (``actor``:
+        who asked, in the history).
 
         Steps that succeeded (and were not reverted) keep their outputs and do
         not run again; failed, reverted and cancelled steps start afresh.
@@ -179,6 +182,7 @@ class Jobs:
                     field="id",
                 )
             self.lifecycle.retry(rows, utcnow(), resend_after=self.settings.resend_after)
+            rows.by(actor)
             rows.save(conn)
         # If this publish fails the job is queued in the store and the
         # reconciler sends it within resend_after; the caller is told.

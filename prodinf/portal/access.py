@@ -27,6 +27,7 @@ __all__ = [
     "can",
     "install",
     "may_act_on",
+    "shown",
     "users",
 ]
 
@@ -223,6 +224,21 @@ def can(action: str, owner: str | None = None) -> bool:
         "traceback": ADMIN,
     }[action]
     return may_act_on(needs, role, name, owner)
+
+
+def shown(detail: dict[str, Any]) -> dict[str, Any]:
+    """A job's detail as this request's user may see it: the tracebacks its history
+    keeps are for admins (operators of prodinf); everyone else sees the messages."""
+    if can("traceback"):
+        return detail
+    history = []
+    for entry in detail.get("history", []):
+        data = entry.get("data")
+        if isinstance(data, dict) and "traceback" in data:
+            data = {k: v for k, v in data.items() if k != "traceback"} or None
+            entry = {**entry, "data": data}
+        history.append(entry)
+    return {**detail, "history": history}
 
 
 def _enforce() -> Any:

@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from prodinf.exceptions import Conflict, NotFound, TransientError, ValidationError
 from prodinf.kinds.event_record import preview_event, record_event
 from prodinf.kinds.subscriptions import load_subscriptions
+from prodinf.portal.access import acting_user
 from prodinf.portal.api.events import event_processes
 from prodinf.portal.api.jobs import STATUSES, int_arg
 from prodinf.portal.current import runtime
@@ -113,7 +114,7 @@ def submit_event() -> ResponseReturnValue:
     rt = runtime()
     values = {name: request.form.get(name, "") for name in FIELDS}
     try:
-        document = document_from(values, request.headers.get("X-Prodinf-User"))
+        document = document_from(values, acting_user())
         if request.form.get("action") == "preview":
             found, matches = preview_event(rt.settings, rt.registry, document)
             preview = {

@@ -21,6 +21,7 @@ from prodinf.kinds.handover import Handovers
 from prodinf.kinds.handover.checks import NOTIFY
 from prodinf.kinds.handover.report import handover_status
 from prodinf.kinds.handover.service import parse_server
+from prodinf.portal.access import acting_user
 from prodinf.portal.current import runtime
 from prodinf.redact import redact_text
 
@@ -49,7 +50,7 @@ def service() -> Handovers:
 
 
 def _user() -> str | None:
-    return request.headers.get("X-Prodinf-User") or None
+    return acting_user()
 
 
 # -- server URIs, never shown with their password ----------------------------------------------

@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
 from prodinf.kinds.handover.report import handover_detail, handover_status
 from prodinf.portal import handover_forms
+from prodinf.portal.access import acting_user
 from prodinf.portal.api.handovers import STATUS_FILTER
 from prodinf.portal.api.jobs import int_arg
 from prodinf.portal.current import runtime
@@ -135,7 +136,7 @@ def _restart_from(found: dict[str, Any]) -> str | None:
 @blueprint.post("/handovers/<token>/stop")
 def stop_handover(token: str) -> ResponseReturnValue:
     try:
-        stopped = handover_forms.service().stop(token)
+        stopped = handover_forms.service().stop(token, acting_user())
     except Conflict as exc:
         flash(exc.message, "error")
     else:
@@ -150,7 +151,7 @@ def stop_handover(token: str) -> ResponseReturnValue:
 def restart_handover(token: str) -> ResponseReturnValue:
     since = request.form.get("from", "")
     try:
-        handover_forms.service().restart(token, since)
+        handover_forms.service().restart(token, since, acting_user())
     except (ValidationError, Conflict) as exc:
         flash(exc.message, "error")
     except BrokerUnavailable as exc:

@@ -20,6 +20,7 @@ from werkzeug.datastructures import MultiDict
 from prodinf.engine.registry import Kind
 from prodinf.exceptions import BrokerUnavailable, Conflict, TransientError, ValidationError
 from prodinf.mail import outbox_dir, outbox_message, outbox_messages
+from prodinf.portal.access import acting_user, shown
 from prodinf.portal.current import runtime
 from prodinf.portal.job_list import jobs_page
 from prodinf.portal.notify_form import notify_fields, notify_from
@@ -80,7 +81,7 @@ def job(job_id: str) -> ResponseReturnValue:
     full = store.resolve_id(job_id)
     if full != job_id:
         return redirect(url_for("web.job", job_id=full), 302)
-    detail = store.describe(job_id)
+    detail = shown(store.describe(job_id))
     active = detail["status"] not in TERMINAL
     return render_template(
         "job.html",
@@ -97,7 +98,7 @@ def job(job_id: str) -> ResponseReturnValue:
 @blueprint.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        summary = runtime().jobs.cancel(job_id)
+        summary = runtime().jobs.cancel(job_id, acting_user())
     except Conflict as exc:
         flash(exc.message, "error")
     else:
@@ -111,7 +112,7 @@ def cancel(job_id: str) -> ResponseReturnValue:
 @blueprint.post("/jobs/<job_id>/retry")
 def retry(job_id: str) -> ResponseReturnValue:
     try:
-        runtime().jobs.retry(job_id)
+        runtime().jobs.retry(job_id, acting_user())
     except Conflict as exc:
         flash(exc.message, "error")
     except BrokerUnavailable as exc:
@@ -171,7 +172,7 @@ def submit_job() -> ResponseReturnValue:
             name,
             params,
             idempotency_key=key,
-            submitted_by=request.headers.get("X-Prodinf-User"),
+            submitted_by=acting_user(),
             notify=notify,
         )
     except (ValidationError, Conflict) as exc:
@@ -237,7 +238,7 @@ def submit_notification_form() -> ResponseReturnValue:
                 body["interval"] = float(body["interval"])
             except ValueError:
                 raise ValidationError("interval must be a number", field="interval") from None
-        summary, _ = submit_notification(body, request.headers.get("X-Prodinf-User"))
+        summary, _ = submit_notification(body, acting_user())
     except ValidationError as exc:
         return notification_form(values, exc.field, exc.message, exc.status_code)
     except TransientError as exc:

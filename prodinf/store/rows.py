@@ -235,6 +235,12 @@ class JobRows:
         conn.execute(update(JOBS).where(JOBS.c.id == self.job.id).values(next_run_at=now))
         self.woken.append((self.job.id, self.job.queue, now + timedelta(seconds=self.resend_after)))
 
+    def by(self, actor: str | None) -> None:
+        """Name ``actor`` (who asked) in each history entry not yet written."""
+        if actor:
+            for entry in self.history:
+                entry["data"] = {**(entry.get("data") or {}), "actor": actor}
+
     def save(self, conn: Connection) -> None:
         """Write the changed columns and the new history events (once, before commit)."""
         changed = self.job.changes()

@@ -80,6 +80,7 @@ def handover_detail(store: JobStore, token: str) -> dict[str, Any]:
         "src_uri": params.get("src_uri"),
         "staging": found["staging"],
         "contact": found["contact"],
+        "submitted_by": job["submitted_by"],
         "comment": redact_text(str(params.get("comment") or "")),
         "bulk_id": found["bulk_id"],
         "status": handover_status(job["status"]),

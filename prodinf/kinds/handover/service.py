@@ -222,11 +222,11 @@ class Handovers:
             raise ValidationError(f"at most {MAX_BULK} databases at once", field="databases")
         return chosen
 
-    def stop(self, token: str) -> dict[str, Any]:
+    def stop(self, token: str, actor: str | None = None) -> dict[str, Any]:
         """Stop handover ``token``: its job is cancelled, and the stage's job with it."""
         found = self._handover(token)
         try:
-            stopped = self.jobs.cancel(token)
+            stopped = self.jobs.cancel(token, actor)
         except Conflict:
             status = handover_status(self.store.describe(token)["status"])
             raise Conflict(
@@ -248,7 +248,7 @@ class Handovers:
                     woken.append((waiting, lane(queue), None))
         self.messages.send_all(woken)
 
-    def restart(self, token: str, since: Any) -> dict[str, Any]:
+    def restart(self, token: str, since: Any, actor: str | None = None) -> dict[str, Any]:
         """Run ended handover ``token`` again from stage ``since`` (its earlier stages that
         did not succeed, or were reverted, run again too).
 
@@ -283,6 +283,7 @@ class Handovers:
             self.jobs.lifecycle.retry(
                 rows, utcnow(), resend_after=self.settings.resend_after, since=since
             )
+            rows.by(actor)
             rows.save(conn)
             reset_copy(conn, token)
         self.messages.send(token, rows.job.queue, rows.job.next_run_at)

@@ -16,6 +16,7 @@ from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
 from prodinf.portal.api.notifications import ns as notifications_ns
 from prodinf.portal.api.services import ns as services_ns
+from prodinf.portal.api.users import ns as users_ns
 from prodinf.portal.errors import register_api
 
 __all__ = ["build_api"]
@@ -30,6 +31,17 @@ def build_api() -> tuple[Blueprint, Api]:
         title="prodinf",
         description="Submit jobs of any registered kind and follow them to the end.",
         doc=False,
+        # PRODINF_AUTH=users: every operation but the open ones (security.rst) takes a
+        # token; OpenAPI 2 has no bearer scheme, so it is an API key in the header.
+        authorizations={
+            "bearer": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "Bearer <token> (prodinf token create --user NAME)",
+            }
+        },
+        security="bearer",
     )
     api.add_namespace(jobs_ns)
     api.add_namespace(kinds_ns)
@@ -41,5 +53,6 @@ def build_api() -> tuple[Blueprint, Api]:
     api.add_namespace(handovers_ns)
     api.add_namespace(databases_ns)
     api.add_namespace(datasets_ns)
+    api.add_namespace(users_ns)
     register_api(api)
     return blueprint, api

@@ -11,6 +11,7 @@ from flask_restx import Namespace, Resource, fields
 from prodinf.exceptions import NotFound, ValidationError
 from prodinf.kinds.event_record import preview_event, record_event
 from prodinf.kinds.subscriptions import load_subscriptions
+from prodinf.portal.access import acting_user, auth_on
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
 from prodinf.redact import redact
@@ -143,8 +144,9 @@ class EventList(Resource):  # type: ignore[misc]
         """Record an event; its job starts every process subscribed to it."""
         body = json_object()
         rt = runtime()
-        if "source" not in body and request.headers.get("X-Prodinf-User"):
-            body = {**body, "source": request.headers["X-Prodinf-User"]}
+        who = acting_user()
+        if who and (auth_on() or "source" not in body):  # with users on: who sent it, always
+            body = {**body, "source": who}
         if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
             event, matches = preview_event(rt.settings, rt.registry, body)
             processes = [m.model_dump() for m in matches]

@@ -12,6 +12,7 @@ from flask_restx import Namespace, Resource, fields
 from prodinf.exceptions import NotFound, ValidationError
 from prodinf.kinds.handover import STAGES, Handovers
 from prodinf.kinds.handover.report import handover_detail, handover_status
+from prodinf.portal.access import acting_user
 from prodinf.portal.api.jobs import int_arg, job_url, json_object
 from prodinf.portal.current import runtime
 from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus
@@ -70,7 +71,7 @@ def page_url(token: str) -> str:
 
 
 def _user() -> str | None:
-    return request.headers.get("X-Prodinf-User") or None
+    return acting_user()
 
 
 def _summary(found: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +191,7 @@ class HandoverStop(Resource):  # type: ignore[misc]
     @ns.response(409, "It has ended already", error)
     def post(self, token: str) -> dict[str, Any]:
         """Stop a handover; the job of the stage it is at is cancelled too."""
-        stopped = handovers().stop(token)
+        stopped = handovers().stop(token, acting_user())
         return {"token": token, "status": handover_status(stopped["status"]),
                 "url": handover_url(token)}  # fmt: skip
 
@@ -205,7 +206,7 @@ class HandoverRestart(Resource):  # type: ignore[misc]
         body = json_object()
         if "from" not in body:
             raise ValidationError(f"from is required: one of {', '.join(STAGES)}", field="from")
-        made = handovers().restart(token, body["from"])
+        made = handovers().restart(token, body["from"], acting_user())
         return {**made, "status": handover_status(made["status"]), "url": handover_url(token)}
 
 

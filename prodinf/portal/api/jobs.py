@@ -10,6 +10,7 @@ from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.job_notification import mail_document
+from prodinf.portal.access import acting_user, shown
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
 from prodinf.store.search import ORDERS, SORTS, parse_when
@@ -184,7 +185,7 @@ class JobList(Resource):  # type: ignore[misc]
             kind,
             body.get("params"),
             idempotency_key=body.get("idempotency_key"),
-            submitted_by=submitted_by or request.headers.get("X-Prodinf-User"),
+            submitted_by=acting_user(submitted_by),
             notify=body.get("notify"),
         )
         url = job_url(job["id"])
@@ -203,7 +204,7 @@ class JobItem(Resource):  # type: ignore[misc]
         """A job: status, progress, steps, result, error and history; with
         ``?format=email``, its status and the summary its notification mails (what
         ``email_when_complete`` on this URL sends)."""
-        detail = runtime().store.describe(job_id)
+        detail = shown(runtime().store.describe(job_id))
         shape = request.args.get("format")
         if shape is None or shape == "json":
             return with_url(detail)
@@ -231,7 +232,7 @@ def email_summary(detail: dict[str, Any]) -> dict[str, Any]:
 class JobCancel(Resource):  # type: ignore[misc]
     def post(self, job_id: str) -> dict[str, Any]:
         """Cancel a job: at once if queued or waiting, after its current step if running."""
-        return with_url(runtime().jobs.cancel(job_id))
+        return with_url(runtime().jobs.cancel(job_id, acting_user()))
 
 
 @ns.route("/<string:job_id>/retry")
@@ -240,4 +241,4 @@ class JobCancel(Resource):  # type: ignore[misc]
 class JobRetry(Resource):  # type: ignore[misc]
     def post(self, job_id: str) -> dict[str, Any]:
         """Run a failed job again from its failed step; succeeded steps are not re-run."""
-        return with_url(runtime().jobs.retry(job_id))
+        return with_url(runtime().jobs.retry(job_id, acting_user()))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from prodinf.exceptions import ValidationError
+from prodinf.portal.access import acting_user
 from prodinf.portal.api.jobs import job_url, json_object
 from prodinf.portal.current import runtime
 
@@ -71,6 +71,6 @@ class NotificationList(Resource):  # type: ignore[misc]
         unknown = sorted(set(body) - FIELDS)
         if unknown:
             raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
-        job, is_new = submit_notification(body, request.headers.get("X-Prodinf-User"))
+        job, is_new = submit_notification(body, acting_user(body.get("submitted_by")))
         url = job_url(job["id"])
         return {"id": job["id"], "url": url}, 201 if is_new else 200, {"Location": url}
