@@ -49,7 +49,11 @@ BAD_INPUT = [
     ("healthcheck", {"database_uri": "oracle://u:p@h/x"}, "params.database_uri"),
     ("healthcheck", {}, "params.database_uri"),
     ("register_metadata", {"database_uri": "nothing"}, "params.database_uri"),
-    ("register_metadata", {"database_uri": "sqlite:///x.db", "release": -1}, "params.release"),
+    (
+        "register_metadata",
+        {"database_uri": "mysql://h/homo_sapiens_core_115_38", "release": -1},
+        "params.release",
+    ),
 ]  # fmt: skip
 
 
