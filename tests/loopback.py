@@ -1,7 +1,8 @@
 """A real HTTP server on loopback, in a thread of the test process: the one way tests serve
 HTTP (status URLs, webhook receivers, files, scripted job services).
 
-``Loopback(answer)`` listens on 127.0.0.1 on a port the kernel picks; each request becomes
+``Loopback(answer)`` listens on 127.0.0.1 (or another loopback address, ``host=``) on a
+port the kernel picks; each request becomes
 a ``Request`` handed to ``answer``, whose ``Reply`` is sent back. Every request is kept in
 ``requests``. ``close()`` (or leaving the ``with`` block) ends a pending ``pause``, stops
 the server and joins every thread it started, so nothing outlives the test.
@@ -105,20 +106,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Loopback:
-    """A real HTTP server on 127.0.0.1 answering every request with ``answer(request)``."""
+    """A real HTTP server on 127.0.0.1 answering every request with ``answer(request)``.
 
-    def __init__(self, answer: Answer, *, keep: bool = True) -> None:
+    ``host`` another loopback address (``127.0.0.2``): a second server that a test tells
+    apart from the first by its address (one allowed, one denied)."""
+
+    def __init__(self, answer: Answer, *, keep: bool = True, host: str = "127.0.0.1") -> None:
         self.answer = answer
         self.keep = keep  # False: a server looked at thousands of times keeps no history
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.released = threading.Event()
         handler = type("Handler", (_Handler,), {"loopback": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer((host, 0), handler)
         self.server.daemon_threads = False
         self.server.block_on_close = True  # server_close() joins the request threads
         self.port: int = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{host}:{self.port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -167,9 +171,9 @@ class Site(Loopback):
     or a path, to its ``Reply``; anything else is a 404. A test changes ``routes`` as it
     goes (a URL that starts working, a job that finishes)."""
 
-    def __init__(self, routes: dict[str, Reply] | None = None) -> None:
+    def __init__(self, routes: dict[str, Reply] | None = None, *, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Reply] = dict(routes or {})
-        super().__init__(self.route)
+        super().__init__(self.route, host=host)
 
     def route(self, request: Request) -> Reply:
         found = self.routes.get(request.target) or self.routes.get(request.path)
