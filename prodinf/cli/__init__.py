@@ -8,6 +8,7 @@
     prodinf handover SRC_URI --contact ADDR --comment TEXT [--wait]
     prodinf show [ID]
     prodinf logs ID [--step NAME] [--follow]
+    prodinf user add NAME --role ROLE | prodinf token create --user NAME
     prodinf db upgrade | prodinf config
 """
 
@@ -27,6 +28,7 @@ from prodinf.cli.handovers import (
 from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
 from prodinf.cli.logs import logs
 from prodinf.cli.serve import portal, scheduler, up, worker
+from prodinf.cli.users import token, user
 
 __all__ = ["main"]
 
@@ -57,5 +59,7 @@ for command in (
     kinds,
     db,
     config_cmd,
+    user,
+    token,
 ):
     main.add_command(command)

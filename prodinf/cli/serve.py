@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -53,6 +54,30 @@ def _refuse_a_used_port(host: str, port: int) -> int:
             "there? Stop it, or start this one with --port N (or PRODINF_PORT)",
             field="--port",
         ) from None
+
+
+def _refuse_an_open_portal(settings: Settings, host: str, insecure: bool) -> None:
+    """Refuse to serve beyond loopback with ``PRODINF_AUTH=none`` (anyone who reaches
+    the portal could do anything), naming the setting; ``--insecure`` serves anyway,
+    saying so on every start."""
+    from prodinf.portal.hardening import listens_on_loopback
+
+    if settings.auth != "none" or listens_on_loopback(host):
+        return
+    if not insecure:
+        raise ValidationError(
+            f"the portal would listen on {host} with PRODINF_AUTH=none: anyone who reaches "
+            "it could submit, cancel and read every job. Turn authentication on "
+            "(PRODINF_AUTH=users, and prodinf user add NAME --role admin), listen on "
+            "127.0.0.1 (--host), or start with --insecure to run open anyway",
+            field="PRODINF_AUTH",
+        )
+    warning = (
+        f"INSECURE: the portal listens on {host} with PRODINF_AUTH=none (--insecure): "
+        "anyone who reaches it may submit, cancel and read every job"
+    )
+    click.echo(f"WARNING: {warning}", err=True)
+    logging.getLogger("prodinf.portal").warning("%s", warning)
 
 
 def _own_url(host: str, port: int) -> str:
@@ -129,8 +154,13 @@ class Child:
     default=None,
     help="Processes per worker [PRODINF_WORKER_CONCURRENCY].",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything).",
+)
 @reports_errors
-def up(host: str | None, port: int | None, concurrency: int | None) -> None:
+def up(host: str | None, port: int | None, concurrency: int | None, insecure: bool) -> None:
     """Start everything on this machine: portal, a worker per queue, and the scheduler.
 
     With no PRODINF_* settings it runs on embedded defaults under its home (the
@@ -142,6 +172,7 @@ def up(host: str | None, port: int | None, concurrency: int | None) -> None:
 
     settings = load_settings()
     host, port = host or settings.host, settings.port if port is None else port
+    _refuse_an_open_portal(settings, host, insecure)
     port = _refuse_a_used_port(host, port)
     public_url = settings.public_url or _own_url(host, port)  # mails link to this portal
     # the portal checks where it listens (the secret key, its own names): --host counts
@@ -292,14 +323,20 @@ def scheduler() -> None:
 @click.command()
 @click.option("--host", default=None, help="Address [PRODINF_HOST].")
 @click.option("--port", type=int, default=None, help="Port [PRODINF_PORT].")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything).",
+)
 @reports_errors
-def portal(host: str | None, port: int | None) -> None:
+def portal(host: str | None, port: int | None, insecure: bool) -> None:
     """Serve the portal alone (for production use gunicorn prodinf.wsgi:app)."""
     from prodinf.portal import create_app
     from prodinf.portal.hardening import make_server
 
     settings = load_settings()
     host, port = host or settings.host, settings.port if port is None else port
+    _refuse_an_open_portal(settings, host, insecure)
     _refuse_a_used_port(host, port)
     settings = settings.model_copy(update={"host": host})  # what the portal checks
     server = make_server(host, port, create_app(settings, runtime=make_runtime(settings)))
