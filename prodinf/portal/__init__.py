@@ -43,9 +43,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     blueprint, api = build_api()
     app.register_blueprint(blueprint)
+    access.install(app)  # first: who may (a stranger's post goes to the login, not a 400)
     csrf = CSRFProtect(app)  # every form; the API takes tokens and JSON, not cookies
     csrf.exempt(blueprint)
-    access.install(app)
     auth_views.limiter.init_app(app)
     app.register_blueprint(auth_views.blueprint)
     app.add_url_rule("/api/docs", "api_docs", lambda: apidoc.ui_for(api))

@@ -215,7 +215,10 @@ def can(action: str, owner: str | None = None) -> bool:
     ``act`` on work of ``owner``, ``admin``, ``traceback``)."""
     if not auth_on():
         return True
-    user, role = identify()
+    try:
+        user, role = identify()
+    except Unauthorized:
+        user, role = None, None
     name = user.name if user is not None else None
     needs = {
         "submit": SUBMIT,
@@ -284,5 +287,8 @@ def install(app: Flask) -> None:
 
     @app.context_processor
     def helpers() -> dict[str, Any]:
-        user, role = identify() if auth_on() else (None, None)
+        try:
+            user, role = identify() if auth_on() else (None, None)
+        except Unauthorized:  # an open page asked with a bad token: shown as to anyone
+            user, role = None, None
         return {"can": can, "auth_on": auth_on(), "who": user, "who_role": role}
