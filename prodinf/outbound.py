@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
+from pydantic import ValidationInfo
 from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -48,7 +49,7 @@ from prodinf.config import DEFAULT_DENIED_NETWORKS, Settings, parse_networks
 from prodinf.exceptions import AddressDenied
 from prodinf.redact import redact_text
 
-__all__ = ["Guard", "GuardedAdapter", "forms"]
+__all__ = ["Guard", "GuardedAdapter", "forms", "submitted"]
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
@@ -89,18 +90,20 @@ class Guard:
             return None
         return next((net for net in self.denied for a in both if a in net), None)
 
-    def addresses(self, host: str, port: int | None) -> list[str]:
+    def addresses(self, host: str, port: int | None, *, numeric: bool = False) -> list[str]:
         """Every address ``host`` resolves to, in the resolver's order, once each, after
-        checking them all.
+        checking them all. With ``numeric``, no name is looked up: only a host written as
+        an address (in any spelling) is read.
 
         :raises AddressDenied: one of them is denied; the message names the host, the
             address and the network.
-        :raises socket.gaierror: the name does not resolve.
+        :raises socket.gaierror: the name does not resolve (or, ``numeric``, is a name).
         """
         host = host.strip("[]")
         found: list[str] = []
+        flags = socket.AI_NUMERICHOST if numeric else 0
         for *_, sockaddr in socket.getaddrinfo(
-            host, port, connection.allowed_gai_family(), socket.SOCK_STREAM
+            host, port, connection.allowed_gai_family(), socket.SOCK_STREAM, 0, flags
         ):
             text = str(sockaddr[0])
             if text in found:
@@ -109,7 +112,11 @@ class Guard:
             network = self.refusing(address)
             if network is not None:
                 shown = " (".join(str(a) for a in forms(address)) + ")" * (len(forms(address)) - 1)
-                said = shown if _same(host, address) else f"{host} resolves to {shown}"
+                said = (
+                    shown
+                    if _same(host, address)
+                    else f"{host} {'is' if _numeric(host) else 'resolves to'} {shown}"
+                )
                 raise AddressDenied(
                     f"{said}, in {network}, which PRODINF_DENIED_NETWORKS refuses",
                     field="url",
@@ -119,9 +126,13 @@ class Guard:
             found.append(text)
         return found
 
-    def check(self, url: str) -> None:
+    def check(self, url: str, *, resolve: bool = True) -> None:
         """Refuse ``url`` if its host resolves to a denied address (a name that does not
-        resolve is left to the request, which reports it as usual)."""
+        resolve is left to the request, which reports it as usual). Without ``resolve``,
+        only a host written as an address is checked, and no name is looked up.
+
+        :raises AddressDenied: naming the address and the network (not the URL).
+        """
         parts = urlsplit(url)
         try:
             port = parts.port
@@ -129,7 +140,11 @@ class Guard:
             return
         if parts.hostname:
             try:
-                self.addresses(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+                self.addresses(
+                    parts.hostname,
+                    port or (443 if parts.scheme == "https" else 80),
+                    numeric=not resolve,
+                )
             except socket.gaierror:
                 return
 
@@ -146,6 +161,32 @@ class Guard:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
+
+
+def submitted(url: str, info: ValidationInfo) -> None:
+    """For a params validator: at submission (``info.context["settings"]``, see
+    ``Kind.validate``), a URL whose host is written as a denied address is refused, so
+    the caller gets a 400 naming the field. Names are not looked up here: the request
+    resolves and checks them when it is made (they may change in between anyway).
+
+    :raises ValueError: the address and the network that refuses it.
+    """
+    settings = (info.context or {}).get("settings")
+    if not isinstance(settings, Settings):
+        return
+    try:
+        Guard.of(settings).check(url, resolve=False)
+    except AddressDenied as exc:
+        raise ValueError(exc.message) from None
+
+
+def _numeric(host: str) -> bool:
+    """True if ``host`` is an address in some spelling (``2130706433``, ``0x7f.1``)."""
+    try:
+        socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
 
 
 def _same(host: str, address: Address) -> bool:

@@ -38,7 +38,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 
 from prodinf import Flow, Retry, Step, StepContext, Watch, job_kind
@@ -49,7 +49,7 @@ from prodinf.exceptions import AddressDenied
 from prodinf.kinds.job_notification import mail_document
 from prodinf.kinds.mailing import DELIVERY, send_once
 from prodinf.mail import Mail, Outcome, render_url_report
-from prodinf.outbound import Guard
+from prodinf.outbound import Guard, submitted
 from prodinf.redact import redact_text
 from prodinf.status import TERMINAL
 from prodinf.store.models import JOBS
@@ -92,6 +92,12 @@ class EmailWhenCompleteParams(BaseModel):
     @classmethod
     def _address(cls, value: str) -> str:
         return validate_address(value, field="params.address")
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, value: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
+        submitted(str(value), info)  # a denied address: 400 at submission
+        return value
 
 
 def _watch(ctx: StepContext[EmailWhenCompleteParams]) -> Any:

@@ -6,11 +6,11 @@ import hashlib
 from typing import Any
 
 import requests
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from prodinf import Flow, Retry, Step, StepContext, Wait, job_kind
 from prodinf.exceptions import PermanentError, RemoteUnavailable
-from prodinf.outbound import Guard
+from prodinf.outbound import Guard, submitted
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
 
@@ -22,6 +22,12 @@ class HttpGetParams(BaseModel):
 
     url: AnyHttpUrl = Field(description="The http(s) URL to fetch.")
     timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds per request.")
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, value: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
+        submitted(str(value), info)  # a denied address: 400 at submission
+        return value
 
 
 class WaitForUrlParams(BaseModel):
@@ -38,6 +44,12 @@ class WaitForUrlParams(BaseModel):
         le=1000,
         description="Failed looks in a row (errors, 404, not JSON) before failing.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _reachable(cls, value: AnyHttpUrl, info: ValidationInfo) -> AnyHttpUrl:
+        submitted(str(value), info)  # a denied address: 400 at submission
+        return value
 
 
 def _fetch(ctx: StepContext[HttpGetParams]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import update
 
 import prodinf.kinds  # noqa: F401  (registers the built-in kinds)
@@ -29,7 +30,7 @@ from prodinf.config import DEFAULT_DENIED_NETWORKS, Settings, parse_networks
 from prodinf.engine.notices import NOTIFICATION_KIND
 from prodinf.engine.registry import registry
 from prodinf.engine.watches import look_due
-from prodinf.exceptions import AddressDenied
+from prodinf.exceptions import AddressDenied, ValidationError
 from prodinf.kinds.subscriptions import REMOTE_KIND
 from prodinf.mail import outbox_dir
 from prodinf.outbound import Guard
@@ -79,13 +80,12 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
+def settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "denied_networks": DENIED,
             "allowed_networks": ALLOWED,
             "webhook_timeout": 2.0,
-            "services": tmp_path / "services.yaml",
         }
     )
 
@@ -108,8 +108,15 @@ def outside() -> Iterator[Site]:
 def kinds(world: World) -> World:
     for name in ("http_get", "wait_for_url", "email_when_complete", NOTIFICATION_KIND):
         world.registry.register(registry.get(name))
-    world.registry.register(registry.get(REMOTE_KIND))
     return world
+
+
+def slipped_in(world: World, kind: str, params: dict[str, Any]) -> str:
+    """A job submitted while its address was still allowed (the list changed since, or
+    a name resolved elsewhere): submission refuses a denied address written as one."""
+    before = world.settings.model_copy(update={"denied_networks": "", "allowed_networks": None})
+    summary, _ = world.new_jobs(before).submit(kind, params)
+    return str(summary["id"])
 
 
 def redirect(site: Site, path: str, to: str) -> str:
@@ -188,7 +195,7 @@ def test_the_default_settings_refuse_this_host_as_the_unspecified_address(
 
     # When http_get fetches it through the unspecified address
     url = f"http://{host}:{inside.port}/secret"
-    job = world.drive(world.submit("http_get", {"url": url}))
+    job = world.drive(slipped_in(world, "http_get", {"url": url}))
     world.close()
 
     # Then the job fails at once, and the server saw nothing
@@ -202,13 +209,53 @@ def test_http_get_of_cloud_metadata_fails_the_job_at_once(home: Path, connects: 
     world.registry.register(registry.get("http_get"))
 
     # When a job asks for the metadata address in decimal
-    job = world.drive(world.submit("http_get", {"url": "http://2852039166/latest/"}))
+    job = world.drive(slipped_in(world, "http_get", {"url": "http://2852039166/latest/"}))
     world.close()
 
     # Then it failed at its first attempt, with no connection tried
     refused(job, "http://169.254.169.254/latest/", "169.254.0.0/16")
     assert job["steps"][0]["attempts"] == 1
     assert connects == []
+
+
+# -- submission: a URL written as a denied address is bad input ----------------------------
+
+FETCHING = ["http_get", "wait_for_url", "email_when_complete"]
+
+
+@pytest.mark.parametrize("kind", FETCHING)
+@pytest.mark.parametrize("spelled", range(7))
+def test_a_url_written_as_a_denied_address_is_refused_at_submission(
+    kinds: World, inside: Site, kind: str, spelled: int
+) -> None:
+    url = spellings(inside.port)[spelled] + "/secret"
+
+    with pytest.raises(ValidationError) as caught:
+        kinds.submit(kind, {"url": url, "address": "someone@example.org"})
+
+    assert caught.value.field == "params.url"
+    assert caught.value.message.startswith("params.url: ")
+    assert "127.0.0.1" in caught.value.message
+    assert "in 127.0.0.0/8, which PRODINF_DENIED_NETWORKS refuses" in caught.value.message
+    assert inside.seen() == []
+
+
+def test_the_api_answers_400_naming_the_url(client: FlaskClient, settings: Settings) -> None:
+    # Given the default deny list (and the portal's own settings)
+    answer = client.post(
+        "/api/v1/jobs",
+        json={"kind": "http_get", "params": {"url": "http://0xa9fea9fe/latest/meta-data/"}},
+    )
+
+    assert answer.status_code == 400
+    assert answer.json is not None
+    assert answer.json["field"] == "params.url"
+    assert "169.254.169.254, in 169.254.0.0/16" in answer.json["message"]
+
+
+def test_a_name_is_not_looked_up_at_submission(kinds: World, inside: Site) -> None:
+    """Names are checked when the request is made (they may change in between)."""
+    assert kinds.submit("http_get", {"url": f"http://localhost:{inside.port}/secret"})
 
 
 # -- http_get -------------------------------------------------------------------------------
@@ -218,11 +265,11 @@ def test_http_get_of_cloud_metadata_fails_the_job_at_once(home: Path, connects: 
 def test_http_get_refuses_each_spelling_of_a_denied_address(
     kinds: World, inside: Site, spelled: int
 ) -> None:
-    # Given a denied server, and its address spelled one of the ways a URL can
+    # Given a denied server, and a job for its address spelled one of the ways a URL can
     url = spellings(inside.port)[spelled] + "/secret"
 
     # When http_get fetches it
-    job = kinds.drive(kinds.submit("http_get", {"url": url}))
+    job = kinds.drive(slipped_in(kinds, "http_get", {"url": url}))
 
     # Then the job fails at once naming the rule, and the server saw no request
     assert job["status"] == "failed"
@@ -281,7 +328,7 @@ def test_wait_for_url_refuses_a_denied_address_and_returns_nothing(
 ) -> None:
     url = spellings(inside.port)[spelled] + "/secret"
 
-    job = kinds.drive(kinds.submit("wait_for_url", {"url": url}))
+    job = kinds.drive(slipped_in(kinds, "wait_for_url", {"url": url}))
 
     assert job["status"] == "failed"
     assert job["error"]["type"] == "AddressDenied"
@@ -335,7 +382,7 @@ def test_email_when_complete_refuses_a_denied_url_and_mails_nobody(
 
     # When a notification on it runs
     params = {"url": url, "address": "someone@example.org"}
-    job = kinds.drive(kinds.submit("email_when_complete", params))
+    job = kinds.drive(slipped_in(kinds, "email_when_complete", params))
 
     # Then it fails at its first look, mailing nobody, and the server saw nothing
     refused(job, url if how == "name" else target)
@@ -474,10 +521,9 @@ def test_an_http_job_service_at_a_denied_address_is_never_called(
 
 @pytest.mark.parametrize("kind", ["prodinf", "http"])
 def test_a_remote_job_on_a_service_at_a_denied_address_fails_at_once(
-    kinds: World, settings: Settings, inside: Site, kind: str
+    settings: Settings, tmp_path: Path, inside: Site, kind: str
 ) -> None:
     # Given a service of PRODINF_SERVICES on a denied address
-    assert settings.services is not None
     extra = (
         ""
         if kind == "prodinf"
@@ -485,11 +531,14 @@ def test_a_remote_job_on_a_service_at_a_denied_address_fails_at_once(
         "status: /state, pending: [running], succeeded: [done], failed: [failed]"
     )
     entry = f"{{name: peer, type: {kind}, url: '{inside.base}'{', ' + extra if extra else ''}}}"
-    settings.services.write_text(f"services:\n  - {entry}\n")
+    (tmp_path / "services.yaml").write_text(f"services:\n  - {entry}\n")
+    world = World(settings.model_copy(update={"services": tmp_path / "services.yaml"}))
+    world.registry.register(registry.get(REMOTE_KIND))
 
     # When a remote job runs on it (a service down is tried again for hours: not this)
     params = {"service": "peer", "kind": "k"} if kind == "prodinf" else {"service": "peer"}
-    job = kinds.drive(kinds.submit(REMOTE_KIND, params))
+    job = world.drive(world.submit(REMOTE_KIND, params))
+    world.close()
 
     # Then it fails at once, and the service saw nothing
     assert job["status"] == "failed"
