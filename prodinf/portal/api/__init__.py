@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint
-from flask_restx import Api
 
 from prodinf.portal.api import logs  # noqa: F401 (adds /jobs/<id>/logs to the jobs namespace)
 from prodinf.portal.api.callbacks import ns as callbacks_ns
@@ -15,6 +14,7 @@ from prodinf.portal.api.handovers import ns as handovers_ns
 from prodinf.portal.api.jobs import ns as jobs_ns
 from prodinf.portal.api.kinds import ns as kinds_ns
 from prodinf.portal.api.notifications import ns as notifications_ns
+from prodinf.portal.api.openapi import PortalApi
 from prodinf.portal.api.services import ns as services_ns
 from prodinf.portal.api.users import ns as users_ns
 from prodinf.portal.errors import register_api
@@ -22,10 +22,10 @@ from prodinf.portal.errors import register_api
 __all__ = ["build_api"]
 
 
-def build_api() -> tuple[Blueprint, Api]:
+def build_api() -> tuple[Blueprint, PortalApi]:
     """A fresh blueprint and Api for one app (tests build many apps)."""
     blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
-    api = Api(
+    api = PortalApi(
         blueprint,
         version="1",
         title="prodinf",

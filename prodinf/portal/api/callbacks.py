@@ -19,11 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 from flask import request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from prodinf.engine.messages import Messages, lane
 from prodinf.exceptions import BrokerUnavailable, Forbidden, NotFound
 from prodinf.kinds.subscriptions import REMOTE_KIND
+from prodinf.portal.api.jobs import error
+from prodinf.portal.api.openapi import obj
 from prodinf.portal.current import runtime
 from prodinf.remote.services import ProdinfService, load_services, secret_of
 from prodinf.store.children import step_output, wake_step
@@ -35,7 +37,10 @@ __all__ = ["ns"]
 log = logging.getLogger(__name__)
 
 ns = Namespace("callbacks", description="Other prodinfs report the end of jobs waited for here")
-error = ns.model("CallbackError", {"message": fields.String, "field": fields.String})
+taken = ns.schema_model(
+    "CallbackTaken",
+    obj({"job_id": {"type": "string"}, "woken": {"type": "boolean"}}, ["job_id", "woken"]),
+)
 
 
 @ns.route("/<string:job_id>")
@@ -43,9 +48,11 @@ class Callback(Resource):  # type: ignore[misc]
     @ns.response(
         200,
         "Taken: `woken` says whether the step was waiting (a running one is marked to look again)",
+        taken,
     )
     @ns.response(403, "Refused: the signature or the job does not match", error)
     @ns.response(404, "No job here waits for a callback under this id", error)
+    @ns.response(503, "The store is unavailable", error)
     def post(self, job_id: str) -> dict[str, Any]:
         """Wake the step waiting for a remote job, on that job's signed end."""
         rt = runtime()

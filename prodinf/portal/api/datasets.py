@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import request, url_for
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from prodinf.exceptions import NotFound
 from prodinf.kinds.database.metadata import event_key
 from prodinf.portal.api.events import event_url
-from prodinf.portal.api.jobs import int_arg, job_url
+from prodinf.portal.api.jobs import error, int_arg, job_url
+from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args
 from prodinf.portal.current import runtime
 from prodinf.redact import redact
 from prodinf.store.events import events_by_keys
@@ -23,7 +24,38 @@ from prodinf.store.registrations import MetadataStore
 __all__ = ["dataset_document", "metadata_store", "ns"]
 
 ns = Namespace("datasets", description="Datasets: what register_metadata recorded, in order")
-error = ns.model("DatasetError", {"message": fields.String, "field": fields.String})
+DATASET = obj(
+    {
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "registration_count": {"type": "integer"},
+        "url": {"type": "string"},
+        "page": {"type": "string"},
+        "latest_job": nullable({"type": "string"}),
+    },
+    ["name", "type", "url", "page", "latest_job"],
+)
+dataset_page = ns.schema_model(
+    "DatasetPage",
+    obj(
+        {
+            "items": array(DATASET),
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next": nullable({"type": "string", "description": "The next page, if any"}),
+        },
+        ["items", "total", "limit", "offset", "next"],
+    ),
+)
+dataset_model = ns.schema_model(
+    "Dataset",
+    {
+        **DATASET,
+        "properties": {**DATASET["properties"], "registrations": array({"type": "object"})},
+        "required": [*DATASET["required"], "registrations"],
+    },
+)
 
 
 @contextmanager
@@ -82,14 +114,17 @@ def dataset_document(dataset_type: str, name: str) -> dict[str, Any]:
 class DatasetList(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
-            "q": "Only datasets whose name, or the name of a database registered for it, "
-            "holds this text (any case): homo_sapiens, homo_sapiens_core_115_38",
-            "type": "Only datasets of this type (core, variation, ...)",
-            "limit": "Page size, 1-500 (default 50)",
-            "offset": "Datasets to skip (default 0)",
+            "q": arg(
+                "Only datasets whose name, or the name of a database registered for it, "
+                "holds this text (any case): homo_sapiens, homo_sapiens_core_115_38"
+            ),
+            "type": arg("Only datasets of this type (core, variation, ...)"),
+            **page_args("Datasets"),
         }
     )
+    @ns.response(200, "A page of datasets, the most recently registered first", dataset_page)
     @ns.response(400, "Bad limit or offset", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self) -> dict[str, Any]:
         """Registered datasets, the most recently registered first, a page at a time: each
         one's name, type, number of registrations, and its newest registration's
@@ -120,7 +155,9 @@ class DatasetList(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:dataset_type>/<string:name>")
 class DatasetItem(Resource):  # type: ignore[misc]
+    @ns.response(200, "The dataset and its registrations, oldest first", dataset_model)
     @ns.response(404, "No such dataset", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self, dataset_type: str, name: str) -> dict[str, Any]:
         """A dataset and its registrations, oldest first: each with its job, release,
         database (password masked), rows, tables, meta keys, source, comment, time, and

@@ -6,13 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request, url_for
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
+from prodinf.engine.service import MAX_KEY_LENGTH
 from prodinf.exceptions import NotFound, ValidationError
-from prodinf.kinds.event_record import preview_event, record_event
+from prodinf.kinds.event_record import (
+    MAX_DATASET,
+    MAX_SOURCE,
+    MAX_TYPE,
+    preview_event,
+    record_event,
+)
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.access import acting_user, auth_on
-from prodinf.portal.api.jobs import int_arg, job_url, json_object
+from prodinf.portal.api.jobs import bool_arg, error, int_arg, job_url, json_object
+from prodinf.portal.api.openapi import TRIMMED, arg, array, nullable, obj, page_args, text
 from prodinf.portal.current import runtime
 from prodinf.redact import redact
 from prodinf.status import JobStatus
@@ -23,19 +31,82 @@ from prodinf.store.events import get_event, list_events
 ns = Namespace("events", description="What happens to a dataset, and the processes it starts")
 subscriptions_ns = Namespace("subscriptions", description="Which processes an event starts")
 
-submission = ns.model(
+submission = ns.schema_model(
     "Event",
-    {
-        "type": fields.String(required=True, description="The event type (`new_assembly`)"),
-        "dataset": fields.String(description="The database it concerns"),
-        "payload": fields.Raw(description="A JSON object the subscriptions' templates read"),
-        "source": fields.String(description="Who or what reports it (default: the user)"),
-        "idempotency_key": fields.String(
-            description="Recording the same key again returns the first event"
-        ),
-    },
+    obj(
+        {
+            "type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_TYPE,
+                "pattern": TRIMMED,
+                "description": "The event type (new_assembly); no spaces around it",
+            },
+            "dataset": nullable(text(MAX_DATASET, min_length=1, description="The database")),
+            "payload": {
+                "type": "object",
+                "description": "A JSON object the subscriptions' templates read",
+            },
+            "source": nullable(
+                text(MAX_SOURCE, description="Who or what reports it (default: the user)")
+            ),
+            "idempotency_key": nullable(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_KEY_LENGTH,
+                    "pattern": TRIMMED,
+                    "description": "Recording the same key again returns the first event",
+                }
+            ),
+        },
+        ["type"],
+        closed=True,
+    ),
 )
-error = ns.model("EventError", {"message": fields.String, "field": fields.String})
+EVENT = obj(
+    {
+        "id": nullable({"type": "string", "description": "null for a dry run"}),
+        "type": {"type": "string"},
+        "dataset": nullable({"type": "string"}),
+        "attributes": nullable(
+            {"type": "object", "description": "What the naming rules read in the dataset"}
+        ),
+        "payload": {"type": "object"},
+        "source": nullable({"type": "string"}),
+        "idempotency_key": nullable({"type": "string"}),
+        "created_at": {"type": "string", "format": "date-time"},
+        "status": nullable({"type": "string", "description": "Its job's status"}),
+        "url": {"type": "string"},
+        "job": nullable({"type": "string", "description": "Its job in the API"}),
+        "processes": array({"type": "object"}, description="What it starts"),
+        "dry_run": {"type": "boolean"},
+    },
+    ["id", "type", "dataset", "payload"],
+)
+event_model = ns.schema_model("EventDocument", EVENT)
+event_page = ns.schema_model(
+    "EventPage",
+    obj(
+        {
+            "items": array(EVENT),
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+        ["items", "total", "limit", "offset"],
+    ),
+)
+subscription_list = subscriptions_ns.schema_model(
+    "SubscriptionList",
+    obj(
+        {
+            "source": {"type": "string", "description": "The subscriptions file"},
+            "items": array({"type": "object"}),
+        },
+        ["source", "items"],
+    ),
+)
 
 
 def event_url(event_id: str) -> str:
@@ -104,14 +175,15 @@ def _newest(children: dict[str, ChildJob], sub: str) -> ChildJob | None:
 class EventList(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
-            "type": "Only events of this type",
-            "dataset": "Only events about this dataset",
-            "status": "Only events whose job is in this status",
-            "limit": "Page size, 1-500 (default 50)",
-            "offset": "Events to skip (default 0)",
+            "type": arg("Only events of this type"),
+            "dataset": arg("Only events about this dataset"),
+            "status": arg("Only events whose job is in this status", enum=list(JobStatus)),
+            **page_args("Events"),
         }
     )
-    @ns.response(400, "Bad filter", error)
+    @ns.response(200, "A page of events, newest first", event_page)
+    @ns.response(400, "Bad filter; `field` names it", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self) -> dict[str, Any]:
         """Events, newest first, filtered by type, dataset and status, a page at a time."""
         status = request.args.get("status") or None
@@ -135,9 +207,16 @@ class EventList(Resource):  # type: ignore[misc]
         }
 
     @ns.expect(submission)
-    @ns.doc(params={"dry_run": "true: answer the processes it would start; store nothing"})
-    @ns.response(201, "Recorded, with the processes it starts")
-    @ns.response(200, "An event with this idempotency key exists, or a dry run")
+    @ns.doc(
+        params={
+            "dry_run": arg(
+                "true: answer the processes it would start; store nothing (default false)",
+                "boolean",
+            )
+        }
+    )
+    @ns.response(201, "Recorded, with the processes it starts", event_model)
+    @ns.response(200, "An event with this idempotency key exists, or a dry run", event_model)
     @ns.response(400, "Invalid event; `field` names what is wrong", error)
     @ns.response(503, "Store or broker unavailable; nothing was recorded", error)
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -147,7 +226,7 @@ class EventList(Resource):  # type: ignore[misc]
         who = acting_user()
         if who and (auth_on() or "source" not in body):  # with users on: who sent it, always
             body = {**body, "source": who}
-        if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
+        if bool_arg("dry_run"):
             event, matches = preview_event(rt.settings, rt.registry, body)
             processes = [m.model_dump() for m in matches]
             shown = redact({**event, "processes": processes})
@@ -159,7 +238,9 @@ class EventList(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:event_id>")
 class EventItem(Resource):  # type: ignore[misc]
+    @ns.response(200, "The event and each process", event_model)
     @ns.response(404, "No such event", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self, event_id: str) -> dict[str, Any]:
         """An event, and each process: its subscription, job and status."""
         store = runtime().store
@@ -175,6 +256,7 @@ class EventItem(Resource):  # type: ignore[misc]
 
 @subscriptions_ns.route("")
 class SubscriptionList(Resource):  # type: ignore[misc]
+    @subscriptions_ns.response(200, "Every subscription", subscription_list)
     def get(self) -> dict[str, Any]:
         """The subscriptions this prodinf runs, as its file states them."""
         subs = load_subscriptions(runtime().settings.subscriptions)

@@ -4,16 +4,20 @@ server holds."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import request, url_for
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from prodinf.exceptions import NotFound, ValidationError
 from prodinf.kinds.handover import STAGES, Handovers
+from prodinf.kinds.handover.checks import MAX_COMMENT, NOTIFY
 from prodinf.kinds.handover.report import handover_detail, handover_status
+from prodinf.kinds.handover.service import MAX_BULK
 from prodinf.portal.access import acting_user
-from prodinf.portal.api.jobs import int_arg, job_url, json_object
+from prodinf.portal.api.jobs import ADDRESS, error, int_arg, job_url, json_object
+from prodinf.portal.api.openapi import END, arg, array, nullable, obj, page_args
 from prodinf.portal.current import runtime
 from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus
 from prodinf.store.handovers import get_bulk, list_handovers
@@ -27,34 +31,143 @@ STATUS_FILTER: dict[str, list[JobStatus]] = {
     for status in HandoverStatus
 }
 
-submission = ns.model(
+#: Text that holds something besides spaces, and no NUL.
+FILLED = f"^[^\\u0000]*[^\\s\\u0000][^\\u0000]*{END}"
+NOTIFY_WHEN = {
+    "type": "string",
+    "enum": list(NOTIFY),
+    "default": "always",
+    "description": "When the contact is mailed",
+}
+submission = ns.schema_model(
     "Handover",
-    {
-        "src_uri": fields.String(
-            required=True, description="The database: mysql://user:pass@host:port/name"
-        ),
-        "contact": fields.String(required=True, description="Who is told how it ends"),
-        "comment": fields.String(required=True, description="What this handover is"),
-        "notify": fields.String(
-            enum=["always", "failure"], description="When the contact is mailed (always)"
-        ),
-    },
+    obj(
+        {
+            "src_uri": {
+                "type": "string",
+                "pattern": FILLED,
+                "description": "The database: mysql://user:pass@host:port/name",
+            },
+            "contact": {**ADDRESS, "description": "Who is told how it ends"},
+            "comment": {
+                "type": "string",
+                "pattern": FILLED,
+                "maxLength": MAX_COMMENT,
+                "description": "What this handover is",
+            },
+            "notify": NOTIFY_WHEN,
+        },
+        ["src_uri", "contact", "comment"],
+    ),
 )
-bulk = ns.model(
+bulk = ns.schema_model(
     "BulkHandover",
+    obj(
+        {
+            "server_uri": {
+                "type": "string",
+                "pattern": FILLED,
+                "description": "mysql://user:pass@host:port",
+            },
+            "databases": array(
+                {"type": "string", "minLength": 1},
+                maxItems=MAX_BULK,
+                description="Database names; or pattern, not both",
+            ),
+            "pattern": {
+                "type": "string",
+                "pattern": FILLED,
+                "description": "A glob on the names: *_core_115_*",
+            },
+            "contact": {**ADDRESS, "description": "Who is told how each ends"},
+            "comment": {"type": "string", "pattern": FILLED, "maxLength": MAX_COMMENT},
+            "notify": NOTIFY_WHEN,
+        },
+        ["server_uri", "contact", "comment"],
+    ),
+)
+restart = ns.schema_model(
+    "Restart",
+    obj({"from": {"type": "string", "enum": list(STAGES), "description": "Stage"}}, ["from"]),
+)
+SUMMARY = obj(
     {
-        "server_uri": fields.String(required=True, description="mysql://user:pass@host:port"),
-        "databases": fields.List(fields.String, description="Database names, or:"),
-        "pattern": fields.String(description="A glob on the names: *_core_115_*"),
-        "contact": fields.String(required=True),
-        "comment": fields.String(required=True),
-        "notify": fields.String(enum=["always", "failure"]),
+        "token": {"type": "string"},
+        "database": {"type": "string"},
+        "status": {"type": "string", "enum": list(HandoverStatus)},
+        "job_status": {"type": "string", "enum": list(JobStatus)},
+        "message": nullable({"type": "string"}),
+        "url": {"type": "string"},
     },
+    ["token", "database", "status", "job_status", "url"],
 )
-restart = ns.model(
-    "Restart", {"from": fields.String(required=True, enum=list(STAGES), description="Stage")}
+handover_page = ns.schema_model(
+    "HandoverPage",
+    obj(
+        {
+            "items": array(SUMMARY),
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+        ["items", "total", "limit", "offset"],
+    ),
 )
-error = ns.model("HandoverError", {"message": fields.String, "field": fields.String})
+made = ns.schema_model(
+    "HandoverMade",
+    obj(
+        {"token": {"type": "string"}, "url": {"type": "string"}, "page": {"type": "string"}},
+        ["token", "url", "page"],
+    ),
+)
+bulk_made = ns.schema_model(
+    "BulkMade",
+    obj(
+        {
+            "id": {"type": "string"},
+            "server_uri": {"type": "string"},
+            "answers": array(
+                {
+                    "type": "object",
+                    "description": "{database, token, url} or {database, error, field}",
+                }
+            ),
+            "url": {"type": "string"},
+        },
+        ["id", "answers", "url"],
+    ),
+)
+bulk_document = ns.schema_model(
+    "Bulk",
+    obj({"id": {"type": "string"}, "handovers": array(SUMMARY)}, ["id", "handovers"]),
+)
+handover_document = ns.schema_model(
+    "HandoverDocument",
+    obj(
+        {
+            "token": {"type": "string"},
+            "stages": array({"type": "object"}),
+            "url": {"type": "string"},
+            "page": {"type": "string"},
+        },
+        ["token", "stages", "url", "page"],
+    ),
+)
+stopped = ns.schema_model(
+    "HandoverStopped",
+    obj(
+        {
+            "token": {"type": "string"},
+            "status": {"type": "string", "enum": list(HandoverStatus)},
+            "url": {"type": "string"},
+        },
+        ["token", "status", "url"],
+    ),
+)
+database_list = databases_ns.schema_model(
+    "DatabaseList",
+    obj({"databases": array({"type": "object"})}, ["databases"]),
+)
 
 
 def handovers() -> Handovers:
@@ -93,17 +206,18 @@ def _summary(found: dict[str, Any]) -> dict[str, Any]:
 class HandoverList(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
-            "database": "Only handovers of this database",
-            "type": "Only this type (core, ...)",
-            "release": "Only this release",
-            "status": f"One of {', '.join(STATUS_FILTER)}",
-            "contact": "Only this contact",
-            "bulk": "Only the handovers of this bulk",
-            "limit": "Page size, 1-500 (default 50)",
-            "offset": "Handovers to skip (default 0)",
+            "database": arg("Only handovers of this database"),
+            "type": arg("Only this type (core, ...)"),
+            "release": arg("Only this release", "integer", minimum=0, maximum=999_999_999),
+            "status": arg("Only handovers in this state", enum=list(STATUS_FILTER)),
+            "contact": arg("Only this contact"),
+            "bulk": arg("Only the handovers of this bulk"),
+            **page_args("Handovers"),
         }
     )
-    @ns.response(400, "Bad filter", error)
+    @ns.response(200, "A page of handovers, newest first", handover_page)
+    @ns.response(400, "Bad filter; `field` names it", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self) -> dict[str, Any]:
         """Handovers, newest first, filtered."""
         status = request.args.get("status") or None
@@ -112,7 +226,7 @@ class HandoverList(Resource):  # type: ignore[misc]
                 f"status must be one of {', '.join(STATUS_FILTER)}", field="status"
             )
         release = request.args.get("release") or None
-        if release is not None and not (release.isdigit() and len(release) <= 9):
+        if release is not None and not re.fullmatch("[0-9]{1,9}", release):
             raise ValidationError("release must be a number", field="release")
         limit = int_arg("limit", 50, 1, 500)
         offset = int_arg("offset", 0, 0, 10**9)
@@ -131,7 +245,7 @@ class HandoverList(Resource):  # type: ignore[misc]
                 "offset": offset}  # fmt: skip
 
     @ns.expect(submission)
-    @ns.response(201, "Checked and submitted: its token and page")
+    @ns.response(201, "Checked and submitted: its token and page", made)
     @ns.response(400, "A check refused it; `field` names what, the message what to do", error)
     @ns.response(409, "The database has an unfinished handover (details: token, stage)", error)
     @ns.response(503, "Store or broker unavailable; nothing was submitted", error)
@@ -146,8 +260,9 @@ class HandoverList(Resource):  # type: ignore[misc]
 @ns.route("/bulk")
 class BulkHandover(Resource):  # type: ignore[misc]
     @ns.expect(bulk)
-    @ns.response(201, "Each database answered: its token, or why it was refused")
-    @ns.response(400, "Bad request", error)
+    @ns.response(201, "Each database answered: its token, or why it was refused", bulk_made)
+    @ns.response(400, "Bad request; `field` names what is wrong", error)
+    @ns.response(503, "Store or broker unavailable", error)
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Hand over many databases of one server (a list or a pattern)."""
         made = handovers().bulk(json_object(), submitted_by=_user())
@@ -160,7 +275,9 @@ class BulkHandover(Resource):  # type: ignore[misc]
 
 @ns.route("/bulk/<string:bulk_id>")
 class BulkItem(Resource):  # type: ignore[misc]
+    @ns.response(200, "The bulk handover", bulk_document)
     @ns.response(404, "No such bulk", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self, bulk_id: str) -> dict[str, Any]:
         """A bulk handover: what each database was answered, and each handover's stage."""
         store = runtime().store
@@ -173,7 +290,9 @@ class BulkItem(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:token>")
 class HandoverItem(Resource):  # type: ignore[misc]
+    @ns.response(200, "The handover, stage by stage", handover_document)
     @ns.response(404, "No such handover", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self, token: str) -> dict[str, Any]:
         """A handover: each stage with its status, start, end, job, report and error."""
         found = handover_detail(runtime().store, token)
@@ -187,7 +306,9 @@ class HandoverItem(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:token>/stop")
 class HandoverStop(Resource):  # type: ignore[misc]
+    @ns.response(200, "Stopped", stopped)
     @ns.response(404, "No such handover", error)
+    @ns.response(503, "Store or broker unavailable", error)
     @ns.response(409, "It has ended already", error)
     def post(self, token: str) -> dict[str, Any]:
         """Stop a handover; the job of the stage it is at is cancelled too."""
@@ -199,7 +320,10 @@ class HandoverStop(Resource):  # type: ignore[misc]
 @ns.route("/<string:token>/restart")
 class HandoverRestart(Resource):  # type: ignore[misc]
     @ns.expect(restart)
+    @ns.response(200, "Running again from the stage", stopped)
+    @ns.response(400, "No stage, or one it cannot run again from; `field` is from", error)
     @ns.response(404, "No such handover", error)
+    @ns.response(503, "Store or broker unavailable", error)
     @ns.response(409, "It has not ended, or another handover of the database runs", error)
     def post(self, token: str) -> dict[str, Any]:
         """Run an ended handover again from a stage."""
@@ -212,7 +336,18 @@ class HandoverRestart(Resource):  # type: ignore[misc]
 
 @databases_ns.route("")
 class DatabaseList(Resource):  # type: ignore[misc]
-    @databases_ns.doc(params={"server_uri": "The server: mysql://user:pass@host:port"})
+    @databases_ns.doc(
+        params={
+            "server_uri": {
+                "in": "query",
+                "type": "string",
+                "required": True,
+                "pattern": FILLED,
+                "description": "The server: mysql://user:pass@host:port",
+            }
+        }
+    )
+    @databases_ns.response(200, "Its databases", database_list)
     @databases_ns.response(400, "No server_uri, or the server does not answer", error)
     def get(self) -> dict[str, Any]:
         """The server's databases that the naming rules read: type, release, and any

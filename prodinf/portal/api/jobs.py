@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from flask import request, url_for
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
+from prodinf.addresses import ADDRESS_PATTERN
+from prodinf.engine.notices import MAX_ADDRESSES
+from prodinf.engine.service import MAX_KEY_LENGTH, MAX_SUBMITTED_BY
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.job_notification import mail_document
 from prodinf.portal.access import acting_user, shown
+from prodinf.portal.api.openapi import (
+    ERROR,
+    JOB_SUMMARY,
+    TRIMMED,
+    arg,
+    array,
+    nullable,
+    obj,
+    page_args,
+    text,
+)
 from prodinf.portal.current import runtime
 from prodinf.status import JobStatus
 from prodinf.store.search import ORDERS, SORTS, parse_when
@@ -21,38 +36,124 @@ ns = Namespace("jobs", description="Jobs: submit work and follow it")
 STATUSES = tuple(JobStatus)
 SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by", "notify"}
 
-submission = ns.model(
-    "Submission",
+ADDRESS = {
+    "type": "string",
+    "maxLength": 254,
+    "pattern": ADDRESS_PATTERN,
+    "description": "An email address (ada@example.org)",
+}
+HTTP_URL = {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}
+NOTIFY = obj(
     {
-        "kind": fields.String(required=True, description="A registered kind (GET /kinds)"),
-        "params": fields.Raw(description="Params, valid against the kind's schema"),
-        "idempotency_key": fields.String(
-            description="Submitting the same key again returns "
-            "the existing job (200) instead of a new one"
+        "email": array(ADDRESS, maxItems=MAX_ADDRESSES, description="Addresses mailed a summary"),
+        "webhook": nullable(
+            {**HTTP_URL, "description": "URL sent a signed JSON summary (POST) when the job ends"}
         ),
-        "submitted_by": fields.String(description="Who submitted the job"),
-        "notify": fields.Nested(
-            ns.model(
-                "Notify",
-                {
-                    "email": fields.List(
-                        fields.String, description="Addresses mailed a summary when the job ends"
-                    ),
-                    "webhook": fields.String(
-                        description="URL sent a signed JSON summary (POST) when the job ends"
-                    ),
-                },
-            ),
-            description="Who to tell when the job ends (succeeded, failed, cancelled or "
-            "reverted); delivered from the email queue",
-        ),
+        "when": {
+            "type": "string",
+            "enum": ["always", "failure"],
+            "description": "always (the default): at every end; failure: unless it succeeded",
+        },
     },
+    closed=True,
+    minProperties=1,
+    description="Who to tell when the job ends (succeeded, failed, cancelled or reverted): "
+    "email addresses, a webhook, or both; delivered from the email queue",
 )
-created = ns.model(
+submission = ns.schema_model(
+    "Submission",
+    obj(
+        {
+            "kind": {
+                "type": "string",
+                "minLength": 1,
+                "description": "A kind this prodinf runs (GET /kinds)",
+            },
+            "params": nullable(
+                {"type": "object", "description": "Valid against the kind's schema"}
+            ),
+            "idempotency_key": nullable(
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_KEY_LENGTH,
+                    "pattern": TRIMMED,
+                    "description": "Submitting the same key again returns the existing job "
+                    "(200) instead of a new one; no spaces around it",
+                }
+            ),
+            "submitted_by": nullable(
+                text(MAX_SUBMITTED_BY, description="Who submitted the job (PRODINF_AUTH=none)")
+            ),
+            "notify": nullable(NOTIFY),
+        },
+        ["kind"],
+        closed=True,
+    ),
+)
+created = ns.schema_model(
     "Created",
-    {"id": fields.String, "url": fields.String, "status": fields.String(enum=STATUSES)},
+    obj(
+        {
+            "id": {"type": "string"},
+            "url": {"type": "string", "description": "The job in the API"},
+            "status": {"type": "string", "enum": list(STATUSES)},
+        },
+        ["id", "url", "status"],
+    ),
 )
-error = ns.model("Error", {"message": fields.String, "field": fields.String})
+job_page = ns.schema_model(
+    "JobPage",
+    obj(
+        {
+            "items": array(
+                {
+                    **JOB_SUMMARY,
+                    "properties": {
+                        **JOB_SUMMARY["properties"],
+                        "duration_seconds": nullable(
+                            {"type": "number", "description": "Started to ended, or to now"}
+                        ),
+                    },
+                }
+            ),
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next": nullable({"type": "string", "description": "The next page, if any"}),
+        },
+        ["items", "total", "limit", "offset", "next"],
+    ),
+)
+job_summary = ns.schema_model("JobSummary", JOB_SUMMARY)
+job_document = ns.schema_model(
+    "Job",
+    obj(
+        {
+            **JOB_SUMMARY["properties"],
+            "queue": {"type": "string"},
+            "params": {"type": "object"},
+            "idempotency_key": nullable({"type": "string"}),
+            "started_at": nullable({"type": "string", "format": "date-time"}),
+            "next_run_at": nullable({"type": "string", "format": "date-time"}),
+            "next_look_at": nullable({"type": "string", "format": "date-time"}),
+            "cancel_requested": {"type": "boolean"},
+            "result": {"description": "What the job made (any JSON), once it succeeded"},
+            "error": nullable({"type": "object", "description": "Why it failed"}),
+            "notify": nullable({"type": "object"}),
+            "parent": {"description": "The job whose step started this one, or null"},
+            "steps": array({"type": "object"}),
+            "history": array({"type": "object"}),
+            # ?format=email
+            "subject": {"type": "string"},
+            "body": {"type": "string"},
+            "html": {"type": "string"},
+        },
+        ["id", "status"],
+        description="A job; with ?format=email its id, status, subject, body and html only",
+    ),
+)
+error = ns.add_model(ERROR.name, ERROR)
 
 
 def job_url(job_id: str) -> str:
@@ -75,16 +176,27 @@ def json_object() -> dict[str, Any]:
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """The query arg ``name``, an integer from ``low`` to ``high`` (``default`` when
+    absent); a 400 naming it otherwise, an empty value included."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be an integer", field=name) from None
+    # int() would also take " 5", "+5", "5_0" and other scripts' digits
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
+        raise ValidationError(f"{name} must be an integer", field=name)
+    value = int(raw)
     if not low <= value <= high:
         raise ValidationError(f"{name} must be between {low} and {high}", field=name)
     return value
+
+
+def bool_arg(name: str) -> bool:
+    """The query arg ``name``: true, false (absent or empty: false); a 400 naming it
+    otherwise."""
+    raw = (request.args.get(name) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValidationError(f"{name} must be true or false", field=name)
+    return raw in ("true", "1", "yes")
 
 
 def job_search(
@@ -126,23 +238,34 @@ def job_search(
 class JobList(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
-            "kind": "Only jobs of this kind",
-            "status": f"Only jobs in this status ({', '.join(STATUSES)})",
-            "id": "Only jobs whose id starts with this (any case)",
-            "q": "Only jobs whose params hold this text, ignoring case (a database name); "
-            "passwords are masked before matching",
-            "submitted_by": "Only jobs submitted by this user (the whole name, any case)",
-            "created_after": "Only jobs created at or after this ISO 8601 time (UTC unless "
-            "it names a zone; a date alone is its midnight)",
-            "created_before": "Only jobs created before this ISO 8601 time",
-            "sort": "created (the default), updated, or duration (started to ended, or to "
-            "now; jobs never started last)",
-            "order": "desc (the default) or asc",
-            "limit": "Page size, 1-500 (default 50)",
-            "offset": "Jobs to skip (default 0)",
+            "kind": arg("Only jobs of this kind"),
+            "status": arg("Only jobs in this status", enum=list(STATUSES)),
+            "id": arg("Only jobs whose id starts with this (any case)"),
+            "q": arg(
+                "Only jobs whose params hold this text, ignoring case (a database name); "
+                "passwords are masked before matching"
+            ),
+            "submitted_by": arg("Only jobs submitted by this user (the whole name, any case)"),
+            "created_after": arg(
+                "Only jobs created at or after this ISO 8601 time (UTC unless it names a "
+                "zone; a date alone is its midnight)",
+                format="date-time",
+            ),
+            "created_before": arg(
+                "Only jobs created before this ISO 8601 time", format="date-time"
+            ),
+            "sort": arg(
+                "created (the default), updated, or duration (started to ended, or to now; "
+                "jobs never started last)",
+                enum=list(SORTS),
+            ),
+            "order": arg("desc (the default) or asc", enum=list(ORDERS)),
+            **page_args("Jobs"),
         }
     )
-    @ns.response(400, "Bad filter", error)
+    @ns.response(200, "A page of jobs; next: the next page's URL, if any", job_page)
+    @ns.response(400, "Bad filter; `field` names it", error)
+    @ns.response(503, "The store is unavailable", error)
     def get(self) -> dict[str, Any]:
         """Jobs, newest first, filtered and sorted, a page at a time. Each has
         ``duration_seconds``: how long it has run (null until it starts)."""
@@ -166,6 +289,7 @@ class JobList(Resource):  # type: ignore[misc]
     @ns.response(201, "Created", created)
     @ns.response(200, "A job with this idempotency key exists", created)
     @ns.response(400, "Invalid submission; `field` names what is wrong", error)
+    @ns.response(409, "This idempotency key was used for a job of another kind", error)
     @ns.response(503, "Store or broker unavailable; nothing was submitted", error)
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Submit a job. A 2xx answer means it is stored and its message is in the broker."""
@@ -198,8 +322,19 @@ class JobList(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:job_id>")
 @ns.response(404, "No such job", error)
+@ns.response(503, "The store is unavailable", error)
 class JobItem(Resource):  # type: ignore[misc]
-    @ns.doc(params={"format": "email: a short {status, subject, body, html} summary"})
+    @ns.doc(
+        params={
+            "format": arg(
+                "json (the default), or email: a short {id, status, subject, body, html} summary",
+                enum=["json", "email"],
+                blank=False,
+            )
+        }
+    )
+    @ns.response(200, "The job", job_document)
+    @ns.response(400, "A bad format", error)
     def get(self, job_id: str) -> dict[str, Any]:
         """A job: status, progress, steps, result, error and history; with
         ``?format=email``, its status and the summary its notification mails (what
@@ -229,7 +364,9 @@ def email_summary(detail: dict[str, Any]) -> dict[str, Any]:
 @ns.route("/<string:job_id>/cancel")
 @ns.response(404, "No such job", error)
 @ns.response(409, "The job has already finished", error)
+@ns.response(503, "Store or broker unavailable", error)
 class JobCancel(Resource):  # type: ignore[misc]
+    @ns.response(200, "Cancelled, or to stop after its current step", job_summary)
     def post(self, job_id: str) -> dict[str, Any]:
         """Cancel a job: at once if queued or waiting, after its current step if running."""
         return with_url(runtime().jobs.cancel(job_id, acting_user()))
@@ -238,7 +375,9 @@ class JobCancel(Resource):  # type: ignore[misc]
 @ns.route("/<string:job_id>/retry")
 @ns.response(404, "No such job", error)
 @ns.response(409, "Only a failed, reverted or cancelled job can be retried", error)
+@ns.response(503, "Store or broker unavailable", error)
 class JobRetry(Resource):  # type: ignore[misc]
+    @ns.response(200, "Queued again", job_summary)
     def post(self, job_id: str) -> dict[str, Any]:
         """Run a failed job again from its failed step; succeeded steps are not re-run."""
         return with_url(runtime().jobs.retry(job_id, acting_user()))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, request
-from flask_restx import Resource, fields
+from flask_restx import Resource
 
 from prodinf.exceptions import ValidationError
 from prodinf.portal.api.jobs import error, int_arg, ns
+from prodinf.portal.api.openapi import arg, array, obj
 from prodinf.portal.current import runtime
 from prodinf.store.steplogs import as_text, read_lines
 
@@ -17,44 +18,75 @@ __all__ = ["MAX_LIMIT"]
 #: Most lines one answer holds.
 MAX_LIMIT = 5000
 
-log_line = ns.model(
-    "LogLine",
+log_line = obj(
     {
-        "step": fields.String,
-        "attempt": fields.Integer(description="1 for the step's first try"),
-        "seq": fields.Integer(description="Grows within the job in the order lines are stored"),
-        "at": fields.String(description="When it was logged (ISO 8601, UTC)"),
-        "level": fields.String(description="INFO, WARNING, ERROR, ..."),
-        "logger": fields.String(description="prodinf.steps.<kind> for ctx.log"),
-        "message": fields.String(description="With credentials masked"),
+        "step": {"type": "string"},
+        "attempt": {"type": "integer", "description": "1 for the step's first try"},
+        "seq": {
+            "type": "integer",
+            "description": "Grows within the job in the order lines are stored",
+        },
+        "at": {"type": "string", "format": "date-time", "description": "When it was logged"},
+        "level": {"type": "string", "description": "INFO, WARNING, ERROR, ..."},
+        "logger": {"type": "string", "description": "prodinf.steps.<kind> for ctx.log"},
+        "message": {"type": "string", "description": "With credentials masked"},
     },
+    ["step", "attempt", "seq", "at", "level", "logger", "message"],
 )
-log_page = ns.model(
+log_page = ns.schema_model(
     "LogPage",
-    {
-        "items": fields.List(fields.Nested(log_line)),
-        "next_after": fields.Integer(
-            description="Pass as after= to get the lines stored since (the last seq, or "
-            "the after given when there are none)"
-        ),
-    },
+    obj(
+        {
+            "items": array(log_line),
+            "next_after": {
+                "type": "integer",
+                "description": "Pass as after= to get the lines stored since (the last seq, "
+                "or the after given when there are none)",
+            },
+        },
+        ["items", "next_after"],
+    ),
 )
 
 
 @ns.route("/<string:job_id>/logs")
 @ns.response(404, "No such job", error)
 @ns.response(400, "Bad filter; `field` names it", error)
+@ns.response(503, "The store is unavailable", error)
 class JobLogs(Resource):  # type: ignore[misc]
     @ns.doc(
         params={
-            "step": "Only this step's lines",
-            "attempt": "Only this attempt's lines (1 for a step's first try)",
-            "after": "Only lines with a greater seq (pass next_after to follow a job)",
-            "limit": f"Most lines, 1-{MAX_LIMIT} (default 1000)",
-            "format": "json (the default), or text: plain text, one line each",
+            "step": arg("Only this step's lines"),
+            "attempt": arg(
+                "Only this attempt's lines (1 for a step's first try)",
+                "integer",
+                minimum=1,
+                maximum=10**6,
+            ),
+            "after": arg(
+                "Only lines with a greater seq (pass next_after to follow a job)",
+                "integer",
+                blank=False,
+                minimum=0,
+                maximum=2**31 - 1,
+                default=0,
+            ),
+            "limit": arg(
+                f"Most lines, 1-{MAX_LIMIT} (default 1000)",
+                "integer",
+                blank=False,
+                minimum=1,
+                maximum=MAX_LIMIT,
+                default=1000,
+            ),
+            "format": arg(
+                "json (the default), or text: plain text, one line each",
+                enum=["json", "text"],
+            ),
         }
     )
-    @ns.response(200, "The lines, oldest first", log_page)
+    @ns.produces(["application/json", "text/plain"])
+    @ns.response(200, "The lines, oldest first (as JSON, or as text)", log_page)
     def get(self, job_id: str) -> Any:
         """What the job's steps logged through ``ctx.log`` and ``logging`` while they ran,
         oldest first: each attempt keeps its newest 500 lines, credentials masked."""

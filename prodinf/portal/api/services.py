@@ -6,19 +6,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from prodinf.exceptions import NotFound
+from prodinf.portal.api.jobs import error
+from prodinf.portal.api.openapi import array, obj
 from prodinf.portal.current import runtime
 from prodinf.remote.services import describe_service, load_services
 
 ns = Namespace("services", description="Where jobs can run besides this prodinf's own kinds")
 
-error = ns.model("ServiceError", {"message": fields.String, "field": fields.String})
+SERVICE = obj(
+    {
+        "name": {"type": "string"},
+        "type": {"type": "string", "description": "prodinf or http"},
+        "url": {"type": "string", "description": "With any password masked"},
+    },
+    ["name", "type", "url"],
+    description="How a service is reached, authenticated and read: the names of the "
+    "variables holding its secrets and whether each is set, never a value",
+)
+service_model = ns.schema_model("Service", SERVICE)
+service_list = ns.schema_model(
+    "ServiceList",
+    obj(
+        {"source": {"type": "string", "description": "The services file"}, "items": array(SERVICE)},
+        ["source", "items"],
+    ),
+)
 
 
 @ns.route("")
 class ServiceList(Resource):  # type: ignore[misc]
+    @ns.response(200, "Every remote service", service_list)
     def get(self) -> dict[str, Any]:
         """Every remote service: another prodinf or an HTTP job service, and how it is
         reached, authenticated and read."""
@@ -31,6 +51,7 @@ class ServiceList(Resource):  # type: ignore[misc]
 
 @ns.route("/<string:name>")
 class ServiceItem(Resource):  # type: ignore[misc]
+    @ns.response(200, "The service", service_model)
     @ns.response(404, "No such service", error)
     def get(self, name: str) -> dict[str, Any]:
         """One remote service."""
