@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,16 +130,21 @@ class Stack:
         self.job = str(job["id"])
 
 
-@pytest.fixture
-def stack(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setattr("prodinf.portal.auth_views.FAILED_DELAY", 0.0)
-    settings = Settings(home=home, auth="users", reconcile_interval=0.2)
-    app = create_app(settings)
-    app.config.update(WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
-    upgrade(app.extensions["prodinf"].store)
-    made = Stack(app)
-    yield made
-    made.rt.close()
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One portal for the module: what a call changes (a job cancelled, then retried)
+    changes no answer's being a refusal or not."""
+    home = tmp_path_factory.mktemp("access") / "home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("prodinf.portal.auth_views.FAILED_DELAY", 0.0)
+        settings = Settings(home=home, auth="users", reconcile_interval=0.2)
+        app = create_app(settings)
+        app.config.update(WTF_CSRF_ENABLED=False, RATELIMIT_ENABLED=False)
+        upgrade(app.extensions["prodinf"].store)
+        made = Stack(app)
+        yield made
+        made.rt.close()
 
 
 def url_of(app: Flask, rule: Any, job: str) -> str:
