@@ -44,6 +44,7 @@ taken = ns.schema_model(
 
 
 @ns.route("/<string:job_id>")
+@ns.doc(security=[])  # no token: a callback is signed (PRODINF_WEBHOOK_SECRET)
 class Callback(Resource):  # type: ignore[misc]
     @ns.response(
         200,
