@@ -235,7 +235,8 @@ class Settings(BaseSettings):
         default=None,
         description="Comma-separated folders under which the SQLite files jobs open (copy, "
         "healthcheck, register_metadata, handover) must lie; a relative folder is under home. "
-        "Unset: home/data and home/staging (and the folder `prodinf up` was started in). "
+        "Unset: home/data and home/staging, and the folder `prodinf up` (for its workers) or "
+        "a command in a shell was started in. "
         "prodinf's own files (the job store, home's broker, outbox and logs) never are.",
     )
     database_hosts: Annotated[list[str], NoDecode] = Field(

@@ -82,8 +82,15 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(home: Path) -> Settings:
-    """Embedded settings under a temporary home, with fast reconciling for tests."""
-    return Settings(home=home, reconcile_interval=0.2, lease_seconds=3.0, redrive_after=30.0)
+    """Embedded settings under a temporary home, with fast reconciling for tests; the
+    SQLite files jobs open may be anywhere in the test's folder (the home's parent)."""
+    return Settings(
+        home=home,
+        reconcile_interval=0.2,
+        lease_seconds=3.0,
+        redrive_after=30.0,
+        sqlite_roots=[home.parent],
+    )
 
 
 @pytest.fixture(params=BACKENDS)

@@ -60,6 +60,7 @@ def subscribed_settings(home: Path) -> Settings:
         lease_seconds=3.0,
         redrive_after=30.0,
         subscriptions=path,
+        sqlite_roots=[home.parent],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -22,6 +23,7 @@ __all__ = [
     "reports_errors",
     "said",
     "warn_unless_consumed",
+    "with_start_folder",
 ]
 
 console = Console()
@@ -45,6 +47,23 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         raise click.ClickException(exc.message) from None
     return settings
+
+
+def with_start_folder(settings: Settings) -> Settings:
+    """``settings`` whose SQLite roots, when ``PRODINF_SQLITE_ROOTS`` is not set, also hold
+    the folder this command was started in (unless it is the file system's root).
+
+    ``prodinf up`` and the commands that submit work in a shell use it: on one machine the
+    databases one works on lie there (the README's ``sqlite:///production/...``), and
+    ``up``'s workers run in that folder too. A portal or a worker started on its own
+    (``prodinf portal``, ``prodinf worker``, gunicorn) keeps the setting's folders."""
+    if settings.sqlite_roots is not None:
+        return settings
+    here = Path.cwd().resolve()
+    roots = [str(folder) for folder in settings.sqlite_folders]
+    if here != Path(here.anchor):
+        roots.append(str(here))
+    return settings.model_copy(update={"sqlite_roots": roots})
 
 
 def migrate_store(store: Any, revision: str = "head") -> None:
@@ -71,7 +90,7 @@ def make_runtime(settings: Settings | None = None, *, migrate: bool | None = Non
     from prodinf.celery_app import create_celery
     from prodinf.runtime import Runtime
 
-    settings = settings or load_settings()
+    settings = settings or with_start_folder(load_settings())
     try:
         rt = Runtime(settings, create_celery(settings))
     except OSError as exc:  # the embedded broker's folders under PRODINF_HOME

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import click
 
-from prodinf.cli.common import load_settings, make_runtime, reports_errors
+from prodinf.cli.common import load_settings, make_runtime, reports_errors, with_start_folder
 from prodinf.config import Settings
 from prodinf.exceptions import ValidationError
 from prodinf.redact import redact_text
@@ -177,11 +177,17 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
     public_url = settings.public_url or _own_url(host, port)  # mails link to this portal
     # the portal checks where it listens (the secret key, its own names): --host counts
     settings = settings.model_copy(update={"public_url": public_url, "host": host})
+    settings = with_start_folder(settings)  # and every child's, through the environment
     home = settings.home.resolve()
     logs = home / "logs"
     rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PRODINF_HOME": str(home), "PRODINF_PUBLIC_URL": public_url}
+    env = {
+        **os.environ,
+        "PRODINF_HOME": str(home),
+        "PRODINF_PUBLIC_URL": public_url,
+        "PRODINF_SQLITE_ROOTS": ",".join(settings.sqlite_roots or []),
+    }
     level = settings.log_level
     celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
     nodenames = {logical: f"{logical}@%h" for logical in settings.queues}
@@ -243,6 +249,8 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
             f"store {redact_text(settings.store_url)}, broker {redact_text(settings.broker)}, "
             f"logs in {logs}. Ctrl-C stops everything."
         )
+        folders = ", ".join(str(folder) for folder in settings.sqlite_folders)
+        click.echo(f"SQLite files jobs open: under {folders} (PRODINF_SQLITE_ROOTS)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -17,15 +17,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints, ValidationInfo
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
+from prodinf.config import Settings
+from prodinf.databases.access import not_sqlite, refusal
 from prodinf.exceptions import PermanentError, RemoteUnavailable, ValidationError
 from prodinf.redact import redact_text
 
-__all__ = ["DatabaseURI", "DatabaseUriField", "database_errors", "validate_database_uri"]
+__all__ = [
+    "MAX_URI_LENGTH",
+    "DatabaseURI",
+    "DatabaseUriField",
+    "database_errors",
+    "validate_database_uri",
+]
 
 #: What a user may write before ``://`` and the SQLAlchemy driver it means.
 _DRIVERS = {
@@ -115,6 +123,28 @@ class DatabaseURI:
 
     def __repr__(self) -> str:
         return f"DatabaseURI({self.masked()!r})"
+
+    def refusal(self, settings: Settings) -> str | None:
+        """Why a job may not open this database (:func:`prodinf.databases.access.refusal`:
+        a SQLite file outside ``PRODINF_SQLITE_ROOTS`` or among prodinf's own, a host
+        not in ``PRODINF_DATABASE_HOSTS``), or ``None``."""
+        return refusal(self.url, settings)
+
+    def allowed(self, settings: Settings, field: str) -> DatabaseURI:
+        """This URI if a job may open it, checked again as the job opens it (the files may
+        have changed since it was submitted); else ``PermanentError`` naming ``field``."""
+        why = self.refusal(settings)
+        if why is not None:
+            raise PermanentError(f"{field}: {self.masked()} {why}", field=field)
+        return self
+
+    def check_sqlite_file(self) -> None:
+        """``PermanentError`` if this is an existing file that is not a SQLite database
+        (opening ``/etc/passwd`` as SQLite must not even be tried)."""
+        if self.engine_name == "sqlite" and self.path.exists():
+            why = not_sqlite(self.path)
+            if why is not None:
+                raise PermanentError(f"{self.masked()} {why}")
 
     def secret(self) -> str:
         """The full URI with its password: for native tools' environments only, never shown."""
@@ -288,14 +318,30 @@ def _parse_url(value: str) -> URL | str:
     return url
 
 
-def validate_database_uri(value: str) -> str:
-    """Pydantic validator: ``value`` if it parses as a ``DatabaseURI``, else ``ValueError``."""
+def validate_database_uri(value: str, info: ValidationInfo) -> str:
+    """Pydantic validator: ``value`` if it parses as a ``DatabaseURI``, else ``ValueError``.
+
+    At a submission (``info.context["settings"]``), a database that a job may not open
+    (:meth:`DatabaseURI.refusal`) is refused too, so the caller gets a 400 naming the
+    param before anything runs."""
     problem = _parse_url(value)
     if isinstance(problem, str):
         # Pydantic names the field itself; the message says what is wrong.
         raise ValueError(problem)
+    settings = (info.context or {}).get("settings")
+    if settings is not None:
+        uri = DatabaseURI(problem)
+        why = uri.refusal(settings)
+        if why is not None:
+            raise ValueError(f"{uri.masked()} {why}")
     return value
 
 
-#: A params field holding a database URI: a bad one is a 400 naming the field.
-DatabaseUriField = Annotated[str, AfterValidator(validate_database_uri)]
+#: Longest database URI a param holds.
+MAX_URI_LENGTH = 8192
+
+#: A params field holding a database URI: a bad one (or, at a submission, one a job may
+#: not open) is a 400 naming the field.
+DatabaseUriField = Annotated[
+    str, StringConstraints(max_length=MAX_URI_LENGTH), AfterValidator(validate_database_uri)
+]

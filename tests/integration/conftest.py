@@ -41,6 +41,8 @@ def stack_settings(
         "redrive_after": 10.0,
         "plugins": [PLUGIN],
         "worker_concurrency": 2,
+        # every test folder of the session: this test's and the shared sample databases'
+        "sqlite_roots": [request.getfixturevalue("tmp_path_factory").getbasetemp()],
     }
     if kind == "servers":
         amqp = request.getfixturevalue("amqp_url")
@@ -121,10 +123,13 @@ def rt_plugins() -> list[str]:
 
 
 @pytest.fixture
-def rt(home: Path, rt_plugins: list[str]) -> Iterator[Runtime]:
+def rt(
+    home: Path, rt_plugins: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
     """An embedded prodinf (SQLite store, filesystem broker) under the test's home, with
     no worker: the test drives its jobs in this process (``wait_for_job(drive=True)``)."""
-    settings = Settings(home=home, plugins=rt_plugins)
+    roots = [tmp_path_factory.getbasetemp()]  # the test's and the shared sample databases
+    settings = Settings(home=home, plugins=rt_plugins, sqlite_roots=roots)
     fresh_store(settings.store_url).dispose()
     runtime = Runtime(settings, create_celery(settings))
     yield runtime

@@ -141,7 +141,7 @@ def test_registrations_go_to_a_separate_metadata_database_when_configured(
     require(engine_name, server)
     metadata = datasets.uri(engine_name, prefix="prodinf_meta_b")
     DatabaseURI.parse(metadata).create()
-    settings = Settings(home=home, metadata_url=metadata)
+    settings = Settings(home=home, metadata_url=metadata, sqlite_roots=[home.parent])
     fresh_store(settings.store_url).dispose()
     rt = Runtime(settings, create_celery(settings))
     try:

@@ -688,13 +688,18 @@ def test_format_email_answers_the_short_summary_a_mail_wants(
     assert_clean_error(client.get(f"{JOBS}/{job_id}?format=xml"), 400, "format")
 
 
-def test_a_name_no_naming_rule_matches_is_refused_before_it_runs(client: FlaskClient) -> None:
+def test_a_name_no_naming_rule_matches_is_refused_before_it_runs(
+    client: FlaskClient, tmp_path: Path
+) -> None:
     """Given register_metadata for a database whose name no naming rule matches, when it
     is submitted, then the 400 says so and what to do, instead of a job that would fail
     at its first step; a name a rule matches is taken."""
     bad = client.post(
         JOBS,
-        json={"kind": "register_metadata", "params": {"database_uri": "sqlite:///tmp_x.sqlite"}},
+        json={
+            "kind": "register_metadata",
+            "params": {"database_uri": f"sqlite:///{tmp_path}/tmp_x.sqlite"},
+        },
     )
     assert_clean_error(bad, 400, "params.database_uri")
     message = bad.json["message"]  # type: ignore[index]
@@ -705,7 +710,7 @@ def test_a_name_no_naming_rule_matches_is_refused_before_it_runs(client: FlaskCl
         JOBS,
         json={
             "kind": "register_metadata",
-            "params": {"database_uri": "sqlite:///homo_sapiens_core_115_38.sqlite"},
+            "params": {"database_uri": f"sqlite:///{tmp_path}/homo_sapiens_core_115_38.sqlite"},
         },
     )
     assert good.status_code == 201, good.get_data(as_text=True)

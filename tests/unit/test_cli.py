@@ -49,6 +49,7 @@ def cli_env(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         if name.startswith("PRODINF_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PRODINF_HOME", str(home))
+    monkeypatch.setenv("PRODINF_SQLITE_ROOTS", str(tmp_path))  # the test's databases
     monkeypatch.setenv("COLUMNS", "300")  # rich tables on one line per row
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()

@@ -52,6 +52,7 @@ def handover_settings(home: Path, tmp_path: Path) -> Settings:
         redrive_after=30.0,
         handover_config=config(tmp_path),
         release=115,
+        sqlite_roots=[tmp_path],  # the production folder and the staging folder
     )
 
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from sqlalchemy import Engine, MetaData, NullPool, Table
 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
+from prodinf.config import Settings
 from prodinf.databases import transfer
 from prodinf.databases.checksum import table_stats
 from prodinf.databases.native import native_table, native_tools
@@ -112,9 +113,10 @@ class CopyDatabaseParams(BaseModel):
 class _Side:
     """Both databases of a copy, with engines opened on demand and closed together."""
 
-    def __init__(self, params: CopyDatabaseParams) -> None:
-        self.src = DatabaseURI.parse(params.src_uri, field="src_uri")
-        self.tgt = DatabaseURI.parse(params.tgt_uri, field="tgt_uri")
+    def __init__(self, params: CopyDatabaseParams, settings: Settings) -> None:
+        # checked at submission, and again here: the files may have changed since
+        self.src = DatabaseURI.parse(params.src_uri, field="src_uri").allowed(settings, "src_uri")
+        self.tgt = DatabaseURI.parse(params.tgt_uri, field="tgt_uri").allowed(settings, "tgt_uri")
         self.same_engine = self.src.engine_name == self.tgt.engine_name
         self._engines: list[Engine] = []
 
@@ -140,7 +142,7 @@ class _Side:
 
 @contextmanager
 def _sides(ctx: StepContext[CopyDatabaseParams]) -> Iterator[_Side]:
-    side = _Side(ctx.params)
+    side = _Side(ctx.params, ctx.settings)
     try:
         yield side
     finally:

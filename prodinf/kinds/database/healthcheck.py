@@ -168,6 +168,7 @@ def run_healthchecks(
     dataset = load_naming_rules(settings.naming_rules).match(uri.database)
     if uri.engine_name == "sqlite" and not uri.path.is_file():
         raise PermanentError(f"{uri.masked()}: no such database file")
+    uri.check_sqlite_file()  # a text file is refused, never opened as SQLite
     started = float(remember("started", time.time))
     checks: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -200,7 +201,9 @@ def run_healthchecks(
 def _check(ctx: StepContext[HealthcheckParams]) -> dict[str, Any]:
     params = ctx.params
     return run_healthchecks(
-        DatabaseURI.parse(params.database_uri, field="params.database_uri"),
+        DatabaseURI.parse(params.database_uri, field="params.database_uri").allowed(
+            ctx.settings, "params.database_uri"
+        ),
         ctx.settings,
         groups=params.groups,
         names=params.names,

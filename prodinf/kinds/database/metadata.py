@@ -87,6 +87,7 @@ class RegisterMetadataParams(BaseModel):
 def _measure(ctx: StepContext[RegisterMetadataParams]) -> dict[str, Any]:
     params = ctx.params
     uri = DatabaseURI.parse(params.database_uri, field="params.database_uri")
+    uri.allowed(ctx.settings, "params.database_uri")  # again: the file may have changed
     try:
         name = load_naming_rules(ctx.settings.naming_rules).parse(uri.database)
     except ValidationError as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import NullPool, inspect, text
@@ -95,6 +94,9 @@ def check_handover(raw: Any, settings: Settings, now: datetime) -> Checked:
     """
     src, contact, comment, notify = check_fields(raw)
     uri = DatabaseURI.parse(src, field="src_uri")
+    refused = uri.refusal(settings)
+    if refused is not None:
+        raise ValidationError(f"src_uri: {uri.masked()} {refused}", field="src_uri")
     name = check_name(uri, settings)
     config = load_handover_config(settings.handover_config)
     type_settings = config.type_settings(name.type)
@@ -113,7 +115,7 @@ def check_handover(raw: Any, settings: Settings, now: datetime) -> Checked:
             f"is {settings.release} (PRODINF_RELEASE)",
             field="src_uri",
         )
-    staging, target = check_target(config, uri, name, settings.home)
+    staging, target = check_target(config, uri, name, settings)
     check_exists(uri)
     check_release(uri, name, config.release_key)
     stages = [
@@ -136,11 +138,11 @@ def check_name(uri: DatabaseURI, settings: Settings) -> DatasetName:
 
 
 def check_target(
-    config: HandoverConfig, uri: DatabaseURI, name: DatasetName, home: Path
+    config: HandoverConfig, uri: DatabaseURI, name: DatasetName, settings: Settings
 ) -> tuple[StagingRule, DatabaseURI]:
     staging = config.staging_for(name.type, uri.database)
     if staging is not None:
-        staging = staging.under(home)
+        staging = staging.under(settings.home)
     if staging is None:
         raise ValidationError(
             f"no staging rule of {config.source} takes {name.type} database {uri.database}: "
@@ -151,6 +153,13 @@ def check_target(
         target = staging.target(uri.database)
     except ProdinfError as exc:
         raise ValidationError(f"staging {staging.name}: {exc.message}", field="src_uri") from None
+    refused = target.refusal(settings)
+    if refused is not None:  # the copy job would be refused: say so now, and what to do
+        raise ValidationError(
+            f"the staging target of {uri.database} (rule {staging.name}), {target.masked()}, "
+            f"{refused}: add its folder or host to the setting",
+            field="src_uri",
+        )
     if same_database(uri, target):
         raise ValidationError(
             f"the staging target of {uri.database} (rule {staging.name}) is the source "

@@ -247,7 +247,7 @@ def _link(event: dict[str, Any]) -> dict[str, Any]:
 
 def _drop_copy(ctx: StepContext[HandoverParams]) -> None:
     """Revert of ``copy``: drop the staging copy this handover made."""
-    target = staging_uri(ctx.params)
+    target = staging_uri(ctx.params).allowed(ctx.settings, "staging")
     ctx.progress(f"dropping the staging copy {redact_text(target.masked())}")
     target.drop()
 

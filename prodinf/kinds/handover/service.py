@@ -301,6 +301,10 @@ class Handovers:
         if not isinstance(server_uri, str) or not server_uri.strip():
             raise ValidationError("server_uri is required", field="server_uri")
         server = parse_server(server_uri)
+        refused = server.refusal(self.settings)
+        if refused is not None:
+            shown = redact_text(server_uri.strip())
+            raise ValidationError(f"server_uri: {shown} {refused}", field="server_uri")
         try:
             names = list_databases(server)
         except ProdinfError as exc:
