@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         "(allowed only while it listens on loopback).",
     )
     log_level: str = Field(default="INFO", description="Log level of workers and portal.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How workers, the scheduler and the portal write their log lines: text, "
+        "or json (one JSON object a line, with the job, kind, step, queue and attempt on "
+        "every line a job's step logs).",
+    )
     # -- mail and notifications ---------------------------------------------------------
     smtp_host: str | None = Field(
         default=None,
