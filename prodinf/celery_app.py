@@ -18,14 +18,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from typing import Any
 
 from celery import Celery, bootsteps
+from celery.app.log import Logging
+from celery.apps import worker as celery_worker
+from celery.apps.beat import Beat
 from celery.signals import celeryd_after_setup
+from celery.utils.log import ColorFormatter
 from kombu.entity import Exchange, Queue
 
 from prodinf.config import Settings, get_settings
 from prodinf.embedded_broker import TRANSPORT
+from prodinf.engine.logformat import formatter_for
 from prodinf.engine.steplog import tag_log_records
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
@@ -66,7 +72,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     """
     settings = settings or get_settings()
     queues = _queues(settings)
-    app = Celery("prodinf", set_as_current=False, task_cls=ProdinfTask)
+    app = Celery("prodinf", set_as_current=False, task_cls=ProdinfTask, log=ProdinfLogging)
     app.conf.update(
         # Read by ``runtime_for``: each process builds its runtime from these.
         prodinf_settings=settings,
@@ -117,6 +123,10 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
     )
     register_tasks(app)
     tag_log_records()
+    if settings.log_format == "json":
+        # What Celery prints rather than logs would be lines that are not JSON.
+        app.Worker = app.subclass_with_self(QuietWorker)
+        app.Beat = app.subclass_with_self(QuietBeat)
     app.steps["worker"].add(WorkerRuntime)
     app.steps["worker"].add(WorkerPresence)
     if settings.worker_reconcile:
@@ -171,6 +181,79 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         "interval_step": 0.5,
         "interval_max": 2,
     }
+
+
+class ProdinfLogging(Logging):  # type: ignore[misc]
+    """Celery's logging setup, writing ``PRODINF_LOG_FORMAT`` lines, credentials masked.
+
+    Every handler Celery sets up (on the root, task and multiprocessing loggers of a
+    worker, which its pool children inherit, and of beat) gets prodinf's formatter:
+    with ``text``, Celery's own lines masked; with ``json``, one object a line.
+    """
+
+    def setup_handlers(
+        self,
+        logger: logging.Logger,
+        logfile: Any,
+        format: str,
+        colorize: bool,
+        formatter: type[logging.Formatter] = ColorFormatter,
+        **kwargs: Any,
+    ) -> logging.Logger:
+        before = set(logger.handlers)
+        super().setup_handlers(logger, logfile, format, colorize, formatter=formatter, **kwargs)
+        log_format = self.app.conf.prodinf_settings.log_format
+        for handler in logger.handlers:
+            if handler not in before:
+                handler.setFormatter(formatter_for(log_format, handler.formatter))
+        return logger
+
+
+def _say_as_log(msg: str, f: Any = None) -> None:
+    """Celery's ``safe_say`` (its shutdown notices, written to stdout from a signal
+    handler), as a log line."""
+    logging.getLogger("celery.apps.worker").warning("%s", msg)
+
+
+class QuietWorker(celery_worker.Worker):  # type: ignore[misc]
+    """A worker that logs what Celery would print (its banner is left out, and its
+    shutdown notices are logged): the worker of ``PRODINF_LOG_FORMAT=json``."""
+
+    def on_before_init(self, quiet: bool = False, **kwargs: Any) -> None:
+        # Its warnings (running as root, ...) come before logging is set up: kept, and
+        # shown once it is.
+        with warnings.catch_warnings(record=True) as early:
+            super().on_before_init(quiet=True, **kwargs)
+        self._early_warnings = early
+
+    def on_init_blueprint(self) -> None:
+        super().on_init_blueprint()  # sets up logging, warnings captured as log records
+        for early in self._early_warnings:
+            warnings.showwarning(early.message, early.category, early.filename, early.lineno)
+
+    def on_start(self) -> None:
+        super().on_start()
+        logging.getLogger("celery.apps.worker").info(
+            "%s started: queues %s, concurrency %s",
+            self.hostname,
+            ", ".join(self.app.amqp.queues.consume_from or ()),
+            self.concurrency,
+        )
+
+    def install_platform_tweaks(self, worker: Any) -> None:
+        super().install_platform_tweaks(worker)
+        # The signal handlers installed here find safe_say in their module when a
+        # signal comes: only a worker process of this app runs them.
+        celery_worker.safe_say = _say_as_log
+
+
+class QuietBeat(Beat):  # type: ignore[misc]
+    """Beat without its banner (which it prints): the scheduler of
+    ``PRODINF_LOG_FORMAT=json``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["quiet"] = True
+        super().__init__(*args, **kwargs)
 
 
 def _consume_lanes(app: Celery, default: str | None) -> None:

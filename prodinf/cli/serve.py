@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -18,6 +19,7 @@ import click
 
 from prodinf.cli.common import load_settings, make_runtime, reports_errors, with_start_folder
 from prodinf.config import Settings
+from prodinf.engine.logformat import configure as configure_logging
 from prodinf.exceptions import ValidationError
 from prodinf.redact import redact_text
 
@@ -27,6 +29,24 @@ __all__ = ["portal", "scheduler", "up", "worker"]
 def _queues(settings: Settings, names: str) -> list[str]:
     """Logical queue names (``email``) or configured ones, comma-separated."""
     return [settings.queue_for(name.strip()) for name in names.split(",") if name.strip()]
+
+
+Tell = Callable[..., None]
+
+
+def _teller(settings: Settings) -> Tell:
+    """How ``up`` and ``portal`` say what they do: ``tell(text, err=False)`` on the
+    terminal, or with ``PRODINF_LOG_FORMAT=json`` as log lines (a warning for ``err``),
+    so that every line they write is JSON."""
+    logger = logging.getLogger("prodinf.up")
+
+    def tell(text: str, *, err: bool = False) -> None:
+        if settings.log_format == "json":
+            logger.log(logging.WARNING if err else logging.INFO, "%s", text)
+        else:
+            click.echo(text, err=err)
+
+    return tell
 
 
 def _stop_on_sigterm() -> None:
@@ -76,7 +96,8 @@ def _refuse_an_open_portal(settings: Settings, host: str, insecure: bool) -> Non
         f"INSECURE: the portal listens on {host} with PRODINF_AUTH=none (--insecure): "
         "anyone who reaches it may submit, cancel and read every job"
     )
-    click.echo(f"WARNING: {warning}", err=True)
+    if settings.log_format != "json":
+        click.echo(f"WARNING: {warning}", err=True)
     logging.getLogger("prodinf.portal").warning("%s", warning)
 
 
@@ -109,8 +130,10 @@ def _bind_embedded_queues(celery: Any, nodenames: list[str]) -> None:
 class Child:
     """A supervised child process: restarted if it dies, stopped gracefully on exit."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.args, self.env, self.log = name, args, env, log
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log: Path, tell: Tell
+    ) -> None:
+        self.name, self.args, self.env, self.log, self.tell = name, args, env, log, tell
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -124,7 +147,7 @@ class Child:
     def check(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             self.restarts += 1
-            click.echo(
+            self.tell(
                 f"{self.name} exited with {self.proc.returncode}; restarting (see {self.log})",
                 err=True,
             )
@@ -171,6 +194,8 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
     from prodinf.portal.hardening import make_server
 
     settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    tell = _teller(settings)
     host, port = host or settings.host, settings.port if port is None else port
     _refuse_an_open_portal(settings, host, insecure)
     port = _refuse_a_used_port(host, port)
@@ -187,6 +212,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
         "PRODINF_HOME": str(home),
         "PRODINF_PUBLIC_URL": public_url,
         "PRODINF_SQLITE_ROOTS": ",".join(settings.sqlite_roots or []),
+        "PRODINF_LOG_FORMAT": settings.log_format,
     }
     level = settings.log_level
     celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
@@ -212,6 +238,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
             ],
             env,
             logs / f"worker-{logical}.log",
+            tell,
         )
         for logical, queue in settings.queues.items()
     ]
@@ -221,6 +248,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
             [*celery, "beat", "-l", level, "-s", str(home / "celerybeat-schedule")],
             env,
             logs / "scheduler.log",
+            tell,
         )
     )
     if settings.is_embedded_broker:
@@ -243,19 +271,19 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
             child.start()
         watcher.start()
         url = f"http://{server.host}:{server.port}"
-        click.echo(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
-        click.echo(f"home {home} (PRODINF_HOME; `prodinf config` shows the one a shell finds)")
-        click.echo(
+        tell(f"prodinf is up at {url}  (API {url}/api/v1, docs {url}/api/docs)")
+        tell(f"home {home} (PRODINF_HOME; `prodinf config` shows the one a shell finds)")
+        tell(
             f"store {redact_text(settings.store_url)}, broker {redact_text(settings.broker)}, "
             f"logs in {logs}. Ctrl-C stops everything."
         )
         folders = ", ".join(str(folder) for folder in settings.sqlite_folders)
-        click.echo(f"SQLite files jobs open: under {folders} (PRODINF_SQLITE_ROOTS)")
+        tell(f"SQLite files jobs open: under {folders} (PRODINF_SQLITE_ROOTS)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        click.echo("stopping: letting workers finish their current step...")
+        tell("stopping: letting workers finish their current step...")
         stop.set()
         if watcher.is_alive():
             watcher.join()
@@ -266,7 +294,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
         for child in children:
             child.wait(deadline)
         rt.close()
-        click.echo("stopped.")
+        tell("stopped.")
 
 
 @click.command()
@@ -343,12 +371,13 @@ def portal(host: str | None, port: int | None, insecure: bool) -> None:
     from prodinf.portal.hardening import make_server
 
     settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
     host, port = host or settings.host, settings.port if port is None else port
     _refuse_an_open_portal(settings, host, insecure)
     _refuse_a_used_port(host, port)
     settings = settings.model_copy(update={"host": host})  # what the portal checks
     server = make_server(host, port, create_app(settings, runtime=make_runtime(settings)))
-    click.echo(f"portal at http://{server.host}:{server.port}")
+    _teller(settings)(f"portal at http://{server.host}:{server.port}")
     _stop_on_sigterm()
     try:
         server.serve_forever()

@@ -265,7 +265,8 @@ class Runner:
         secrets = secret_values(action.params.model_dump())
         self.heartbeat.hold(lease)
         try:
-            with capturing(self.store, *lease[:2], action.attempt, secrets=secrets):
+            tag = {"kind": action.kind.name, "queue": action.queue}  # what its log lines carry
+            with capturing(self.store, *lease[:2], action.attempt, secrets=secrets, **tag):
                 fn = action.step.revert if action.revert else action.step.execute
                 assert fn is not None  # the planner only reverts steps that have a revert
                 outcome = _Outcome(value=fn(ctx), state=ctx.state)

@@ -40,8 +40,10 @@ __all__ = [
     "MAX_LINES",
     "MAX_MESSAGE",
     "StepLogger",
+    "StepTag",
     "capturing",
     "step_logger",
+    "step_of",
     "tag_log_records",
 ]
 
@@ -89,6 +91,28 @@ def step_logger(kind: str, job_id: str, step: str) -> StepLogger:
     )
 
 
+@dataclass(frozen=True)
+class StepTag:
+    """Which execution of which job's step wrote a log record: what a worker's log line
+    says of it (``job=<id> step=<name>``, or the fields of a JSON line)."""
+
+    job_id: str
+    kind: str | None
+    step: str
+    queue: str | None
+    attempt: int
+
+    def fields(self) -> dict[str, Any]:
+        """``job_id``, ``kind``, ``step``, ``queue`` and ``attempt``: a JSON line's."""
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "step": self.step,
+            "queue": self.queue,
+            "attempt": self.attempt,
+        }
+
+
 @dataclass
 class _Stored:
     seq: int
@@ -99,10 +123,9 @@ class _Stored:
 class _Capture:
     """The lines of one execution of a step: buffered, then written to the store."""
 
-    def __init__(
-        self, store: JobStore, job_id: str, step: str, attempt: int, secrets: Iterable[str]
-    ) -> None:
-        self.store, self.job_id, self.step, self.attempt = store, job_id, step, attempt
+    def __init__(self, store: JobStore, tag: StepTag, secrets: Iterable[str]) -> None:
+        self.store, self.tag = store, tag
+        self.job_id, self.step, self.attempt = tag.job_id, tag.step, tag.attempt
         self.secrets = tuple(secrets)
         self.lock = threading.Lock()  # the buffer
         self.flushing = threading.Lock()  # one write at a time, in order
@@ -294,6 +317,25 @@ def _owner(record: logging.LogRecord) -> _Capture | None:
     return _current.get()
 
 
+def step_of(record: logging.LogRecord) -> tuple[StepTag, tuple[str, ...]] | None:
+    """The step that wrote ``record`` (its tag, and the job's secret values to mask in
+    what it says), or ``None`` for a record no step wrote.
+
+    Read from what the record was tagged with when it was made (:func:`tag_log_records`)
+    or, for a line of ``ctx.log`` from another thread, from the step it names.
+    """
+    tag = getattr(record, "prodinf_tag", None)
+    if isinstance(tag, StepTag):
+        return tag, getattr(record, "prodinf_secrets", ())
+    job = getattr(record, "prodinf_job", None)
+    if job is None:
+        return None
+    capture = _running.get((job, getattr(record, "prodinf_step", "")))
+    if capture is None:
+        return None
+    return capture.tag, capture.secrets
+
+
 class _Handler(logging.Handler):
     """Hands each record at ``LEVEL`` or above to the step that wrote it, if any."""
 
@@ -365,12 +407,21 @@ def _flusher() -> _Flusher:
 
 @contextmanager
 def capturing(
-    store: JobStore, job_id: str, step: str, attempt: int, *, secrets: Iterable[str] = ()
+    store: JobStore,
+    job_id: str,
+    step: str,
+    attempt: int,
+    *,
+    secrets: Iterable[str] = (),
+    kind: str | None = None,
+    queue: str | None = None,
 ) -> Iterator[None]:
     """Keep what the block logs (this thread, and ``ctx.log`` from any thread) with
-    ``attempt`` of ``step``, each of ``secrets`` masked; written by the end of the block."""
+    ``attempt`` of ``step``, each of ``secrets`` masked; written by the end of the block.
+    Every record the block's thread makes meanwhile is tagged with the job, its ``kind``
+    and ``queue``, the step and the attempt (:func:`step_of`)."""
     _install()
-    capture = _Capture(store, job_id, step, attempt, secrets)
+    capture = _Capture(store, StepTag(job_id, kind, step, queue, attempt), secrets)
     with _running_lock:
         _running[(job_id, step)] = capture
     token = _current.set(capture)
@@ -394,7 +445,8 @@ def tag_log_records() -> None:
     """Give every log record of this process ``prodinf_where``: ``job=<id> step=<name> ``
     for one a step's thread writes (its message masked with the job's secret params),
     else empty; for a log format that says which job and step wrote a line (the
-    worker's)."""
+    worker's). Such a record also holds the step's :class:`StepTag` and the job's secret
+    values, which :func:`step_of` reads (a JSON line's fields)."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "prodinf_tags", False):
         return
@@ -406,6 +458,7 @@ def tag_log_records() -> None:
             record.prodinf_where = ""
             return record
         record.prodinf_where = f"job={capture.job_id} step={capture.step} "
+        record.prodinf_tag, record.prodinf_secrets = capture.tag, capture.secrets
         if capture.secrets:  # masked for every handler, the worker's console too
             try:
                 message = record.getMessage()
