@@ -32,7 +32,6 @@ __all__ = [
     "default_home",
     "get_settings",
     "parse_networks",
-    "split_host_pattern",
     "with_driver",
 ]
 
@@ -376,8 +375,8 @@ class Settings(BaseSettings):
     @field_validator("database_hosts")
     @classmethod
     def _check_database_hosts(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            split_host_pattern(pattern)  # ValueError names the bad one
+        if any(" " in pattern or pattern.count("[") > 1 for pattern in value):
+            raise ValueError("write each as host, host:port, [ipv6] or [ipv6]:port")
         return value
 
     # -- derived values: computed, never stored, so they cannot drift --------
@@ -457,26 +456,6 @@ def with_driver(url: str) -> str:
     """Return ``url`` with the installed driver named (``postgresql://`` -> ``+psycopg``)."""
     scheme, sep, rest = url.partition("://")
     return f"{_DEFAULT_DRIVERS.get(scheme, scheme)}{sep}{rest}"
-
-
-def split_host_pattern(pattern: str) -> tuple[str, int | None]:
-    """``(host glob, port or None)`` of a ``PRODINF_DATABASE_HOSTS`` entry: ``db1``,
-    ``*.example.org``, ``db1:3306``, ``10.0.0.7``, ``::1`` or ``[::1]:5432``.
-
-    :raises ValueError: the entry is empty or its port is not a number.
-    """
-    text = pattern.strip().lower()
-    host, port = text, ""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise ValueError(
-            f"bad database host {pattern[:80]!r}: write host, host:port or [ipv6]:port"
-        )
-    return host, int(port) if port else None
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,8 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+from prodinf.files import open_private
+
 __all__ = ["TRANSPORT", "Channel", "Transport"]
 
 #: What ``broker_transport`` names for the embedded broker.
@@ -33,7 +35,7 @@ class Channel(filesystem.Channel):
         final = os.path.join(self.data_folder_out, name)
         partial = f"{final}.part"  # "<queue>.msg.part" is no queue's name
         try:
-            with open(partial, "wb") as f:
+            with os.fdopen(open_private(partial), "wb") as f:  # 0600: messages are private
                 f.write(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
             os.replace(partial, final)
         except OSError as exc:

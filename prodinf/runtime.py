@@ -28,6 +28,7 @@ from prodinf.engine.runner import Runner
 from prodinf.engine.service import Jobs
 from prodinf.engine.watches import look_due
 from prodinf.exceptions import BrokerUnavailable
+from prodinf.files import secure_home
 from prodinf.kinds.rules_files import check_rules_files
 from prodinf.outbound import Guard
 from prodinf.redact import redact_text
@@ -113,6 +114,7 @@ class Runtime:
         self.registry = kinds or registry
         check_rules_files(settings)
         self.registry.load_plugins(settings.plugins)
+        secure_home(settings.home)  # what an older prodinf left open to others: tightened
         self.store = JobStore(settings.store_url)
         self.runner = Runner(self.store, self.registry, settings, self.publish)
         self.jobs = Jobs(self.store, self.registry, settings, self.publish)

@@ -76,7 +76,7 @@ def backend_url(backend: str, tmp_path: Path) -> str:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
-    path.mkdir()
+    path.mkdir(mode=0o700)  # as prodinf makes it (a wider one is tightened, with a warning)
     return path
 
 

@@ -113,7 +113,8 @@ def post(
         notify["email"] = list(emails)
     if webhook is not None:
         notify["webhook"] = webhook
-    params = lists_from_commas(rt.registry.get(kind).schema(), parse_params(pairs, raw_json), pairs)
+    spec = rt.jobs.submittable(kind)  # not one prodinf makes itself
+    params = lists_from_commas(spec.schema(), parse_params(pairs, raw_json), pairs)
     job, created = rt.jobs.submit(
         kind,
         params,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from prodinf.config import Settings, split_host_pattern
+from prodinf.config import Settings
 
-__all__ = ["OWN_FOLDERS", "SQLITE_MAGIC", "not_sqlite", "refusal"]
+__all__ = ["OWN_FOLDERS", "SQLITE_MAGIC", "not_sqlite", "refusal", "split_host_pattern"]
 
 #: The first 16 bytes of every SQLite database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -103,3 +103,22 @@ def _host_refusal(url: URL, settings: Settings) -> str | None:
         if fnmatchcase(host, want_host) and want_port in (None, port):
             return None
     return f"is on host {host}:{port}, which is not in PRODINF_DATABASE_HOSTS"
+
+
+def split_host_pattern(pattern: str) -> tuple[str, int | None]:
+    """``(host glob, port or None)`` of a ``PRODINF_DATABASE_HOSTS`` entry: ``db1``,
+    ``*.example.org``, ``db1:3306``, ``10.0.0.7``, ``::1`` or ``[::1]:5432``.
+
+    A port that is not a number leaves the whole entry a host glob, which then matches
+    no host: a mistyped entry allows nothing rather than more.
+    """
+    text = pattern.strip().lower()
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        return text, None
+    return host, int(port) if port else None

@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from prodinf.config import Settings
 from prodinf.databases.access import not_sqlite, refusal
 from prodinf.exceptions import PermanentError, RemoteUnavailable, ValidationError
+from prodinf.limits import MAX_URL_LENGTH
 from prodinf.redact import redact_text
 
 __all__ = [
@@ -338,7 +339,7 @@ def validate_database_uri(value: str, info: ValidationInfo) -> str:
 
 
 #: Longest database URI a param holds.
-MAX_URI_LENGTH = 8192
+MAX_URI_LENGTH = MAX_URL_LENGTH
 
 #: A params field holding a database URI: a bad one (or, at a submission, one a job may
 #: not open) is a 400 naming the field.

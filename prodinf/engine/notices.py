@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from prodinf.addresses import validate_address
@@ -22,6 +22,7 @@ from prodinf.config import Settings
 from prodinf.engine.newjob import new_job
 from prodinf.engine.registry import Registry
 from prodinf.exceptions import ValidationError
+from prodinf.limits import HttpUrlParam
 from prodinf.redact import redact
 from prodinf.status import JobStatus
 from prodinf.store.rows import NewRows
@@ -47,7 +48,7 @@ class NotifySpec(BaseModel):
         title="Email addresses",
         description="Addresses mailed a summary when the job ends.",
     )
-    webhook: AnyHttpUrl | None = Field(
+    webhook: HttpUrlParam | None = Field(
         default=None,
         title="Webhook URL",
         description="URL sent a signed JSON summary (POST) when the job ends.",

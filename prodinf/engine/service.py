@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from typing import Any
@@ -15,8 +16,9 @@ from prodinf.engine.lifecycle import Lifecycle
 from prodinf.engine.messages import Messages, Publish, lane
 from prodinf.engine.newjob import new_job
 from prodinf.engine.notices import parse_notify
-from prodinf.engine.registry import Registry
+from prodinf.engine.registry import Kind, Registry
 from prodinf.exceptions import BrokerUnavailable, Conflict, NotFound, ValidationError
+from prodinf.limits import MAX_PARAM_TEXT, MAX_PARAMS_BYTES
 from prodinf.status import RETRYABLE, TERMINAL, JobStatus
 from prodinf.store import JobStore, job_summary
 from prodinf.store.children import open_children
@@ -75,14 +77,10 @@ class Jobs:
         """
         if not isinstance(kind, str) or not kind:
             raise ValidationError("kind is required", field="kind")
-        spec = self.registry.get(kind)
-        if spec.submitted_at is not None:
-            raise ValidationError(
-                f"{kind} jobs are submitted with {spec.submitted_at}, which checks them",
-                field="kind",
-            )
+        spec = self.submittable(kind)
         if isinstance(params, dict):  # what the caller sent, named as sent
-            _storable(params, "params", MAX_PARAMS_DEPTH)
+            _storable(params, "params", MAX_PARAMS_DEPTH, MAX_PARAM_TEXT)
+            _not_too_large(params, "params", MAX_PARAMS_BYTES)
         validated = spec.validate(params, self.settings)
         stored_params = validated.model_dump(mode="json")
         _storable(stored_params, "params", MAX_PARAMS_DEPTH)  # and what is written
@@ -91,6 +89,8 @@ class Jobs:
             check_key(idempotency_key)
         if submitted_by is not None:
             _check_submitted_by(submitted_by)
+        if isinstance(notify, dict):
+            _storable(notify, "notify", MAX_PARAMS_DEPTH, MAX_PARAM_TEXT)
         stored_notify = parse_notify(notify, self.registry)
         if stored_notify is not None:
             _storable(stored_notify, "notify", MAX_PARAMS_DEPTH)
@@ -124,6 +124,25 @@ class Jobs:
             delete_job(self.store, new.id)
             raise
         return new.summary(), True
+
+    def submittable(self, kind: str) -> Kind[Any]:
+        """The kind named ``kind`` if a caller may submit it here: ``UnknownKind`` for no
+        such kind, ``ValidationError`` naming ``kind`` for one prodinf makes itself
+        (``Kind.internal``: notifications, events' jobs) or one submitted elsewhere."""
+        spec = self.registry.get(kind)
+        if spec.internal:
+            raise ValidationError(
+                f"kind {kind!r}: prodinf makes these jobs itself (a notification when a job "
+                "with notify ends, an event's job when an event is recorded); they cannot be "
+                "submitted",
+                field="kind",
+            )
+        if spec.submitted_at is not None:
+            raise ValidationError(
+                f"{kind} jobs are submitted with {spec.submitted_at}, which checks them",
+                field="kind",
+            )
+        return spec
 
     def _by_key(self, key: str, kind: str) -> Keyed | None:
         found = find_by_key(self.store, key)
@@ -224,8 +243,20 @@ def _check_submitted_by(who: Any) -> None:
     _storable(who, "submitted_by")
 
 
-def _storable(value: Any, field: str, max_depth: int | None = None) -> None:
-    """Raise ``ValidationError`` naming the place in ``value`` no job store can keep as given.
+def _not_too_large(value: Any, field: str, max_bytes: int) -> None:
+    """Raise ``ValidationError`` naming ``field`` if ``value``'s JSON exceeds ``max_bytes``."""
+    size = len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise ValidationError(
+            f"{field} is too large: {size:,} bytes of JSON, at most {max_bytes:,}", field=field
+        )
+
+
+def _storable(
+    value: Any, field: str, max_depth: int | None = None, max_text: int | None = None
+) -> None:
+    """Raise ``ValidationError`` naming the place in ``value`` no job store can keep as given
+    (or, with ``max_text``, that holds a string or key longer than that).
 
     All three stores must keep a value exactly or refuse it the same way, never
     fail in the driver: PostgreSQL refuses NUL characters in text and JSONB, no
@@ -237,7 +268,7 @@ def _storable(value: Any, field: str, max_depth: int | None = None) -> None:
     while pending:
         item, where, depth = pending.pop()
         if isinstance(item, str):
-            _check_text(item, where)
+            _check_text(item, where, max_text=max_text)
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise ValidationError(
@@ -252,7 +283,7 @@ def _storable(value: Any, field: str, max_depth: int | None = None) -> None:
             if isinstance(item, dict):
                 for key, child in item.items():
                     if isinstance(key, str):
-                        _check_text(key, where, what="a key")
+                        _check_text(key, where, what="a key", max_text=max_text)
                     pending.append((child, f"{where}.{key}", depth + 1))
             else:
                 pending.extend(
@@ -260,7 +291,13 @@ def _storable(value: Any, field: str, max_depth: int | None = None) -> None:
                 )
 
 
-def _check_text(text: str, where: str, *, what: str = "text") -> None:
+def _check_text(text: str, where: str, *, what: str = "text", max_text: int | None = None) -> None:
+    if max_text is not None and len(text) > max_text:
+        raise ValidationError(
+            f"{where} has {what} of {len(text):,} characters, longer than the {max_text:,} "
+            "a param may hold",
+            field=where,
+        )
     if "\x00" in text:
         raise ValidationError(f"{where} has {what} with a NUL character", field=where)
     try:

@@ -47,7 +47,8 @@ from prodinf.engine.notices import snapshot
 from prodinf.engine.watches import Seen, look
 from prodinf.exceptions import AddressDenied
 from prodinf.kinds.job_notification import mail_document
-from prodinf.kinds.mailing import DELIVERY, send_once
+from prodinf.kinds.mailing import DELIVERY, composing, send_once
+from prodinf.limits import HttpUrlParam
 from prodinf.mail import Mail, Outcome, render_url_report
 from prodinf.outbound import Guard, submitted
 from prodinf.redact import redact_text
@@ -62,7 +63,7 @@ __all__ = ["EmailWhenCompleteParams"]
 class EmailWhenCompleteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="A URL answering JSON with a `status` field.")
+    url: HttpUrlParam = Field(description="A URL answering JSON with a `status` field.")
     address: str = Field(description="Where to send the email.")
     interval: float | None = Field(
         default=None,
@@ -200,9 +201,10 @@ def _send(ctx: StepContext[EmailWhenCompleteParams]) -> dict[str, Any]:
         subject, text = document["subject"], document["body"]
         html = document["html"] if isinstance(document.get("html"), str) else None
     else:
-        subject, text, html = render_url_report(
-            url, watched.get("status"), document, watched["outcome"], watched.get("reason")
-        )
+        with composing("the mail reporting the URL"):
+            subject, text, html = render_url_report(
+                url, watched.get("status"), document, watched["outcome"], watched.get("reason")
+            )
     mail = Mail(
         to=[params.address],
         subject=subject,

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prodinf import Flow, StepContext, job_kind
 from prodinf.addresses import validate_address
 from prodinf.kinds.job_notification import notice_flow, notice_result
-from prodinf.kinds.mailing import send_once
+from prodinf.kinds.mailing import composing, send_once
 from prodinf.kinds.subscriptions import NOTICE_KIND
+from prodinf.limits import HttpUrlParam
 from prodinf.mail import Mail, render_event_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
@@ -34,7 +35,7 @@ class EventNoticeParams(BaseModel):
     event: dict[str, Any] = Field(description="The event (id, type, dataset, payload, source).")
     email: list[str] = Field(default_factory=list, description="Addresses to mail.")
     subject: str | None = Field(default=None, description="The mail's subject.")
-    webhook: AnyHttpUrl | None = Field(default=None, description="URL to POST the event to.")
+    webhook: HttpUrlParam | None = Field(default=None, description="URL to POST the event to.")
 
     @field_validator("email")
     @classmethod
@@ -55,9 +56,10 @@ def _link(ctx: StepContext[EventNoticeParams]) -> str | None:
 
 def _email(ctx: StepContext[EventNoticeParams]) -> dict[str, Any]:
     params = ctx.params
-    subject, text, html = render_event_report(
-        params.event, params.subscription, _link(ctx), params.subject
-    )
+    with composing("the mail about the event"):
+        subject, text, html = render_event_report(
+            params.event, params.subscription, _link(ctx), params.subject
+        )
     mail = Mail(
         to=list(params.email),
         subject=subject,

@@ -10,6 +10,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, f
 
 from prodinf import Flow, Retry, Step, StepContext, Wait, job_kind
 from prodinf.exceptions import PermanentError, RemoteUnavailable
+from prodinf.limits import HttpUrlParam
 from prodinf.outbound import Guard, submitted
 from prodinf.redact import redact_text
 from prodinf.remote import fetch_status, is_pending
@@ -20,7 +21,7 @@ __all__ = ["HttpGetParams", "WaitForUrlParams"]
 class HttpGetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="The http(s) URL to fetch.")
+    url: HttpUrlParam = Field(description="The http(s) URL to fetch.")
     timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds per request.")
 
     @field_validator("url")
@@ -33,7 +34,7 @@ class HttpGetParams(BaseModel):
 class WaitForUrlParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="A URL answering JSON with a `status` field.")
+    url: HttpUrlParam = Field(description="A URL answering JSON with a `status` field.")
     interval: float = Field(default=60.0, ge=0.1, le=86400, description="Seconds between looks.")
     timeout: float = Field(
         default=7 * 86400, gt=0, description="Seconds after which waiting fails."

@@ -24,13 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.addresses import validate_address
 from prodinf.engine.notices import NOTIFICATION_KIND
 from prodinf.kinds.handover.kind import HANDOVER_KIND
-from prodinf.kinds.mailing import DELIVERY, send_once
+from prodinf.kinds.mailing import DELIVERY, composing, send_once
+from prodinf.limits import HttpUrlParam
 from prodinf.mail import Mail, render_handover_report, render_job_report
 from prodinf.redact import redact
 from prodinf.webhooks import post
@@ -56,7 +57,7 @@ class JobNotificationParams(BaseModel):
 
     job: dict[str, Any] = Field(description="How the job ended (a snapshot made by prodinf).")
     email: list[str] = Field(default_factory=list, description="Addresses to mail.")
-    webhook: AnyHttpUrl | None = Field(default=None, description="URL to POST the summary to.")
+    webhook: HttpUrlParam | None = Field(default=None, description="URL to POST the summary to.")
 
     @field_validator("job")
     @classmethod
@@ -108,7 +109,8 @@ def mail_document(job: dict[str, Any], public_url: str | None) -> dict[str, Any]
 def _email(ctx: StepContext[JobNotificationParams]) -> dict[str, Any]:
     params = ctx.params
     job = params.job
-    subject, text, html = job_mail(job, ctx.settings.public_url)
+    with composing("the mail reporting the job"):
+        subject, text, html = job_mail(job, ctx.settings.public_url)
     mail = Mail(
         to=list(params.email),
         subject=subject,

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prodinf import Retry, StepContext
-from prodinf.exceptions import StoreUnavailable
+from prodinf.exceptions import PermanentError, ProdinfError, StoreUnavailable
 from prodinf.mail import Mail, deliver
+from prodinf.redact import redact_text
 
-__all__ = ["DELIVERY", "RECORD_FOR", "send_once"]
+__all__ = ["DELIVERY", "RECORD_FOR", "composing", "send_once"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,22 @@ RECORD_FOR = 20.0
 
 #: Until the mail is handed over: a mail server down for a day is still retried.
 DELIVERY = Retry(attempts=100_000, backoff=2.0, max_backoff=300.0)
+
+
+@contextmanager
+def composing(what: str) -> Iterator[None]:
+    """Any error while ``what`` (a mail) is made from its templates and the job's data is
+    a ``PermanentError``: rendering the same data again fails the same way, so retrying
+    it under ``DELIVERY``'s 100,000 attempts could never help (a Jinja ``UndefinedError``
+    on a snapshot that lacks a field, a ``TypeError`` in a filter)."""
+    try:
+        yield
+    except ProdinfError:
+        raise
+    except Exception as exc:
+        raise PermanentError(
+            f"{what} could not be made: {type(exc).__name__}: {redact_text(str(exc))[:500]}"
+        ) from None
 
 
 def send_once(ctx: StepContext[Any], mail: Mail) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prodinf.exceptions import NotFound
+from prodinf.files import private_folder
 
 if TYPE_CHECKING:
     from prodinf.config import Settings
@@ -83,14 +84,13 @@ def outbox_name(message_id: str) -> str:
 def write_outbox(message: EmailMessage, message_id: str, settings: Settings) -> Path:
     """Write ``message`` to its outbox file (replacing an earlier copy); the file's path."""
     path = outbox_dir(settings) / outbox_name(message_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    private_folder(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")  # 0600
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(bytes(message))
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o640)  # mkstemp's 0600 would hide it from a portal run by the group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

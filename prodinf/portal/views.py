@@ -159,7 +159,7 @@ def submit_job() -> ResponseReturnValue:
     name = request.form.get("kind", "")
     key = request.form.get("idempotency_key", "").strip() or None
     try:
-        kind = rt.registry.get(name)
+        kind = rt.jobs.submittable(name)  # not one prodinf makes itself
         fields = fields_for(kind.schema())
         params, errors = params_from(request.form, fields)
         notify, notify_errors = notify_from(request.form, notify_fields(rt.registry))

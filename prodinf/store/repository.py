@@ -17,6 +17,7 @@ from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, Operation
 from sqlalchemy.orm import Session, sessionmaker
 
 from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
+from prodinf.files import PRIVATE_FILE, PRIVATE_FOLDER, private_file, tighten
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
@@ -60,12 +61,19 @@ class JobStore:
         kwargs: dict[str, Any] = {"hide_parameters": True}
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                folder = Path(parsed.database).parent
+                database = Path(parsed.database)
+                folder = database.parent
                 try:
-                    folder.mkdir(parents=True, exist_ok=True)
+                    # a new folder private, an existing one as its owner made it
+                    folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+                    # the store holds every param as given: created 0600 (its -wal and
+                    # -shm take its mode), and tightened if an older prodinf left it open
+                    private_file(database)
+                    for suffix in ("-wal", "-shm", "-journal"):
+                        tighten(Path(f"{database}{suffix}"), PRIVATE_FILE)
                 except OSError as exc:
                     raise StoreUnavailable(
-                        f"job store unavailable (sqlite): cannot create the folder {folder}: "
+                        f"job store unavailable (sqlite): cannot create {exc.filename or folder}: "
                         f"{exc.strerror or type(exc).__name__}"
                     ) from exc
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -171,7 +172,7 @@ def test_run_again_fills_the_notify_inputs(app: Flask, client: FlaskClient, site
 
 
 def test_healthcheck_checks_and_groups_are_picked_from_the_catalogue(
-    app: Flask, client: FlaskClient
+    app: Flask, client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the form is opened for a healthcheck, then its checks and groups are boxes to
     tick, one per catalogue entry, each check labelled with its group and what it checks;
@@ -187,6 +188,7 @@ def test_healthcheck_checks_and_groups_are_picked_from_the_catalogue(
     assert "generic: reachable, foreign_keys" in text_of(html, "field-params.groups")
     assert "every check runs" in text_of(html, "field-params.groups")  # its description
 
+    monkeypatch.chdir(tmp_path)  # the relative SQLite path is in the test's folder, a root
     response = post_form(
         client,
         "healthcheck",
@@ -201,7 +203,10 @@ def test_healthcheck_checks_and_groups_are_picked_from_the_catalogue(
     assert params["groups"] == []
 
 
-def test_run_again_ticks_the_checks_the_job_ran(app: Flask, client: FlaskClient) -> None:
+def test_run_again_ticks_the_checks_the_job_ran(
+    app: Flask, client: FlaskClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the relative SQLite path is in the test's folder, a root
     job_id = submit(
         app,
         "healthcheck",

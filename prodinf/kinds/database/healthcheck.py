@@ -91,12 +91,14 @@ class HealthcheckParams(BaseModel):
     )
     groups: list[str] = Field(
         default_factory=list,
+        max_length=500,
         title="Groups of checks",
         description="Groups of checks to run. With no group and no check picked, every check runs.",
         json_schema_extra=choices(_group_choices),
     )
     names: list[str] = Field(
         default_factory=list,
+        max_length=500,
         title="Checks",
         description="Checks to run by name, besides any groups.",
         json_schema_extra=choices(_check_choices),
