@@ -33,6 +33,7 @@ from prodinf.config import Settings, get_settings
 from prodinf.embedded_broker import TRANSPORT
 from prodinf.engine.logformat import formatter_for
 from prodinf.engine.steplog import tag_log_records
+from prodinf.files import private_folder
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
@@ -163,9 +164,10 @@ def _queues(settings: Settings) -> list[Queue]:
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.is_embedded_broker:
-        root = (settings.home / "broker").resolve()
+        private_folder(settings.home)
+        root = private_folder(settings.home.resolve() / "broker")
         for sub in ("queues", "processed", "control"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            private_folder(root / sub)
         return {
             "data_folder_in": str(root / "queues"),
             "data_folder_out": str(root / "queues"),

@@ -21,6 +21,7 @@ from prodinf.cli.common import load_settings, make_runtime, reports_errors, with
 from prodinf.config import Settings
 from prodinf.engine.logformat import configure as configure_logging
 from prodinf.exceptions import ValidationError
+from prodinf.files import open_private, private_folder
 from prodinf.redact import redact_text
 
 __all__ = ["portal", "scheduler", "up", "worker"]
@@ -138,7 +139,7 @@ class Child:
         self.restarts = 0
 
     def start(self) -> None:
-        out: IO[bytes] = open(self.log, "ab")  # noqa: SIM115 (the child keeps it open)
+        out: IO[bytes] = os.fdopen(open_private(self.log, append=True), "ab")  # 0600
         self.proc = subprocess.Popen(
             self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -206,7 +207,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
     home = settings.home.resolve()
     logs = home / "logs"
     rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
-    logs.mkdir(parents=True, exist_ok=True)
+    private_folder(logs)
     env = {
         **os.environ,
         "PRODINF_HOME": str(home),
