@@ -200,8 +200,9 @@ def job_form(
     kind: Kind[Any] | None = next((k for k in kinds if k.name == name), None)
     fields = fields_for(kind.schema()) if kind is not None else []
     notify = notify_fields(runtime().registry) if kind is not None else []
-    if kind is None and name:
-        field, message, code = "kind", f"unknown kind {name!r}", 400
+    if kind is None and name:  # not offered: say why when the refusal did
+        field, code = "kind", 400
+        message = message if message is not None else f"unknown kind {name!r}"
     shown = dict(errors or {})
     if message is not None:
         keys = {"kind", "idempotency_key", *(f.key for f in [*fields, *notify])}
