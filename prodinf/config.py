@@ -175,6 +175,20 @@ class Settings(BaseSettings):
         "or json (one JSON object a line, with the job, kind, step, queue and attempt on "
         "every line a job's step logs).",
     )
+    # -- metrics ------------------------------------------------------------------------
+    metrics_auth: Literal["token", "open"] = Field(
+        default="token",
+        description="Who may read /metrics with PRODINF_AUTH=users: token (any user's), or open.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of a worker's own /metrics (its counts); unset means none.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address a worker's metrics_port listens on."
+    )
     # -- mail and notifications ---------------------------------------------------------
     smtp_host: str | None = Field(
         default=None,
@@ -313,6 +327,7 @@ class Settings(BaseSettings):
         "handover_config",
         "release",
         "metadata_url",
+        "metrics_port",
         mode="before",
     )
     @classmethod

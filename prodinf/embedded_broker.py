@@ -22,7 +22,7 @@ from kombu.utils.json import dumps
 
 from prodinf.files import open_private
 
-__all__ = ["TRANSPORT", "Channel", "Transport"]
+__all__ = ["TRANSPORT", "Channel", "Transport", "queued_messages"]
 
 #: What ``broker_transport`` names for the embedded broker.
 TRANSPORT = "prodinf.embedded_broker:Transport"
@@ -44,3 +44,15 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+def queued_messages(folder: str, queues: list[str]) -> dict[str, int]:
+    """How many messages wait in each of ``queues`` (the files ``<stamp>_<uuid>.<queue>.msg``
+    in the transport's ``folder``; one taken by a worker is gone from it)."""
+    found = dict.fromkeys(queues, 0)
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            queue = entry.name.partition(".")[2].removesuffix(".msg")
+            if queue in found and entry.name.endswith(".msg"):
+                found[queue] += 1
+    return found

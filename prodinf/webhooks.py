@@ -30,6 +30,7 @@ from typing import Any
 
 import requests
 
+from prodinf import metrics
 from prodinf.config import Settings
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.outbound import Guard
@@ -59,7 +60,22 @@ def signature(secret: str, body: bytes) -> str:
 def post(
     url: str, document: Any, *, event: str, delivery: str, settings: Settings
 ) -> dict[str, Any]:
-    """POST ``document`` to ``url``; return ``{"status_code", "delivery"}`` once it is taken."""
+    """POST ``document`` to ``url``; return ``{"status_code", "delivery"}`` once it is taken.
+
+    Each call is counted (``prodinf_notifications_total{channel="webhook"}``): delivered
+    or error."""
+    try:
+        taken = _post(url, document, event=event, delivery=delivery, settings=settings)
+    except Exception:
+        metrics.notified("webhook", "error")
+        raise
+    metrics.notified("webhook", "delivered")
+    return taken
+
+
+def _post(
+    url: str, document: Any, *, event: str, delivery: str, settings: Settings
+) -> dict[str, Any]:
     body = encode(document)
     headers = {
         "Content-Type": "application/json",

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
+from prodinf import metrics
 from prodinf.config import Settings
 from prodinf.engine.notices import notification_job, snapshot
 from prodinf.engine.registry import Registry
@@ -45,10 +47,15 @@ def claim(
 ) -> None:
     """``owner`` holds ``row`` until ``until`` to run it (or undo it, with ``revert``)."""
     job = rows.job
+    since = _ready_since(rows, row)
+    if since is not None:
+        waited = (now - since).total_seconds()
+        rows.on_commit.append(partial(metrics.started_after, job.queue, waited))
     if row.status in HELD:
         rows.note(
             "step.resumed", row.name, f"the worker holding {row.name} stopped answering; resuming"
         )
+        rows.on_commit.append(partial(metrics.step_abandoned, job.kind, row.name))
     elif revert:
         rows.note("step.reverting", row.name, f"reverting {row.name}")
     elif row.status == StepStatus.PENDING:
@@ -175,6 +182,17 @@ def stop(steps: list[LockedStep], statuses: frozenset[StepStatus]) -> None:
             _release(step)
 
 
+def _ready_since(rows: JobRows, row: LockedStep) -> datetime | None:
+    """Since when ``row``, about to be claimed, has been ready for a worker: its job
+    queued, its wait or retry come due, its lease run out; ``None`` when the run before
+    it (of this job) made it ready."""
+    if rows.job.status == JobStatus.QUEUED:
+        return rows.job.updated_at
+    if row.status == StepStatus.WAITING:
+        return row.due_at
+    return row.lease_until if row.status in HELD else None
+
+
 def _release(row: LockedStep) -> None:
     row.lease_owner = None
     row.lease_until = None
@@ -231,6 +249,8 @@ class Lifecycle:
         job.next_run_at = None
         job.updated_at = now
         rows.note(f"job.{status}", None, message)
+        took = (now - job.created_at).total_seconds()
+        rows.on_commit.append(partial(metrics.job_finished, job.kind, str(status), took))
         if job.notify:
             self._notify(rows, now)
 

@@ -12,17 +12,20 @@ import json
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
+from prodinf import metrics
 from prodinf.config import Settings
 from prodinf.engine import lifecycle
 from prodinf.engine.context import StepContext
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 #: Longest name of a child job within its step (its idempotency key must fit 200).
 MAX_CHILD_NAME = 60
+#: How a run that failed and will run again came out (the others: its step's status).
+RETRIED = "retried"
 
 
 @dataclass
@@ -93,6 +98,8 @@ class _Outcome:
     trace: str = ""
     #: The step's state to store; ``None`` keeps what is stored.
     state: dict[str, Any] | None = field(default_factory=dict)
+    #: Seconds the step's code ran.
+    seconds: float = 0.0
 
 
 class Runner:
@@ -138,7 +145,10 @@ class Runner:
                 if rows is None:
                     log.warning("job %s: gone while %s ran", job_id, action.step.name)
                     return
-                self._record(conn, rows, action, owner, outcome)
+                came_out = self._record(conn, rows, action, owner, outcome)
+                if came_out is not None:
+                    ran = (rows.job.kind, action.step.name, came_out, outcome.seconds)
+                    rows.on_commit.append(partial(metrics.step_ran, *ran))
                 action = self._advance(rows, owner, built)
                 rows.save(conn)
             self._publish_spawned(rows)
@@ -264,6 +274,7 @@ class Runner:
         lease = Lease(action.job_id, action.step.name, owner)
         secrets = secret_values(action.params.model_dump())
         self.heartbeat.hold(lease)
+        started = time.monotonic()
         try:
             tag = {"kind": action.kind.name, "queue": action.queue}  # what its log lines carry
             with capturing(self.store, *lease[:2], action.attempt, secrets=secrets, **tag):
@@ -274,16 +285,20 @@ class Runner:
             outcome = _Outcome(error=exc, trace=traceback.format_exc(), state=ctx.state)
         finally:
             self.heartbeat.release(lease)
-        return _checked(outcome, action.step.name, stored=not action.revert)
+        checked = _checked(outcome, action.step.name, stored=not action.revert)
+        checked.seconds = time.monotonic() - started
+        return checked
 
     def _record(
         self, conn: Connection, rows: JobRows, action: _Action, owner: str, outcome: _Outcome
-    ) -> None:
+    ) -> str | None:
+        """Record the run's ``outcome``; how it came out (``prodinf_steps_total``'s
+        ``outcome``), or ``None`` when it is discarded (its lease lost)."""
         job = rows.job
         row = next((s for s in rows.steps if s.name == action.step.name), None)
         if row is None or row.lease_owner != owner or row.status not in HELD:
             log.warning("job %s step %s: lease lost; outcome discarded", job.id, action.step.name)
-            return
+            return None
         now = utcnow()
         name = row.name
         if outcome.state is not None:
@@ -293,10 +308,10 @@ class Runner:
         if action.revert:
             if error is None:
                 lifecycle.undone(rows, row, now)
-            else:
-                info = error_info(error, name, action.attempt)
-                lifecycle.undo_failed(rows, row, info, trace, now)
-            return
+                return StepStatus.REVERTED
+            info = error_info(error, name, action.attempt)
+            lifecycle.undo_failed(rows, row, info, trace, now)
+            return StepStatus.REVERT_FAILED
         policy = action.step.retry
         elapsed = (now - (row.first_attempt_at or now)).total_seconds()
         past_deadline = policy.deadline is not None and elapsed > policy.deadline
@@ -333,13 +348,13 @@ class Runner:
                     watch=wait.watch,
                     now=now,
                 )
-                return
+                return StepStatus.WAITING
             error = PermanentError(
                 f"{name} gave up after {policy.deadline:.0f}s waiting: {wait.reason}"
             )
         if error is None:
             lifecycle.succeed(rows, row, outcome.value, now)
-            return
+            return StepStatus.SUCCEEDED
         row.attempts += 1
         info = error_info(error, name, row.attempts)
         permanent = isinstance(error, PermanentError) or past_deadline
@@ -359,8 +374,9 @@ class Runner:
                 trace=trace,
                 now=now,
             )
-            return
+            return RETRIED
         lifecycle.fail(rows, row, info, trace, now)
+        return StepStatus.FAILED
 
     def _start_children(
         self,

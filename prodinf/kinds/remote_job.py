@@ -22,12 +22,14 @@ handover runs its stages the same way). Two steps:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prodinf import Flow, Retry, Step, StepContext, job_kind
+from prodinf import Flow, Retry, Step, StepContext, job_kind, metrics
 from prodinf.exceptions import PermanentError, RemoteJobFailed, RemoteUnavailable
 from prodinf.kinds.subscriptions import REMOTE_KIND
 from prodinf.outbound import Guard
@@ -90,6 +92,21 @@ def _jobs(ctx: StepContext[RemoteJobParams], service: HttpService) -> HttpJobs:
     return HttpJobs(service, guard=Guard.of(ctx.settings))
 
 
+@contextmanager
+def _calling(service: str) -> Iterator[None]:
+    """One call to ``service``, counted by how it came out
+    (``prodinf_service_calls_total``): ok, unavailable (tried again later), error."""
+    try:
+        yield
+    except RemoteUnavailable:
+        metrics.service_called(service, "unavailable")
+        raise
+    except Exception:
+        metrics.service_called(service, "error")
+        raise
+    metrics.service_called(service, "ok")
+
+
 def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
     service = _service(ctx)
     params = ctx.params
@@ -106,7 +123,7 @@ def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
         if not params.kind:
             raise PermanentError(f"{service.name} is another prodinf: name a kind", field="kind")
         url = callback_url(ctx) if secret_of(service) is not None else None
-        with _client(ctx, service) as client:
+        with _client(ctx, service) as client, _calling(service.name):
             job = client.submit(
                 params.kind,
                 params.params,
@@ -115,7 +132,7 @@ def _submit(ctx: StepContext[RemoteJobParams]) -> dict[str, Any]:
             )
         remote = {"id": job.id, "url": job.url, "callback": url is not None}
     else:
-        with _jobs(ctx, service) as jobs:
+        with _jobs(ctx, service) as jobs, _calling(service.name):
             remote = {"id": jobs.submit(params.params, key=ctx.job_id), "url": None}
             remote["callback"] = False
     return {
@@ -150,7 +167,7 @@ def _look(
     """Look at the remote job once: its outcome, a failure, or a wait for the next look."""
     name, remote_id = service.name, sent["remote_id"]
     if isinstance(service, ProdinfService):
-        with _client(ctx, service) as client:
+        with _client(ctx, service) as client, _calling(name):
             job = client.get(sent["url"] or remote_id)
         status, document = job.status, redact(job.document)
         if job.finished and job.succeeded:
@@ -166,7 +183,7 @@ def _look(
                 error=error,
             )
     else:
-        with _jobs(ctx, service) as jobs:
+        with _jobs(ctx, service) as jobs, _calling(name):
             found = jobs.status(remote_id, ctx.params.params)
         status = found.status
         if found.state == StepStatus.SUCCEEDED:

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from prodinf import metrics
 from prodinf.exceptions import PermanentError, ProdinfError, RemoteUnavailable
 from prodinf.mail.message import Mail, build_message, one_line
 from prodinf.mail.outbox import write_outbox
@@ -49,7 +50,20 @@ def deliver(
     :raises PermanentError: the SMTP server refused with 5xx, refused the login,
         or TLS could not be set up.
     :raises OSError: the outbox could not be written (a full disk, permissions).
+
+    Each call is counted (``prodinf_notifications_total{channel="email"}``): delivered,
+    outbox, or error.
     """
+    try:
+        message_id = _deliver(mail, settings, accepted)
+    except Exception:
+        metrics.notified("email", "error")
+        raise
+    metrics.notified("email", "delivered" if settings.smtp_host else "outbox")
+    return message_id
+
+
+def _deliver(mail: Mail, settings: Settings, accepted: Callable[[str], None] | None) -> str:
     message = build_message(mail, settings)
     if settings.smtp_host is None:
         path = write_outbox(message, mail.message_id, settings)

@@ -1,4 +1,5 @@
-"""The portal: REST API (flask-restx) under ``/api/v1``, web pages, and ``/health``."""
+"""The portal: REST API (flask-restx) under ``/api/v1``, web pages, ``/health`` and
+``/metrics``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from prodinf.portal import (
     event_views,
     handover_views,
     hardening,
+    metrics,
     views,
 )
 from prodinf.portal.api import build_api
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(event_views.blueprint)
     app.register_blueprint(handover_views.blueprint)
     app.register_blueprint(dataset_views.blueprint)
+    app.add_url_rule("/metrics", "metrics", metrics.scrape)
     errors.register(app)
 
     @app.get("/health")

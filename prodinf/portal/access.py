@@ -48,6 +48,8 @@ READ = Need("viewer")
 SUBMIT = Need("submitter")
 ADMIN = Need("admin")
 PUBLIC = Need(OPEN)
+#: ``/metrics``: a viewer's, or anyone's with ``PRODINF_METRICS_AUTH=open``.
+SCRAPE = Need("viewer")
 
 
 def _own(arg: str) -> Need:
@@ -119,6 +121,8 @@ ACCESS: dict[str, Need | dict[str, Need]] = {
     "handover_pages.restart_handover": _own("token"),
     "datasets.datasets": READ,
     "datasets.dataset": READ,
+    # Prometheus: a token (any role), or open (PRODINF_METRICS_AUTH)
+    "metrics": SCRAPE,
 }
 
 
@@ -160,16 +164,21 @@ def identify() -> tuple[User | None, str | None]:
     if "prodinf_user" in g:
         return g.prodinf_user  # type: ignore[no-any-return]
     found: tuple[User | None, str | None] = (None, None)
-    if request.path.startswith("/api/"):
+    if _takes_tokens():
         token = _from_token()
         if token is not None:
             user, read_only = token
             found = (user, "viewer" if read_only and at_least(user.role, "viewer") else user.role)
-    elif current_user.is_authenticated:
+    if found[0] is None and not request.path.startswith("/api/") and current_user.is_authenticated:
         user = current_user.user
         found = (user, user.role)
     g.prodinf_user = found
     return found
+
+
+def _takes_tokens() -> bool:
+    """Whether this request may carry a token: the API's, and a scrape's."""
+    return request.path.startswith("/api/") or request.path == "/metrics"
 
 
 def auth_on() -> bool:
@@ -252,9 +261,11 @@ def _enforce() -> Any:
         raise Forbidden(f"{request.method} {request.path} is open to no one", field=None)
     if need.role == OPEN or not auth_on():
         return None
+    if need is SCRAPE and runtime().settings.metrics_auth == OPEN:
+        return None
     user, role = identify()
     if user is None:
-        if request.path.startswith("/api/"):
+        if _takes_tokens():
             raise Unauthorized("this needs a token: Authorization: Bearer <token>")
         from flask import redirect, url_for
 

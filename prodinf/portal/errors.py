@@ -67,7 +67,8 @@ class _OutageInOneLine(logging.Filter):
 
 
 def register(app: Flask) -> None:
-    """Errors outside the API: JSON for ``/api`` and ``/health``, an HTML page elsewhere."""
+    """Errors outside the API: JSON for ``/api``, ``/health`` and ``/metrics``, an HTML
+    page elsewhere."""
     app.logger.addFilter(_OutageInOneLine())
 
     @app.errorhandler(CSRFError)
@@ -83,6 +84,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle(exc: Exception) -> Any:
         body, code, headers = body_for(exc)
-        if request.path.startswith(("/api", "/health")):
+        if request.path.startswith(("/api", "/health", "/metrics")):
             return body, code, headers
         return render_template("error.html", code=code, error=body), code, headers

@@ -65,8 +65,9 @@ SECURITY_HEADERS = {
 }
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API = "/api/v1/"
-#: Paths answered whatever the Host: a load balancer's health check may name an address.
-ANY_HOST = ("/health",)
+#: Paths answered whatever the Host: a load balancer's health check and Prometheus
+#: (whose service discovery finds targets by address) may name an address.
+ANY_HOST = ("/health", "/metrics")
 #: The secret key prodinf ships with (anyone can read it in the source).
 BUILT_IN_SECRET = Settings.model_fields["secret_key"].get_default().get_secret_value()
 

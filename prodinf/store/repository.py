@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -28,9 +28,18 @@ from prodinf.store.types import utcnow
 MIN_PREFIX = 6
 _ID_CHARS = frozenset("0123456789abcdef-")
 
-__all__ = ["JobStore", "Summarised", "job_detail", "job_summary"]
+__all__ = ["JobStore", "Summarised", "after_commit", "job_detail", "job_summary"]
+
+#: Where a connection keeps what to do once its transaction commits.
+_AFTER_COMMIT = "prodinf_after_commit"
 
 log = logging.getLogger(__name__)
+
+
+def after_commit(conn: Connection, then: Callable[[], None]) -> None:
+    """Call ``then`` once the transaction of ``conn`` (a ``JobStore.transaction``) has
+    committed, never if it rolls back: what counts what it wrote (``prodinf.metrics``)."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(then)
 
 
 class Summarised(Protocol):
@@ -111,10 +120,20 @@ class JobStore:
     def transaction(self) -> Iterator[Connection]:
         """A transaction on a bare connection, for Core statements without an ORM session.
 
-        Committed on success, rolled back on error; errors as for ``session``.
+        Committed on success, rolled back on error; errors as for ``session``. What
+        :func:`after_commit` handed it runs once it has committed.
         """
-        with self._errors(), self.engine.begin() as conn:
-            yield conn
+        with self._errors():
+            with self.engine.begin() as conn:
+                try:
+                    yield conn
+                finally:  # the connection goes back to the pool: nothing of ours stays on it
+                    done = conn.info.pop(_AFTER_COMMIT, ())
+            for then in done:
+                try:
+                    then()
+                except Exception:  # it counts what was committed; the work is done
+                    log.warning("after a commit: %r failed", then, exc_info=True)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -21,11 +21,12 @@ from typing import Any, ClassVar
 from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
 from sqlalchemy.engine import Connection, Dialect
 
+from prodinf import metrics
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL
 from prodinf.store.children import wake_step
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
-from prodinf.store.repository import job_summary
+from prodinf.store.repository import after_commit, job_summary
 from prodinf.store.types import utcnow
 from prodinf.store.watches import WatchRequest, register, wake_job_watchers
 
@@ -87,10 +88,15 @@ class NewRows:
 
     def insert(self, conn: Connection) -> None:
         """Insert the rows: Core statements, one per table (the ORM's unit of work
-        would cost more than the rest of a submission)."""
+        would cost more than the rest of a submission). The one place a job is
+        created: counted here once committed (and as ended, if it starts out ended)."""
         insert_rows(conn, JOBS, [self.values])
         insert_rows(conn, STEPS, self.steps)
         insert_rows(conn, HISTORY, [self.history, *self.more_history])
+        kind, status = str(self.values["kind"]), str(self.values["status"])
+        after_commit(conn, functools.partial(metrics.job_submitted, kind))
+        if status in TERMINAL:
+            after_commit(conn, functools.partial(metrics.job_finished, kind, status, 0.0))
 
 
 @dataclass(eq=False)
@@ -205,6 +211,9 @@ class JobRows:
     woken: list[tuple[str, str, datetime]] = field(default_factory=list)
     #: Seconds after which a woken parent's message is sent again if not confirmed.
     resend_after: float = 10.0
+    #: What counts the transitions made here (``prodinf.metrics``): ``save`` hands it
+    #: to the transaction, which calls it once committed.
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str, resend_after: float = 10.0) -> JobRows | None:
@@ -277,6 +286,9 @@ class JobRows:
         if self.history:
             insert_rows(conn, HISTORY, self.history)
             self.history = []
+        for then in self.on_commit:
+            after_commit(conn, then)
+        self.on_commit = []
 
 
 @functools.lru_cache(maxsize=256)

@@ -97,6 +97,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("handover_pages.restart_handover", "POST"): "own",
     ("datasets.datasets", "GET"): "viewer",
     ("datasets.dataset", "GET"): "viewer",
+    ("metrics", "GET"): "viewer",  # PRODINF_METRICS_AUTH=token, the default
 }
 ROLES = ("viewer", "submitter", "operator", "admin")
 #: The users: one per role, and a second submitter who owns nothing.
@@ -226,7 +227,7 @@ def test_each_route_answers_as_the_table_says(stack: Stack, who: str) -> None:
         to_login = answer.status_code == 302 and "/login" in answer.headers.get("Location", "")
         refused = (
             answer.status_code == 403
-            or (answer.status_code == 401 and path.startswith("/api/"))
+            or (answer.status_code == 401 and path.startswith(("/api/", "/metrics")))
             or (to_login and not endpoint.startswith("auth."))  # logout goes to the login
         )
         if allowed(expected, person) == refused:
