@@ -13,18 +13,10 @@ from email.utils import parseaddr
 
 from prodinf.exceptions import ValidationError
 
-__all__ = ["ADDRESS_PATTERN", "validate_address", "validate_sender"]
+__all__ = ["validate_address", "validate_sender"]
 
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-#: What :func:`validate_address` accepts (but the 254 characters in all), as one JSON
-#: schema pattern for the OpenAPI document; ``(?![\s\S])`` ends it in ECMAScript and
-#: Python alike (``$`` lets Python take a trailing line break).
-ADDRESS_PATTERN = (
-    f"^(?=[^@]{{1,64}}@){_LOCAL_PART.pattern}"
-    f"@(?:{_DOMAIN_LABEL.pattern}(?:\\.{_DOMAIN_LABEL.pattern})+|[Ll][Oo][Cc][Aa][Ll][Hh][Oo][Ss][Tt])"
-    "(?![\\s\\S])"
-)
 
 
 def validate_address(addr: str, field: str = "address") -> str:

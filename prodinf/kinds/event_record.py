@@ -278,6 +278,9 @@ def _checked(settings: Settings, document: Any) -> dict[str, Any]:
     source = document.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > MAX_SOURCE):
         raise ValidationError(f"source must be at most {MAX_SOURCE} characters", field="source")
+    for name in ("type", "dataset", "source"):  # no store keeps a NUL, dry run or not
+        if "\x00" in (document.get(name) or ""):
+            raise ValidationError(f"{name} has a NUL character", field=name)
     key = document.get("idempotency_key")
     if key is not None:
         check_key(key)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
@@ -34,6 +34,7 @@ from werkzeug.serving import make_server as werkzeug_server
 
 from prodinf.config import Settings
 from prodinf.exceptions import Forbidden, PermanentError, ValidationError
+from prodinf.redact import redact_text
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -180,6 +181,16 @@ def _has_body() -> bool:
     return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
 
 
+def _refuse_nul() -> None:
+    """A 400 naming the query arg or path part that holds a NUL character (no job store
+    keeps one: PostgreSQL would refuse it, unnamed)."""
+    given = [*request.args.items(multi=True), *(request.view_args or {}).items()]
+    for name, value in given:
+        if "\x00" in name or "\x00" in str(value):
+            shown = name.replace("\x00", "?")
+            raise ValidationError(f"{shown} has a NUL character", field=shown)
+
+
 def _check_mutating_api_call(settings: Settings) -> None:
     origin = request.headers.get("Origin")
     if origin is not None and not _own_origin(origin, settings):
@@ -253,8 +264,10 @@ def install(app: Flask, settings: Settings) -> None:
                 f"the request body is larger than {limit} bytes (PRODINF_MAX_REQUEST_BYTES)",
                 field="body",
             )
-        if request.method in MUTATING and request.path.startswith(API):
-            _check_mutating_api_call(settings)
+        if request.path.startswith(API):
+            _refuse_nul()
+            if request.method in MUTATING:
+                _check_mutating_api_call(settings)
         return None
 
     # Ahead of every other before_request (logins, CSRF, rate limits), whenever they
@@ -278,6 +291,27 @@ class PortalRequestHandler(WSGIRequestHandler):
 
     def version_string(self) -> str:
         return "prodinf"
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # A request line may carry a URL with a password, percent-encoded once or (in a
+        # login's ?next=) twice: /api/v1/databases?server_uri=mysql://u:pw@host
+        super().log(type, message, *(_masked(a) if isinstance(a, str) else a for a in args))
+
+
+#: Each control character as ``\\xNN``.
+_CONTROL_CHARACTERS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def _masked(text: str) -> str:
+    """``text`` (a request line) as it is, or, when it holds a credential, decoded with
+    the credential masked and control characters escaped (no forged log lines)."""
+    decoded = text
+    for _ in range(3):
+        decoded, before = unquote(decoded), decoded
+        if decoded == before:
+            break
+    masked = redact_text(decoded)
+    return text if masked == decoded else masked.translate(_CONTROL_CHARACTERS)
 
 
 def make_server(host: str, port: int, app: Flask) -> BaseWSGIServer:

@@ -134,7 +134,7 @@ def _digest(token: str) -> str:
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValidationError(
             "a user name is 1-100 letters, digits, '.', '_', '@' or '-', starting with a "
             "letter or digit",

@@ -17,7 +17,7 @@ from prodinf.kinds.handover.report import handover_detail, handover_status
 from prodinf.kinds.handover.service import MAX_BULK
 from prodinf.portal.access import acting_user
 from prodinf.portal.api.jobs import ADDRESS, error, int_arg, job_url, json_object
-from prodinf.portal.api.openapi import END, arg, array, nullable, obj, page_args
+from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args
 from prodinf.portal.current import runtime
 from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus
 from prodinf.store.handovers import get_bulk, list_handovers
@@ -32,7 +32,7 @@ STATUS_FILTER: dict[str, list[JobStatus]] = {
 }
 
 #: Text that holds something besides spaces, and no NUL.
-FILLED = f"^[^\\u0000]*[^\\s\\u0000][^\\u0000]*{END}"
+FILLED = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 NOTIFY_WHEN = {
     "type": "string",
     "enum": list(NOTIFY),
@@ -69,16 +69,20 @@ bulk = ns.schema_model(
                 "pattern": FILLED,
                 "description": "mysql://user:pass@host:port",
             },
-            "databases": array(
-                {"type": "string", "minLength": 1},
-                maxItems=MAX_BULK,
-                description="Database names; or pattern, not both",
+            "databases": nullable(
+                array(
+                    {"type": "string", "minLength": 1},
+                    maxItems=MAX_BULK,
+                    description="Database names; or pattern, not both",
+                )
             ),
-            "pattern": {
-                "type": "string",
-                "pattern": FILLED,
-                "description": "A glob on the names: *_core_115_*",
-            },
+            "pattern": nullable(
+                {
+                    "type": "string",
+                    "pattern": FILLED,
+                    "description": "A glob on the names: *_core_115_*",
+                }
+            ),
             "contact": {**ADDRESS, "description": "Who is told how each ends"},
             "comment": {"type": "string", "pattern": FILLED, "maxLength": MAX_COMMENT},
             "notify": NOTIFY_WHEN,
@@ -288,7 +292,7 @@ class BulkItem(Resource):  # type: ignore[misc]
         return {**found, "handovers": [_summary(h) for h in items]}
 
 
-@ns.route("/<string:token>")
+@ns.route("/<string(length=36):token>")  # a job id: never "bulk"
 class HandoverItem(Resource):  # type: ignore[misc]
     @ns.response(200, "The handover, stage by stage", handover_document)
     @ns.response(404, "No such handover", error)
@@ -304,7 +308,7 @@ class HandoverItem(Resource):  # type: ignore[misc]
         return {**found, "url": handover_url(token), "page": page_url(token)}
 
 
-@ns.route("/<string:token>/stop")
+@ns.route("/<string(length=36):token>/stop")
 class HandoverStop(Resource):  # type: ignore[misc]
     @ns.response(200, "Stopped", stopped)
     @ns.response(404, "No such handover", error)
@@ -317,7 +321,7 @@ class HandoverStop(Resource):  # type: ignore[misc]
                 "url": handover_url(token)}  # fmt: skip
 
 
-@ns.route("/<string:token>/restart")
+@ns.route("/<string(length=36):token>/restart")
 class HandoverRestart(Resource):  # type: ignore[misc]
     @ns.expect(restart)
     @ns.response(200, "Running again from the stage", stopped)

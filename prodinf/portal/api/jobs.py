@@ -9,7 +9,6 @@ from typing import Any
 from flask import request, url_for
 from flask_restx import Namespace, Resource
 
-from prodinf.addresses import ADDRESS_PATTERN
 from prodinf.engine.notices import MAX_ADDRESSES
 from prodinf.engine.service import MAX_KEY_LENGTH, MAX_SUBMITTED_BY
 from prodinf.exceptions import ValidationError
@@ -36,10 +35,11 @@ ns = Namespace("jobs", description="Jobs: submit work and follow it")
 STATUSES = tuple(JobStatus)
 SUBMISSION_FIELDS = {"kind", "params", "idempotency_key", "submitted_by", "notify"}
 
+#: What ``validate_address`` takes: a bare address, ASCII, a dot-atom before the @.
 ADDRESS = {
     "type": "string",
+    "format": "email",
     "maxLength": 254,
-    "pattern": ADDRESS_PATTERN,
     "description": "An email address (ada@example.org)",
 }
 HTTP_URL = {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}

@@ -39,7 +39,7 @@ __all__ = [
 #: ``$`` also matches before a trailing line break).
 END = "(?![\\s\\S])"
 #: Text with no NUL character (no job store keeps one).
-NO_NUL = f"^[^\\u0000]*{END}"
+NO_NUL = "^[^\\u0000]*$"
 #: Text with no NUL, that neither starts nor ends with a space (an idempotency key:
 #: MariaDB ignores trailing spaces when it compares).
 TRIMMED = f"^[^\\s\\u0000](?:[^\\u0000]*[^\\s\\u0000])?{END}"
@@ -55,7 +55,9 @@ TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema``, or null."""
+    """``schema``, or null (which an enum must then list too)."""
+    if "enum" in schema:
+        schema = {**schema, "enum": [*schema["enum"], None]}
     return {**schema, "x-nullable": True}
 
 
@@ -187,6 +189,13 @@ BEFORE_ANY_VIEW = {
 }
 
 
+def _no_nul(param: dict[str, Any]) -> None:
+    """A text query arg or path part says it holds no NUL (hardening refuses one)."""
+    text_arg = param.get("in") in ("query", "path") and param.get("type") == "string"
+    if text_arg and not {"enum", "pattern", "format"} & set(param):
+        param["pattern"] = NO_NUL
+
+
 def finish(schema: dict[str, Any], kinds: list[str], *, auth: bool) -> dict[str, Any]:
     """Add the answers of portal/hardening.py to every call that changes something, and
     the kinds a submission may name; without authentication (``PRODINF_AUTH=none``),
@@ -202,10 +211,21 @@ def finish(schema: dict[str, Any], kinds: list[str], *, auth: bool) -> dict[str,
     error = {"$ref": "#/definitions/Error"}
     schema.setdefault("definitions", {}).setdefault("Error", ERROR.__schema__)
     for operations in schema["paths"].values():
+        for param in operations.get("parameters", []):
+            _no_nul(param)
         for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            for param in operation.get("parameters", []):
+                _no_nul(param)
+            answers = operation.setdefault("responses", {})
+            params = [*operations.get("parameters", []), *operation.get("parameters", [])]
+            if any(param.get("in") in ("query", "path") for param in params):
+                answers.setdefault(
+                    "400", {"description": "A query arg or path part with a NUL", "schema": error}
+                )
             if method not in MUTATING:
                 continue
-            answers = operation.setdefault("responses", {})
             for code, description in BEFORE_ANY_VIEW.items():
                 if code in answers:  # another reason for the same status
                     answers[code]["description"] += f"; or: {description}"

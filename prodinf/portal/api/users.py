@@ -5,74 +5,108 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource
 
 from prodinf.exceptions import ValidationError
 from prodinf.portal.access import acting_user, identify, users
 from prodinf.portal.api.jobs import json_object
-from prodinf.store.users import ROLES, parse_expiry
+from prodinf.portal.api.openapi import END, ERROR, arg, array, nullable, obj, text
+from prodinf.store.users import MIN_PASSWORD, ROLES, parse_expiry
 
 ns = Namespace("users", path="/", description="Users and API tokens (admins)")
 
-error = ns.model("UserError", {"message": fields.String, "field": fields.String})
-user = ns.model(
-    "User",
+error = ERROR
+NAME = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9][A-Za-z0-9._@-]{{0,99}}{END}",
+    "description": "1-100 letters, digits, '.', '_', '@' or '-', starting with a letter or digit",
+}
+ROLE = {"type": "string", "enum": list(ROLES)}
+PASSWORD = {
+    "type": "string",
+    "minLength": MIN_PASSWORD,
+    "maxLength": 1000,
+    "description": f"To log in to the pages ({MIN_PASSWORD} characters or more)",
+}
+USER = obj(
     {
-        "name": fields.String(required=True, min_length=1, max_length=100),
-        "role": fields.String(required=True, enum=list(ROLES)),
-        "disabled": fields.Boolean,
-        "has_password": fields.Boolean,
-        "created_at": fields.DateTime,
+        "name": {"type": "string"},
+        "role": ROLE,
+        "disabled": {"type": "boolean"},
+        "has_password": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
     },
+    ["name", "role", "disabled", "has_password", "created_at"],
 )
-new_user = ns.model(
+TOKEN = obj(
+    {
+        "id": {"type": "string"},
+        "user": {"type": "string"},
+        "note": nullable({"type": "string"}),
+        "read_only": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": nullable({"type": "string", "format": "date-time"}),
+        "revoked_at": nullable({"type": "string", "format": "date-time"}),
+        "last_used_at": nullable({"type": "string", "format": "date-time"}),
+    },
+    ["id", "user", "note", "read_only", "created_at", "expires_at", "revoked_at"],
+)
+user = ns.schema_model("User", USER)
+user_list = ns.schema_model("UserList", array(USER))
+new_user = ns.schema_model(
     "NewUser",
-    {
-        "name": fields.String(required=True, min_length=1, max_length=100),
-        "role": fields.String(required=True, enum=list(ROLES)),
-        "password": fields.String(description="To log in to the pages (12 characters or more)"),
-    },
+    obj({"name": NAME, "role": ROLE, "password": nullable(PASSWORD)}, ["name", "role"]),
 )
-change = ns.model(
+change = ns.schema_model(
     "UserChange",
-    {
-        "role": fields.String(enum=list(ROLES)),
-        "disabled": fields.Boolean,
-        "password": fields.String(min_length=12),
-    },
+    obj(
+        {"role": nullable(ROLE), "disabled": {"type": "boolean"}, "password": nullable(PASSWORD)},
+        closed=True,
+    ),
 )
-token = ns.model(
-    "Token",
-    {
-        "id": fields.String,
-        "user": fields.String,
-        "note": fields.String,
-        "read_only": fields.Boolean,
-        "created_at": fields.DateTime,
-        "expires_at": fields.DateTime,
-        "revoked_at": fields.DateTime,
-        "last_used_at": fields.DateTime,
-    },
-)
-new_token = ns.model(
+token = ns.schema_model("Token", TOKEN)
+token_list = ns.schema_model("TokenList", array(TOKEN))
+new_token = ns.schema_model(
     "NewToken",
+    obj(
+        {
+            "user": {"type": "string", "description": "The user's name"},
+            "read_only": {"type": "boolean", "default": False},
+            "expires": nullable(
+                {
+                    "type": "string",
+                    # 1 to 5 digits, not all 0, and a unit (the server strips spaces)
+                    "pattern": "^(?:(?:[0-9]{0,4}[1-9]|[0-9]{0,3}[1-9][0-9]|[0-9]{0,2}[1-9][0-9]{2}"
+                    "|[0-9]?[1-9][0-9]{3}|[1-9][0-9]{4})[dhm]|never)$",
+                    "description": "90d (the default), 12h, 30m or never",
+                }
+            ),
+            "note": nullable(text(200)),
+        },
+        ["user"],
+    ),
+)
+made_token = ns.schema_model(
+    "MadeToken",
     {
-        "user": fields.String(required=True),
-        "read_only": fields.Boolean(default=False),
-        "expires": fields.String(description="90d (the default), 12h, 30m or never"),
-        "note": fields.String(max_length=200),
+        **TOKEN,
+        "properties": {
+            **TOKEN["properties"],
+            "token": {"type": "string", "description": "The token: shown this once"},
+        },
+        "required": [*TOKEN["required"], "token"],
     },
 )
-made_token = ns.inherit(
-    "MadeToken", token, {"token": fields.String(description="The token: shown this once")}
-)
-me = ns.model(
+me = ns.schema_model(
     "Me",
-    {
-        "name": fields.String,
-        "role": fields.String(enum=list(ROLES)),
-        "auth": fields.String(enum=["users", "none"]),
-    },
+    obj(
+        {
+            "name": nullable({"type": "string", "description": "null without authentication"}),
+            "role": ROLE,
+            "auth": {"type": "string", "enum": ["users", "none"]},
+        },
+        ["name", "role", "auth"],
+    ),
 )
 
 
@@ -89,7 +123,7 @@ def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str | N
 @ns.response(401, "No valid token", error)
 @ns.response(403, "Not an admin", error)
 class UserList(Resource):  # type: ignore[misc]
-    @ns.marshal_list_with(user)
+    @ns.response(200, "Every user", user_list)
     def get(self) -> list[dict[str, Any]]:
         """Every user, by name."""
         return [u.to_dict() for u in users().all()]
@@ -114,14 +148,14 @@ class UserList(Resource):  # type: ignore[misc]
 @ns.response(403, "Not an admin", error)
 @ns.response(404, "No such user", error)
 class UserItem(Resource):  # type: ignore[misc]
-    @ns.marshal_with(user)
+    @ns.response(200, "The user", user)
     def get(self, name: str) -> dict[str, Any]:
         """One user."""
         return users().get(name).to_dict()
 
     @ns.expect(change)
+    @ns.response(200, "The user, changed", user)
     @ns.response(400, "A bad field, named", error)
-    @ns.marshal_with(user)
     def patch(self, name: str) -> dict[str, Any]:
         """Change a user's role, password, or whether they are disabled."""
         body = json_object()
@@ -145,8 +179,8 @@ class UserItem(Resource):  # type: ignore[misc]
 @ns.response(401, "No valid token", error)
 @ns.response(403, "Not an admin", error)
 class TokenList(Resource):  # type: ignore[misc]
-    @ns.doc(params={"user": "Only this user's tokens"})
-    @ns.marshal_list_with(token)
+    @ns.doc(params={"user": arg("Only this user's tokens")})
+    @ns.response(200, "The tokens", token_list)
     def get(self) -> list[dict[str, Any]]:
         """Every token (never the token itself: its id, user, and when it ends)."""
         return [t.to_dict() for t in users().tokens(request.args.get("user") or None)]
@@ -175,12 +209,12 @@ class TokenList(Resource):  # type: ignore[misc]
 @ns.response(403, "Not an admin", error)
 @ns.response(404, "No such token", error)
 class TokenItem(Resource):  # type: ignore[misc]
-    @ns.marshal_with(token)
+    @ns.response(200, "The token's record", token)
     def get(self, token_id: str) -> dict[str, Any]:
         """One token's record."""
         return users().token(token_id).to_dict()
 
-    @ns.marshal_with(token)
+    @ns.response(200, "Revoked", token)
     def delete(self, token_id: str) -> dict[str, Any]:
         """Revoke a token: it stops working at once."""
         return users().revoke(token_id).to_dict()
@@ -189,7 +223,7 @@ class TokenItem(Resource):  # type: ignore[misc]
 @ns.route("/me")
 @ns.response(401, "No valid token", error)
 class Me(Resource):  # type: ignore[misc]
-    @ns.marshal_with(me)
+    @ns.response(200, "Who", me)
     def get(self) -> dict[str, Any]:
         """Who this token is, and its role (a read-only token acts as a viewer)."""
         found, role = identify()
