@@ -6,23 +6,27 @@ user-controlled and can be long, and they are masked on every read.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["redact", "redact_text", "secret_values"]
+__all__ = ["redact", "redact_text", "secret_values", "url_credentials"]
 
 # The "://" of a URL: after a scheme character, so a URL is found wherever it starts.
 _SCHEME_END = re.compile(r"(?<=[a-zA-Z0-9+.\-])://")
 # A stretch of text a URL credential cannot cross (it never holds spaces or quotes).
 _TOKEN = re.compile(r"[^\s'\"]+")
-# password=..., "password": "...", token: ... in free text
+# password=..., "password": "...", token: ... in free text; a request header a service
+# echoes back ('Authorization': 'Basic dXNlcjpwdw==', X-Api-Key: ...), its scheme kept
 _KEYED_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api_key)\b[\"']?\s*[:=]\s*[\"']?)"
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]key|(?:proxy-)?authorization)\b"
+    r"[\"']?\s*[:=]\s*[\"']?(?:(?:basic|bearer|digest|token)\s+)?)"
     r"(?P<value>[^\s\"',;&]+)",
     re.IGNORECASE,
 )
-_SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key")
+_SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "api-key", "authorization")
 
 
 def _url_passwords(token: str) -> list[tuple[int, int]]:
@@ -72,20 +76,39 @@ def redact_text(text: str, *, secrets: Iterable[str] = ()) -> str:
     return _KEYED_SECRET.sub(r"\g<key>***", text)
 
 
-def redact(value: Any) -> Any:
-    """A copy of a JSON-like value with every credential masked (keys and strings)."""
+def redact(value: Any, *, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a JSON-like value with every credential masked (keys and strings), and
+    each of ``secrets`` wherever a string holds it (see :func:`redact_text`)."""
+    secrets = tuple(secrets)
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value, secrets=secrets)
     if isinstance(value, dict):
         return {
             key: "***"
             if isinstance(key, str) and key.lower().endswith(_SECRET_KEYS) and item
-            else redact(item)
+            else redact(item, secrets=secrets)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
+        return [redact(item, secrets=secrets) for item in value]
     return value
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credentials ``url`` carries, in each form a server it is sent to may echo them:
+    its password as written and decoded, and the basic-auth value of its user and
+    password (``Authorization: Basic <base64>``, without its ``=`` padding); longest
+    first, for ``redact_text``'s ``secrets``."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:  # not a URL (a bad port): it carries nothing usable
+        return []
+    if not password:
+        return []
+    plain = unquote(password)
+    basic = base64.b64encode(f"{unquote(user or '')}:{plain}".encode()).decode().rstrip("=")
+    return sorted({password, plain, basic}, key=len, reverse=True)
 
 
 def secret_values(value: Any) -> list[str]:

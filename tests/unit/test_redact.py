@@ -3,13 +3,14 @@ an unencoded ``@`` was half shown)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from prodinf.databases import DatabaseURI
 from prodinf.exceptions import ValidationError
-from prodinf.redact import redact, redact_text, secret_values
+from prodinf.redact import redact, redact_text, secret_values, url_credentials
 
 
 @pytest.mark.parametrize(
@@ -99,3 +100,38 @@ def test_a_database_uri_never_shows_its_password(password: str, host: str) -> No
         assert "%40" in caught.value.message
         assert caught.value.field == "src_uri"
         assert "S3c" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("echoed", "shown"),
+    [
+        ("{'Authorization': 'Basic dXNlcjpwdw=='}", "{'Authorization': 'Basic ***'}"),
+        ('{"authorization": "Bearer prodinf_0a1b_xyz"}', '{"authorization": "Bearer ***"}'),
+        ("Proxy-Authorization: Digest abc123", "Proxy-Authorization: Digest ***"),
+        ("X-Api-Key: k-3f9a1c sent", "X-Api-Key: *** sent"),
+        ("Authorization=Token s3cret-1", "Authorization=Token ***"),
+    ],
+)
+def test_a_request_header_a_server_echoes_is_masked(echoed: str, shown: str) -> None:
+    """Given a credential header quoted back by a server (in its error, in a document),
+    when masked, then its value goes and its scheme stays; as a JSON key, it goes too."""
+    assert redact_text(echoed) == shown
+    assert redact({"Authorization": "Basic dXNlcjpwdw==", "X-Api-Key": "k"}) == {
+        "Authorization": "***",
+        "X-Api-Key": "***",
+    }
+
+
+def test_a_url_gives_its_credentials_in_each_form_they_are_sent() -> None:
+    """Given a URL with a user and an encoded password, then its credentials are the
+    password as written, decoded and inside the basic-auth value; and redact masks each
+    of them wherever a document holds them."""
+    url = "http://bob:p%40ss-w0rd@127.0.0.1:8080/status"
+    basic = base64.b64encode(b"bob:p@ss-w0rd").decode()
+    found = url_credentials(url)
+
+    assert set(found) == {"p%40ss-w0rd", "p@ss-w0rd", basic.rstrip("=")}
+    document = {"status": "failed", "said": [f"login bob:p@ss-w0rd with {basic}"]}
+    assert json.dumps(redact(document, secrets=found)).count("***") == 2
+    assert "p@ss" not in json.dumps(redact(document, secrets=found))
+    assert url_credentials("http://bob@host/x") == url_credentials("http://host:x/") == []
