@@ -42,6 +42,7 @@ from prodinf.remote.services import (
     auth_headers,
     load_services,
     secret_of,
+    token_of,
 )
 from prodinf.status import StepStatus
 from prodinf.store.types import utcnow
@@ -85,6 +86,7 @@ def _client(ctx: StepContext[RemoteJobParams], service: ProdinfService) -> Remot
         deadline=service.timeout,
         headers=auth_headers(service),
         guard=Guard.of(ctx.settings),
+        secrets=[token_of(service) or ""],  # masked wherever the service quotes it back
     )
 
 

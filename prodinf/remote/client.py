@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -21,7 +21,7 @@ from prodinf.exceptions import (
     ValidationError,
 )
 from prodinf.outbound import Guard
-from prodinf.redact import redact_text
+from prodinf.redact import redact, redact_text, url_credentials
 from prodinf.remote.deadline import CALL_DEADLINE, DeadlineRetry
 from prodinf.remote.status_url import (
     SUCCEEDED_STATUSES,
@@ -104,6 +104,9 @@ class RemoteJobClient:
     :param headers: extra headers sent with every request (e.g. an API token).
     :param guard: the addresses the client may reach (``Guard.of(settings)``); None means
         the default deny list. A URL refused raises :class:`AddressDenied`.
+    :param secrets: values never to show (the token in ``headers``): masked wherever the
+        service quotes them back, in its error messages and in the documents returned,
+        as the credentials of ``base_url`` are.
 
     The client holds a connection pool: use it as a context manager or call
     :meth:`close`. Like the requests.Session inside it, give each thread its own client.
@@ -119,6 +122,7 @@ class RemoteJobClient:
         deadline: float = 60.0,
         headers: Mapping[str, str] | None = None,
         guard: Guard | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -132,6 +136,8 @@ class RemoteJobClient:
         if retries < 0 or backoff < 0:
             raise ValidationError("retries and backoff must not be negative", field="retries")
 
+        found = {s for s in (*secrets, *url_credentials(base_url.strip())) if s}
+        self._secrets = tuple(sorted(found, key=len, reverse=True))
         self._auth: tuple[str, str] | None = None
         if parts.username is not None or parts.password is not None:
             self._auth = (unquote(parts.username or ""), unquote(parts.password or ""))
@@ -221,7 +227,9 @@ class RemoteJobClient:
         doc = self._call("POST", url, body=body)
         job_id = doc.get("id")
         if job_id is None or job_id == "":
-            raise PermanentError(f"POST {url} answered without a job id", url=url, document=doc)
+            raise PermanentError(
+                f"POST {url} answered without a job id", url=url, document=self._masked(doc)
+            )
         job_url = doc.get("url")
         if isinstance(job_url, str) and job_url:
             job_url = urljoin(self.base_url + "/", job_url)
@@ -232,7 +240,7 @@ class RemoteJobClient:
             id=str(job_id),
             url=_without_credentials(job_url),
             status=status if isinstance(status, str) else "submitted",
-            document=doc,
+            document=self._masked(doc),
         )
 
     def get(self, url_or_id: str) -> RemoteJob:
@@ -309,7 +317,12 @@ class RemoteJobClient:
         job_id = doc.get("id")
         if job_id is None or job_id == "":
             job_id = urlsplit(url).path.rstrip("/").rpartition("/")[2]
-        return RemoteJob(id=str(job_id), url=_without_credentials(url), status=status, document=doc)
+        return RemoteJob(
+            id=str(job_id),
+            url=_without_credentials(url),
+            status=status,
+            document=self._masked(doc),
+        )
 
     def _auth_for(self, url: str) -> tuple[str, str] | None:
         """Base-URL credentials, but only for the base URL's own origin."""
@@ -343,11 +356,19 @@ class RemoteJobClient:
         finally:
             CALL_DEADLINE.reset(token)
         with response:
-            return _check(method, shown, response)
+            return _check(method, shown, response, self._secrets)
+
+    def _masked(self, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` as the service answered it, its credentials masked."""
+        masked: dict[str, Any] = redact(document, secrets=self._secrets)
+        return masked
 
 
-def _check(method: str, shown: str, response: requests.Response) -> dict[str, Any]:
-    """Return a 2xx answer's JSON object, or raise the error the answer stands for."""
+def _check(
+    method: str, shown: str, response: requests.Response, secrets: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Return a 2xx answer's JSON object, or raise the error the answer stands for (its
+    message with ``secrets`` and every credential masked)."""
     status = response.status_code
     doc = json_object(response)
     if 200 <= status < 300:
@@ -362,7 +383,7 @@ def _check(method: str, shown: str, response: requests.Response) -> dict[str, An
     remote_message = doc.get("message") if doc is not None else None
     if not isinstance(remote_message, str) or not remote_message:
         remote_message = " ".join(response.text[:200].split()) or response.reason or "no message"
-    remote_message = redact_text(remote_message)
+    remote_message = redact_text(remote_message, secrets=secrets)
     field = doc.get("field") if doc is not None else None
     field = field if isinstance(field, str) else None
     message = f"{method} {shown} answered {status}: {remote_message}"

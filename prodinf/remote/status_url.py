@@ -16,7 +16,7 @@ import requests
 
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.outbound import Guard
-from prodinf.redact import redact_text
+from prodinf.redact import redact, redact_text, url_credentials
 from prodinf.status import ACTIVE, JobStatus
 
 __all__ = [
@@ -85,8 +85,11 @@ def fetch_status(
 
     The second item is None when the body is not a JSON object (HTML, a list,
     empty...). Any HTTP status is returned, not raised: the caller owns the retry
-    policy. Credentials in ``url`` are sent as basic auth. Redirects are followed, each
-    checked by ``guard`` (the default deny list when None) as the first request is.
+    policy. Credentials in ``url`` are sent as basic auth; the document comes back with
+    them masked wherever the service quotes them (``Authorization: Basic ...``, the
+    password itself), and every other credential in it too (``redact``): it is kept,
+    shown and mailed. Redirects are followed, each checked by ``guard`` (the default
+    deny list when None) as the first request is.
 
     :raises RemoteUnavailable: connection error or timeout.
     :raises AddressDenied: ``url``, or a redirect, reaches an address ``guard`` refuses.
@@ -98,4 +101,6 @@ def fetch_status(
             url, timeout=(timeout, timeout), headers={"Accept": "application/json"}
         )
     with response:
-        return response.status_code, json_object(response)
+        document = json_object(response)
+    masked = redact(document, secrets=url_credentials(url)) if document is not None else None
+    return response.status_code, masked

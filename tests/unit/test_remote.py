@@ -494,3 +494,39 @@ def test_base_url_credentials_are_sent_to_that_host_only(service: FakeService) -
     assert [request.headers.get("Authorization") for request in service.seen] == [expected] * 2
     assert "Authorization" not in other.seen[0].headers
     assert "s3cret" not in here.url and here.url == f"{service.base_url}/api/v1/jobs/j1"
+
+
+def test_credentials_a_service_quotes_back_are_masked(service: FakeService) -> None:
+    """Given a client with a password in its base URL and a token in a header, and a
+    service that quotes both back (bare and as sent) in its refusal and in a job's
+    document, then neither the error nor the document shows them."""
+    basic = base64.b64encode(b"alice:s3cret-pw").decode()
+    said = f"token tok-3f9a1c for alice:s3cret-pw (Authorization: Basic {basic})"
+    service.script(Reply(422, {"message": f"refused {said}", "field": "params"}))
+    creds_url = service.base_url.replace("http://", "http://alice:s3cret-pw@")
+    headers = {"X-Peer-Token": "tok-3f9a1c"}
+    with make_client(creds_url, headers=headers, secrets=["tok-3f9a1c"]) as client:
+        with pytest.raises(ValidationError) as refused:
+            client.submit("echo", {})
+        service.script(Reply(200, job_doc("failed", error={"message": said}, echo=said)))
+        job = client.get("j1")
+
+    assert service.seen[0].headers["X-Peer-Token"] == "tok-3f9a1c"  # sent, never shown
+    shown = [str(refused.value), repr(refused.value.to_dict()), json.dumps(job.document)]
+    for text in shown:
+        assert "tok-3f9a1c" not in text and "s3cret" not in text and basic[:20] not in text
+    assert "token *** for alice:***" in shown[0]
+
+
+def test_fetch_status_masks_the_credentials_its_document_quotes(service: FakeService) -> None:
+    """Given a status URL with a password, answering a document that quotes the login it
+    was sent, then fetch_status returns the document without it."""
+    basic = base64.b64encode(b"bob:s3cret-pw").decode()
+    said = f"login bob:s3cret-pw, header Basic {basic}"
+    service.script(Reply(200, {"status": "failed", "said": said}))
+    url = service.base_url.replace("http://", "http://bob:s3cret-pw@") + "/status"
+
+    code, document = fetch_status(url, timeout=2)
+
+    assert code == 200 and document is not None and document["status"] == "failed"
+    assert "s3cret" not in json.dumps(document) and basic[:20] not in json.dumps(document)
