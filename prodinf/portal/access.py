@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Flask, g, request
 from flask_login import LoginManager, UserMixin, current_user
 
 from prodinf.exceptions import Forbidden, NotFound, Unauthorized
 from prodinf.portal.current import runtime
+from prodinf.redact import redact_text
 from prodinf.store.users import User, Users, at_least
 
 __all__ = [
@@ -253,6 +255,14 @@ def shown(detail: dict[str, Any]) -> dict[str, Any]:
     return {**detail, "history": history}
 
 
+def _asked_for() -> str:
+    """The page asked for, to come back to after logging in; a credential in its query
+    (``/handovers/new?server_uri=mysql://u:pw@host``) masked, so it is not carried into
+    the login's address, its page, the browser's history or the request log."""
+    args = [(name, redact_text(value)) for name, value in request.args.items(multi=True)]
+    return request.path + (f"?{urlencode(args)}" if args else "")
+
+
 def _enforce() -> Any:
     need = need_of(request.endpoint, request.method)
     if need is None:
@@ -269,7 +279,7 @@ def _enforce() -> Any:
             raise Unauthorized("this needs a token: Authorization: Bearer <token>")
         from flask import redirect, url_for
 
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return redirect(url_for("auth.login", next=_asked_for()))
     owner = _owner(need) if need.owner is not None else None
     if not may_act_on(need, role, user.name, owner):
         if need.owner is not None and at_least(role or "", need.role):

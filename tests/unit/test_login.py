@@ -7,11 +7,13 @@ starts the portal on a shared address; then what a careful user would expect hol
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from flask import Flask
@@ -49,6 +51,27 @@ def log_in(client: FlaskClient, name: str, password: str = PASSWORD, next_: str 
         "/login", data={"csrf_token": token, "name": name, "password": password, "next": next_}
     )
     return answer.status_code
+
+
+def test_a_password_in_the_page_asked_for_is_not_carried_to_the_login(app: Flask) -> None:
+    """Given no session, when a server's databases are asked for with its password in the
+    address, then the login's address and page keep the page and the host, not the
+    password; after logging in, the page asked for comes back with the password masked."""
+    client = app.test_client()
+    asked = client.get("/handovers/new", query_string={"server_uri": "mysql://u:S3c@r3t@h:3306"})
+    assert asked.status_code == 302
+    location = unquote(asked.headers["Location"])
+    login = client.get(asked.headers["Location"]).get_data(as_text=True)
+    for shown in (unquote(location), unquote(unquote(html.unescape(login)))):
+        assert "S3c" not in shown and "r3t" not in shown
+        assert "/handovers/new?server_uri=mysql://u:***@h:3306" in shown
+
+    back = client.post(
+        "/login",
+        data={"csrf_token": csrf(client, "/login"), "name": "ola", "password": PASSWORD}
+        | {"next": location.partition("next=")[2]},
+    )
+    assert unquote(back.headers["Location"]) == "/handovers/new?server_uri=mysql://u:***@h:3306"
 
 
 def test_a_page_asks_for_a_login_then_shows_who_is_in(app: Flask) -> None:
