@@ -8,6 +8,7 @@
     prodinf handover SRC_URI --contact ADDR --comment TEXT [--wait]
     prodinf show [ID]
     prodinf logs ID [--step NAME] [--follow]
+    prodinf status [--watch [SECONDS]] [--json]
     prodinf user add NAME --role ROLE | prodinf token create --user NAME
     prodinf db upgrade | prodinf config
 """
@@ -28,6 +29,7 @@ from prodinf.cli.handovers import (
 from prodinf.cli.jobs import cancel, kinds, notify, post, retry, show
 from prodinf.cli.logs import logs
 from prodinf.cli.serve import portal, scheduler, up, worker
+from prodinf.cli.status import status
 from prodinf.cli.users import token, user
 
 __all__ = ["main"]
@@ -54,6 +56,7 @@ for command in (
     handover_restart,
     show,
     logs,
+    status,
     cancel,
     retry,
     kinds,
