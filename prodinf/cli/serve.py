@@ -192,13 +192,14 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
     filesystem broker, no server needed. Ctrl-C stops it all.
     """
     from prodinf.portal import create_app
-    from prodinf.portal.hardening import make_server
+    from prodinf.portal.hardening import make_server, refuse_built_in_secret
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     tell = _teller(settings)
     host, port = host or settings.host, settings.port if port is None else port
     _refuse_an_open_portal(settings, host, insecure)
+    refuse_built_in_secret(settings.model_copy(update={"host": host}))
     port = _refuse_a_used_port(host, port)
     public_url = settings.public_url or _own_url(host, port)  # mails link to this portal
     # the portal checks where it listens (the secret key, its own names): --host counts
@@ -369,12 +370,13 @@ def scheduler() -> None:
 def portal(host: str | None, port: int | None, insecure: bool) -> None:
     """Serve the portal alone (for production use gunicorn prodinf.wsgi:app)."""
     from prodinf.portal import create_app
-    from prodinf.portal.hardening import make_server
+    from prodinf.portal.hardening import make_server, refuse_built_in_secret
 
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     host, port = host or settings.host, settings.port if port is None else port
     _refuse_an_open_portal(settings, host, insecure)
+    refuse_built_in_secret(settings.model_copy(update={"host": host}))
     _refuse_a_used_port(host, port)
     settings = settings.model_copy(update={"host": host})  # what the portal checks
     server = make_server(host, port, create_app(settings, runtime=make_runtime(settings)))

@@ -126,8 +126,10 @@ def _hostname(header: str) -> str | None:
     for a malformed one."""
     header = header.strip()
     if header.startswith("["):
-        name, _, rest = header[1:].partition("]")
-        port = rest.removeprefix(":") if rest.startswith(":") else rest
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port = rest.removeprefix(":")
     else:
         name, _, port = header.partition(":")
     if port and not port.isdigit():
@@ -209,25 +211,34 @@ def _check_mutating_api_call(settings: Settings) -> None:
     )
 
 
-def check_secret_key(settings: Settings) -> None:
-    """Warn when the portal uses the built-in secret key; refuse it (``ValidationError``
-    naming ``PRODINF_SECRET_KEY``) when the portal listens beyond loopback, where
-    anyone who read prodinf's source could sign its cookies."""
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
+def refuse_built_in_secret(settings: Settings) -> None:
+    """``ValidationError`` naming ``PRODINF_SECRET_KEY`` when the portal would listen
+    beyond loopback (``PRODINF_HOST``, or ``--host`` put there) with the built-in secret
+    key, which anyone who read prodinf's source could sign its cookies with."""
     if settings.secret_key.get_secret_value() != BUILT_IN_SECRET:
         return
-    make_one = "python -c 'import secrets; print(secrets.token_hex(32))'"
     if not listens_on_loopback(settings.host):
         raise ValidationError(
             f"the portal would listen on {settings.host} with the built-in secret key, "
             "which anyone can read in prodinf's source and sign its session cookies "
-            f"with: set PRODINF_SECRET_KEY to a long random value ({make_one})",
+            f"with: set PRODINF_SECRET_KEY to a long random value ({MAKE_A_KEY})",
             field="PRODINF_SECRET_KEY",
         )
-    log.warning(
-        "the portal uses the built-in secret key (PRODINF_SECRET_KEY unset): fine on "
-        "loopback; set it to a long random value (%s) before it listens elsewhere",
-        make_one,
-    )
+
+
+def check_secret_key(settings: Settings) -> None:
+    """Refuse the built-in secret key beyond loopback (:func:`refuse_built_in_secret`);
+    on loopback, log a warning that it is in use."""
+    refuse_built_in_secret(settings)
+    if settings.secret_key.get_secret_value() == BUILT_IN_SECRET:
+        log.warning(
+            "the portal uses the built-in secret key (PRODINF_SECRET_KEY unset): fine on "
+            "loopback; set it to a long random value (%s) before it listens elsewhere",
+            MAKE_A_KEY,
+        )
 
 
 def install(app: Flask, settings: Settings) -> None:
