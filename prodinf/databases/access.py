@@ -24,7 +24,7 @@ __all__ = ["OWN_FOLDERS", "SQLITE_MAGIC", "not_sqlite", "refusal", "split_host_p
 #: The first 16 bytes of every SQLite database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: The folders of ``PRODINF_HOME`` that hold prodinf's own state.
-OWN_FOLDERS = ("broker", "outbox", "logs")
+OWN_FOLDERS = ("broker", "outbox", "logs", "metrics")
 #: The files beside a SQLite database that belong to it.
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}

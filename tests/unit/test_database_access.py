@@ -119,6 +119,7 @@ def test_a_copy_over_a_file_outside_the_roots_is_refused_and_the_file_kept(
         "broker/queues/x.sqlite",
         "outbox/x.sqlite",
         "logs/x.sqlite",
+        "metrics/x.sqlite",
     ],
 )
 def test_the_job_store_and_home_files_are_never_a_copy_target(
