@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from prodinf.exceptions import Conflict, NotFound
 from prodinf.exceptions import ValidationError as ProdinfValidationError
+from prodinf.limits import MAX_PARAM_TEXT
 from prodinf.store import JobRow
 from tests.contract.lab import Lab, at_once, parse
 from tests.world import World
@@ -69,7 +70,8 @@ JSON_VALUES: dict[str, Any] = {
     # Floats of large magnitude are left out on purpose: PostgreSQL's JSONB keeps
     # 6.02e23 as the integer 602214076000000000000000 (the same JSON number).
     "floats": [0.1, -2.5e-7, 3.141592653589793, 1e-300, 123456.789, 0.5],
-    "long_text": "lorem ipsum " * 20_000,
+    # as long as a string in params may be (longer is refused at submission)
+    "long_text": ("lorem ipsum " * 6_000)[:MAX_PARAM_TEXT],
 }
 
 
