@@ -23,6 +23,7 @@ from prodinf.celery_app import create_celery
 from prodinf.config import Settings
 from prodinf.portal import create_app
 from prodinf.runtime import Runtime
+from prodinf.store.users import Users
 from tests.integration.browser import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,16 +37,21 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 @pytest.fixture
 def schema_app(servers: Settings) -> Iterator[Flask]:
-    """The portal on RabbitMQ + PostgreSQL (a fresh store, queues no other test uses)."""
-    runtime = Runtime(servers, create_celery(servers))
-    yield create_app(servers, runtime=runtime)
+    """The portal on RabbitMQ + PostgreSQL (a fresh store, queues no other test uses),
+    with authentication on."""
+    secured = servers.model_copy(update={"auth": "users"})
+    runtime = Runtime(secured, create_celery(secured))
+    yield create_app(secured, runtime=runtime)
     runtime.close()
 
 
 @pytest.fixture
-def api_headers() -> dict[str, str]:
-    """The headers every request schemathesis sends carries: where credentials go."""
-    return {}
+def api_headers(schema_app: Flask) -> dict[str, str]:
+    """The headers every request schemathesis sends carries: an operator's token."""
+    users = Users(schema_app.extensions["prodinf"].store)
+    users.add("ola", "operator")
+    token, _ = users.create_token("ola", note="schemathesis")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_every_operation_passes_every_check(

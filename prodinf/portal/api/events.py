@@ -17,6 +17,7 @@ from prodinf.kinds.event_record import (
     preview_event,
     record_event,
 )
+from prodinf.kinds.event_record import _checked as checked_event
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.access import acting_user, auth_on
 from prodinf.portal.api.jobs import bool_arg, error, int_arg, job_url, json_object
@@ -224,7 +225,11 @@ class EventList(Resource):  # type: ignore[misc]
         body = json_object()
         rt = runtime()
         who = acting_user()
-        if who and (auth_on() or "source" not in body):  # with users on: who sent it, always
+        if who and auth_on():  # with users on: who sent it, always (a claim checked, ignored)
+            if "source" in body:
+                checked_event(rt.settings, body)
+            body = {**body, "source": who}
+        elif who and "source" not in body:
             body = {**body, "source": who}
         if bool_arg("dry_run"):
             event, matches = preview_event(rt.settings, rt.registry, body)

@@ -196,6 +196,25 @@ def _no_nul(param: dict[str, Any]) -> None:
         param["pattern"] = NO_NUL
 
 
+#: What portal/access.py answers before any view, with PRODINF_AUTH=users.
+ACCESS_ANSWERS = {
+    "401": "No valid token: Authorization: Bearer <token> is missing, malformed, expired "
+    "or revoked",
+    "403": "The token's user may not: the message names the role this needs",
+}
+
+
+def _answers_of_access(answers: dict[str, Any], error: dict[str, Any]) -> None:
+    for code, description in ACCESS_ANSWERS.items():
+        if code in answers:  # another reason for the same status
+            answers[code]["description"] += f"; or: {description}"
+        else:
+            answers[code] = {"description": description, "schema": error}
+    answers["401"].setdefault(
+        "headers", {"WWW-Authenticate": {"type": "string", "description": "Bearer"}}
+    )
+
+
 def finish(schema: dict[str, Any], kinds: list[str], *, auth: bool) -> dict[str, Any]:
     """Add the answers of portal/hardening.py to every call that changes something, and
     the kinds a submission may name; without authentication (``PRODINF_AUTH=none``),
@@ -219,6 +238,8 @@ def finish(schema: dict[str, Any], kinds: list[str], *, auth: bool) -> dict[str,
             for param in operation.get("parameters", []):
                 _no_nul(param)
             answers = operation.setdefault("responses", {})
+            if auth and operation.get("security") != []:  # it takes a token
+                _answers_of_access(answers, error)
             params = [*operations.get("parameters", []), *operation.get("parameters", [])]
             if any(param.get("in") in ("query", "path") for param in params):
                 answers.setdefault(
