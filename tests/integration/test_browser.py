@@ -88,11 +88,11 @@ def test_browser_submits_the_form_and_cancels_the_job(
 
 @pytest.mark.slow
 def test_browser_picks_two_checks_and_a_notify_address(
-    app: Flask, live: str, browser: WebDriver
+    app: Flask, live: str, browser: WebDriver, tmp_path: Path
 ) -> None:
     # Given the new-job form for a healthcheck in a browser
     browser.go(f"{live}/jobs/new?kind=healthcheck")
-    uri = "sqlite:////tmp/homo_sapiens_core_115_38.sqlite"
+    uri = f"sqlite:///{tmp_path}/homo_sapiens_core_115_38.sqlite"  # in the test's folder
     browser.type('[name="params.database_uri"]', uri)
     # When the user ticks two of the catalogue's checks and types an address to mail
     for check in ("reachable", "meta_keys"):
