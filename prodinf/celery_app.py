@@ -28,7 +28,9 @@ from celery.apps.beat import Beat
 from celery.signals import celeryd_after_setup
 from celery.utils.log import ColorFormatter
 from kombu.entity import Exchange, Queue
+from prometheus_client import CollectorRegistry, start_http_server
 
+from prodinf import metrics
 from prodinf.config import Settings, get_settings
 from prodinf.embedded_broker import TRANSPORT
 from prodinf.engine.logformat import formatter_for
@@ -130,6 +132,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         app.Beat = app.subclass_with_self(QuietBeat)
     app.steps["worker"].add(WorkerRuntime)
     app.steps["worker"].add(WorkerPresence)
+    app.steps["worker"].add(WorkerMetrics)
     if settings.worker_reconcile:
         app.steps["worker"].add(WorkerReconciler)
     _consume_lanes(app, settings.queue_for(consume) if consume is not None else None)
@@ -336,6 +339,51 @@ class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
                 log.warning("could not record worker %s in the store", name, exc_info=True)
             if self._stop.wait(workers.SEEN_EVERY):
                 return
+
+
+class WorkerMetrics(bootsteps.StartStopStep):  # type: ignore[misc]
+    """With ``PRODINF_METRICS_PORT``, serves the worker's own ``/metrics`` on it: the
+    counts of its processes, its pool's included, kept in a folder of its own
+    (``PRODINF_HOME/metrics/<node name>``, emptied as it starts), so a portal on the
+    same machine does not count them too."""
+
+    label = "prodinf metrics"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._server: Any = None
+        settings: Settings = worker.app.conf.prodinf_settings
+        if settings.metrics_port is not None:
+            # Here, not in start: the pool's processes are forked as the worker's steps
+            # are made, and they must write where this process reads.
+            own = settings.home / "metrics" / worker.hostname.replace(os.sep, "_")
+            metrics.share(own, clean=True)
+
+    def start(self, worker: Any) -> None:
+        settings: Settings = worker.app.conf.prodinf_settings
+        port, host = settings.metrics_port, settings.metrics_host
+        if port is None:
+            return
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(metrics.Counts())
+        try:
+            self._server, _ = start_http_server(port, host, registry=registry)
+        except OSError as exc:  # the work goes on; its counts are not served
+            log.error(
+                "worker %s cannot serve /metrics on %s:%s (PRODINF_METRICS_PORT): %s",
+                worker.hostname,
+                host,
+                port,
+                exc.strerror or exc,
+            )
+            return
+        log.info("worker %s serves /metrics on %s:%s", worker.hostname, host, port)
+
+    def stop(self, worker: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
 
 class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -32,10 +32,12 @@ from typing import ParamSpec
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 __all__ = [
     "ENV",
     "REGISTRY",
+    "Counts",
     "collected",
     "folder",
     "job_finished",
@@ -237,3 +239,11 @@ def collected() -> Iterable[Metric]:
         shared_counts = MultiProcessCollector(None, str(path))  # type: ignore[no-untyped-call]
         return shared_counts.collect()  # type: ignore[no-any-return,no-untyped-call]
     return REGISTRY.collect()
+
+
+class Counts(Collector):
+    """What a scrape of this process reports of the counts (:func:`collected`), as a
+    collector to register in the registry that answers it."""
+
+    def collect(self) -> Iterable[Metric]:
+        return collected()

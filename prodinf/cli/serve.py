@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import click
 
+from prodinf import metrics
 from prodinf.cli.common import load_settings, make_runtime, reports_errors, with_start_folder
 from prodinf.config import Settings
 from prodinf.engine.logformat import configure as configure_logging
@@ -208,6 +209,9 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
     home = settings.home.resolve()
     logs = home / "logs"
     rt = make_runtime(settings, migrate=True)  # first: it reports a home it cannot create
+    # Every process here counts into one folder, which the portal's /metrics sums; what
+    # a run before this one counted goes (its processes have ended).
+    metrics.share(metrics.folder() or home / "metrics", clean=True)
     private_folder(logs)
     env = {
         **os.environ,
@@ -216,6 +220,7 @@ def up(host: str | None, port: int | None, concurrency: int | None, insecure: bo
         "PRODINF_SQLITE_ROOTS": ",".join(settings.sqlite_roots or []),
         "PRODINF_LOG_FORMAT": settings.log_format,
     }
+    env.pop("PRODINF_METRICS_PORT", None)  # the portal serves the workers' counts
     level = settings.log_level
     celery = [sys.executable, "-m", "celery", "-A", "prodinf.worker"]
     nodenames = {logical: f"{logical}@%h" for logical in settings.queues}

@@ -17,7 +17,7 @@ docs/metrics.rst lists every metric.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request
@@ -49,17 +49,10 @@ def scrape() -> Response:
     """The metrics, in the format the scraper's ``Accept`` asks for."""
     rt = runtime()
     registry = CollectorRegistry(auto_describe=False)
-    for source in (_Counts(), _Store(rt), _Broker(rt)):
+    for source in (metrics.Counts(), _Store(rt), _Broker(rt)):
         registry.register(source)
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encode(registry), content_type=content_type)
-
-
-class _Counts(Collector):
-    """What the engine counted (``prodinf.metrics``)."""
-
-    def collect(self) -> Iterable[Metric]:
-        return metrics.collected()
 
 
 def _up(name: str, what: str, up: bool) -> GaugeMetricFamily:

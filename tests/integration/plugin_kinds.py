@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from prodinf import Flow, Retry, Step
 from prodinf.engine.context import StepContext
 from prodinf.engine.registry import job_kind
-from prodinf.exceptions import PermanentError
+from prodinf.exceptions import PermanentError, TransientError
 
 
 def append(path: str, line: str) -> None:
@@ -136,6 +136,28 @@ def _copy_and_log(ctx: StepContext) -> int:
 def it_logs(params: LogsParams) -> Flow:
     """One step that logs three ways (its lines are kept with the job)."""
     return Flow.of(Step("copy", _copy_and_log))
+
+
+def _flaky(ctx: StepContext) -> int:
+    if ctx.attempt == 1:
+        raise TransientError("not yet: try again")
+    return ctx.attempt
+
+
+@job_kind("it_flaky", params=NoopParams)
+def it_flaky(params: NoopParams) -> Flow:
+    """One step that fails once (transiently) and succeeds when tried again."""
+    return Flow.of(Step("call", _flaky, retry=Retry(attempts=3, backoff=0.2, jitter=0)))
+
+
+def _refuse(ctx: StepContext) -> None:
+    raise PermanentError("refused for good")
+
+
+@job_kind("it_fail", params=NoopParams)
+def it_fail(params: NoopParams) -> Flow:
+    """One step that fails for good: the job fails."""
+    return Flow.of(Step("check", _refuse))
 
 
 def _busy_kind(queue: str) -> None:
