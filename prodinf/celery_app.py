@@ -298,13 +298,13 @@ class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
         runtime_for(worker.app)
 
 
-class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Says in the store that this worker is alive (its name and queues), every
-    ``SEEN_EVERY`` seconds from a thread, and deletes its row as it stops: what a
-    process submitting work reads to warn that no worker uses its store."""
+class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A worker step that runs ``loop(app, name, queues, stopped)`` in a thread of the
+    worker from its start (``name``: the worker's node name; ``queues``: those it
+    consumes) until ``stopped`` is set as it stops."""
 
-    label = "prodinf presence"
     requires = (WorkerRuntime,)
+    thread_name = "prodinf-step"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -314,10 +314,10 @@ class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, worker: Any) -> None:
         queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self._thread = threading.Thread(
-            target=self._loop,
-            args=(worker.app, worker.hostname, queues),
+            target=self.loop,
+            args=(worker.app, worker.hostname, queues, self._stop),
             daemon=True,
-            name="prodinf-presence",
+            name=self.thread_name,
         )
         self._thread.start()
 
@@ -325,19 +325,34 @@ class WorkerPresence(bootsteps.StartStopStep):  # type: ignore[misc]
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
+        raise NotImplementedError
+
+
+class WorkerPresence(_ThreadStep):
+    """Says in the store that this worker is alive (its name and queues), every
+    ``SEEN_EVERY`` seconds from a thread, and deletes its row as it stops: what a
+    process submitting work reads to warn that no worker uses its store."""
+
+    label = "prodinf presence"
+    thread_name = "prodinf-presence"
+
+    def stop(self, worker: Any) -> None:
+        super().stop(worker)
         try:
             workers.forget(runtime_for(worker.app).store, worker.hostname)
         except Exception:  # the row ages out of SEEN_WITHIN anyway
             log.warning("could not remove worker %s from the store", worker.hostname)
 
-    def _loop(self, app: Celery, name: str, queues: list[str]) -> None:
+    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
         started = utcnow()
         while True:
             try:
                 workers.seen(runtime_for(app).store, name, queues, os.getpid(), started)
             except Exception:  # a store outage: say so, and try at the next beat
                 log.warning("could not record worker %s in the store", name, exc_info=True)
-            if self._stop.wait(workers.SEEN_EVERY):
+            if stopped.wait(workers.SEEN_EVERY):
                 return
 
 
@@ -386,7 +401,7 @@ class WorkerMetrics(bootsteps.StartStopStep):  # type: ignore[misc]
             self._server = None
 
 
-class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
+class WorkerReconciler(_ThreadStep):
     """Runs the reconciler for the worker's own queues in a thread of the worker.
 
     With it, a worker alone keeps its jobs moving: waits come due and lost
@@ -394,28 +409,11 @@ class WorkerReconciler(bootsteps.StartStopStep):  # type: ignore[misc]
     """
 
     label = "prodinf reconciler"
-    requires = (WorkerRuntime,)
+    thread_name = "prodinf-reconciler"
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, worker: Any) -> None:
-        queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
-        self._thread = threading.Thread(
-            target=self._loop, args=(worker.app, queues), daemon=True, name="prodinf-reconciler"
-        )
-        self._thread.start()
-
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _loop(self, app: Celery, queues: list[str]) -> None:
+    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
         interval = app.conf.prodinf_settings.reconcile_interval
-        while not self._stop.wait(interval):
+        while not stopped.wait(interval):
             try:
                 runtime_for(app).reconcile(queues)
             except Exception:  # never let the thread die; log and try next time
