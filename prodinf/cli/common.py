@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,6 +76,9 @@ def migrate_store(store: Any, revision: str = "head") -> None:
     from prodinf.store import upgrade
 
     store.ping()  # StoreUnavailable, without the URL's password, if it cannot be reached
+    said = logging.getLogger("alembic")
+    level = said.level
+    said.setLevel(logging.WARNING)  # a line per migration is noise before `prodinf up`'s own
     try:
         upgrade(store, revision)
     except CommandError as exc:
@@ -83,6 +87,8 @@ def migrate_store(store: Any, revision: str = "head") -> None:
         raise StoreUnavailable(
             f"could not migrate the job store ({store.dialect}): {type(exc.orig).__name__}"
         ) from None
+    finally:
+        said.setLevel(level)
 
 
 def make_runtime(settings: Settings | None = None, *, migrate: bool | None = None) -> Any:
