@@ -369,8 +369,9 @@ class WorkerMetrics(bootsteps.StartStopStep):  # type: ignore[misc]
         self._server: Any = None
         settings: Settings = worker.app.conf.prodinf_settings
         if settings.metrics_port is not None:
-            # Here, not in start: the pool's processes are forked as the worker's steps
-            # are made, and they must write where this process reads.
+            # Here, not in start: every step is made before any starts, and Celery orders
+            # the starts by hash, so the pool may fork before this step would start; its
+            # processes must write where this one reads.
             own = settings.home / "metrics" / worker.hostname.replace(os.sep, "_")
             metrics.share(own, clean=True)
 
