@@ -161,6 +161,12 @@ class WebDriver:
             for item in found
         ]
 
+    def script(self, source: str) -> Any:
+        """Run ``source`` (a function body) in the page; what it returns."""
+        return self.call(
+            "POST", f"/session/{self.session}/execute/sync", {"script": source, "args": []}
+        )
+
     def selected(self, css: str) -> bool:
         """Whether the checkbox, radio button or option matching ``css`` is ticked."""
         value: bool = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")
