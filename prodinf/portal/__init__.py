@@ -15,6 +15,7 @@ from prodinf.exceptions import ProdinfError
 from prodinf.portal import (
     access,
     auth_views,
+    dashboard_views,
     dataset_views,
     errors,
     event_views,
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(event_views.blueprint)
     app.register_blueprint(handover_views.blueprint)
     app.register_blueprint(dataset_views.blueprint)
+    app.register_blueprint(dashboard_views.blueprint)
     app.add_url_rule("/metrics", "metrics", metrics.scrape)
     errors.register(app)
 

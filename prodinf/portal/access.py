@@ -122,6 +122,7 @@ ACCESS: dict[str, Need | dict[str, Need]] = {
     "handover_pages.stop_handover": _own("token"),
     "handover_pages.restart_handover": _own("token"),
     "datasets.datasets": READ,
+    "dashboard.dashboard": READ,
     "datasets.dataset": READ,
     # Prometheus: a token (any role), or open (PRODINF_METRICS_AUTH)
     "metrics": SCRAPE,

@@ -101,6 +101,8 @@ class JobRow(Base):
         Index("ix_prodinf_jobs_status_next_run_at", "status", "next_run_at"),
         Index("ix_prodinf_jobs_created_at", "created_at"),
         Index("ix_prodinf_jobs_parent_id", "parent_id", "parent_step"),
+        # the latest failures, and what ended in the last hour (migration 0013)
+        Index("ix_prodinf_jobs_status_finished_at", "status", "finished_at"),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from pathlib import Path
 
@@ -218,3 +219,37 @@ def test_a_job_page_shows_its_end_live_without_a_reload(
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [line for line in browser.console() if "Content Security Policy" in line]
+
+
+@pytest.mark.slow
+def test_the_dashboard_in_the_browser(
+    app: Flask, live: str, browser: WebDriver, site: Site, tmp_path: Path
+) -> None:
+    """Given jobs that succeeded and one that failed, when the dashboard is opened in
+    Chromium, then it shows the queues, the last hour's chart with a bar per outcome, the
+    jobs by status and the failure (linked), under the page's CSP; it is live; its
+    screenshot is kept (and copied to PRODINF_TEST_SCREENSHOTS when set: docs/)."""
+    for _ in range(4):
+        run(app, "http_get", {"url": f"{site.base}/ok"})
+    bad = run(app, "http_get", {"url": f"{site.base}/missing"})
+
+    browser.go(f"{live}/dashboard")
+
+    assert browser.text("h1") == "Dashboard"
+    assert browser.text("#live") == "Live"
+    assert "jobs" in browser.text("#queue-jobs")
+    assert len(browser.texts("#chart rect.bar-succeeded")) >= 1
+    assert len(browser.texts("#chart rect.bar-failed")) == 1
+    assert browser.text("#status-succeeded").endswith("4")
+    browser.click(f'#failures a[href="/jobs/{bad}"]')
+    browser.wait_for("the failed job", lambda: browser.url.endswith(f"/jobs/{bad}"))
+    assert not [line for line in browser.console() if "Content Security Policy" in line]
+
+    browser.go(f"{live}/dashboard")
+    shot = tmp_path / "dashboard.png"
+    picture = browser.call("GET", f"/session/{browser.session}/screenshot")
+    shot.write_bytes(base64.b64decode(picture))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    keep = os.environ.get("PRODINF_TEST_SCREENSHOTS")
+    if keep:
+        (Path(keep) / "dashboard.png").write_bytes(shot.read_bytes())

@@ -96,6 +96,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("handover_pages.stop_handover", "POST"): "own",
     ("handover_pages.restart_handover", "POST"): "own",
     ("datasets.datasets", "GET"): "viewer",
+    ("dashboard.dashboard", "GET"): "viewer",
     ("datasets.dataset", "GET"): "viewer",
     ("metrics", "GET"): "viewer",  # PRODINF_METRICS_AUTH=token, the default
 }
