@@ -15,7 +15,7 @@ from prodinf.exceptions import NotFound
 from prodinf.kinds.database.metadata import event_key
 from prodinf.portal.api.events import event_url
 from prodinf.portal.api.jobs import error, int_arg, job_url
-from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args
+from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args, page_of
 from prodinf.portal.current import runtime
 from prodinf.redact import redact
 from prodinf.store.events import events_by_keys
@@ -37,16 +37,7 @@ DATASET = obj(
 )
 dataset_page = ns.schema_model(
     "DatasetPage",
-    obj(
-        {
-            "items": array(DATASET),
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "next": nullable({"type": "string", "description": "The next page, if any"}),
-        },
-        ["items", "total", "limit", "offset", "next"],
-    ),
+    page_of(DATASET, next_link=True),
 )
 dataset_model = ns.schema_model(
     "Dataset",

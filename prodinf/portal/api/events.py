@@ -21,7 +21,7 @@ from prodinf.kinds.event_record import _checked as checked_event
 from prodinf.kinds.subscriptions import load_subscriptions
 from prodinf.portal.access import acting_user, auth_on
 from prodinf.portal.api.jobs import bool_arg, error, int_arg, job_url, json_object
-from prodinf.portal.api.openapi import TRIMMED, arg, array, nullable, obj, page_args, text
+from prodinf.portal.api.openapi import TRIMMED, arg, array, nullable, obj, page_args, page_of, text
 from prodinf.portal.current import runtime
 from prodinf.redact import redact
 from prodinf.status import JobStatus
@@ -88,15 +88,7 @@ EVENT = obj(
 event_model = ns.schema_model("EventDocument", EVENT)
 event_page = ns.schema_model(
     "EventPage",
-    obj(
-        {
-            "items": array(EVENT),
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-        ["items", "total", "limit", "offset"],
-    ),
+    page_of(EVENT),
 )
 subscription_list = subscriptions_ns.schema_model(
     "SubscriptionList",

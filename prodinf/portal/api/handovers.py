@@ -17,7 +17,7 @@ from prodinf.kinds.handover.report import handover_detail, handover_status
 from prodinf.kinds.handover.service import MAX_BULK
 from prodinf.portal.access import acting_user
 from prodinf.portal.api.jobs import ADDRESS, error, int_arg, job_url, json_object
-from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args
+from prodinf.portal.api.openapi import arg, array, nullable, obj, page_args, page_of
 from prodinf.portal.current import runtime
 from prodinf.status import HANDOVER_STATUS, HandoverStatus, JobStatus
 from prodinf.store.handovers import get_bulk, list_handovers
@@ -107,15 +107,7 @@ SUMMARY = obj(
 )
 handover_page = ns.schema_model(
     "HandoverPage",
-    obj(
-        {
-            "items": array(SUMMARY),
-            "total": {"type": "integer"},
-            "limit": {"type": "integer"},
-            "offset": {"type": "integer"},
-        },
-        ["items", "total", "limit", "offset"],
-    ),
+    page_of(SUMMARY),
 )
 made = ns.schema_model(
     "HandoverMade",

@@ -75,6 +75,20 @@ def array(items: dict[str, Any], **more: Any) -> dict[str, Any]:
     return {"type": "array", "items": items, **more}
 
 
+def page_of(items: dict[str, Any], *, next_link: bool = False) -> dict[str, Any]:
+    """A page of a list: its ``items``, how many match in all, the page's limit and
+    offset (and with ``next_link``, the URL of the next page or null)."""
+    properties = {
+        "items": array(items),
+        "total": {"type": "integer"},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+    }
+    if next_link:
+        properties["next"] = nullable({"type": "string", "description": "The next page, if any"})
+    return obj(properties, list(properties))
+
+
 def obj(
     properties: dict[str, dict[str, Any]],
     required: list[str] | tuple[str, ...] = (),
