@@ -65,5 +65,5 @@ class Broker:
 
 
 def _queue(name: str) -> str:
-    """The queue a message file is on: kombu names it "<ms>_<uuid>.<queue>.msg"."""
+    """The queue a message file is on: prodinf names it "<ns>_<uuid>.<queue>.msg"."""
     return name.partition(".")[2].removesuffix(".msg")

@@ -42,6 +42,7 @@ def up(home: Path, tmp_path: Path) -> Iterator[Up]:
         yield running
 
 
+@pytest.mark.timeout(900)  # past the wait below, so a slow run fails saying how far it got
 def test_five_thousand_jobs_with_every_worker_busy_lose_nothing(up: Up) -> None:
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=8)
@@ -57,11 +58,20 @@ def test_five_thousand_jobs_with_every_worker_busy_lose_nothing(up: Up) -> None:
         ids = list(pool.map(post, range(JOBS)))
     assert len(set(ids)) == JOBS
 
-    def all_done() -> dict[str, int] | None:
-        found = session.get(f"{up.url}/api/v1/jobs?status=succeeded&limit=1", timeout=30)
-        return found.json() if found.json()["total"] == JOBS else None
+    succeeded = [0]
 
-    wait_until(all_done, 600, "all 5,000 jobs to succeed", interval=2.0, logs=up.logs)
+    def all_done() -> bool:
+        found = session.get(f"{up.url}/api/v1/jobs?status=succeeded&limit=1", timeout=30)
+        succeeded[0] = found.json()["total"]
+        return succeeded[0] == JOBS
+
+    wait_until(
+        all_done,
+        600,
+        lambda: f"all 5,000 jobs to succeed ({succeeded[0]} have)",
+        interval=2.0,
+        logs=up.logs,
+    )
 
     output = up.output()
     logs = output + "".join(

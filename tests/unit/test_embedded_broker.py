@@ -96,3 +96,34 @@ def test_a_message_is_never_read_half_written(
     with broker.runtime.celery.connection_for_read() as conn:
         message = conn.default_channel.basic_get("jobs", no_ack=True)
     assert message is not None and message.decode()[0] == ["job-1"]
+
+
+def test_readers_racing_for_a_deep_queue_take_each_message_once_oldest_first(
+    broker: Broker,
+) -> None:
+    """Given 200 messages on two queues, when four readers take from the jobs queue at
+    once (each message is claimed by a rename, which one reader alone wins), then every
+    jobs message is taken exactly once, a lone reader takes them in the order they were
+    sent, and the other queue's messages are all still there."""
+    for i in range(200):
+        broker.publish(f"job-{i}", "jobs" if i % 2 == 0 else "email")
+    taken: list[str] = []
+
+    def read(count: int) -> None:
+        with broker.runtime.celery.connection_for_read() as conn:
+            for _ in range(count):
+                message = conn.default_channel.basic_get("jobs", no_ack=True)
+                if message is not None:
+                    taken.append(message.decode()[0][0])
+
+    threads = [threading.Thread(target=read, args=(20,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    read(100)  # what the racers left, alone: in sending order
+
+    evens = [f"job-{i}" for i in range(0, 200, 2)]
+    assert sorted(taken) == sorted(evens)  # each exactly once
+    assert taken[80:] == evens[80:]
+    assert sorted(broker.messages()) == sorted((f"job-{i}", "email") for i in range(1, 200, 2))
