@@ -150,7 +150,8 @@ class Guard:
 
     def adapter(self, **options: Any) -> GuardedAdapter:
         """A requests transport adapter that connects only where this guard allows
-        (``options`` as ``HTTPAdapter``'s: ``max_retries``, pool sizes)."""
+        (``options`` as ``HTTPAdapter``'s: ``max_retries``, pool sizes; and
+        ``recheck``, see :class:`GuardedAdapter`)."""
         return GuardedAdapter(self, **options)
 
     def session(self, **options: Any) -> requests.Session:
@@ -203,10 +204,16 @@ def _guard(denied: str, allowed: str | None) -> Guard:
 
 class GuardedAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose connections resolve, check and connect through a
-    :class:`Guard`; :class:`AddressDenied` names the request's URL (masked)."""
+    :class:`Guard`; :class:`AddressDenied` names the request's URL (masked).
 
-    def __init__(self, guard: Guard, **options: Any) -> None:
+    With ``recheck`` (an adapter whose connections are kept for later requests), each
+    request to a host written as a name checks what the name resolves to now, so a
+    name that has moved to a denied address is refused even where a connection opened
+    to the address checked before could be reused."""
+
+    def __init__(self, guard: Guard, *, recheck: bool = False, **options: Any) -> None:
         self.guard = guard
+        self.recheck = recheck
         super().__init__(**options)
 
     def init_poolmanager(
@@ -229,6 +236,8 @@ class GuardedAdapter(HTTPAdapter):
             if proxies and select_proxy(url, proxies):
                 # The proxy connects, not this adapter's pools: check what the name is here.
                 self.guard.check(url)
+            elif self.recheck and not _numeric(urlsplit(url).hostname or ""):
+                self.guard.check(url)  # a kept connection would skip the check at connect
             return super().send(request, stream, timeout, verify, cert, proxies)
         except AddressDenied as exc:
             shown = redact_text(url)

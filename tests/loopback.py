@@ -10,6 +10,7 @@ the server and joins every thread it started, so nothing outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -77,6 +78,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.loopback.opened(self.request)
+
+    def finish(self) -> None:
+        self.loopback.closed(self.request)
+        super().finish()
+
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         parts = urlsplit(self.path)
@@ -109,15 +118,36 @@ class Loopback:
     """A real HTTP server on 127.0.0.1 answering every request with ``answer(request)``.
 
     ``host`` another loopback address (``127.0.0.2``): a second server that a test tells
-    apart from the first by its address (one allowed, one denied)."""
+    apart from the first by its address (one allowed, one denied). With ``keepalive``,
+    it speaks HTTP/1.1 and keeps each connection open for the next request, as web
+    servers do; ``connections`` counts the connections it accepted."""
 
-    def __init__(self, answer: Answer, *, keep: bool = True, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        answer: Answer,
+        *,
+        keep: bool = True,
+        host: str = "127.0.0.1",
+        keepalive: bool = False,
+    ) -> None:
         self.answer = answer
         self.keep = keep  # False: a server looked at thousands of times keeps no history
         self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.released = threading.Event()
-        handler = type("Handler", (_Handler,), {"loopback": self})
+        self.connections = 0
+        self._open: set[socket.socket] = set()
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {
+                "loopback": self,
+                "protocol_version": "HTTP/1.1" if keepalive else "HTTP/1.0",
+                # The headers and the body are two writes: without this, the body of
+                # each answer on a kept connection waits for the client's delayed ACK.
+                "disable_nagle_algorithm": keepalive,
+            },
+        )
         self.server = ThreadingHTTPServer((host, 0), handler)
         self.server.daemon_threads = False
         self.server.block_on_close = True  # server_close() joins the request threads
@@ -142,6 +172,15 @@ class Loopback:
         with self.lock:
             return [r for r in self.requests if path is None or r.path == path]
 
+    def opened(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self._open.add(sock)
+
+    def closed(self, sock: socket.socket) -> None:
+        with self.lock:
+            self._open.discard(sock)
+
     def pause(self, seconds: float) -> None:
         """Hold the current answer for ``seconds``, or until the server closes."""
         self.released.wait(seconds)
@@ -157,6 +196,10 @@ class Loopback:
         if self.started:
             self.server.shutdown()
             self.thread.join()
+        with self.lock:  # a kept-alive connection waiting for its next request: end it
+            for sock in self._open:
+                with contextlib.suppress(OSError):  # closed already
+                    sock.shutdown(socket.SHUT_RDWR)
         self.server.server_close()
 
     def __enter__(self) -> Loopback:

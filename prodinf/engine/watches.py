@@ -7,7 +7,8 @@ The runner records, in the same transaction as the wait, a row for the URL
 :func:`look_due`: it claims the watches whose look is due, fetches each URL once,
 and then
 
-- the URL still pending: the next look is ``interval`` seconds on;
+- the URL still pending: the next look is ``interval`` seconds on (less up to
+  :data:`SPREAD` of it, so watches made together drift apart);
 - a final ``status``: every watching step is woken with the document;
 - a failed look (error, 404, not JSON): the next look backs off, and steps whose
   ``max_errors`` is reached are woken with the reason;
@@ -16,14 +17,26 @@ and then
 
 Waking a step writes ``state["watched"]`` and makes it (and its job) due, so the
 reconciler's next pass publishes it. A pending watch therefore costs one HTTP
-request and one row update per interval, however many steps share it, and never
-a worker task. Watchers whose step stopped waiting (cancelled, past its own
-deadline) are dropped at the next look; a watch with no watchers is deleted.
+request and its share of a row update per interval, however many steps share it,
+and never a worker task nor a job transition: the looks are claimed a few at a time
+(``parallel``, one statement) and those still pending are recorded together.
+Watchers whose step stopped waiting (cancelled, past its own deadline) are dropped
+at the next look; a watch with no watchers is deleted.
+
+Looks cost little: each host's connections are kept between looks
+(:mod:`prodinf.remote.sessions`); a URL whose server sent ``ETag`` or
+``Last-Modified`` with a pending status is asked conditionally next time, and a 304
+means it is still pending as it was (per process: a look made elsewhere is a full
+GET); a watch on a job of this store makes no HTTP request at all, and the looks at
+such watches in one claim are one read of the store.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +47,8 @@ from prodinf.engine.waits import look_backoff
 from prodinf.exceptions import AddressDenied, PermanentError, RemoteUnavailable
 from prodinf.outbound import Guard
 from prodinf.redact import redact_text
-from prodinf.remote import fetch_status, is_pending
+from prodinf.remote import is_pending
+from prodinf.remote.status_url import look_status
 from prodinf.status import TERMINAL
 from prodinf.store import JobStore
 from prodinf.store import watches as stored
@@ -51,6 +65,13 @@ log = logging.getLogger(__name__)
 CLAIM_SECONDS = 35.0
 #: Steps woken per transaction.
 WAKE_BATCH = 500
+#: The next look at a pending URL is one interval on, less up to this fraction of it
+#: (at random): never later than asked, and watches made together (a bulk submission)
+#: spread over the interval instead of coming due at one moment each time.
+SPREAD = 0.1
+#: URLs whose validators (``ETag``, ``Last-Modified``) a process keeps for conditional
+#: looks.
+KNOWN_URLS = 20_000
 
 
 class Seen(StrEnum):
@@ -80,19 +101,34 @@ class Look:
 
 def look(url: str, timeout: float, guard: Guard | None = None) -> Look:
     """GET ``url`` once, through ``guard`` (the default deny list when None), and say
-    what its JSON ``status`` means."""
+    what its JSON ``status`` means. When the last look at ``url`` in this process found
+    it pending and its server sent validators (``ETag``, ``Last-Modified``), the GET is
+    conditional, and a 304 says it is still what it was."""
     shown = redact_text(url)
+    known = _known.get(url)
     try:
-        code, document = fetch_status(url, timeout=timeout, guard=guard)
+        answer = look_status(
+            url,
+            timeout=timeout,
+            guard=guard,
+            etag=known.etag if known else None,
+            last_modified=known.last_modified if known else None,
+        )
     except AddressDenied as exc:
         return Look(Seen.REFUSED, problem=exc.message)
     except PermanentError as exc:
         return Look(Seen.FAILED, problem=exc.message)
     except RemoteUnavailable as exc:
         return Look(Seen.ERROR, problem=exc.message)
+    code, document = answer.code, answer.document
+    if code == 304 and known is not None:  # not modified: still pending, as it was
+        return Look(Seen.PENDING, status=known.status)
+    _known.forget(url)
     status = document.get("status") if document is not None else None
     if code == 200 and isinstance(status, str):
         if is_pending(status):
+            if answer.etag or answer.last_modified:
+                _known.keep(url, _Known(status, answer.etag, answer.last_modified))
             return Look(Seen.PENDING, status=status)
         return Look(Seen.COMPLETE, status=status, document=document)
     if code != 200:
@@ -102,16 +138,64 @@ def look(url: str, timeout: float, guard: Guard | None = None) -> Look:
     return Look(Seen.ERROR, problem=f"{shown} answered JSON without a text `status`")
 
 
+@dataclass(frozen=True)
+class _Known:
+    """A pending status a URL's server sent with validators for the next look."""
+
+    status: str
+    etag: str | None
+    last_modified: str | None
+
+
+class _KnownStatuses:
+    """The pending status and validators of the URLs last looked at in this process,
+    the least recently looked at forgotten first (the next look at it is a full GET)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+
+    def get(self, url: str) -> _Known | None:
+        with self._lock:
+            return self._known.get(url)
+
+    def keep(self, url: str, known: _Known) -> None:
+        with self._lock:
+            self._known[url] = known
+            self._known.move_to_end(url)
+            while len(self._known) > self.size:
+                self._known.popitem(last=False)
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            self._known.pop(url, None)
+
+
+#: What a conditional look needs, for as many URLs as one worker usually watches.
+_known = _KnownStatuses(KNOWN_URLS)
+
+
 def look_at_job(store: JobStore, job_id: str) -> Look:
     """A look at a job of this store (a ``prodinf:job/<id>`` watch): a safety net, for
     the transaction that ends the job wakes its watchers itself."""
+    return look_at_jobs(store, [job_id])[job_id]
+
+
+def look_at_jobs(store: JobStore, job_ids: list[str]) -> dict[str, Look]:
+    """:func:`look_at_job` for several jobs, in one read."""
     with store.engine.connect() as conn:
-        status = stored.job_status(conn, job_id)
-    if status is None:
-        return Look(Seen.FAILED, problem=f"job {job_id} is not in this store")
-    if status in TERMINAL:
-        return Look(Seen.COMPLETE, status=status)
-    return Look(Seen.PENDING, status=status)
+        statuses = stored.job_statuses(conn, job_ids)
+    looks: dict[str, Look] = {}
+    for job_id in job_ids:
+        status = statuses.get(job_id)
+        if status is None:
+            looks[job_id] = Look(Seen.FAILED, problem=f"job {job_id} is not in this store")
+        elif status in TERMINAL:
+            looks[job_id] = Look(Seen.COMPLETE, status=status)
+        else:
+            looks[job_id] = Look(Seen.PENDING, status=status)
+    return looks
 
 
 def look_due(
@@ -154,21 +238,27 @@ def _look_chunk(store: JobStore, limit: int, parallel: int, guard: Guard | None)
     claimed = stored.claim_due(store, limit, CLAIM_SECONDS)
     if not claimed:
         return 0
+    jobs = [j for j in (stored.watched_job(w.url) for w in claimed) if j is not None]
+    own = look_at_jobs(store, jobs) if jobs else {}  # no HTTP: one read for them all
+    urls = [w for w in claimed if stored.watched_job(w.url) is None]
 
     def one(row: stored.DueWatch) -> Look:
-        job_id = stored.watched_job(row.url)
-        if job_id is not None:
-            return look_at_job(store, job_id)
         return look(row.url, timeout=min(30.0, max(5.0, row.interval)), guard=guard)
 
-    with ThreadPoolExecutor(max_workers=min(parallel, len(claimed))) as pool:
-        looks = list(pool.map(one, claimed))
+    if len(urls) > 1:
+        fetched = dict(zip((w.id for w in urls), _pool(parallel).map(one, urls), strict=True))
+    else:
+        fetched = {w.id: one(w) for w in urls}
+    looks = [
+        own[job] if (job := stored.watched_job(w.url)) is not None else fetched[w.id]
+        for w in claimed
+    ]
     pending = [
         (w, f.status) for w, f in zip(claimed, looks, strict=True) if f.outcome == Seen.PENDING
     ]
     if pending:
         try:
-            stored.still_pending(store, pending)
+            stored.still_pending(store, pending, spread=SPREAD)
         except Exception:  # the claims run out and another pass looks again
             log.exception("could not record %d looks", len(pending))
     for watch, found in zip(claimed, looks, strict=True):
@@ -179,6 +269,32 @@ def _look_chunk(store: JobStore, limit: int, parallel: int, guard: Guard | None)
         except Exception:  # the claim runs out and another pass looks again
             log.exception("could not record a look at %s", redact_text(watch.url))
     return len(claimed)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(parallel: int) -> ThreadPoolExecutor:
+    """This process's threads for ``parallel`` looks at a time, kept between passes."""
+    with _pools_lock:
+        pool = _pools.get(parallel)
+        if pool is None:
+            pool = _pools[parallel] = ThreadPoolExecutor(
+                parallel, thread_name_prefix="prodinf-look"
+            )
+        return pool
+
+
+def _forked() -> None:
+    """In a forked child: no thread of the parent's pools survived the fork, and a lock
+    held by one of its threads at the fork would never be released."""
+    global _pools, _pools_lock, _known
+    _pools, _pools_lock = {}, threading.Lock()
+    _known = _KnownStatuses(KNOWN_URLS)
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _settle(store: JobStore, row: stored.DueWatch, found: Look) -> None:

@@ -8,6 +8,8 @@ means; these functions are the reads and writes. A watch row per URL
 from __future__ import annotations
 
 import hashlib
+import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +32,7 @@ __all__ = [
     "delete_watch",
     "failed_look",
     "job_status",
+    "job_statuses",
     "job_watch_url",
     "register",
     "still_pending",
@@ -90,6 +93,12 @@ def job_status(conn: Connection, job_id: str, *, share: bool = False) -> str | N
     is locked against a change until this transaction ends."""
     query = select(JOBS.c.status).where(JOBS.c.id == job_id)
     return conn.scalar(query.with_for_update(read=True) if share else query)
+
+
+def job_statuses(conn: Connection, job_ids: Sequence[str]) -> dict[str, str]:
+    """The status of each of ``job_ids`` that exists."""
+    found = conn.execute(select(JOBS.c.id, JOBS.c.status).where(JOBS.c.id.in_(list(job_ids))))
+    return {str(job_id): str(status) for job_id, status in found}
 
 
 def wake_job_watchers(conn: Connection, job_id: str) -> list[tuple[str, str]]:
@@ -167,41 +176,50 @@ def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> b
 def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:
     """Claim up to ``limit`` watches whose look is due, each for ``hold`` seconds.
 
-    Each claim is a conditional update of ``next_look_at``, so reconcilers in
-    several processes never claim the same watch twice.
+    The due watches are moved ``hold`` seconds on in one conditional update (still due:
+    not claimed meanwhile), to an instant made for this claim, so reconcilers in several
+    processes never claim the same watch twice: when another took some first, the rows
+    at that instant are the ones this claim holds.
     """
     now = utcnow()
-    claimed: list[DueWatch] = []
+    # Microseconds of its own, so that this claim's rows are told from another's.
+    mark = now + timedelta(seconds=hold, microseconds=secrets.randbelow(1_000_000))
     with store.transaction() as conn:
         due = conn.execute(
             select(
-                WATCHES.c.id,
-                WATCHES.c.url,
-                WATCHES.c.interval,
-                WATCHES.c.errors,
-                WATCHES.c.status,
-                WATCHES.c.next_look_at,
+                WATCHES.c.id, WATCHES.c.url, WATCHES.c.interval, WATCHES.c.errors, WATCHES.c.status
             )
             .where(WATCHES.c.next_look_at <= now)
             .order_by(WATCHES.c.next_look_at)
             .limit(limit)
         ).all()
-        for row in due:
-            taken = conn.execute(
-                update(WATCHES)
-                .where(WATCHES.c.id == row.id, WATCHES.c.next_look_at == row.next_look_at)
-                .values(next_look_at=now + timedelta(seconds=hold))
-            )
-            if taken.rowcount:
-                claimed.append(
-                    DueWatch(row.id, row.url, float(row.interval), row.errors, row.status)
+        if not due:
+            return []
+        ids = [row.id for row in due]
+        taken = conn.execute(
+            update(WATCHES)
+            .where(WATCHES.c.id.in_(ids), WATCHES.c.next_look_at <= now)
+            .values(next_look_at=mark)
+        ).rowcount
+        if taken != len(ids):  # another reconciler claimed some first: keep what is ours
+            ours = set(
+                conn.scalars(
+                    select(WATCHES.c.id).where(
+                        WATCHES.c.id.in_(ids), WATCHES.c.next_look_at == mark
+                    )
                 )
-    return claimed
+            )
+            due = [row for row in due if row.id in ours]
+    return [DueWatch(row.id, row.url, float(row.interval), row.errors, row.status) for row in due]
 
 
-def still_pending(store: JobStore, looks: Sequence[tuple[DueWatch, str | None]]) -> None:
+def still_pending(
+    store: JobStore, looks: Sequence[tuple[DueWatch, str | None]], *, spread: float = 0.0
+) -> None:
     """Record looks that found their URL still pending, with the status each showed:
-    the next look is one interval on. A few statements for the whole batch."""
+    the next look is one interval on, less up to ``spread`` of it (a fraction, drawn at
+    random for each), so that watches made at one moment drift apart instead of
+    coming due together every interval. A few statements for the whole batch."""
     now = utcnow()
     ids = [watch.id for watch, _ in looks]
     with store.transaction() as conn:
@@ -214,7 +232,8 @@ def still_pending(store: JobStore, looks: Sequence[tuple[DueWatch, str | None]])
                 {
                     "b_id": watch.id,
                     "b_status": (status or "")[:200],
-                    "b_next": now + timedelta(seconds=watch.interval),
+                    "b_next": now
+                    + timedelta(seconds=watch.interval * (1.0 - spread * random.random())),
                 }
                 for watch, status in looks
             ],

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from prodinf.engine.reconciler import reconcile
 from prodinf.engine.watches import look_due
 from prodinf.store import WatcherRow, WatchRow
+from prodinf.store import watches as stored
 from prodinf.store.types import utcnow
 from tests.contract.lab import at_once
 from tests.integration.servers import StatusServer
@@ -75,3 +76,36 @@ def test_steps_that_start_watching_one_new_url_at_once_share_one_watch(world: Wo
     with world.store.session() as session:
         assert len(session.scalars(select(WatchRow)).all()) == 1
         assert len(session.scalars(select(WatcherRow)).all()) == 6
+
+
+def test_reconcilers_claiming_at_once_claim_each_due_watch_once(world: World) -> None:
+    # Given sixty watches whose looks are due
+    now = utcnow()
+    urls = [f"http://127.0.0.1:9/claim-{i}" for i in range(60)]
+    with world.store.session() as session:
+        session.add_all(
+            WatchRow(
+                url_key=stored.url_key(url),
+                url=url,
+                interval=60.0,
+                next_look_at=now - timedelta(seconds=1),
+                errors=0,
+                status=None,
+                created_at=now,
+            )
+            for url in urls
+        )
+
+    # When four reconcilers claim eight at a time, all at once, until none is due
+    claimed: list[str] = []
+    for _ in range(60):
+        batches = at_once(4, lambda i: stored.claim_due(world.store, 8, 35.0))
+        claimed += [watch.url for batch in batches for watch in batch]
+        if not any(batches):
+            break
+
+    # Then each watch was claimed exactly once, and is held for its look
+    assert sorted(claimed) == sorted(urls)
+    with world.store.session() as session:
+        held = session.scalars(select(WatchRow.next_look_at)).all()
+    assert all(at > utcnow() + timedelta(seconds=30) for at in held)

@@ -64,13 +64,14 @@ class Smtp:
 class StatusServer:
     """``/job/<name>?running=N``: answers ``running`` N times, then ``complete``.
 
-    ``/never``: always ``running``. ``/missing``: always 404. Counts every look.
+    ``/never``: always ``running``. ``/missing``: always 404. Counts every look. It keeps
+    connections alive (HTTP/1.1), as web servers do, unless ``keepalive`` is False.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keepalive: bool = True) -> None:
         self.looks: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.loopback = Loopback(self.answer, keep=False)
+        self.loopback = Loopback(self.answer, keep=False, keepalive=keepalive)
         self.base = self.loopback.base
 
     def answer(self, request: Request) -> Reply:
