@@ -74,7 +74,7 @@ class JobRow(Base):
     __tablename__ = "prodinf_jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(100))
     queue: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JSONType)
@@ -99,7 +99,11 @@ class JobRow(Base):
 
     __table_args__ = (
         Index("ix_prodinf_jobs_status_next_run_at", "status", "next_run_at"),
-        Index("ix_prodinf_jobs_created_at", "created_at"),
+        # a page of the list, read from an index however deep (migration 0014)
+        Index("ix_prodinf_jobs_created_at", "created_at", "id"),
+        Index("ix_prodinf_jobs_kind_created_at", "kind", "created_at", "id"),
+        Index("ix_prodinf_jobs_status_created_at", "status", "created_at", "id"),
+        Index("ix_prodinf_jobs_updated_at", "updated_at", "id"),
         Index("ix_prodinf_jobs_parent_id", "parent_id", "parent_step"),
         # the latest failures, and what ended in the last hour (migration 0013)
         Index("ix_prodinf_jobs_status_finished_at", "status", "finished_at"),

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, func, literal, select, text, union_all
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
 from prodinf.files import PRIVATE_FILE, PRIVATE_FOLDER, private_file, tighten
 from prodinf.redact import redact, redact_text
-from prodinf.status import TERMINAL, StepStatus
+from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
 from prodinf.store.search import JobSearch, duration_seconds, search_jobs
 from prodinf.store.types import utcnow
@@ -213,6 +213,14 @@ class JobStore:
             return detail
 
     def list_jobs(
+        self, *, limit: int = 50, offset: int = 0, **search: Any
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Jobs that match every filter of ``search`` (:meth:`find_jobs`), a page of
+        ``limit`` past ``offset``, and how many match (counted up to ``COUNT_LIMIT``)."""
+        page = self.find_jobs(limit=limit, offset=offset, **search)
+        return page["items"], page["total"]
+
+    def find_jobs(
         self,
         *,
         kind: str | None = None,
@@ -226,13 +234,18 @@ class JobStore:
         order: str = "desc",
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Jobs that match every filter given, newest first unless ``sort`` (created,
-        updated, duration) and ``order`` (asc, desc) say otherwise, and the total that
-        match. Each summary has ``duration_seconds``: how long the job has run, None
-        until it starts. What each filter means: :mod:`prodinf.store.search`.
+        after: str | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the jobs that match every filter given, newest first unless ``sort``
+        (created, updated, duration) and ``order`` (asc, desc) say otherwise: ``items``,
+        ``total`` (``total_exact`` false: at least that many), and the cursors ``next``
+        and ``previous`` to pass as ``after`` and ``before`` (None at either end). Each
+        summary has ``duration_seconds``: how long the job has run, None until it starts.
+        What each filter means: :mod:`prodinf.store.search`.
 
-        :raises ValidationError: naming a bad ``sort``, ``order``, or a date without a zone.
+        :raises ValidationError: naming a bad ``sort``, ``order``, cursor, or a date
+            without a zone.
         """
         search = JobSearch(
             kind=kind,
@@ -247,20 +260,40 @@ class JobStore:
         )
         now = utcnow()
         with self.session() as session:
-            rows, total = search_jobs(session, search, limit=limit, offset=offset, now=now)
-        return [
+            page = search_jobs(
+                session, search, limit=limit, offset=offset, after=after, before=before, now=now
+            )
+        items = [
             {
                 **job_summary(row),
                 "duration_seconds": duration_seconds(row.started_at, row.finished_at, now),
             }
-            for row in rows
-        ], total
+            for row in page.rows
+        ]
+        return {
+            "items": items,
+            "total": page.total,
+            "total_exact": page.exact,
+            "next": page.next,
+            "previous": page.previous,
+        }
 
-    def counts(self) -> dict[str, int]:
-        """Number of jobs in each status."""
+    def counts(self, *, limit: int | None = None) -> dict[str, int]:
+        """Number of jobs in each status that has any. With ``limit``, each status is
+        counted only up to ``limit + 1`` (more than ``limit``), from the status index: a
+        page that shows the counts costs no full count of a million jobs."""
         with self.session() as session:
-            rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
-            return {status: n for status, n in rows}
+            if limit is None:
+                grouped = select(JobRow.status, func.count()).group_by(JobRow.status)
+                return {status: n for status, n in session.execute(grouped)}
+            capped = [
+                select(literal(str(status)).label("status"), func.count().label("n")).select_from(
+                    select(JobRow.id).where(JobRow.status == status).limit(limit + 1).subquery()
+                )
+                for status in JobStatus
+            ]
+            rows = session.execute(union_all(*capped))
+            return {status: n for status, n in rows if n}
 
 
 #: MySQL/MariaDB errors about the data written that PyMySQL reports as OperationalError:

@@ -398,9 +398,11 @@ def test_list_filters_and_pages_with_a_next_link(
     assert client.get(f"{JOBS}?kind=nothing").json == {
         "items": [],
         "total": 0,
+        "total_exact": True,
         "limit": 50,
         "offset": 0,
         "next": None,
+        "previous": None,
     }
 
     # And following `next` walks every job, newest first, a page at a time
@@ -416,6 +418,15 @@ def test_list_filters_and_pages_with_a_next_link(
         pages += 1
     assert pages == 3
     assert seen == [waiter, *fetches[::-1]]
+    # and `previous` walks back from the last page to the first
+    back: list[str] = []
+    url = last_previous = page["previous"]
+    while url:
+        page = client.get(url).json
+        assert page is not None
+        back = [j["id"] for j in page["items"]] + back
+        url = page["previous"]
+    assert back == seen[:4] and last_previous is not None
 
     # And `next` keeps the filters
     page = client.get(f"{JOBS}?kind=http_get&limit=3").json

@@ -117,12 +117,18 @@ job_page = ns.schema_model(
                     },
                 }
             ),
-            "total": {"type": "integer"},
+            "total": {
+                "type": "integer",
+                "description": "How many match; when total_exact is false, at least this many "
+                "(counting stops at 10,000)",
+            },
+            "total_exact": {"type": "boolean"},
             "limit": {"type": "integer"},
             "offset": {"type": "integer"},
             "next": nullable({"type": "string", "description": "The next page, if any"}),
+            "previous": nullable({"type": "string", "description": "The page before, if any"}),
         },
-        ["items", "total", "limit", "offset", "next"],
+        ["items", "total", "total_exact", "limit", "offset", "next", "previous"],
     ),
 )
 job_summary = ns.schema_model("JobSummary", JOB_SUMMARY)
@@ -188,6 +194,20 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValidationError(f"{name} must be between {low} and {high}", field=name)
     return value
+
+
+def cursor_args() -> tuple[str | None, str | None]:
+    """The query args ``after`` and ``before`` (a page's cursors); a 400 naming one that
+    is empty or too long, or both given."""
+    found: dict[str, str | None] = {}
+    for name in ("after", "before"):
+        raw = request.args.get(name)
+        if raw is not None and not 0 < len(raw) <= 400:
+            raise ValidationError(f"{name} must be a cursor from a page's links", field=name)
+        found[name] = raw
+    if found["after"] is not None and found["before"] is not None:
+        raise ValidationError("give after or before, not both", field="before")
+    return found["after"], found["before"]
 
 
 def bool_arg(name: str) -> bool:
@@ -261,9 +281,13 @@ class JobList(Resource):  # type: ignore[misc]
             ),
             "order": arg("desc (the default) or asc", enum=list(ORDERS)),
             **page_args("Jobs"),
+            "after": arg("The page after this cursor (what a page's next link carries)"),
+            "before": arg("The page before this cursor (what a page's previous link carries)"),
         }
     )
-    @ns.response(200, "A page of jobs; next: the next page's URL, if any", job_page)
+    @ns.response(
+        200, "A page of jobs; next and previous: the pages' URLs, if there are any", job_page
+    )
     @ns.response(400, "Bad filter; `field` names it", error)
     @ns.response(503, "The store is unavailable", error)
     def get(self) -> dict[str, Any]:
@@ -272,17 +296,25 @@ class JobList(Resource):  # type: ignore[misc]
         search = job_search(request.args)
         limit = int_arg("limit", 50, 1, 500)
         offset = int_arg("offset", 0, 0, 10**9)
-        items, total = runtime().store.list_jobs(**search, limit=limit, offset=offset)
-        following = None
-        if offset + limit < total:
-            args = {k: v for k, v in request.args.items() if k != "offset"}
-            following = url_for("api.jobs_job_list", **args, offset=offset + limit, _external=True)
+        after, before = cursor_args()
+        page = runtime().store.find_jobs(
+            **search, limit=limit, offset=offset, after=after, before=before
+        )
+        kept = {k: v for k, v in request.args.items() if k not in ("offset", "after", "before")}
+
+        def link(**cursor: str | None) -> str | None:
+            if not any(cursor.values()):
+                return None
+            return url_for("api.jobs_job_list", **kept, **cursor, _external=True)
+
         return {
-            "items": [with_url(job) for job in items],
-            "total": total,
+            "items": [with_url(job) for job in page["items"]],
+            "total": page["total"],
+            "total_exact": page["total_exact"],
             "limit": limit,
             "offset": offset,
-            "next": following,
+            "next": link(after=page["next"]),
+            "previous": link(before=page["previous"]),
         }
 
     @ns.expect(submission)
