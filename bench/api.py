@@ -16,7 +16,8 @@ request ``--runs`` times after 3 warm-ups and prints the median (p50) and the sl
 
 - list pages: the first page of the API and of the web page; filtered by kind and by
   status; deep: the page 500,000 jobs down, by ``offset`` and by the cursor of the page
-  before it (what ``next`` carries), and the same for a kind 40,000 down;
+  before it (what ``next`` carries), and the same for a kind 40,000 down; sorted by
+  update; and the dashboard;
 - a submission: ``POST /api/v1/jobs`` of an ``http_get`` job (of a URL on a loopback
   server here), which the worker runs meanwhile; its time is broken down into the
   params' validation, the store's insert (its commit) and the publish (with RabbitMQ's
@@ -205,6 +206,7 @@ def main() -> None:
             ),
             f"kind {kind_deep:,} down, cursor": deep_cursor(app, "kind=http_get", kind_deep),
             "by update, first": "/api/v1/jobs?sort=updated",
+            "dashboard": "/dashboard",
         }
         medians: dict[str, float] = {}
         for name, path in pages.items():

@@ -19,12 +19,13 @@ from flask.typing import ResponseReturnValue
 
 from prodinf.kinds.handover.kind import HANDOVER_KIND
 from prodinf.portal.current import runtime
+from prodinf.portal.job_list import counted
 from prodinf.portal.status_report import status_report
 from prodinf.portal.views import REFRESH_SECONDS
 from prodinf.status import JobStatus
 from prodinf.store.activity import Slot, ended_by_slot, running_steps
 from prodinf.store.gauges import unfinished
-from prodinf.store.search import human_duration
+from prodinf.store.search import COUNT_LIMIT, human_duration
 from prodinf.store.types import utcnow
 
 __all__ = ["blueprint", "chart"]
@@ -74,7 +75,7 @@ def chart(slots: list[Slot]) -> dict[str, Any]:
 def dashboard() -> ResponseReturnValue:
     """The state of this prodinf, live."""
     rt = runtime()
-    report = status_report(rt)
+    report = status_report(rt, count_limit=COUNT_LIMIT)  # no full count of a big store
     now = utcnow()
     slots = ended_by_slot(rt.store, now, span=SPAN, slots=SLOTS)
     stages = unfinished(rt.store, handover_kind=HANDOVER_KIND).stages
@@ -86,5 +87,6 @@ def dashboard() -> ResponseReturnValue:
         first=slots[0].start.strftime("%H:%M") if slots else "",
         stages=stages,
         waited=human_duration,
+        counted=counted,
         refresh=REFRESH_SECONDS,
     )

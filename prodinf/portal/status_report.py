@@ -76,7 +76,9 @@ def _ago(value: datetime | None, now: datetime) -> float | None:
     return None if value is None else max(0.0, (now - value).total_seconds())
 
 
-def status_report(runtime: Runtime, *, failures: int = FAILURES) -> dict[str, Any]:
+def status_report(
+    runtime: Runtime, *, failures: int = FAILURES, count_limit: int | None = None
+) -> dict[str, Any]:
     """What ``prodinf status`` shows, as JSON-ready data::
 
         {"at": ISO time,
@@ -85,7 +87,8 @@ def status_report(runtime: Runtime, *, failures: int = FAILURES) -> dict[str, An
                      "workers", "oldest_queued_at", "oldest_queued_seconds"}, ...],
          "workers": [{"name", "queues", "pid", "started_at", "seen_at",
                       "seen_seconds_ago"}, ...],
-         "counts": {status: number of jobs, for every status},
+         "counts": {status: number of jobs, for every status (with count_limit,
+                    each counted up to count_limit + 1: "more than count_limit")},
          "failures": [{"id", "kind", "queue", "finished_at", "step", "error"}, ...]}
 
     A queue's ``messages`` and ``consumers`` are ``None`` when the broker could not say
@@ -101,7 +104,7 @@ def status_report(runtime: Runtime, *, failures: int = FAILURES) -> dict[str, An
     on_broker, broker_error = broker_queues(runtime, [n for q in queues for n in (q, lane(q))])
     seen = workers.recent(store)
     since = unfinished(store, handover_kind=HANDOVER_KIND).oldest_queued
-    counted = store.counts()
+    counted = store.counts(limit=count_limit)
     rows = []
     for logical, name in settings.queues.items():
         main, its_lane = on_broker.get(name, {}), on_broker.get(lane(name), {})
