@@ -271,26 +271,26 @@ def _look_chunk(store: JobStore, limit: int, parallel: int, guard: Guard | None)
     return len(claimed)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_threads = threading.local()
 
 
 def _pool(parallel: int) -> ThreadPoolExecutor:
-    """This process's threads for ``parallel`` looks at a time, kept between passes."""
-    with _pools_lock:
-        pool = _pools.get(parallel)
-        if pool is None:
-            pool = _pools[parallel] = ThreadPoolExecutor(
-                parallel, thread_name_prefix="prodinf-look"
-            )
-        return pool
+    """The calling thread's threads for ``parallel`` looks at a time, kept between its
+    passes (and let go when it ends): two reconcilers in one process never queue their
+    looks behind each other's."""
+    pools: dict[int, ThreadPoolExecutor] | None = getattr(_threads, "pools", None)
+    if pools is None:
+        pools = _threads.pools = {}
+    if parallel not in pools:
+        pools[parallel] = ThreadPoolExecutor(parallel, thread_name_prefix="prodinf-look")
+    return pools[parallel]
 
 
 def _forked() -> None:
     """In a forked child: no thread of the parent's pools survived the fork, and a lock
     held by one of its threads at the fork would never be released."""
-    global _pools, _pools_lock, _known
-    _pools, _pools_lock = {}, threading.Lock()
+    global _threads, _known
+    _threads = threading.local()
     _known = _KnownStatuses(KNOWN_URLS)
 
 
