@@ -20,8 +20,9 @@ request ``--runs`` times after 3 warm-ups and prints the median (p50) and the sl
   update; and the dashboard;
 - a submission: ``POST /api/v1/jobs`` of an ``http_get`` job (of a URL on a loopback
   server here), which the worker runs meanwhile; its time is broken down into the
-  params' validation, the store's insert (its commit) and the publish (with RabbitMQ's
-  confirm), the rest being the request's own work.
+  params' validation, the store's insert (its commit), the publish (with RabbitMQ's
+  confirm) and the mark that it was sent (the job's next look moved on), the rest being
+  the request's own work.
 
 The last line is ``ratio=<0.2 s / the slowest page's p50>``: 1 or more means every page
 answers within 0.2 s.
@@ -123,7 +124,7 @@ def worker(settings: Settings, home: Path) -> Iterator[None]:
 QUEUES = ("handover", "event", "email", "jobs")
 
 
-def phases() -> tuple[dict[str, list[float]], Callable[[], None]]:
+def phases(messages: Any) -> tuple[dict[str, list[float]], Callable[[], None]]:
     """Time the parts of a submission as it runs them (wrapping, not replacing, each):
     the params' validation, the store's insert and the publish; and a way to undo it."""
     took: dict[str, list[float]] = defaultdict(list)
@@ -144,7 +145,8 @@ def phases() -> tuple[dict[str, list[float]], Callable[[], None]]:
 
     wrap(Kind, "validate", "validate params")
     wrap(service, "insert_job", "insert (commit)")
-    wrap(service.Messages, "send", "publish (confirmed)")
+    wrap(messages, "publish", "publish (confirmed)")
+    wrap(service.Messages, "sent", "mark it sent")
     return took, lambda: [u() for u in undo] and None
 
 
@@ -215,7 +217,7 @@ def main() -> None:
             print(f"page   {name:<26} p50 {medians[name]:7.1f} ms, slowest {max(took):7.1f} ms")
 
         with loopback_site() as url, worker(settings, home):
-            took_phases, undo = phases()
+            took_phases, undo = phases(rt.jobs.messages)
             client = app.test_client()
 
             def submit() -> object:

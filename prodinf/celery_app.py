@@ -47,7 +47,7 @@ from prodinf.runtime import (
 )
 from prodinf.store import workers
 from prodinf.store.types import utcnow
-from prodinf.task_results import RESULT_TABLES
+from prodinf.task_results import RESULT_TABLES, engine_options
 from prodinf.tasks import ProdinfTask, register_tasks
 
 __all__ = ["EXCHANGE", "create_celery"]
@@ -85,6 +85,7 @@ def create_celery(settings: Settings | None = None, *, consume: str | None = Non
         broker_connection_retry_on_startup=True,
         result_backend=settings.results_url,
         database_table_names=RESULT_TABLES,
+        database_engine_options=engine_options(settings.results_url),
         task_queues=queues,
         task_default_queue=settings.queue_jobs,
         task_default_exchange=EXCHANGE,

@@ -13,11 +13,24 @@ from typing import Any
 
 from celery import Celery
 
-__all__ = ["RESULT_TABLES", "results_backend"]
+__all__ = ["RESULT_TABLES", "SQLITE_BUSY_SECONDS", "engine_options", "results_backend"]
 
 #: Celery's result tables in the store. Celery configures its result models
 #: process-wide, so every backend prodinf builds must name the same tables.
 RESULT_TABLES = {"task": "prodinf_celery_taskmeta", "group": "prodinf_celery_groupmeta"}
+
+
+#: How long a write to a SQLite store waits for another's to end, as the job store waits.
+SQLITE_BUSY_SECONDS = 30
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Celery's ``database_engine_options`` for the result backend at ``url``: on SQLite,
+    a write waits for the store's other writers as long as the job store's own do
+    (sqlite3's 5 s default gave up under load, and the task's result was lost)."""
+    if url.removeprefix("db+").startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    return {}
 
 
 @lru_cache(maxsize=8)
@@ -27,6 +40,7 @@ def results_backend(url: str) -> Any:
     app.conf.update(
         result_backend=url,
         database_table_names=RESULT_TABLES,
+        database_engine_options=engine_options(url),
         result_serializer="json",
         accept_content=["json"],
     )
