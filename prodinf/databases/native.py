@@ -5,7 +5,8 @@ move rows several times faster than Python can (pure-Python code touches every
 row; these never bring a row into Python). Each table goes over as one
 transaction (``mysqldump --no-autocommit``; one ``COPY`` statement in PostgreSQL):
 after a crash a table is either all there or not at all, and a partly loaded one
-(from an earlier streamed attempt) is emptied first by the caller. Passwords reach
+(from an earlier streamed attempt) is emptied first (by the caller, or in
+PostgreSQL by the loading transaction itself). Passwords reach
 the tools through ``MYSQL_PWD``/``PGPASSWORD`` in their environment, never on a
 command line; their error output is masked before it is shown.
 """
@@ -45,10 +46,15 @@ def native_tools(engine_name: str) -> bool:
     return False
 
 
-def native_table(src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str]) -> None:
-    """Copy the rows of ``table`` (empty on the target) with the engine's native tools."""
+def native_table(
+    src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str], *, freeze: bool = False
+) -> None:
+    """Copy the rows of ``table`` (empty on the target) with the engine's native tools.
+
+    ``freeze`` (PostgreSQL; for a table no foreign key refers to): see ``psql_table``.
+    """
     if src.engine_name == "postgresql":
-        psql_table(src, tgt, table, columns)
+        psql_table(src, tgt, table, columns, freeze=freeze)
     else:
         mysqldump_table(src, tgt, table)
 
@@ -73,16 +79,30 @@ def _quote_pg(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def psql_table(src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str]) -> None:
-    """``COPY ... TO STDOUT`` on the source piped into ``COPY ... FROM STDIN`` on the target."""
+def psql_table(
+    src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str], *, freeze: bool = False
+) -> None:
+    """``COPY ... TO STDOUT`` on the source piped into ``COPY ... FROM STDIN`` on the target.
+
+    ``freeze``: the target table is emptied (``TRUNCATE``) in the transaction that
+    loads it with ``COPY ... (FREEZE)``, so its rows are written already frozen and
+    visible to all: the first reads of the new table (its index builds, its
+    checksum) then have no visibility hint to set on each row, no page to write
+    back. ``TRUNCATE`` fails on a table a foreign key refers to.
+    """
     psql = psql_tool()
     if psql is None:
         raise RuntimeError("psql is not installed")
     cols = ", ".join(_quote_pg(c) for c in columns)
     src_args, src_env = _psql_args(src)
     tgt_args, tgt_env = _psql_args(tgt)
-    dump = [psql, *src_args, "-c", f"COPY {_quote_pg(table)} ({cols}) TO STDOUT"]
-    load = [psql, *tgt_args, "-c", f"COPY {_quote_pg(table)} ({cols}) FROM STDIN"]
+    name = _quote_pg(table)
+    dump = [psql, *src_args, "-c", f"COPY {name} ({cols}) TO STDOUT"]
+    if freeze:
+        into = ["-1", "-c", f"TRUNCATE {name}", "-c", f"COPY {name} ({cols}) FROM STDIN (FREEZE)"]
+    else:
+        into = ["-c", f"COPY {name} ({cols}) FROM STDIN"]
+    load = [psql, *tgt_args, *into]
     _pipe(dump, src_env, load, tgt_env, table, src, tgt, ("psql (source)", "psql (target)"))
 
 

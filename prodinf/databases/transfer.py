@@ -21,9 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select, tuple_
+from sqlalchemy import Connection, Engine, Table, func, select, text, tuple_
 
-__all__ = ["Writer", "before_commit", "copy_table", "copy_table_postgres", "writer_for"]
+__all__ = [
+    "Writer",
+    "before_commit",
+    "copy_table",
+    "copy_table_postgres",
+    "count_rows",
+    "referred_to",
+    "table_sizes",
+    "writer_for",
+]
 
 #: Called after each committed batch with the rows of the table now on the target.
 OnBatch = Callable[[int], None]
@@ -125,6 +134,39 @@ def writer_for(engine: Engine, table: Table) -> Writer:
 def count_rows(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
         return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+
+def referred_to(engine: Engine, table: str) -> bool:
+    """PostgreSQL: whether a foreign key refers to ``table`` (elsewhere: False)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with engine.connect() as conn:
+        query = "SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = to_regclass(:t)"
+        quoted = engine.dialect.identifier_preparer.quote(table)
+        return conn.execute(text(query), {"t": quoted}).first() is not None
+
+
+def table_sizes(engine: Engine) -> dict[str, int]:
+    """Bytes each table takes, as the server's catalog says without reading it (SQLite: none).
+
+    For ordering work largest first; MariaDB's figures are estimates.
+    """
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        query = (
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()"
+        )
+    elif dialect == "mysql":
+        query = (
+            "SELECT TABLE_NAME, DATA_LENGTH FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE()"
+        )
+    else:
+        return {}
+    with engine.connect() as conn:
+        return {str(name): int(size or 0) for name, size in conn.execute(text(query))}
 
 
 def copy_table(

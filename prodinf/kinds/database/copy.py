@@ -14,22 +14,24 @@ Steps (each may run again after a crash and then does only what is left):
     ``mysqldump | mysql`` or ``psql | psql`` (``prodinf.databases.native``).
     Otherwise streams every table in primary-key order, in committed batches; after
     a crash it goes on after the last row the target holds (see
-    ``prodinf.databases.transfer``). Progress is shown in rows; a cancel stops it
+    ``prodinf.databases.transfer``). ``PARALLEL`` tables at a time, each given its
+    keys and indexes and measured on the target as soon as its rows are in
+    (``prodinf.databases.pipeline``). Progress is shown in rows; a cancel stops it
     and reverts the copy.
 ``constraints``
-    Adds PostgreSQL's primary keys, secondary indexes and foreign keys, and moves
-    PostgreSQL sequences past the copied ids.
+    Adds the foreign keys, and moves PostgreSQL sequences past the copied ids.
 ``verify``
-    Compares row counts and per-table checksums of source and target
-    (``prodinf.databases.checksum``; the portable form across engines). A
-    difference fails the job, naming the tables, and reverts the copy.
+    Compares row counts and per-table checksums of the source, taken now, with
+    the copy's, taken by the data step (``prodinf.databases.checksum``; the
+    portable form across engines). A difference fails the job, naming the
+    tables, and reverts the copy.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -39,17 +41,25 @@ from sqlalchemy import Engine, MetaData, NullPool, Table
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings
 from prodinf.databases import transfer
-from prodinf.databases.checksum import table_stats
+from prodinf.databases.checksum import TableStats, table_stats
 from prodinf.databases.native import native_table, native_tools
+from prodinf.databases.pipeline import Load, Pipeline
 from prodinf.databases.schema import (
     add_foreign_keys,
     add_indexes,
     add_primary_keys,
+    plan_indexes,
     reflect,
     reset_sequences,
     target_metadata,
 )
-from prodinf.databases.transfer import copy_table, copy_table_postgres, count_rows
+from prodinf.databases.transfer import (
+    copy_table,
+    copy_table_postgres,
+    count_rows,
+    referred_to,
+    table_sizes,
+)
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
 from prodinf.exceptions import PermanentError
 
@@ -61,10 +71,14 @@ PROGRESS_EVERY = 2.0
 #: a stop lands within this, not when the copy ends.
 CANCEL_EVERY = 0.5
 
-#: Tables loaded at once by the native tools (each pipe is two processes).
-NATIVE_PARALLEL = 2
+#: Tables copied at once (a SQLite target takes one), and tables each server measures
+#: at once in the verify step.
+PARALLEL = 2
 
 _RETRY = Retry(attempts=3, backoff=5.0)
+
+OnRows = Callable[[int], None]
+Stop = Callable[[], bool]
 
 
 class CopyMismatch(PermanentError):
@@ -223,49 +237,61 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("copying"):
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
-        totals = {t.name: count_rows(source, t) for t in md.sorted_tables}
-        grand = sum(totals.values())
-        rows: dict[str, int] = {}
-        looked = {"at": time.monotonic(), "said": time.monotonic(), "stop": False}
-
-        def on_batch(table: str, done: int) -> None:
-            # The cancel flag and progress live in the store: look often, say less often.
-            now = time.monotonic()
-            if now - looked["at"] < CANCEL_EVERY:
-                return
-            looked["at"] = now
-            looked["stop"] = ctx.cancel_requested()
-            if now - looked["said"] >= PROGRESS_EVERY:
-                looked["said"] = now
-                so_far = sum(rows.values()) + done
-                ctx.progress(f"copied {so_far:,} of {grand:,} rows (table {table})")
-
         method = _method(side, params)
-        if method == "native":
-            _native_tables(side, source, target, md, tmd, totals, rows, on_batch)
-        for table in md.sorted_tables:
-            name = table.name
-            if method != "native":
-                copy = copy_table_postgres if method == "postgres-copy" else copy_table
-                rows[name] = copy(
-                    source,
-                    target,
-                    table,
-                    tmd.tables[name],
-                    batch=params.batch_rows,
-                    on_batch=lambda done, name=name: on_batch(name, done),  # type: ignore[misc]
-                    stop=lambda: bool(looked["stop"]),
+        with target.connect() as conn:
+            indexes = plan_indexes(conn, md, tmd)
+        # Largest first, so the last table to finish is a small one.
+        sizes = table_sizes(source)
+        order = sorted((t.name for t in md.sorted_tables), key=lambda n: -sizes.get(n, 0))
+        pipeline = Pipeline(
+            source,
+            target,
+            md,
+            tmd,
+            load=_loader(side, source, target, method, params.batch_rows),
+            indexes=indexes,
+            order=order,
+            workers=1 if side.tgt.engine_name == "sqlite" else PARALLEL,
+            portable=not side.same_engine,
+        )
+        totals: dict[str, int] = {}
+        said = {"at": time.monotonic()}
+
+        def poll() -> None:
+            # The cancel flag and progress live in the store: look often, say less often.
+            if ctx.cancel_requested():
+                pipeline.stop.set()
+                return
+            now = time.monotonic()
+            if now - said["at"] >= PROGRESS_EVERY:
+                said["at"] = now
+                if not totals:  # counted once the copy is long enough to show progress
+                    totals.update({t.name: count_rows(source, t) for t in md.sorted_tables})
+                so_far = sum(pipeline.rows.values())
+                busy = ", ".join(n for n in order if n in pipeline.rows and n not in pipeline.done)
+                ctx.progress(
+                    f"copied {so_far:,} of {sum(totals.values()):,} rows (tables {busy or '-'})"
                 )
-            if looked["stop"]:
-                raise PermanentError("cancelled on request; the partial copy is dropped")
+
+        done = pipeline.run(poll, CANCEL_EVERY)
+        if pipeline.stop.is_set():
+            raise PermanentError("cancelled on request; the partial copy is dropped")
         elapsed = time.monotonic() - started
-        total = sum(rows.values())
-        ctx.progress(f"copied {total:,} rows in {len(rows)} tables")
+        total = sum(c.stats.rows for c in done.values() if c.stats)
+        ctx.progress(f"copied {total:,} rows in {len(done)} tables")
+        phases = ("load", "keys", "checksum")
         return {
             "rows": total,
             "method": method,
             "seconds": round(elapsed, 3),
             "rows_per_second": round(total / elapsed) if elapsed > 0 else None,
+            "tables": {n: c.stats.to_dict() for n, c in sorted(done.items()) if c.stats},
+            "primary_keys": [n for n in order if done[n].primary_key],
+            "indexes": [i for n in order for i in done[n].indexes],
+            # Seconds of each phase summed over the tables (they overlap in time).
+            "phases": {
+                p: round(sum(c.seconds.get(p, 0) for c in done.values()), 3) for p in phases
+            },
         }
 
 
@@ -279,71 +305,82 @@ def _method(side: _Side, params: CopyDatabaseParams) -> str:
     return "stream"
 
 
-def _native_tables(
-    side: _Side,
-    source: Engine,
-    target: Engine,
-    md: MetaData,
-    tmd: MetaData,
-    totals: dict[str, int],
-    rows: dict[str, int],
-    on_batch: Callable[[str, int], None],
-) -> None:
-    """Every table through the native tools, ``NATIVE_PARALLEL`` at a time, largest first."""
-    order = sorted(md.sorted_tables, key=lambda t: -totals[t.name])
-    with ThreadPoolExecutor(NATIVE_PARALLEL) as pool:
-        futures = {
-            pool.submit(_native_table, side, source, target, t, tmd.tables[t.name]): t.name
-            for t in order
-        }
-        for future in as_completed(futures):
-            rows[futures[future]] = future.result()
-            on_batch(futures[future], 0)
+def _loader(side: _Side, source: Engine, target: Engine, method: str, batch: int) -> Load:
+    """How one table's rows are loaded, by ``method``."""
+    if method != "native":
+        copy = copy_table_postgres if method == "postgres-copy" else copy_table
 
+        def stream(src_table: Table, tgt_table: Table, on_rows: OnRows, stop: Stop) -> int:
+            return copy(
+                source, target, src_table, tgt_table, batch=batch, on_batch=on_rows, stop=stop
+            )
 
-def _native_table(
-    side: _Side, source: Engine, target: Engine, src_table: Table, tgt_table: Table
-) -> int:
-    """One table through the native tools: all of it, or (after a crash) all of it again."""
-    total = count_rows(source, src_table)
-    done = count_rows(target, tgt_table)
-    if done == total:
-        return done
-    if done:
-        with target.begin() as conn:
-            conn.execute(tgt_table.delete())
-    transfer.before_commit(src_table.name, 0)  # the fault-injection seam, looked up late
-    native_table(side.src, side.tgt, src_table.name, [c.name for c in src_table.columns])
-    return count_rows(target, tgt_table)
+        return stream
+
+    def native(src_table: Table, tgt_table: Table, on_rows: OnRows, stop: Stop) -> int:
+        # All of it, or (after a crash) all of it again: one transaction per table.
+        done = count_rows(target, tgt_table)
+        if done and done == count_rows(source, src_table):
+            return done
+        # PostgreSQL empties the table in the loading transaction (see psql_table),
+        # unless a foreign key refers to it (a job run again after its constraints).
+        freeze = target.dialect.name == "postgresql" and not referred_to(target, tgt_table.name)
+        if done and not freeze:
+            with target.begin() as conn:
+                conn.execute(tgt_table.delete())
+        transfer.before_commit(src_table.name, 0)  # the fault-injection seam, looked up late
+        columns = [c.name for c in src_table.columns]
+        native_table(side.src, side.tgt, src_table.name, columns, freeze=freeze)
+        return 0  # counted by the checksum that follows
+
+    return native
 
 
 def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
+    data = ctx.outputs.get("data") or {}
     with _sides(ctx) as side, side.errors("adding indexes and keys copied from"):
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
         with target.begin() as conn:
-            keys_added = add_primary_keys(conn, md)
-            indexes = add_indexes(conn, md, tmd)
+            # The data step built each table's keys and indexes once its rows were in
+            # (a job begun by an older prodinf left them to this step).
+            keys_added = list(data.get("primary_keys", [])) + add_primary_keys(conn, md)
+            indexes = list(data.get("indexes", []))
+            if "indexes" not in data:
+                indexes += add_indexes(conn, md, tmd)
             keys = add_foreign_keys(conn, md, tmd)
             reset_sequences(conn, md.sorted_tables)
         return {"primary_keys": keys_added, "indexes": indexes, "foreign_keys": keys}
 
 
 def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
+    copied = {
+        name: TableStats(**stats)
+        for name, stats in ((ctx.outputs.get("data") or {}).get("tables") or {}).items()
+    }
     with _sides(ctx) as side, side.errors("verifying the copy of"):
         portable = not side.same_engine
         ctx.progress("verifying row counts and checksums")
         source, target = side.engine(side.src), side.engine(side.tgt)
-        tables = reflect(source).tables
-        # Each side is one aggregate query per table run by its own server: both at once.
-        with ThreadPoolExecutor(2) as pool:
-            theirs = pool.submit(table_stats, target, tables, portable=portable)
-            expected = table_stats(source, tables, portable=portable)
-            actual = theirs.result()
+        tables = side.src.table_names()
+        # Largest first, each server measuring PARALLEL tables at a time. The copy's own
+        # checksums were taken by the data step as each table was done; the source's are
+        # taken now, so a change made to it during the copy is seen.
+        tables.sort(key=lambda n: -(copied[n].rows if n in copied else 0))
+        with ThreadPoolExecutor(1) as pool:
+            theirs = (
+                None
+                if set(tables) <= set(copied)
+                else pool.submit(table_stats, target, tables, portable=portable, workers=PARALLEL)
+            )
+            expected = table_stats(source, tables, portable=portable, workers=PARALLEL)
+            actual = copied if theirs is None else theirs.result()
         differ = [name for name in expected if expected[name] != actual.get(name)]
         if differ:
             shown = ", ".join(
-                f"{n} ({expected[n].rows} rows in the source, {actual[n].rows} in the copy)"
+                f"{n} (not in the copy)"
+                if n not in actual
+                else f"{n} ({expected[n].rows} rows in the source, {actual[n].rows} in the copy)"
                 if expected[n].rows != actual[n].rows
                 else f"{n} (checksum)"
                 for n in differ
