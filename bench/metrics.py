@@ -34,7 +34,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
@@ -242,6 +243,31 @@ def bare() -> Flask:
     return app
 
 
+@contextmanager
+def portal(settings: Settings) -> Iterator[Flask]:
+    """A portal on ``settings``, its queues declared on RabbitMQ as a worker would declare
+    them, and deleted at the end with its runtime closed."""
+    app = create_app(settings)
+    rt = app.extensions["prodinf"]
+    try:
+        with Connection(AMQP) as conn:
+            for queue in rt.celery.conf.task_queues:
+                queue(conn.default_channel).declare()
+        yield app
+    finally:
+        with Connection(AMQP) as conn:
+            for queue in rt.celery.conf.task_queues:
+                conn.default_channel.queue_delete(queue.name)
+        rt.close()
+
+
+def bare_median(runs: int) -> float:
+    """The median of ``GET /ok`` on a bare Flask endpoint, in milliseconds, printed."""
+    base = statistics.median(timed(get(bare(), "/ok"), runs))
+    print(f"bare   GET /ok (a bare Flask endpoint): median {base:.3f} ms")
+    return base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
@@ -281,35 +307,31 @@ def main() -> None:
     active, waits = sum(found.jobs.values()), sum(found.waits.values())
     print(f"found  {active:,} jobs not over, {waits:,} waits, handovers by stage {found.stages}")
 
-    app = create_app(settings)
-    rt = app.extensions["prodinf"]
     try:
-        with Connection(AMQP) as conn:  # the queues, as a worker would declare them
-            for queue in rt.celery.conf.task_queues:
-                queue(conn.default_channel).declare()
-        base = statistics.median(timed(get(bare(), "/ok"), args.runs * 5))
-        print(f"bare   GET /ok (a bare Flask endpoint): median {base:.3f} ms")
-        results = {}
-        for name, path in (
-            ("scrape", "/metrics"),
-            ("jobs page", "/jobs"),
-            ("api list", "/api/v1/jobs"),
-        ):
-            took = timed(get(app, path), args.runs)
-            median = results[name] = statistics.median(took)
-            print(f"{name:<10} GET {path}: median {median:.1f} ms, slowest {max(took):.1f} ms, "
-                  f"ratio={median / base:.0f}")  # fmt: skip
-        gauges = statistics.median(timed(lambda: unfinished(store, handover_kind="handover"),
-                                         args.runs))  # fmt: skip
-        print(f"part   the store's gauges alone: median {gauges:.1f} ms")
+        with portal(settings) as app:
+            base = bare_median(args.runs * 5)
+            results = measure(app, store, base, args.runs)
     finally:
-        with Connection(AMQP) as conn:
-            for queue in rt.celery.conf.task_queues:
-                conn.default_channel.queue_delete(queue.name)
-        rt.close()
         store.dispose()
         shutil.rmtree(home, ignore_errors=True)
     print(f"scrape_ms={results['scrape']:.1f}")
+
+
+def measure(app: Flask, store: JobStore, base: float, runs: int) -> dict[str, float]:
+    """Time the scrape and the lists, and the store's gauges alone; the medians by name."""
+    results = {}
+    for name, path in (
+        ("scrape", "/metrics"),
+        ("jobs page", "/jobs"),
+        ("api list", "/api/v1/jobs"),
+    ):
+        took = timed(get(app, path), runs)
+        median = results[name] = statistics.median(took)
+        print(f"{name:<10} GET {path}: median {median:.1f} ms, slowest {max(took):.1f} ms, "
+              f"ratio={median / base:.0f}")  # fmt: skip
+    gauges = statistics.median(timed(lambda: unfinished(store, handover_kind="handover"), runs))
+    print(f"part   the store's gauges alone: median {gauges:.1f} ms")
+    return results
 
 
 if __name__ == "__main__":

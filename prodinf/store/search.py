@@ -234,9 +234,12 @@ def search_jobs(
         rows=rows,
         total=total,
         exact=exact,
-        next=_next_cursor(search, rows, offset, limit, more=more or backward),
-        previous=_previous_cursor(
-            search, rows, offset, limit, more=(more if backward else bool(cursor or offset))
+        next=_cursor(search, rows[-1] if rows else None, offset + limit, wanted=more or backward),
+        previous=_cursor(
+            search,
+            rows[0] if rows else None,
+            offset,
+            wanted=more if backward else bool(cursor or offset),
         ),
     )
 
@@ -256,23 +259,13 @@ def _count(
     return min(found, COUNT_LIMIT), found <= COUNT_LIMIT
 
 
-def _next_cursor(
-    search: JobSearch, rows: list[Any], offset: int, limit: int, *, more: bool
-) -> str | None:
-    if not more or not rows:
+def _cursor(search: JobSearch, row: Any, offset: int, *, wanted: bool) -> str | None:
+    """The cursor of a page next to this one: past ``row`` (sorted by a key), or at
+    ``offset``; None when there is no such page (not ``wanted``, or no row)."""
+    if not wanted or row is None:
         return None
     if search.keyed:
-        return _Cursor.of(search, rows[-1]).token()
-    return _Cursor(search.sort, search.order, offset=offset + limit).token()
-
-
-def _previous_cursor(
-    search: JobSearch, rows: list[Any], offset: int, limit: int, *, more: bool
-) -> str | None:
-    if not more or not rows:
-        return None
-    if search.keyed:
-        return _Cursor.of(search, rows[0]).token()
+        return _Cursor.of(search, row).token()
     return _Cursor(search.sort, search.order, offset=offset).token()
 
 
