@@ -277,7 +277,7 @@ def runtime_for(app: Any) -> Runtime:
         if found is not None and found[0] == pid:
             return found[1]
         if found is not None:  # inherited across fork: never use the parent's connections
-            found[1].store.engine.dispose(close=False)
+            found[1].store.forget_connections()
         runtime = Runtime(app.conf.prodinf_settings, app)
         _runtimes[app] = (pid, runtime)
         return runtime

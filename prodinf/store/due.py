@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from prodinf.status import ACTIVE
 from prodinf.store.models import JOBS
@@ -76,11 +76,9 @@ def release(store: JobStore, job_ids: Collection[str], marked: datetime) -> int:
 def _move(store: JobStore, job_ids: Collection[str], marked: datetime, to: datetime) -> int:
     if not job_ids:
         return 0
-    with store.transaction() as conn:
-        if store.dialect == "postgresql":
-            # Not worth a wait for the disk: lost in a crash, the move only lets the job
-            # be due soon, and the reconciler sends its message again (at least once).
-            conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    # Not worth a wait for the disk: lost in a crash, the move only lets the job be due
+    # soon, and the reconciler sends its message again (at least once).
+    with store.unhurried() as conn:
         moved = conn.execute(
             update(JOBS)
             .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.next_run_at == marked)

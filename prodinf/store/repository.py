@@ -96,6 +96,20 @@ class JobStore:
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, **kwargs)
         _ping_when_idle(self.engine)
+        #: PostgreSQL: autocommit, and commits that do not wait for the disk (``unhurried``).
+        self._unhurried: Engine | None = None
+        if self.dialect == "postgresql":
+            connect = {"connect_timeout": 5, "options": "-c synchronous_commit=off"}
+            self._unhurried = create_engine(
+                url,
+                hide_parameters=True,
+                pool_size=1,
+                max_overflow=4,
+                pool_recycle=3600,
+                isolation_level="AUTOCOMMIT",
+                connect_args=connect,
+            )
+            _ping_when_idle(self._unhurried)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -156,8 +170,30 @@ class JobStore:
         with self.session() as session:
             session.execute(text("SELECT 1"))
 
+    @contextmanager
+    def unhurried(self) -> Iterator[Connection]:
+        """A connection for one statement worth no wait for the disk: one whose loss in a
+        crash only lets a job be due again soon (a confirmed message's mark). On
+        PostgreSQL the statement commits on its own (one round trip) without waiting
+        for its WAL to reach the disk; elsewhere it is a :meth:`transaction`."""
+        if self._unhurried is None:
+            with self.transaction() as conn:
+                yield conn
+            return
+        with self._errors(), self._unhurried.connect() as conn:
+            yield conn
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._unhurried is not None:
+            self._unhurried.dispose()
+
+    def forget_connections(self) -> None:
+        """Drop the pooled connections without closing them: in a forked child, whose
+        parent still uses them."""
+        self.engine.dispose(close=False)
+        if self._unhurried is not None:
+            self._unhurried.dispose(close=False)
 
     # -- reads --------------------------------------------------------------
 
