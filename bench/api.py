@@ -34,7 +34,6 @@ from __future__ import annotations
 import benchpath
 # isort: on
 
-import argparse
 import os
 import shutil
 import signal
@@ -55,7 +54,16 @@ from flask import Flask
 from sqlalchemy import func, select
 
 import prodinf.engine.service as service
-from bench.metrics import bare_median, create_database, fill, get, portal, say, timed
+from bench.metrics import (
+    bare_median,
+    create_database,
+    fill,
+    get,
+    portal,
+    say,
+    store_args,
+    timed,
+)
 from prodinf.config import Settings
 from prodinf.engine.registry import Kind
 from prodinf.store import JobStore, upgrade
@@ -210,11 +218,7 @@ def time_submission(app: Flask, settings: Settings, home: Path, base: float, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--reload", action="store_true", help="write the rows again")
-    args = parser.parse_args()
+    args = store_args(__doc__)
 
     create_database(POSTGRES)
     home = Path(tempfile.mkdtemp(prefix="bench-api-"))

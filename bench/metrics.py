@@ -268,12 +268,18 @@ def bare_median(runs: int) -> float:
     return base
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def store_args(doc: str) -> argparse.Namespace:
+    """The command line of a bench on a store of a million jobs: ``--jobs``, ``--runs``
+    and ``--reload``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--reload", action="store_true", help="write the rows again")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = store_args(__doc__)
 
     create_database(POSTGRES)
     home = Path(tempfile.mkdtemp(prefix="bench-metrics-"))  # nothing of it is used but its path
