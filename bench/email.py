@@ -58,11 +58,15 @@ POSTGRES = os.environ.get(
 )
 
 
-def idle_cpu(pid: int, seconds: float) -> float:
-    """Milliseconds of CPU per second the worker uses while given no new work."""
-    before = tree_cpu(pid)
+def idle_cpu(pid: int, seconds: float, status: StatusServer) -> tuple[float, float]:
+    """Milliseconds of CPU per second the worker uses while given no new work, and the
+    looks per second the status server answered meanwhile."""
+    before, looks = tree_cpu(pid), sum(status.looks.values())
     time.sleep(seconds)
-    return (tree_cpu(pid) - before) * 1000 / seconds
+    return (
+        (tree_cpu(pid) - before) * 1000 / seconds,
+        (sum(status.looks.values()) - looks) / seconds,
+    )
 
 
 def settle(url: str) -> None:
@@ -185,7 +189,7 @@ def main() -> None:
         rss = PeakRss(worker.pid)
         unrelated(rt, smtp, status, 10, f"{tag}-warm")  # start the pool's connections
         settle(POSTGRES)
-        idle_without = idle_cpu(worker.pid, args.idle)
+        idle_without, _ = idle_cpu(worker.pid, args.idle, status)
         rss.reset()
         without = unrelated(rt, smtp, status, args.jobs, f"{tag}-a")
         peak_without = rss.reset()
@@ -221,10 +225,11 @@ def main() -> None:
 
         settle(POSTGRES)
         unrelated(rt, smtp, status, 10, f"{tag}-warm2")
-        idle_with = idle_cpu(worker.pid, args.idle)
+        idle_with, rate = idle_cpu(worker.pid, args.idle, status)
         print(
             f"worker CPU while idle: {idle_without:.0f} ms/s with nothing pending, "
-            f"{idle_with:.0f} ms/s with the notifications pending",
+            f"{idle_with:.0f} ms/s with the notifications pending ({rate:.0f} looks/s, "
+            f"{(idle_with - idle_without) / max(rate, 1):.2f} ms of CPU a look)",
             flush=True,
         )
         with_pending = unrelated(rt, smtp, status, args.jobs, f"{tag}-b")
