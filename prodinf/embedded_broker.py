@@ -7,12 +7,8 @@ error that stops the worker) and the message is gone. Here a message is written 
 a name no reader takes (``<name>.msg.part``), then renamed to its queue's name, which is
 atomic on POSIX: a reader finds a whole message or none.
 
-kombu's reader sorts the whole folder (every queue's messages) and walks it from the
-front at each poll, and moves the file it takes to the temporary folder, a copy on
-another device, which two workers can both make. Here a reader lists the folder, keeps
-its queue's names, and takes the oldest by renaming it into ``processed`` (same
-folder tree, so atomic: one reader wins it), so a poll of a deep folder costs one
-listing, not a sort and a walk.
+Names carry a zero-padded ``monotonic_ns``, so kombu's reader, which sorts the names,
+takes each queue's messages in the order they were sent.
 """
 
 from __future__ import annotations
@@ -24,9 +20,8 @@ from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
-from kombu.transport.virtual import Empty
-from kombu.utils.encoding import bytes_to_str, str_to_bytes
-from kombu.utils.json import dumps, loads
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 from prodinf.files import open_private
 
@@ -48,27 +43,6 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
-
-    def _get(self, queue: Any) -> Any:  # type: ignore[override]
-        """Take the oldest whole message of ``queue``, or raise :class:`Empty`."""
-        wanted = f"{queue}.msg"
-        folder = self.data_folder_in
-        names = sorted(n for n in os.listdir(folder) if n.partition(".")[2] == wanted)
-        for name in names:  # "<ns>_<uuid>.<queue>.msg": oldest first
-            claimed = os.path.join(self.processed_folder, name)
-            try:
-                os.rename(os.path.join(folder, name), claimed)
-            except FileNotFoundError:
-                continue  # another worker took it first
-            try:
-                with open(claimed, "rb") as f:
-                    payload = f.read()
-                if not self.store_processed:
-                    os.remove(claimed)
-            except OSError as exc:
-                raise ChannelError(f"Cannot read file {claimed!r} from queue.") from exc
-            return loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
-        raise Empty()
 
 
 class Transport(filesystem.Transport):
