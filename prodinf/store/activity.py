@@ -34,9 +34,9 @@ def ended_by_slot(store: JobStore, now: datetime, *, span: timedelta, slots: int
     since = now - span
     width = span / slots
     found = [Slot(since + width * i, {}) for i in range(slots)]
-    with store.engine.connect() as conn:
+    with store.reading() as session:
         for status in sorted(TERMINAL):
-            ends = conn.scalars(
+            ends = session.scalars(
                 select(JOBS.c.finished_at).where(
                     JOBS.c.status == status, JOBS.c.finished_at >= since
                 )
@@ -51,8 +51,8 @@ def ended_by_slot(store: JobStore, now: datetime, *, span: timedelta, slots: int
 def running_steps(store: JobStore, limit: int = 50) -> list[dict[str, Any]]:
     """The steps running now (of jobs running), oldest start first: job id, kind, queue,
     step, since when, and the worker holding it (``host:pid``)."""
-    with store.engine.connect() as conn:
-        rows = conn.execute(
+    with store.reading() as session:
+        rows = session.execute(
             select(
                 JOBS.c.id,
                 JOBS.c.kind,

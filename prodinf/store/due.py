@@ -3,7 +3,8 @@
 A job is due when its ``next_run_at`` has passed: a wait has come due, a step's
 lease ran out, a message was never confirmed sent, or a queued job's message has
 sat unconsumed for a while. Each is claimed by moving ``next_run_at`` forward in
-a conditional update, so several reconcilers never claim the same job in one pass.
+a conditional update, so several reconcilers never claim the same job in one pass
+(the update finds nothing to move if another claimed it since it was read).
 
 A job whose message is about to be sent is due again soon (``resend_after``);
 ``mark_sent`` moves it further (``redrive_after``) once the broker confirmed the
@@ -44,9 +45,15 @@ def claim_due(
     )
     if queues is not None:
         query = query.where(JOBS.c.queue.in_(list(queues)))
+    # Looked for first without the write lock (SQLite's is one for the whole store): a
+    # pass that finds nothing due, the usual one, holds up no writer.
+    with store.reading() as session:
+        found = session.execute(query).all()
     claimed: list[tuple[str, str]] = []
+    if not found:
+        return claimed
     with store.transaction() as conn:
-        for job_id, queue, due in conn.execute(query).all():
+        for job_id, queue, due in found:
             taken = conn.execute(
                 update(JOBS)
                 .where(JOBS.c.id == job_id, JOBS.c.next_run_at == due)

@@ -40,8 +40,8 @@ def unfinished(store: JobStore, *, handover_kind: str) -> Unfinished:
     """The jobs not yet over: by kind and status, the oldest queued on each queue, the
     waiting steps by kind, and the jobs of ``handover_kind`` by stage."""
     found = Unfinished()
-    with store.engine.connect() as conn:
-        by_status = conn.execute(
+    with store.reading() as session:
+        by_status = session.execute(
             select(
                 JOBS.c.kind,
                 JOBS.c.queue,
@@ -52,13 +52,13 @@ def unfinished(store: JobStore, *, handover_kind: str) -> Unfinished:
             .where(JOBS.c.status.in_(_ACTIVE))
             .group_by(JOBS.c.kind, JOBS.c.queue, JOBS.c.status)
         ).all()
-        waiting = conn.execute(
+        waiting = session.execute(
             select(JOBS.c.kind, func.count())
             .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
             .where(JOBS.c.status.in_(_ACTIVE), STEPS.c.status == StepStatus.WAITING)
             .group_by(JOBS.c.kind)
         ).all()
-        handover_steps = conn.execute(
+        handover_steps = session.execute(
             select(STEPS.c.job_id, STEPS.c.name, STEPS.c.status)
             .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
             .where(JOBS.c.status.in_(_ACTIVE), JOBS.c.kind == handover_kind)

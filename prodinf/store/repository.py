@@ -22,6 +22,7 @@ from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
 from prodinf.store.search import JobSearch, duration_seconds, search_jobs
+from prodinf.store.sqlite import configure_sqlite
 from prodinf.store.types import utcnow
 
 #: The fewest first characters of a job's id that name it (when no other id starts so).
@@ -110,9 +111,17 @@ class JobStore:
                 connect_args=connect,
             )
             _ping_when_idle(self._unhurried)
-        if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: What :meth:`reading` opens: on SQLite a second engine whose transactions
+        #: read a snapshot and take no write lock; elsewhere the main one.
+        self._reads = self._sessions
+        self._reader: Engine | None = None
+        if self.dialect == "sqlite":
+            configure_sqlite(self.engine)
+        if self.dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            self._reader = create_engine(url, **kwargs)
+            configure_sqlite(self._reader, reads_only=True)
+            self._reads = sessionmaker(self._reader, expire_on_commit=False)
 
     def __repr__(self) -> str:
         return f"JobStore({redact_text(self.url)!r})"
@@ -128,6 +137,17 @@ class JobStore:
         written.
         """
         with self._errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads (errors as for ``session``).
+
+        On SQLite it reads a snapshot and takes no write lock, so a page or a count
+        never holds up a worker's write, however long it reads; it refuses a write.
+        Elsewhere it is a :meth:`session`.
+        """
+        with self._errors(), self._reads.begin() as session:
             yield session
 
     @contextmanager
@@ -184,16 +204,16 @@ class JobStore:
             yield conn
 
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self._unhurried is not None:
-            self._unhurried.dispose()
+        for engine in (self.engine, self._unhurried, self._reader):
+            if engine is not None:
+                engine.dispose()
 
     def forget_connections(self) -> None:
         """Drop the pooled connections without closing them: in a forked child, whose
         parent still uses them."""
-        self.engine.dispose(close=False)
-        if self._unhurried is not None:
-            self._unhurried.dispose(close=False)
+        for engine in (self.engine, self._unhurried, self._reader):
+            if engine is not None:
+                engine.dispose(close=False)
 
     # -- reads --------------------------------------------------------------
 
@@ -204,7 +224,7 @@ class JobStore:
         :raises NotFound: no job's id is or starts with ``given``.
         :raises Conflict: several jobs' ids start with it (some are named).
         """
-        with self.session() as session:
+        with self.reading() as session:
             if session.get(JobRow, given) is not None:
                 return given
             if len(given) < MIN_PREFIX or not _ID_CHARS.issuperset(given.lower()):
@@ -228,7 +248,7 @@ class JobStore:
 
     def describe(self, job_id: str) -> dict[str, Any]:
         """A job with its steps and history, as the API and pages show it."""
-        with self.session() as session:
+        with self.reading() as session:
             job = session.get(JobRow, job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}", field="id")
@@ -295,7 +315,7 @@ class JobStore:
             order=order,
         )
         now = utcnow()
-        with self.session() as session:
+        with self.reading() as session:
             page = search_jobs(
                 session, search, limit=limit, offset=offset, after=after, before=before, now=now
             )
@@ -318,7 +338,7 @@ class JobStore:
         """Number of jobs in each status that has any. With ``limit``, each status is
         counted only up to ``limit + 1`` (more than ``limit``), from the status index: a
         page that shows the counts costs no full count of a million jobs."""
-        with self.session() as session:
+        with self.reading() as session:
             if limit is None:
                 grouped = select(JobRow.status, func.count()).group_by(JobRow.status)
                 return {status: n for status, n in session.execute(grouped)}
@@ -380,24 +400,6 @@ def _ping_when_idle(engine: Engine) -> None:
             if dialect.is_disconnect(exc, dbapi_conn, None):
                 raise InvalidatePoolError() from exc  # the pool reconnects
             raise
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL for concurrent readers, and BEGIN IMMEDIATE so writers queue instead of failing."""
-
-    @event.listens_for(engine, "connect")
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _iso(value: Any) -> str | None:

@@ -63,8 +63,8 @@ def forget(store: JobStore, name: str) -> None:
 def recent(store: JobStore, within: float = SEEN_WITHIN) -> list[Worker]:
     """The workers seen in the last ``within`` seconds, by name."""
     since = utcnow() - timedelta(seconds=within)
-    with store.engine.connect() as conn:
-        rows = conn.execute(
+    with store.reading() as session:
+        rows = session.execute(
             select(WORKERS).where(WORKERS.c.seen_at >= since).order_by(WORKERS.c.name)
         ).all()
     return [Worker(r.name, list(r.queues), r.pid, r.started_at, r.seen_at) for r in rows]
