@@ -2,16 +2,18 @@
 
 Given ``prodinf up`` on embedded defaults (the filesystem broker, a SQLite store),
 when 5,000 jobs are posted to its API from eight threads at once, spread over the
-four queues so that every worker is busy; then every job succeeds, no worker crashes
-or is restarted (kombu's filesystem transport let a worker read a message file
-before it was whole: ``JSONDecodeError``, the worker gone, its message lost), and
-no job waited for the reconciler to send its message again.
+four queues so that every worker is busy; then every job succeeds, every process of
+each worker's pool takes its share, no worker crashes or is restarted (kombu's
+filesystem transport let a worker read a message file before it was whole:
+``JSONDecodeError``, the worker gone, its message lost), and no job waited for the
+reconciler to send its message again.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,7 +85,16 @@ def test_five_thousand_jobs_with_every_worker_busy_lose_nothing(up: Up) -> None:
     assert not re.search(r"reconciler published \d+ due job", logs), logs[-5000:]
     passes = re.findall(r"Task prodinf\.reconcile\[[^]]+\] succeeded in \S+: (\d+)", logs)
     assert passes and set(passes) == {"0"}, passes
-    # every worker took its share
+    # every worker took its share, and so did every process of its pool (one forked
+    # while a thread of the worker wrote to the store used to fail every job it took,
+    # for minutes, while its sibling ran them all)
     for queue in QUEUES:
         worker_log = (up.home / "logs" / f"worker-{queue}.log").read_text(errors="replace")
         assert worker_log.count("succeeded in") >= JOBS // len(QUEUES), queue
+        ran = Counter(
+            re.findall(
+                r"/(ForkPoolWorker-\d+)\] Task prodinf\.run_job\[[^]]+\] succeeded", worker_log
+            )
+        )
+        assert len(ran) == 2, (queue, ran)  # prodinf up's default concurrency
+        assert min(ran.values()) >= JOBS // len(QUEUES) // 10, (queue, ran)

@@ -102,9 +102,10 @@ def test_readers_racing_for_a_deep_queue_take_each_message_once_oldest_first(
     broker: Broker,
 ) -> None:
     """Given 200 messages on two queues, when four readers take from the jobs queue at
-    once (each message is claimed by a rename, which one reader alone wins), then every
-    jobs message is taken exactly once, a lone reader takes them in the order they were
-    sent, and the other queue's messages are all still there."""
+    once (kombu's reader moves a message out of the folder before reading it, which one
+    reader alone wins), then every jobs message is taken exactly once, a lone reader
+    takes them in the order they were sent, and the other queue's messages are all
+    still there."""
     for i in range(200):
         broker.publish(f"job-{i}", "jobs" if i % 2 == 0 else "email")
     taken: list[str] = []
