@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         "deciding what they may do; none: anyone who reaches the portal may do anything "
         "(allowed only while it listens on loopback).",
     )
+    insecure: bool = Field(
+        default=False,
+        description="Let the portal serve beyond loopback with auth none (as --insecure does "
+        "for prodinf up and portal; under gunicorn, the only way), saying so in the log at "
+        "every start.",
+    )
     log_level: str = Field(default="INFO", description="Log level of workers and portal.")
     log_format: Literal["text", "json"] = Field(
         default="text",

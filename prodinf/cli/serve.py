@@ -79,28 +79,14 @@ def _refuse_a_used_port(host: str, port: int) -> int:
 
 
 def _refuse_an_open_portal(settings: Settings, host: str, insecure: bool) -> None:
-    """Refuse to serve beyond loopback with ``PRODINF_AUTH=none`` (anyone who reaches
-    the portal could do anything), naming the setting; ``--insecure`` serves anyway,
-    saying so on every start."""
-    from prodinf.portal.hardening import listens_on_loopback
+    """Refuse to serve beyond loopback with ``PRODINF_AUTH=none``, naming the setting;
+    ``--insecure`` (or ``PRODINF_INSECURE``) serves anyway, saying so on every start: in
+    the log, and on the console too unless every line is JSON."""
+    from prodinf.portal.hardening import refuse_an_open_portal
 
-    if settings.auth != "none" or listens_on_loopback(host):
-        return
-    if not insecure:
-        raise ValidationError(
-            f"the portal would listen on {host} with PRODINF_AUTH=none: anyone who reaches "
-            "it could submit, cancel and read every job. Turn authentication on "
-            "(PRODINF_AUTH=users, and prodinf user add NAME --role admin), listen on "
-            "127.0.0.1 (--host), or start with --insecure to run open anyway",
-            field="PRODINF_AUTH",
-        )
-    warning = (
-        f"INSECURE: the portal listens on {host} with PRODINF_AUTH=none (--insecure): "
-        "anyone who reaches it may submit, cancel and read every job"
-    )
-    if settings.log_format != "json":
+    warning = refuse_an_open_portal(settings, host, insecure=insecure, flag="--insecure")
+    if warning is not None and settings.log_format != "json":
         click.echo(f"WARNING: {warning}", err=True)
-    logging.getLogger("prodinf.portal").warning("%s", warning)
 
 
 def _own_url(host: str, port: int) -> str:
@@ -182,7 +168,8 @@ class Child:
 @click.option(
     "--insecure",
     is_flag=True,
-    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything).",
+    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything); "
+    "PRODINF_INSECURE=true does the same.",
 )
 @reports_errors
 def up(host: str | None, port: int | None, concurrency: int | None, insecure: bool) -> None:
@@ -369,7 +356,8 @@ def scheduler() -> None:
 @click.option(
     "--insecure",
     is_flag=True,
-    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything).",
+    help="Serve beyond loopback with PRODINF_AUTH=none (anyone may do anything); "
+    "PRODINF_INSECURE=true does the same.",
 )
 @reports_errors
 def portal(host: str | None, port: int | None, insecure: bool) -> None:

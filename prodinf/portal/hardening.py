@@ -18,6 +18,9 @@
   ``Secure`` behind https.
 - **The secret key.** The built-in one is logged as a warning, and refused when the
   portal listens beyond loopback.
+- **An open portal.** With ``PRODINF_AUTH=none`` the portal serves only on loopback,
+  unless told it may be open (``--insecure``, ``PRODINF_INSECURE``), which it then says
+  in the log at every start (:func:`refuse_an_open_portal`).
 - **The server** started by ``prodinf up``/``portal`` names no versions.
 """
 
@@ -44,6 +47,7 @@ __all__ = [
     "install",
     "listens_on_loopback",
     "make_server",
+    "refuse_an_open_portal",
 ]
 
 log = logging.getLogger(__name__)
@@ -227,6 +231,37 @@ def refuse_built_in_secret(settings: Settings) -> None:
             f"with: set PRODINF_SECRET_KEY to a long random value ({MAKE_A_KEY})",
             field="PRODINF_SECRET_KEY",
         )
+
+
+def refuse_an_open_portal(
+    settings: Settings, host: str, *, insecure: bool = False, flag: str | None = None
+) -> str | None:
+    """Refuse to serve on ``host`` beyond loopback with ``PRODINF_AUTH=none``, where
+    anyone who reaches the portal could do anything: ``ValidationError`` naming
+    ``PRODINF_AUTH`` and how to run open anyway (``PRODINF_INSECURE=true``, or the
+    command's ``flag``). With ``insecure`` (the flag given) or ``PRODINF_INSECURE`` it
+    may: the warning that says so is logged (``prodinf.portal``) and returned. None when
+    there is nothing to say: authentication is on, or ``host`` is loopback."""
+    if settings.auth != "none" or listens_on_loopback(host):
+        return None
+    if not (insecure or settings.insecure):
+        anyway = (
+            f"start with {flag} (or PRODINF_INSECURE=true)" if flag else "set PRODINF_INSECURE=true"
+        )
+        raise ValidationError(
+            f"the portal would listen on {host} with PRODINF_AUTH=none: anyone who reaches "
+            "it could submit, cancel and read every job. Turn authentication on "
+            "(PRODINF_AUTH=users, and prodinf user add NAME --role admin), listen on "
+            f"127.0.0.1, or {anyway} to run open anyway",
+            field="PRODINF_AUTH",
+        )
+    given = flag if insecure and flag else "PRODINF_INSECURE=true"
+    warning = (
+        f"INSECURE: the portal listens on {host} with PRODINF_AUTH=none ({given}): "
+        "anyone who reaches it may submit, cancel and read every job"
+    )
+    logging.getLogger("prodinf.portal").warning("%s", warning)
+    return warning
 
 
 def check_secret_key(settings: Settings) -> None:
