@@ -169,3 +169,27 @@ def _busy_kind(queue: str) -> None:
 
 for _queue in ("handover", "event", "email", "jobs"):
     _busy_kind(_queue)
+
+
+class GatedParams(BaseModel):
+    gates: str  # a folder: step ``name`` runs until the file ``<gates>/<name>`` exists
+    timeout: float = 120.0
+
+
+def _held(ctx: StepContext) -> str:
+    """Run until the test opens this step's gate (creates its file); fail after timeout."""
+    params: GatedParams = ctx.params  # type: ignore[assignment]
+    gate = Path(params.gates) / ctx.step
+    deadline = time.monotonic() + params.timeout
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise PermanentError(f"gate {gate} was never opened")
+        time.sleep(0.005)
+    return "let through"
+
+
+@job_kind("it_gated", params=GatedParams)
+def it_gated(params: GatedParams) -> Flow:
+    """Two steps, ``first`` then ``second``, each running until the test opens its gate:
+    a job a test holds at a step it picks."""
+    return Flow.of(Step("first", _held), Step("second", _held))

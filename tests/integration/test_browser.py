@@ -22,7 +22,7 @@ from sqlalchemy import text as sa_text
 
 from prodinf.config import Settings
 from prodinf.mail import deliver, outbox_name, render_url_report
-from tests.embedded import run, runtime_of, submit
+from tests.embedded import run, runtime_of
 from tests.integration.browser import WebDriver, chromium
 from tests.loopback import Site
 from tests.mails import PASSWORD, URL, a_mail
@@ -188,37 +188,6 @@ def test_browser_shows_a_failed_healthchecks_report(
     assert len(examples) >= 2, examples  # a header and at least one orphan row
     shown = browser.text("main")  # what is visible: a closed <details> shows its summary
     assert 'File "' not in shown and "Traceback (for operators)" in shown
-
-
-@pytest.mark.slow
-def test_a_job_page_shows_its_end_live_without_a_reload(
-    app: Flask, live: str, browser: WebDriver, site: Site, tmp_path: Path
-) -> None:
-    """Given a job page open on a queued job, when a worker runs the job, then the page
-    shows it succeeded within a second or two, in place: the page was not reloaded (a
-    mark set in it is still there) and it stops being live; a screenshot is kept."""
-    job_id = submit(app, "http_get", {"url": f"{site.base}/ok"})
-    browser.go(f"{live}/jobs/{job_id}")
-    assert browser.text(".status-line .badge") == "queued"
-    assert browser.text("#live") == "Live"
-    browser.script("window.prodinfMark = 'still here'; return null;")
-
-    runtime_of(app).runner.drive(job_id)  # what a worker does
-
-    browser.wait_for(
-        "the end shown in place",
-        lambda: browser.text(".status-line .badge") == "succeeded",
-        timeout=5,
-    )
-    assert browser.script("return window.prodinfMark;") == "still here"
-    assert not browser.shows("#live")
-    assert browser.shows("#job-result")
-    shot = tmp_path / "live-job.png"  # kept with the test's files
-    shot.write_bytes(
-        base64.b64decode(browser.call("GET", f"/session/{browser.session}/screenshot"))
-    )
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [line for line in browser.console() if "Content Security Policy" in line]
 
 
 @pytest.mark.slow
