@@ -11,6 +11,7 @@ import html
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from prodinf.config import Settings
-from prodinf.portal import create_app
+from prodinf.portal import auth_views, create_app
 from prodinf.runtime import Runtime
 from prodinf.store import upgrade
 from prodinf.store.users import Users
@@ -29,6 +30,7 @@ from tests.loopback import free_port
 from tests.pages import csrf, page, text_of
 
 PASSWORD = "a-long-enough-password"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -111,6 +113,40 @@ def test_login_attempts_are_limited(app: Flask) -> None:
     for _ in range(5):
         assert log_in(client, "ola", "guess-number-x") == 401
     assert log_in(client, "ola") == 429
+
+
+def test_a_failed_login_takes_the_second_the_docs_say() -> None:
+    """Given no test's patch, then the delay of a failed login is what security.rst
+    says it is."""
+    docs = " ".join((ROOT / "docs" / "security.rst").read_text(encoding="utf-8").split())
+    assert "a failed one takes a second" in docs
+    assert auth_views.FAILED_DELAY == 1.0
+
+
+def test_a_failed_login_is_slowed_and_a_good_one_is_not(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the delay of a failed login (a second, security.rst says; short here), when
+    a login fails, by a wrong password or by a name no one has, then its answer comes
+    no sooner than the delay; a login that succeeds is not held back (given a delay far
+    longer than a login takes, it answers well within it)."""
+    client = app.test_client()
+
+    def answer_time(name: str, password: str, address: str) -> tuple[int, float]:
+        form = {"csrf_token": csrf(client, "/login"), "name": name, "password": password}
+        started = time.monotonic()
+        answer = client.post("/login", data=form, environ_base={"REMOTE_ADDR": address})
+        return answer.status_code, time.monotonic() - started
+
+    monkeypatch.setattr(auth_views, "FAILED_DELAY", 0.3)
+    for name, password, address in (("ola", "not it at all", "10.9.0.1"),
+                                     ("nobody", PASSWORD, "10.9.0.2")):  # fmt: skip
+        status, took = answer_time(name, password, address)
+        assert status == 401 and took >= 0.3, (name, status, took)
+
+    monkeypatch.setattr(auth_views, "FAILED_DELAY", 30.0)
+    status, took = answer_time("ola", PASSWORD, "10.9.0.3")
+    assert status == 302 and took < 30.0 / 2, took
 
 
 def test_a_next_page_on_another_site_is_not_followed(app: Flask) -> None:
