@@ -52,7 +52,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 def answering(url: str) -> bool:
     try:
         return requests.get(url, timeout=5).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # still starting, or busy starting
         return False
 
 
