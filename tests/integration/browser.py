@@ -124,6 +124,18 @@ class WebDriver:
     def go(self, url: str) -> None:
         self.call("POST", f"/session/{self.session}/url", {"url": url})
 
+    def fresh(self, act: Callable[[], Any]) -> Any:
+        """What ``act`` (finding an element, then acting on it) returns, done again when
+        the element went stale in between: a live page puts new content in place of
+        its old one while it runs (``static/live.js``)."""
+        for _ in range(4):
+            try:
+                return act()
+            except AssertionError as exc:
+                if "stale element reference" not in str(exc):
+                    raise
+        return act()
+
     def find(self, css: str) -> str:
         found = self.call(
             "POST", f"/session/{self.session}/element", {"using": "css selector", "value": css}
@@ -140,26 +152,40 @@ class WebDriver:
         return True
 
     def type(self, css: str, text: str) -> None:
-        element = self.find(css)
-        self.call("POST", f"/session/{self.session}/element/{element}/clear")
-        self.call("POST", f"/session/{self.session}/element/{element}/value", {"text": text})
+        def act() -> None:
+            element = self.find(css)
+            self.call("POST", f"/session/{self.session}/element/{element}/clear")
+            self.call("POST", f"/session/{self.session}/element/{element}/value", {"text": text})
+
+        self.fresh(act)
 
     def click(self, css: str) -> None:
-        self.call("POST", f"/session/{self.session}/element/{self.find(css)}/click")
+        self.fresh(
+            lambda: self.call("POST", f"/session/{self.session}/element/{self.find(css)}/click")
+        )
 
     def text(self, css: str) -> str:
-        value: str = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
+        value: str = self.fresh(
+            lambda: self.call("GET", f"/session/{self.session}/element/{self.find(css)}/text")
+        )
         return value
 
     def texts(self, css: str) -> list[str]:
         """The text of every element matching ``css``, as shown (none: an empty list)."""
-        found = self.call(
-            "POST", f"/session/{self.session}/elements", {"using": "css selector", "value": css}
-        )
-        return [
-            self.call("GET", f"/session/{self.session}/element/{item[self.ELEMENT]}/text")
-            for item in found
-        ]
+
+        def act() -> list[str]:
+            found = self.call(
+                "POST",
+                f"/session/{self.session}/elements",
+                {"using": "css selector", "value": css},
+            )
+            return [
+                self.call("GET", f"/session/{self.session}/element/{item[self.ELEMENT]}/text")
+                for item in found
+            ]
+
+        texts: list[str] = self.fresh(act)
+        return texts
 
     def script(self, source: str) -> Any:
         """Run ``source`` (a function body) in the page; what it returns."""
@@ -169,13 +195,16 @@ class WebDriver:
 
     def selected(self, css: str) -> bool:
         """Whether the checkbox, radio button or option matching ``css`` is ticked."""
-        value: bool = self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")
+        value: bool = self.fresh(
+            lambda: self.call("GET", f"/session/{self.session}/element/{self.find(css)}/selected")
+        )
         return value
 
     def css(self, css: str, prop: str) -> str:
         """The computed value of the CSS property ``prop`` of the element matching ``css``."""
-        element = self.find(css)
-        value: str = self.call("GET", f"/session/{self.session}/element/{element}/css/{prop}")
+        value: str = self.fresh(
+            lambda: self.call("GET", f"/session/{self.session}/element/{self.find(css)}/css/{prop}")
+        )
         return value
 
     def console(self) -> list[str]:

@@ -9,7 +9,8 @@ second of that record, measured from the step's ``finished_at`` (taken before th
 commit, so the figure errs long) to the moment the page's DOM shows it (a
 ``MutationObserver`` in the page notes ``Date.now()``: the same clock). A mark set in
 the page (``window.__noReload``) is still there after: the page was not reloaded.
-Screenshots of the dashboard and the job page, before and after, go to
+An event page shows its processes' outcomes and its end the same way. Screenshots of
+the dashboard and the job page (and the event page), before and after, go to
 ``PRODINF_TEST_ARTIFACTS/<test>/`` (``.ci/run`` sets it and prints where), or to the
 test's own folder; the latencies measured go there too (``latency.json``).
 """
@@ -32,6 +33,8 @@ from prodinf.config import Settings
 from tests.embedded import runtime_of, submit
 from tests.integration.browser import WebDriver
 from tests.integration.conftest import PLUGIN
+from tests.loopback import Site
+from tests.subscribed import CORE, drive_event, record, subscribed_settings
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -62,7 +65,9 @@ return null;
 
 @pytest.fixture
 def settings(home: Path) -> Settings:
-    """Embedded settings with the integration kinds (``it_gated``) loaded."""
+    """Embedded settings with the integration kinds (``it_gated``) loaded and the
+    subscriptions of ``tests/subscribed.py``."""
+    subscriptions = subscribed_settings(home).subscriptions  # writes them under home
     return Settings(
         home=home,
         reconcile_interval=0.2,
@@ -70,6 +75,7 @@ def settings(home: Path) -> Settings:
         redrive_after=30.0,
         sqlite_roots=[home.parent],
         plugins=[PLUGIN],
+        subscriptions=subscriptions,
     )
 
 
@@ -89,6 +95,22 @@ def screenshot(browser: WebDriver, path: Path) -> None:
     path.write_bytes(base64.b64decode(picture))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000, path  # a rendered page, not a blank one
+
+
+def text(browser: WebDriver, css: str) -> str | None:
+    """The text shown in the first element matching ``css`` (``None``: no such element),
+    read in one call in the page: an element found by one WebDriver call may be stale by
+    the next, as the live page replaces its content meanwhile."""
+    found = browser.call(
+        "POST",
+        f"/session/{browser.session}/execute/sync",
+        {
+            "script": "const e = document.querySelector(arguments[0]);"
+            " return e === null ? null : e.textContent.replace(/\\s+/g, ' ').trim();",
+            "args": [css],
+        },
+    )
+    return None if found is None else str(found)
 
 
 def watch(browser: WebDriver, shows: str) -> None:
@@ -128,8 +150,10 @@ def recorded(app: Flask, job_id: str, step: str, status: str) -> dict[str, Any]:
     return found
 
 
-def finished_at(job: dict[str, Any], step: str) -> float:
-    row = next(s for s in job["steps"] if s["name"] == step)
+def finished_at(job: dict[str, Any], step: str | None = None) -> float:
+    """When the store recorded the end of ``step`` of ``job`` (or of the job), in seconds
+    since the epoch."""
+    row = next(s for s in job["steps"] if s["name"] == step) if step else job
     return datetime.fromisoformat(row["finished_at"]).timestamp()
 
 
@@ -158,12 +182,12 @@ def test_a_running_jobs_page_shows_its_next_step_within_a_second(
 
     # Given the dashboard and the job's page open while its first step runs
     browser.go(f"{live}/dashboard")
-    assert browser.text("#live") == "Live"
+    assert text(browser, "#live") == "Live"
     screenshot(browser, artifacts / "dashboard-before.png")
     browser.go(f"{live}/jobs/{job_id}")
-    assert browser.text("#live") == "Live"
-    assert browser.text("#step-first .badge") == "running"
-    assert browser.text("#step-second .badge") == "pending"
+    assert text(browser, "#live") == "Live"
+    assert text(browser, "#step-first .badge") == "running"
+    assert text(browser, "#step-second .badge") == "pending"
     screenshot(browser, artifacts / "job-before.png")
     browser.script("window.__noReload = 1; return null;")
 
@@ -180,7 +204,7 @@ def test_a_running_jobs_page_shows_its_next_step_within_a_second(
     # of that record, in place
     latencies["next step"] = shown_at(browser, "the next step shown") - finished_at(job, "first")
     assert browser.script("return window.__noReload;") == 1, "the page was reloaded"
-    assert browser.text(".status-line .badge") == "running"
+    assert text(browser, ".status-line .badge") == "running"
     screenshot(browser, artifacts / "job-next-step.png")
 
     # When the second step's gate opens, then the job's end shows within a second too,
@@ -190,8 +214,8 @@ def test_a_running_jobs_page_shows_its_next_step_within_a_second(
     job = recorded(app, job_id, "second", "succeeded")
     latencies["end"] = shown_at(browser, "the job's end shown") - finished_at(job, "second")
     assert browser.script("return window.__noReload;") == 1, "the page was reloaded"
-    assert browser.text("#step-second .badge") == "succeeded"
-    browser.wait_for("the page no longer live", lambda: not browser.shows("#live"))
+    assert text(browser, "#step-second .badge") == "succeeded"
+    browser.wait_for("the page no longer live", lambda: text(browser, "#live") is None)
     screenshot(browser, artifacts / "job-after.png")
     assert not [line for line in browser.console() if "Content Security Policy" in line]
 
@@ -201,3 +225,36 @@ def test_a_running_jobs_page_shows_its_next_step_within_a_second(
     print(f"store record to DOM: {latencies}")
     late = {what: seconds for what, seconds in latencies.items() if seconds >= BOUND}
     assert not late, f"shown more than {BOUND}s after the store recorded it: {latencies}"
+
+
+@pytest.mark.slow
+def test_an_event_page_shows_its_processes_and_its_end_live(
+    app: Flask, live: str, site: Site, browser: WebDriver, artifacts: Path
+) -> None:
+    # Given a recorded dataset.updated, its page open before its processes start
+    event = record(app, type="dataset.updated", dataset=CORE, payload={"base": site.base})
+    browser.go(f"{live}/events/{event['id']}")
+    assert text(browser, "#live") == "Live"
+    assert text(browser, ".status-line .badge") == "queued"
+    assert "not started" in (text(browser, "#process-fetch") or "")
+    screenshot(browser, artifacts / "event-before.png")
+    browser.script("window.__noReload = 1; return null;")
+    watch(browser, f"return {badge('.status-line', 'failed')};")
+
+    # When its job starts its three processes and they run (one fails), until the
+    # store records the event's job's end
+    job = drive_event(app, event["id"])
+    assert job["status"] == "failed"
+
+    # Then the page shows each process's outcome and the event's end within a second of
+    # that record, in place, and stops being live
+    latency = shown_at(browser, "the event's end shown") - finished_at(job)
+    assert browser.script("return window.__noReload;") == 1, "the page was reloaded"
+    assert text(browser, "#process-fetch .badge") == "succeeded"
+    assert text(browser, "#process-fetch-release .badge") == "succeeded"
+    assert text(browser, "#process-fetch-missing .badge") == "failed"
+    browser.wait_for("the page no longer live", lambda: text(browser, "#live") is None)
+    screenshot(browser, artifacts / "event-after.png")
+    (artifacts / "latency.json").write_text(json.dumps({"end": latency}, indent=2) + "\n")
+    print(f"store record to DOM: {{'end': {latency}}}")
+    assert latency < BOUND, f"shown {latency:.3f}s after the store recorded it"

@@ -1,14 +1,16 @@
 // Live pages: while a page says it is live (<meta name="prodinf-live">), it asks the
-// server for itself every half second and puts the new <main> in place of the old one,
-// so a step that ends shows within a second (half a second of waiting at most, then the
-// page's answer) without reloading the page. It waits while the user is typing in a
-// form on the page, stops once the page is no longer live (the job ended), and slows
-// down when the tab is hidden. Without JavaScript the page reloads itself instead (a
-// <meta refresh> inside <noscript>).
+// server for itself every half second (from the start of one ask to the start of the
+// next) and puts the new <main> in place of the old one, so a step that ends shows
+// within a second (half a second of waiting at most, then the page's answer) without
+// reloading the page. It waits while the user is typing in a form on the page, stops
+// once the page is no longer live (the job ended), and slows down when the tab is
+// hidden. Without JavaScript the page reloads itself instead (a <meta refresh> inside
+// <noscript>).
 (function () {
   "use strict";
   var EVERY = 500;
   var HIDDEN_EVERY = 10000;
+  var GAP = 100;
   // what the server sent last: the page changes only when it sends something else (so a
   // <details> opened or a button about to be clicked stays as it is meanwhile)
   function content(main) {
@@ -29,11 +31,17 @@
     return active !== null && active.closest("main form") !== null;
   }
 
+  // when the last ask began: the next begins EVERY after it, however long the server
+  // took to answer, and at least GAP after the answer
+  var asked = Date.now();
+
   function next() {
-    window.setTimeout(look, document.hidden ? HIDDEN_EVERY : EVERY);
+    var every = document.hidden ? HIDDEN_EVERY : EVERY;
+    window.setTimeout(look, Math.max(GAP, asked + every - Date.now()));
   }
 
   function look() {
+    asked = Date.now();
     if (busy()) {
       next();
       return;
