@@ -22,6 +22,7 @@ from prodinf.kinds.handover import Handovers
 from prodinf.store.handovers import list_handovers
 from tests.embedded import runtime_of
 from tests.integration.browser import WebDriver, chromium
+from tests.integration.test_browser_live import BOUND, badge, finished_at, shown_at, text, watch
 from tests.unit.test_handover import NAME
 from tests.unit.test_handover_pages import drive_handover, handover_settings, production
 
@@ -166,3 +167,33 @@ def test_the_handovers_list_filters_by_status(
     )
     assert browser.text("#handover-status .badge") == "queued"
     assert drive_handover(app, queued)["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_handover_page_shows_its_stages_and_its_end_live(
+    app: Flask, live: str, folder: Path, browser: WebDriver
+) -> None:
+    """Given a handover's page open while it is queued, when its jobs run to the end, then
+    the page shows every stage and the handover succeeded in place, within a second of
+    the store recording its job's end, and stops being live (the way
+    ``test_browser_live`` measures it)."""
+    rt = runtime_of(app)
+    service = Handovers(rt.store, rt.registry, rt.settings, rt.publish)
+    handover = {"src_uri": f"sqlite:///{folder / NAME}.sqlite", "contact": "ada@example.org"}
+    token = service.submit({**handover, "comment": "live"})["token"]
+    browser.go(f"{live}/handovers/{token}")
+    assert text(browser, "#live") == "Live"
+    assert text(browser, "#handover-status .badge") == "queued"
+    browser.script("window.__noReload = 1; return null;")
+    watch(browser, f"return {badge('#handover-status', 'succeeded')};")
+
+    detail = drive_handover(app, token)
+    assert detail["status"] == "succeeded", detail
+
+    latency = shown_at(browser, "the handover's end shown") - finished_at(rt.store.describe(token))
+    assert browser.script("return window.__noReload;") == 1, "the page was reloaded"
+    for stage in ("healthcheck", "copy", "metadata", "events"):
+        assert text(browser, f"#stage-{stage} .badge") == "succeeded", stage
+    browser.wait_for("the page no longer live", lambda: text(browser, "#live") is None)
+    print(f"store record to DOM: {{'end': {latency}}}")
+    assert latency < BOUND, f"shown {latency:.3f}s after the store recorded it"
