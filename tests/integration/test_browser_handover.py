@@ -197,3 +197,37 @@ def test_a_handover_page_shows_its_stages_and_its_end_live(
     browser.wait_for("the page no longer live", lambda: text(browser, "#live") is None)
     print(f"store record to DOM: {{'end': {latency}}}")
     assert latency < BOUND, f"shown {latency:.3f}s after the store recorded it"
+
+
+@pytest.mark.slow
+def test_a_bulk_page_shows_a_handover_end_live(
+    app: Flask, live: str, folder: Path, browser: WebDriver
+) -> None:
+    """Given a bulk of two handovers, its page open while both are queued, when they run
+    to their end, then the page shows each succeeded in place (the one it watches within a
+    second of the store recording its job's end) and stops being live."""
+    rt = runtime_of(app)
+    service = Handovers(rt.store, rt.registry, rt.settings, rt.publish)
+    made = service.bulk(
+        {
+            "server_uri": f"sqlite:///{folder}",
+            "databases": [NAME, MOUSE],
+            "contact": "ada@example.org",
+            "comment": "live",
+        }
+    )
+    token = next(a["token"] for a in made["answers"] if a["database"] == NAME)
+    browser.go(f"{live}/handovers/bulks/{made['id']}")
+    assert text(browser, "#live") == "Live"
+    assert text(browser, f"#answer-{NAME} .badge") == "queued"
+    browser.script("window.__noReload = 1; return null;")
+    watch(browser, f"return {badge(f'#answer-{NAME}', 'succeeded')};")
+
+    assert drive_handover(app, token)["status"] == "succeeded"
+
+    latency = shown_at(browser, "the handover's end shown") - finished_at(rt.store.describe(token))
+    assert browser.script("return window.__noReload;") == 1, "the page was reloaded"
+    assert text(browser, f"#answer-{MOUSE} .badge") == "succeeded"  # driven meanwhile
+    browser.wait_for("the page no longer live", lambda: text(browser, "#live") is None)
+    print(f"store record to DOM: {{'end': {latency}}}")
+    assert latency < BOUND, f"shown {latency:.3f}s after the store recorded it"
