@@ -7,6 +7,11 @@ first, then its steps, ``FOR UPDATE``: the order everyone locks them in), works
 on these plain copies, and at the end writes what changed: one ``UPDATE`` per
 changed table and one ``INSERT`` for all the history events. Core statements, not
 the ORM's unit of work: a worker spends most of its time here.
+
+On PostgreSQL each round trip counts (a transition is little else): the job and its
+steps are locked and read in one statement, and what changed is written in one
+(``WITH ... UPDATE ... INSERT``), as are a new job's rows: a 4-step job's submission
+and run cost 13 statements instead of 30, 25 round trips instead of 42.
 """
 
 from __future__ import annotations
@@ -18,8 +23,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Table, TextClause, Update, bindparam, case, select, text, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    TextClause,
+    Update,
+    bindparam,
+    case,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine.default import DefaultDialect
 
 from prodinf import metrics
 from prodinf.redact import redact, redact_text
@@ -36,6 +52,7 @@ __all__ = [
     "LockedStep",
     "NewRows",
     "history_entry",
+    "insert_all",
     "insert_rows",
 ]
 
@@ -87,12 +104,12 @@ class NewRows:
         return job_summary(JobRow(**self.values))
 
     def insert(self, conn: Connection) -> None:
-        """Insert the rows: Core statements, one per table (the ORM's unit of work
-        would cost more than the rest of a submission). The one place a job is
-        created: counted here once committed (and as ended, if it starts out ended)."""
-        insert_rows(conn, JOBS, [self.values])
-        insert_rows(conn, STEPS, self.steps)
-        insert_rows(conn, HISTORY, [self.history, *self.more_history])
+        """Insert the rows: Core statements, one per table, or one for all three on
+        PostgreSQL (the ORM's unit of work would cost more than the rest of a
+        submission). The one place a job is created: counted here once committed
+        (and as ended, if it starts out ended)."""
+        history = [self.history, *self.more_history]
+        insert_all(conn, [(JOBS, [self.values]), (STEPS, self.steps), (HISTORY, history)])
         kind, status = str(self.values["kind"]), str(self.values["status"])
         after_commit(conn, functools.partial(metrics.job_submitted, kind))
         if status in TERMINAL:
@@ -188,6 +205,21 @@ _SELECT_STEPS = (
     .order_by(STEPS.c.position)
     .with_for_update()
 )
+# PostgreSQL: the job row and its steps locked and read in one statement (one round
+# trip). Its locking clause locks the rows of each row returned in FROM order, so the
+# job row is locked before any step (the order everyone locks them in), and a row
+# changed by a transaction it waited for is read as that one left it. No ORDER BY:
+# under READ COMMITTED a locking query may return rows out of it; ``lock`` sorts them.
+_SELECT_BOTH = (
+    select(
+        *(JOBS.c[name] for name in LockedJob._names), *(STEPS.c[name] for name in LockedStep._names)
+    )
+    .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
+    .where(JOBS.c.id == bindparam("job_id"))
+    .with_for_update()
+)
+#: Plain SQL with ``:name`` parameters and no casts (what ``text`` takes).
+_NAMED = DefaultDialect(paramstyle="named")
 # The SET clause comes from the keys of the values given at execution.
 _UPDATE_JOB = update(JOBS).where(JOBS.c.id == bindparam("row_id"))
 _UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("row_id"))
@@ -218,13 +250,17 @@ class JobRows:
     @classmethod
     def lock(cls, conn: Connection, job_id: str, resend_after: float = 10.0) -> JobRows | None:
         """Lock and read the job row, then its step rows; ``None`` if there is no such job."""
+        if conn.dialect.name == "postgresql":
+            both = conn.execute(_SELECT_BOTH, {"job_id": job_id}).all()
+            if both:  # else no such job, or one without steps: read as elsewhere
+                n = len(LockedJob._names)
+                ordered = sorted((LockedStep(*row[n:]) for row in both), key=lambda s: s.position)
+                return cls(LockedJob(*both[0][:n]), ordered, resend_after=resend_after)
         job = conn.execute(_SELECT_JOB, {"job_id": job_id}).first()
         if job is None:
             return None
-        steps = conn.execute(_SELECT_STEPS, {"job_id": job_id}).all()
-        return cls(
-            LockedJob(*job), [LockedStep(*step) for step in steps], resend_after=resend_after
-        )
+        rows = conn.execute(_SELECT_STEPS, {"job_id": job_id}).all()
+        return cls(LockedJob(*job), [LockedStep(*step) for step in rows], resend_after=resend_after)
 
     def note(
         self, event: str, step: str | None, message: str | None, data: dict[str, Any] | None = None
@@ -253,29 +289,29 @@ class JobRows:
     def save(self, conn: Connection) -> None:
         """Write the changed columns and the new history events (once, before commit)."""
         changed = self.job.changes()
-        if changed:
+        steps = [(step.id, diff) for step in self.steps if (diff := step.changes())]
+        if conn.dialect.name == "postgresql":  # all three in one statement
+            _write_at_once(conn, self.job.id, changed, steps, self.history)
+            self.history, steps = [], []
+        elif changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
+        if changed.get("status") in TERMINAL:
             job = self.job
-            if changed.get("status") in TERMINAL:
-                now = utcnow()
-                due = now + timedelta(seconds=self.resend_after)
-                woken = wake_job_watchers(conn, job.id)
-                if job.parent_id and job.parent_step:
-                    woken.append((job.parent_id, job.parent_step))
-                for other, step in woken:
-                    queue = wake_step(conn, other, step, now, due)
-                    if queue is not None:
-                        self.woken.append((other, queue, due))
-        steps = [(step.id, changed) for step in self.steps if (changed := step.changes())]
+            now = utcnow()
+            due = now + timedelta(seconds=self.resend_after)
+            woken = wake_job_watchers(conn, job.id)
+            if job.parent_id and job.parent_step:
+                woken.append((job.parent_id, job.parent_step))
+            for other, step in woken:
+                queue = wake_step(conn, other, step, now, due)
+                if queue is not None:
+                    self.woken.append((other, queue, due))
         if len(steps) == 1:
-            step_id, changed = steps[0]
-            conn.execute(_UPDATE_STEP, {"row_id": step_id, **changed})
+            step_id, diff = steps[0]
+            conn.execute(_UPDATE_STEP, {"row_id": step_id, **diff})
         elif steps:  # a step recorded and the next one claimed: one UPDATE for both
-            columns = tuple(tuple(changed) for _, changed in steps)
-            values = {f"row_{i}": step_id for i, (step_id, _) in enumerate(steps)}
-            for i, (_, changed) in enumerate(steps):
-                values.update((f"{name}_{i}", value) for name, value in changed.items())
-            conn.execute(_update_steps(columns), values)
+            columns = tuple(tuple(diff) for _, diff in steps)
+            conn.execute(_update_steps(columns), _step_values(steps))
         for new in self.spawned:
             new.insert(conn)
         if self.watches:
@@ -291,25 +327,106 @@ class JobRows:
         self.on_commit = []
 
 
+def _step_values(steps: list[tuple[int, dict[str, Any]]], prefix: str = "") -> dict[str, Any]:
+    """The parameters of ``_update_steps`` for each (step id, changed columns)."""
+    values: dict[str, Any] = {f"{prefix}row_{i}": step_id for i, (step_id, _) in enumerate(steps)}
+    for i, (_, diff) in enumerate(steps):
+        values.update((f"{prefix}{name}_{i}", value) for name, value in diff.items())
+    return values
+
+
 @functools.lru_cache(maxsize=256)
-def _update_steps(columns: tuple[tuple[str, ...], ...]) -> Update:
+def _update_steps(columns: tuple[tuple[str, ...], ...], prefix: str = "") -> Update:
     """One UPDATE of several steps, row ``i`` setting the ``columns[i]`` (its own values).
 
     ``SET c = CASE WHEN id = :row_0 THEN :c_0 ... ELSE c END`` for each column,
-    ``WHERE id IN (:row_0, ...)``; parameters ``row_<i>`` and ``<column>_<i>``.
+    ``WHERE id IN (:row_0, ...)``; parameters ``<prefix>row_<i>`` and
+    ``<prefix><column>_<i>``.
     """
     rows = range(len(columns))
-    ids = [bindparam(f"row_{i}", type_=STEPS.c.id.type) for i in rows]
+    ids = [bindparam(f"{prefix}row_{i}", type_=STEPS.c.id.type) for i in rows]
     assign = {}
     for name in sorted({name for names in columns for name in names}):
         column = STEPS.c[name]
         whens = [
-            (STEPS.c.id == ids[i], bindparam(f"{name}_{i}", type_=column.type))
+            (STEPS.c.id == ids[i], bindparam(f"{prefix}{name}_{i}", type_=column.type))
             for i in rows
             if name in columns[i]
         ]
         assign[name] = case(*whens, else_=column)
     return update(STEPS).where(STEPS.c.id.in_(ids)).values(assign)
+
+
+def _write_at_once(
+    conn: Connection,
+    job_id: str,
+    job: dict[str, Any],
+    steps: list[tuple[int, dict[str, Any]]],
+    history: list[dict[str, Any]],
+) -> None:
+    """PostgreSQL: the job's changed columns, its steps' and its new history in one
+    statement, one round trip instead of three: the last of them carries the others
+    as data-modifying CTEs (``WITH w0 AS (UPDATE ...) INSERT ...``), each run once.
+    They write three tables, the rows updated already locked by ``lock``."""
+    values: dict[str, Any] = {}
+    if job:
+        values.update({f"job_{name}": value for name, value in job.items()})
+        values["job_row"] = job_id
+    if steps:
+        values.update(_step_values(steps, "step_"))
+    for i, entry in enumerate(history):
+        values.update((f"history_{name}_{i}", value) for name, value in entry.items())
+    if values:
+        statement = _written_at_once(
+            tuple(job),
+            tuple(tuple(diff) for _, diff in steps),
+            tuple(history[0]) if history else (),
+            len(history),
+        )
+        conn.execute(statement, values)
+
+
+@functools.lru_cache(maxsize=256)
+def _written_at_once(
+    job: tuple[str, ...],
+    steps: tuple[tuple[str, ...], ...],
+    history: tuple[str, ...],
+    entries: int,
+) -> TextClause:
+    """The statement of ``_write_at_once``, for these columns and number of entries.
+
+    Text with typed parameters, like ``_insert``'s: SQLAlchemy caches no compiled form
+    of a statement with DML in its CTEs, so it would compile one for each transition.
+    """
+    parts: list[Update] = []
+    if job:
+        set_job = {name: bindparam(f"job_{name}", type_=JOBS.c[name].type) for name in job}
+        parts.append(update(JOBS).where(JOBS.c.id == bindparam("job_row")).values(set_job))
+    if steps:
+        parts.append(_update_steps(steps, "step_"))
+    sqls: list[str] = []
+    binds: list[BindParameter[Any]] = []
+    for part in parts:
+        compiled = part.compile(dialect=_NAMED)
+        sqls.append(compiled.string)
+        binds += compiled.binds.values()
+    if entries:
+        names = [[f"history_{name}_{i}" for name in history] for i in range(entries)]
+        quote = _NAMED.identifier_preparer
+        sqls.append(
+            f"INSERT INTO {quote.format_table(HISTORY)} "
+            f"({', '.join(quote.format_column(HISTORY.c[name]) for name in history)}) VALUES "
+            + ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
+        )
+        binds += [
+            bindparam(n, type_=HISTORY.c[name].type)
+            for row in names
+            for n, name in zip(row, history, strict=True)
+        ]
+    *first, last = sqls
+    if first:
+        last = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last
+    return text(last).bindparams(*binds)
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -320,25 +437,61 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     ``insert().values()`` anew each time. This one is built once per dialect,
     table, columns and number of rows, with typed parameters ``<column>_<row>``.
     """
-    columns = tuple(rows[0])
-    values = {f"{name}_{i}": row[name] for i, row in enumerate(rows) for name in columns}
-    conn.execute(_insert(conn.dialect, table, columns, len(rows)), values)
+    insert_all(conn, [(table, rows)])
+
+
+def insert_all(
+    conn: Connection, tables: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
+) -> None:
+    """Insert the rows of each (table, rows), in that order, as :func:`insert_rows` does.
+
+    On PostgreSQL in one statement (one round trip), the ``INSERT`` s before the last
+    as data-modifying CTEs: a row's foreign keys are checked at the end of the
+    statement, so a step may refer to the job inserted beside it. Elsewhere one
+    statement per table.
+    """
+    parts = [(table, rows) for table, rows in tables if rows]
+    if not parts:
+        return
+    if conn.dialect.name != "postgresql" and len(parts) > 1:
+        for part in parts:
+            insert_all(conn, [part])
+        return
+    shape = tuple((table, tuple(rows[0]), len(rows)) for table, rows in parts)
+    values = {
+        f"{_prefix(p, len(parts))}{name}_{i}": row[name]
+        for p, (_, columns, _) in enumerate(shape)
+        for i, row in enumerate(parts[p][1])
+        for name in columns
+    }
+    conn.execute(_insert(conn.dialect, shape), values)
+
+
+def _prefix(part: int, parts: int) -> str:
+    """What the parameters of the ``part`` th of ``parts`` INSERTs begin with."""
+    return f"t{part}_" if parts > 1 else ""
 
 
 @functools.lru_cache(maxsize=256)
-def _insert(dialect: Dialect, table: Table, columns: tuple[str, ...], rows: int) -> TextClause:
+def _insert(dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...], int], ...]) -> TextClause:
+    """The statement of ``insert_all`` for each (table, columns, number of rows)."""
     quote = dialect.identifier_preparer
-    tuples = ", ".join(
-        "(" + ", ".join(f":{name}_{i}" for name in columns) + ")" for i in range(rows)
-    )
-    sql = (
-        f"INSERT INTO {quote.format_table(table)} "
-        f"({', '.join(quote.format_column(table.c[name]) for name in columns)}) VALUES {tuples}"
-    )
-    return text(sql).bindparams(
-        *(
-            bindparam(f"{name}_{i}", type_=table.c[name].type)
+    inserts, binds = [], []
+    for part, (table, columns, rows) in enumerate(shape):
+        prefix = _prefix(part, len(shape))
+        tuples = ", ".join(
+            "(" + ", ".join(f":{prefix}{name}_{i}" for name in columns) + ")" for i in range(rows)
+        )
+        inserts.append(
+            f"INSERT INTO {quote.format_table(table)} "
+            f"({', '.join(quote.format_column(table.c[name]) for name in columns)}) VALUES {tuples}"
+        )
+        binds += [
+            bindparam(f"{prefix}{name}_{i}", type_=table.c[name].type)
             for i in range(rows)
             for name in columns
-        )
-    )
+        ]
+    *first, last = inserts
+    if first:
+        last = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last
+    return text(last).bindparams(*binds)
