@@ -14,9 +14,11 @@ the child process's start is shown apart). A line per engine says where
 prodinf's time goes: each step's seconds (``prepare`` creates the database,
 ``schema`` the tables, ``data`` loads each table then builds its keys and indexes
 and takes its checksum on the target, ``constraints`` adds the foreign keys,
-``verify`` takes the source's checksums), the time between steps (the store's
-transitions), and the data step's load, keys and checksum seconds summed over its
-tables (they overlap, two tables at a time). It also
+``verify`` takes the source's checksums, unless the data step took them already:
+PostgreSQL's native copy takes them from the snapshot its loads read, alongside),
+the time between steps (the store's transitions), and the data step's load, keys
+and checksum seconds summed over its tables (they overlap, two tables at a time),
+with its source checksum seconds. It also
 times the whole healthcheck catalogue (the ``healthcheck`` kind, in-process) on
 each source database.
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,6 +38,8 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import Engine, text, types
 from sqlalchemy.engine import Connection
+
+from prodinf.databases.snapshot import use_snapshot
 
 __all__ = ["TableStats", "table_checksum", "table_stats"]
 
@@ -66,11 +68,15 @@ def table_stats(
     *,
     portable: bool = False,
     workers: int = 1,
+    snapshot: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, TableStats]:
     """Rows and checksum of each table (default: every table in the database), by name.
 
     ``workers`` connections measure tables at the same time, taking them in the order
-    given (largest first finishes soonest).
+    given (largest first finishes soonest). ``snapshot`` (PostgreSQL): each sees the
+    database as that exported snapshot does (``prodinf.databases.snapshot``).
+    ``stop()`` true: no more tables are begun, and those measured are returned.
     """
     if tables is None:
         with engine.connect() as conn:
@@ -82,9 +88,11 @@ def table_stats(
     def measure() -> None:
         try:
             with engine.connect() as conn:
+                if snapshot is not None:
+                    conn = use_snapshot(conn, snapshot)
                 while True:
                     with lock:
-                        if not todo:
+                        if not todo or (stop is not None and stop()):
                             return
                         name = todo.pop(0)
                     found[name] = table_checksum(conn, name, portable=portable)

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 
+from prodinf.databases.snapshot import BEGIN_SNAPSHOT
 from prodinf.databases.uri import DatabaseURI
 from prodinf.exceptions import RemoteUnavailable
 from prodinf.redact import redact_text
@@ -47,14 +48,20 @@ def native_tools(engine_name: str) -> bool:
 
 
 def native_table(
-    src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str], *, freeze: bool = False
+    src: DatabaseURI,
+    tgt: DatabaseURI,
+    table: str,
+    columns: list[str],
+    *,
+    freeze: bool = False,
+    snapshot: str | None = None,
 ) -> None:
     """Copy the rows of ``table`` (empty on the target) with the engine's native tools.
 
-    ``freeze`` (PostgreSQL; for a table no foreign key refers to): see ``psql_table``.
+    ``freeze`` and ``snapshot`` (PostgreSQL): see ``psql_table``.
     """
     if src.engine_name == "postgresql":
-        psql_table(src, tgt, table, columns, freeze=freeze)
+        psql_table(src, tgt, table, columns, freeze=freeze, snapshot=snapshot)
     else:
         mysqldump_table(src, tgt, table)
 
@@ -79,8 +86,18 @@ def _quote_pg(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 def psql_table(
-    src: DatabaseURI, tgt: DatabaseURI, table: str, columns: list[str], *, freeze: bool = False
+    src: DatabaseURI,
+    tgt: DatabaseURI,
+    table: str,
+    columns: list[str],
+    *,
+    freeze: bool = False,
+    snapshot: str | None = None,
 ) -> None:
     """``COPY ... TO STDOUT`` on the source piped into ``COPY ... FROM STDIN`` on the target.
 
@@ -89,6 +106,9 @@ def psql_table(
     visible to all: the first reads of the new table (its index builds, its
     checksum) then have no visibility hint to set on each row, no page to write
     back. ``TRUNCATE`` fails on a table a foreign key refers to.
+
+    ``snapshot`` (an id from ``pg_export_snapshot()``, see ``prodinf.databases.snapshot``):
+    the source's rows are read as that snapshot sees them.
     """
     psql = psql_tool()
     if psql is None:
@@ -97,7 +117,12 @@ def psql_table(
     src_args, src_env = _psql_args(src)
     tgt_args, tgt_env = _psql_args(tgt)
     name = _quote_pg(table)
-    dump = [psql, *src_args, "-c", f"COPY {name} ({cols}) TO STDOUT"]
+    read = ["-c", f"COPY {name} ({cols}) TO STDOUT"]
+    if snapshot is not None:
+        # -q: the command tags of these statements do not reach the output, only COPY's rows.
+        read = ["-c", f"{BEGIN_SNAPSHOT}; SET TRANSACTION SNAPSHOT {_literal(snapshot)}"]
+        read += ["-c", f"COPY {name} ({cols}) TO STDOUT", "-c", "COMMIT"]
+    dump = [psql, *src_args, *read]
     if freeze:
         into = ["-1", "-c", f"TRUNCATE {name}", "-c", f"COPY {name} ({cols}) FROM STDIN (FREEZE)"]
     else:

@@ -4,7 +4,8 @@ Given a generated core-like database; when the copy_database kind copies it (dri
 in this process by the job runner on an embedded store, or by real worker
 processes); then the copy holds exactly the source's rows, checked here row by row
 independently of the kind's own verification, on every pair of engines; a copy
-killed mid-way by SIGKILL and resumed by another worker ends equal; an existing
+killed mid-way by SIGKILL and resumed by another worker ends equal; a PostgreSQL
+copy is of one moment of its source, verified against it; an existing
 target is refused unless ``overwrite``; a copy that fails or is cancelled drops what
 it created; unreachable servers and bad credentials fail clearly.
 """
@@ -15,6 +16,8 @@ import datetime as dt
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -193,6 +196,46 @@ def test_a_copy_that_fails_verification_is_dropped_and_names_the_table(
     assert done["status"] == "reverted"
     assert "meta (9 rows in the source, 8 in the copy)" in done["error"]["message"]
     assert not DatabaseURI.parse(tgt).exists()  # the job created it: the revert dropped it
+
+
+@pytest.mark.parametrize("core_db", ["postgresql"], indirect=True)
+def test_a_postgresql_copy_is_of_one_moment_of_its_source(
+    rt: Runtime,
+    core_db: tuple[str, dict[str, int]],
+    datasets: Datasets,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a PostgreSQL source that changes once the data step has taken its snapshot
+    src, counts = core_db
+    tgt = datasets.uri("postgresql")
+    held = copy_kind.held_snapshot
+
+    changed: list[bool] = []
+
+    @contextmanager
+    def snapshot_then_change(engine: Any) -> Iterator[str | None]:
+        with held(engine) as snapshot:
+            if not changed:
+                # An id of its own: the sample's ids were given, its sequence is still at 1.
+                insert = "INSERT INTO meta (meta_id, species_id, meta_key, meta_value) VALUES "
+                execute(src, insert + "(1000, 1, 'x', 'y')")
+                changed.append(True)
+            yield snapshot
+
+    monkeypatch.setattr(copy_kind, "held_snapshot", snapshot_then_change)
+    # When the native tools copy it
+    try:
+        done = run(rt, src_uri=src, tgt_uri=tgt)
+        # Then every table was read as the snapshot saw it, and verified against it:
+        # the copy holds the source's rows from before the change, not half of it
+        assert done["status"] == "succeeded", [h for h in done["history"] if "error" in str(h)]
+        assert done["result"]["method"] == "native"
+        data = next(s["output"] for s in done["steps"] if s["name"] == "data")
+        assert sorted(data["source_tables"]) == sorted(counts)
+        assert done["result"]["tables"]["meta"]["rows"] == counts["meta"]
+    finally:
+        execute(src, "DELETE FROM meta WHERE meta_key = 'x'")
+    assert_same(src, tgt, counts)
 
 
 @pytest.mark.parametrize("core_db", ["postgresql"], indirect=True)

@@ -16,23 +16,26 @@ Steps (each may run again after a crash and then does only what is left):
     a crash it goes on after the last row the target holds (see
     ``prodinf.databases.transfer``). ``PARALLEL`` tables at a time, each given its
     keys and indexes and measured on the target as soon as its rows are in
-    (``prodinf.databases.pipeline``). Progress is shown in rows; a cancel stops it
+    (``prodinf.databases.pipeline``). PostgreSQL's native loads read one exported
+    snapshot of the source, from which the source's checksums are taken meanwhile
+    (``prodinf.databases.snapshot``). Progress is shown in rows; a cancel stops it
     and reverts the copy.
 ``constraints``
     Adds the foreign keys, and moves PostgreSQL sequences past the copied ids.
 ``verify``
-    Compares row counts and per-table checksums of the source, taken now, with
-    the copy's, taken by the data step (``prodinf.databases.checksum``; the
-    portable form across engines). A difference fails the job, naming the
-    tables, and reverts the copy.
+    Compares row counts and per-table checksums of the source (from the data
+    step's snapshot, or else taken now) with the copy's, taken by the data step
+    (``prodinf.databases.checksum``; the portable form across engines). A
+    difference fails the job, naming the tables, and reverts the copy.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -53,6 +56,7 @@ from prodinf.databases.schema import (
     reset_sequences,
     target_metadata,
 )
+from prodinf.databases.snapshot import held_snapshot
 from prodinf.databases.transfer import (
     copy_table,
     copy_table_postgres,
@@ -74,6 +78,16 @@ CANCEL_EVERY = 0.5
 #: Tables copied at once (a SQLite target takes one), and tables each server measures
 #: at once in the verify step.
 PARALLEL = 2
+
+#: Jobs whose source schema this process keeps: reflecting a database takes a query per
+#: kind of object and its Python work (0.2-0.6 s for ten tables), and the schema, data
+#: and constraints steps each need it. The later steps use what the schema step read,
+#: so they also agree with the tables it created; the schema step, and a step run in
+#: another process (after a crash), read it again. Never changed once read (the
+#: target's tables are built apart, by ``target_metadata``).
+REFLECTED_JOBS = 8
+_REFLECTED: dict[tuple[str, str], MetaData] = {}
+_REFLECTED_LOCK = threading.Lock()
 
 _RETRY = Retry(attempts=3, backoff=5.0)
 
@@ -130,7 +144,8 @@ class CopyDatabaseParams(BaseModel):
 class _Side:
     """Both databases of a copy, with engines opened on demand and closed together."""
 
-    def __init__(self, params: CopyDatabaseParams, settings: Settings) -> None:
+    def __init__(self, params: CopyDatabaseParams, settings: Settings, job_id: str) -> None:
+        self.job_id = job_id
         # checked at submission, and again here: the files may have changed since
         self.src = DatabaseURI.parse(params.src_uri, field="src_uri").allowed(settings, "src_uri")
         self.tgt = DatabaseURI.parse(params.tgt_uri, field="tgt_uri").allowed(settings, "tgt_uri")
@@ -152,14 +167,26 @@ class _Side:
         with database_errors(self.tgt, f"{doing} {self.src.masked()} to"):
             yield
 
-    def metadata(self, source: Engine) -> tuple[MetaData, MetaData]:
-        md = reflect(source)
+    def metadata(self, source: Engine, *, fresh: bool = False) -> tuple[MetaData, MetaData]:
+        """The source's schema and the target's: as the schema step last read it in this
+        process, or (``fresh``, or none kept) read now."""
+        key = (self.job_id, self.src.secret())
+        with _REFLECTED_LOCK:
+            md = _REFLECTED.pop(key, None)
+        if fresh:
+            md = None
+        if md is None:
+            md = reflect(source)
+        with _REFLECTED_LOCK:
+            _REFLECTED[key] = md  # the newest last
+            while len(_REFLECTED) > REFLECTED_JOBS:
+                del _REFLECTED[next(iter(_REFLECTED))]
         return md, target_metadata(md, self.tgt.engine_name, self.same_engine)
 
 
 @contextmanager
 def _sides(ctx: StepContext[CopyDatabaseParams]) -> Iterator[_Side]:
-    side = _Side(ctx.params, ctx.settings)
+    side = _Side(ctx.params, ctx.settings, ctx.job_id)
     try:
         yield side
     finally:
@@ -225,7 +252,7 @@ def _drop_created(ctx: StepContext[CopyDatabaseParams]) -> None:
 def _schema(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("creating the schema of"):
         source, target = side.engine(side.src), side.engine(side.tgt)
-        md, tmd = side.metadata(source)
+        md, tmd = side.metadata(source, fresh=True)
         with target.begin() as conn:
             tmd.create_all(conn, checkfirst=True)
         return {"tables": [t.name for t in md.sorted_tables]}
@@ -234,7 +261,7 @@ def _schema(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
 def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     params = ctx.params
     started = time.monotonic()
-    with _sides(ctx) as side, side.errors("copying"):
+    with _sides(ctx) as side, side.errors("copying"), ExitStack() as held:
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
         method = _method(side, params)
@@ -243,12 +270,14 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         # Largest first, so the last table to finish is a small one.
         sizes = table_sizes(source)
         order = sorted((t.name for t in md.sorted_tables), key=lambda n: -sizes.get(n, 0))
+        # The native PostgreSQL loads read one snapshot of the source, held for the step.
+        snapshot = held.enter_context(held_snapshot(source)) if method == "native" else None
         pipeline = Pipeline(
             source,
             target,
             md,
             tmd,
-            load=_loader(side, source, target, method, params.batch_rows),
+            load=_loader(side, source, target, method, params.batch_rows, snapshot),
             indexes=indexes,
             order=order,
             workers=1 if side.tgt.engine_name == "sqlite" else PARALLEL,
@@ -273,7 +302,16 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
                     f"copied {so_far:,} of {sum(totals.values()):,} rows (tables {busy or '-'})"
                 )
 
-        done = pipeline.run(poll, CANCEL_EVERY)
+        def measure_source(snapshot: str) -> tuple[dict[str, TableStats], float]:
+            began = time.monotonic()
+            stats = table_stats(source, order, snapshot=snapshot, stop=pipeline.stop.is_set)
+            return stats, time.monotonic() - began
+
+        with ThreadPoolExecutor(1, thread_name_prefix="copy-source") as pool:
+            # The source's checksums, from the snapshot the loads read, while they run.
+            measured = pool.submit(measure_source, snapshot) if snapshot else None
+            done = pipeline.run(poll, CANCEL_EVERY)
+            sources, source_seconds = measured.result() if measured else ({}, 0.0)
         if pipeline.stop.is_set():
             raise PermanentError("cancelled on request; the partial copy is dropped")
         elapsed = time.monotonic() - started
@@ -286,11 +324,14 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "rows_per_second": round(total / elapsed) if elapsed > 0 else None,
             "tables": {n: c.stats.to_dict() for n, c in sorted(done.items()) if c.stats},
+            # The source's, when read in the loads' snapshot: the verify step takes the rest.
+            "source_tables": {n: stats.to_dict() for n, stats in sources.items()},
             "primary_keys": [n for n in order if done[n].primary_key],
             "indexes": [i for n in order for i in done[n].indexes],
             # Seconds of each phase summed over the tables (they overlap in time).
             "phases": {
-                p: round(sum(c.seconds.get(p, 0) for c in done.values()), 3) for p in phases
+                **{p: round(sum(c.seconds.get(p, 0) for c in done.values()), 3) for p in phases},
+                "source checksum": round(source_seconds, 3),
             },
         }
 
@@ -305,8 +346,10 @@ def _method(side: _Side, params: CopyDatabaseParams) -> str:
     return "stream"
 
 
-def _loader(side: _Side, source: Engine, target: Engine, method: str, batch: int) -> Load:
-    """How one table's rows are loaded, by ``method``."""
+def _loader(
+    side: _Side, source: Engine, target: Engine, method: str, batch: int, snapshot: str | None
+) -> Load:
+    """How one table's rows are loaded, by ``method`` (native: from ``snapshot``)."""
     if method != "native":
         copy = copy_table_postgres if method == "postgres-copy" else copy_table
 
@@ -330,7 +373,7 @@ def _loader(side: _Side, source: Engine, target: Engine, method: str, batch: int
                 conn.execute(tgt_table.delete())
         transfer.before_commit(src_table.name, 0)  # the fault-injection seam, looked up late
         columns = [c.name for c in src_table.columns]
-        native_table(side.src, side.tgt, src_table.name, columns, freeze=freeze)
+        native_table(side.src, side.tgt, src_table.name, columns, freeze=freeze, snapshot=snapshot)
         return 0  # counted by the checksum that follows
 
     return native
@@ -354,26 +397,28 @@ def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
 
 
 def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
-    copied = {
-        name: TableStats(**stats)
-        for name, stats in ((ctx.outputs.get("data") or {}).get("tables") or {}).items()
-    }
+    data = ctx.outputs.get("data") or {}
+    copied = {name: TableStats(**stats) for name, stats in (data.get("tables") or {}).items()}
+    read = {name: TableStats(**s) for name, s in (data.get("source_tables") or {}).items()}
     with _sides(ctx) as side, side.errors("verifying the copy of"):
         portable = not side.same_engine
         ctx.progress("verifying row counts and checksums")
         source, target = side.engine(side.src), side.engine(side.tgt)
         tables = side.src.table_names()
         # Largest first, each server measuring PARALLEL tables at a time. The copy's own
-        # checksums were taken by the data step as each table was done; the source's are
-        # taken now, so a change made to it during the copy is seen.
+        # checksums were taken by the data step as each table was done. The source's
+        # too when its loads read one snapshot (the checksums are of what was copied);
+        # otherwise they are taken now, so a change made to it during the copy is seen.
         tables.sort(key=lambda n: -(copied[n].rows if n in copied else 0))
+        rest = [n for n in tables if n not in read]
         with ThreadPoolExecutor(1) as pool:
             theirs = (
                 None
                 if set(tables) <= set(copied)
                 else pool.submit(table_stats, target, tables, portable=portable, workers=PARALLEL)
             )
-            expected = table_stats(source, tables, portable=portable, workers=PARALLEL)
+            now = table_stats(source, rest, portable=portable, workers=PARALLEL) if rest else {}
+            expected = {n: read[n] if n in read else now[n] for n in sorted(tables)}
             actual = copied if theirs is None else theirs.result()
         differ = [name for name in expected if expected[name] != actual.get(name)]
         if differ:
