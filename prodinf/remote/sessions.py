@@ -14,6 +14,14 @@ resolves to now (``recheck``), so a name that moved to a denied address is refus
 the next look. A session keeps no cookie between requests (one job's URL never sends
 another's), and the credentials in a URL go with that URL's requests only.
 
+:func:`get_kept` sends a GET straight to the session's guarded adapter (the very
+``GuardedAdapter.send`` a session calls, with its checks), without the session's own
+machinery (preparing and re-quoting the URL, merging settings, cookies, hooks,
+redirects), which cost more CPU than the rest of a small look. A URL that machinery
+would change goes through the session as before: credentials in it or in
+``~/.netrc``, a proxy, a URL that needs quoting or is not http(s); an answer that
+redirects is followed by the session's own code, each redirect checked.
+
 Sessions belong to the process that made them: a forked child (a Celery pool process)
 forgets its parent's and makes its own. At most :data:`HOSTS`
 sessions are kept, the least recently used closed first, and one unused for
@@ -31,13 +39,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.cookies import RequestsCookieJar
+from requests.hooks import default_hooks
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_netrc_auth, requote_uri, select_proxy
 
 from prodinf.outbound import Guard
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
 
-__all__ = ["CONNECTIONS", "HOSTS", "IDLE", "close_all", "session_for"]
+__all__ = ["CONNECTIONS", "HOSTS", "IDLE", "close_all", "get_kept", "session_for"]
 
 #: Sessions (hosts) kept per process.
 HOSTS = 64
@@ -82,6 +94,58 @@ def session_for(url: str, guard: Guard) -> requests.Session:
     for old in stale:
         old.close()
     return session
+
+
+def get_kept(
+    url: str, guard: Guard, *, headers: dict[str, str], timeout: tuple[float, float]
+) -> requests.Response:
+    """GET ``url`` on its kept session (:func:`session_for`), straight through the
+    session's guarded adapter when the session would send it unchanged, else through
+    the session. Errors are raised as ``session.get`` raises them; read the response to
+    its end (or close it)."""
+    session = session_for(url, guard)
+    if not _plain(url):
+        return session.get(url, headers=headers, timeout=timeout)
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    if select_proxy(url, settings["proxies"]):
+        return session.get(url, headers=headers, timeout=timeout)
+    request = requests.PreparedRequest()
+    request.method, request.url, request.body = "GET", url, None
+    sent_headers: dict[str, Any] = {**session.headers, **headers}
+    request.headers = CaseInsensitiveDict(sent_headers)
+    request.hooks = default_hooks()
+    sent: dict[str, Any] = {
+        "timeout": timeout,
+        "verify": settings["verify"],
+        "cert": settings["cert"],
+        "proxies": settings["proxies"],
+    }
+    response = session.get_adapter(url).send(request, **sent)
+    if response.is_redirect:  # followed as the session follows it: each one checked
+        request.prepare_cookies(RequestsCookieJar())  # none: what the session would send
+        history = [response, *session.resolve_redirects(response, request, **sent)]
+        response = history.pop()
+        response.history = history
+    return response
+
+
+def _plain(url: str) -> bool:
+    """True if a session would send ``url`` as it is: http(s), a valid host and port,
+    no credentials (in it or in ``~/.netrc``), nothing to quote."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.netloc.startswith(("*", "."))
+        and "@" not in parts.netloc
+        and url.isascii()
+        and requote_uri(url) == url
+        and get_netrc_auth(url) is None
+    )
 
 
 def close_all() -> None:

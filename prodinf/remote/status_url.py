@@ -19,7 +19,7 @@ import requests
 from prodinf.exceptions import PermanentError, RemoteUnavailable
 from prodinf.outbound import Guard
 from prodinf.redact import redact, redact_text, url_credentials
-from prodinf.remote.sessions import session_for
+from prodinf.remote.sessions import get_kept
 from prodinf.status import ACTIVE, JobStatus
 
 __all__ = [
@@ -124,9 +124,8 @@ def look_status(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    session = session_for(url, guard or Guard())
     with http_errors("GET", redact_text(url)):
-        response = session.get(url, timeout=(timeout, timeout), headers=headers)
+        response = get_kept(url, guard or Guard(), headers=headers, timeout=(timeout, timeout))
     with response:
         document = json_object(response) if response.status_code != 304 else None
     masked = redact(document, secrets=url_credentials(url)) if document is not None else None

@@ -16,6 +16,7 @@ from prodinf.store import watches as stored
 from prodinf.store.types import utcnow
 from tests.contract.lab import at_once
 from tests.integration.servers import StatusServer
+from tests.loopback import Loopback, Reply
 from tests.world import World
 
 
@@ -109,3 +110,38 @@ def test_reconcilers_claiming_at_once_claim_each_due_watch_once(world: World) ->
     with world.store.session() as session:
         held = session.scalars(select(WatchRow.next_look_at)).all()
     assert all(at > utcnow() + timedelta(seconds=30) for at in held)
+
+
+def test_looks_that_find_urls_pending_record_each_its_own_status_and_next_look(
+    world: World,
+) -> None:
+    # Given twelve jobs watching twelve URLs, whose servers say three different pending
+    # statuses, the watches asking for intervals of one to twelve minutes
+    words = ["running", "queued", "submitted"]
+    with Loopback(
+        lambda request: Reply(200, {"status": words[int(request.path.rsplit("-", 1)[1]) % 3]})
+    ) as server:
+        urls = [f"{server.base}/pending-{i}" for i in range(12)]
+        for url in urls:
+            world.runner.drive(world.jobs.submit("watcher", {"url": url})[0]["id"])
+        with world.store.session() as session:
+            for i, url in enumerate(urls):
+                session.execute(
+                    update(WatchRow)
+                    .where(WatchRow.url == url)
+                    .values(interval=60.0 * (i + 1), next_look_at=utcnow() - timedelta(seconds=1))
+                )
+
+        # When the reconciler looks at them all (recorded together)
+        before = utcnow()
+        assert look_due(world.store) == 12
+        after = utcnow()
+
+    # Then each watch shows what its own URL said, and its next look is its own interval
+    # on (less up to a tenth of it, so watches made together drift apart)
+    with world.store.session() as session:
+        rows = {w.url: w for w in session.scalars(select(WatchRow))}
+    for i, url in enumerate(urls):
+        row, interval = rows[url], timedelta(seconds=60.0 * (i + 1))
+        assert (row.status, row.errors) == (words[i % 3], 0)
+        assert before + interval * 0.9 <= row.next_look_at <= after + interval

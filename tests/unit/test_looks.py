@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import select, update
 
 import prodinf.kinds  # noqa: F401  (registers email_when_complete)
@@ -249,3 +250,30 @@ def test_a_proxy_set_between_two_looks_is_used_by_the_second(
         assert fetch_status(url, timeout=5) == (200, {"status": "running", "via": "proxy"})
         assert [r.target for r in proxy.seen()] == [url]
         assert len(server.seen()) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/status?a=1&b=two", "/st%61tus", "/with space", "/caf\u00e9", "/redirect"],
+)
+@pytest.mark.parametrize("credentials", ["", "user:pa%20ss@"])
+def test_a_look_sends_what_a_requests_session_sends(path: str, credentials: str) -> None:
+    # Given a server that answers "running" (and redirects /redirect to /status)
+    def answer(request: Request) -> Reply:
+        if request.path == "/redirect":
+            return Reply(302, b"", {"Location": "/status"})
+        return Reply(200, {"status": "running"})
+
+    with keepalive(answer) as server:
+        url = f"{server.base}{path}".replace("://", f"://{credentials}", 1)
+
+        # When a status URL is looked at, then fetched by a plain requests session
+        assert fetch_status(url, timeout=5) == (200, {"status": "running"})
+        with requests.Session() as plain:
+            plain.get(url, headers={"Accept": "application/json"}, timeout=5).close()
+
+    # Then the server got the very same requests from both (a redirect followed once)
+    seen = [(r.method, r.target, sorted(r.headers.items())) for r in server.seen()]
+    half = len(seen) // 2
+    assert half == (2 if path == "/redirect" else 1)
+    assert seen[:half] == seen[half:]
