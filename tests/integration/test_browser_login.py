@@ -3,7 +3,8 @@
 Given the portal with authentication on, served over real HTTP, and a submitter made
 as an admin makes one; when they open the new-job page, they are sent to the login;
 after logging in they land on the page they asked for, submit a job, and see it as
-theirs; a viewer sees no way to submit.
+theirs; a viewer sees no way to submit. In Swagger UI, a call without a token is
+refused (401), and the same call after "Authorize" with a token goes through.
 """
 
 from __future__ import annotations
@@ -88,3 +89,38 @@ def test_a_viewer_sees_no_way_to_submit(secured_live: str, browser: WebDriver) -
     assert "vic" in browser.text("#who")
     assert "New job" not in browser.text("header")
     assert not browser.shows('a[href="/jobs/new"]')
+
+
+def test_swagger_ui_authorize_takes_a_token_and_the_call_goes_through(
+    secured: Flask, secured_live: str, browser: WebDriver
+) -> None:
+    # Given a viewer's API token, as `prodinf token create --user vic` prints it
+    token, _ = Users(secured.extensions["prodinf"].store).create_token("vic", read_only=True)
+
+    # When the user opens the API docs and runs GET /jobs without a token
+    browser.go(f"{secured_live}/api/docs")
+    browser.wait_for("Swagger UI", lambda: browser.text(".info .title").startswith("prodinf"))
+    browser.click("#operations-tag-jobs")
+    browser.wait_for("the jobs operations", lambda: browser.shows("#operations-jobs-get_job_list"))
+    browser.click("#operations-jobs-get_job_list .opblock-summary")
+    browser.wait_for("Try it out", lambda: browser.shows(".try-out__btn"))
+    browser.click(".try-out__btn")
+    browser.click(".execute")
+    answer = ".live-responses-table .response .response-col_status"
+    browser.wait_for("the live answer", lambda: browser.shows(answer))
+    # Then the API asks for the token
+    assert browser.text(answer).split("\n")[0] == "401"
+
+    # When they give it through "Authorize", as the scheme's description says
+    browser.click(".auth-wrapper .authorize")
+    browser.wait_for("the Authorize dialog", lambda: browser.shows(".auth-container input"))
+    browser.type(".auth-container input", f"Bearer {token}")
+    browser.click(".auth-btn-wrapper .authorize")
+    browser.wait_for("the token taken", lambda: browser.shows(".auth-btn-wrapper .btn-done"))
+    browser.click(".auth-btn-wrapper .btn-done")
+    # and run the call again
+    browser.click(".execute")
+
+    # Then it goes through with the token: 200 and the (empty) list
+    browser.wait_for("the answer with the token", lambda: browser.text(answer).startswith("200"))
+    assert '"total": 0' in browser.text(".live-responses-table .microlight")
