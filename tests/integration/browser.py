@@ -230,6 +230,23 @@ class WebDriver:
         wait_until(holds, timeout, what, interval=0.05)
 
 
+#: Where Swagger UI shows the status of the answer to the call it ran.
+SWAGGER_ANSWER = ".live-responses-table .response .response-col_status"
+
+
+def run_job_list_in_swagger(browser: WebDriver) -> None:
+    """In Swagger UI (open in ``browser``), run GET /jobs as a user does: open the jobs
+    operations, then that one, "Try it out", "Execute"; until its answer shows."""
+    browser.wait_for("Swagger UI", lambda: browser.text(".info .title").startswith("prodinf"))
+    browser.click("#operations-tag-jobs")
+    browser.wait_for("the jobs operations", lambda: browser.shows("#operations-jobs-get_job_list"))
+    browser.click("#operations-jobs-get_job_list .opblock-summary")
+    browser.wait_for("Try it out", lambda: browser.shows(".try-out__btn"))
+    browser.click(".try-out__btn")
+    browser.click(".execute")
+    browser.wait_for("the live answer", lambda: browser.shows(SWAGGER_ANSWER))
+
+
 def driven_chromium(tmp_path: Path) -> Iterator[WebDriver]:
     """A headless Chromium driven through a chromedriver process on a free port; both
     end when the generator is closed."""

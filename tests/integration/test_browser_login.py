@@ -21,7 +21,7 @@ from prodinf.portal import create_app
 from prodinf.runtime import Runtime
 from prodinf.store import upgrade
 from prodinf.store.users import Users
-from tests.integration.browser import WebDriver, serve
+from tests.integration.browser import SWAGGER_ANSWER, WebDriver, run_job_list_in_swagger, serve
 from tests.loopback import Site
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -99,17 +99,9 @@ def test_swagger_ui_authorize_takes_a_token_and_the_call_goes_through(
 
     # When the user opens the API docs and runs GET /jobs without a token
     browser.go(f"{secured_live}/api/docs")
-    browser.wait_for("Swagger UI", lambda: browser.text(".info .title").startswith("prodinf"))
-    browser.click("#operations-tag-jobs")
-    browser.wait_for("the jobs operations", lambda: browser.shows("#operations-jobs-get_job_list"))
-    browser.click("#operations-jobs-get_job_list .opblock-summary")
-    browser.wait_for("Try it out", lambda: browser.shows(".try-out__btn"))
-    browser.click(".try-out__btn")
-    browser.click(".execute")
-    answer = ".live-responses-table .response .response-col_status"
-    browser.wait_for("the live answer", lambda: browser.shows(answer))
+    run_job_list_in_swagger(browser)
     # Then the API asks for the token
-    assert browser.text(answer).split("\n")[0] == "401"
+    assert browser.text(SWAGGER_ANSWER).split("\n")[0] == "401"
 
     # When they give it through "Authorize", as the scheme's description says
     browser.click(".auth-wrapper .authorize")
@@ -122,5 +114,7 @@ def test_swagger_ui_authorize_takes_a_token_and_the_call_goes_through(
     browser.click(".execute")
 
     # Then it goes through with the token: 200 and the (empty) list
-    browser.wait_for("the answer with the token", lambda: browser.text(answer).startswith("200"))
+    browser.wait_for(
+        "the answer with the token", lambda: browser.text(SWAGGER_ANSWER).startswith("200")
+    )
     assert '"total": 0' in browser.text(".live-responses-table .microlight")
