@@ -14,6 +14,13 @@ Comparability:
   MD5 (three times faster), so there the columns must also be in the same order;
   MariaDB sums ``CRC32`` and ``CRC32C`` of the rendered row (64 bits a row, five
   times cheaper than MD5).
+* PostgreSQL to PostgreSQL of the same major version (14 or later), ``typed=True``
+  on both sides (``typed_hashes``): each row is hashed by its columns' own hash
+  functions (``hash_record_extended``), without printing it, twice as fast again.
+  Only for tables whose columns are all of common scalar types (integers, floats,
+  numerics, text, booleans, dates and times, bytes, UUIDs); others are hashed as
+  text. A type's hash sees what its equality sees, so a numeric's trailing zeros
+  (1.0 and 1.00) or a float's zero sign do not change it.
 * Across engines, ``portable=True`` on both sides: values are rendered in one
   normal form (integers and booleans as integers, decimals at their declared
   scale, floats rounded to 6 decimal places, dates ``YYYY-MM-DD``, date-times
@@ -41,7 +48,7 @@ from sqlalchemy.engine import Connection
 
 from prodinf.databases.snapshot import use_snapshot
 
-__all__ = ["TableStats", "table_checksum", "table_stats"]
+__all__ = ["TableStats", "table_checksum", "table_stats", "typed_hashes"]
 
 # NULL is hashed as the control character 0x1E followed by "N": no text column
 # value is expected to start with it. Spelt per engine: MariaDB reads backslashes
@@ -49,6 +56,20 @@ __all__ = ["TableStats", "table_checksum", "table_stats"]
 _NULL = {"mysql": "CONCAT(CHAR(30 USING utf8mb4), 'N')", "postgresql": "chr(30) || 'N'"}
 _NULL_SQLITE = "char(30) || 'N'"
 _FLOAT_DECIMALS = 6
+
+#: Column types a typed checksum hashes by type (``hash_record_extended``): scalar
+#: types with a hash function in every PostgreSQL from 14 (not arrays, JSON or enums).
+_HASHED_TYPES = (
+    types.Integer,
+    types.Numeric,  # and Float
+    types.String,  # VARCHAR, CHAR, TEXT (not Enum: excluded by name)
+    types.Boolean,
+    types.Date,
+    types.DateTime,
+    types.Time,
+    types._Binary,
+    types.Uuid,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,7 @@ def table_stats(
     workers: int = 1,
     snapshot: str | None = None,
     stop: Callable[[], bool] | None = None,
+    typed: bool = False,
 ) -> dict[str, TableStats]:
     """Rows and checksum of each table (default: every table in the database), by name.
 
@@ -77,6 +99,7 @@ def table_stats(
     given (largest first finishes soonest). ``snapshot`` (PostgreSQL): each sees the
     database as that exported snapshot does (``prodinf.databases.snapshot``).
     ``stop()`` true: no more tables are begun, and those measured are returned.
+    ``typed``: see ``table_checksum``.
     """
     if tables is None:
         with engine.connect() as conn:
@@ -95,7 +118,7 @@ def table_stats(
                         if not todo or (stop is not None and stop()):
                             return
                         name = todo.pop(0)
-                    found[name] = table_checksum(conn, name, portable=portable)
+                    found[name] = table_checksum(conn, name, portable=portable, typed=typed)
         except BaseException:
             with lock:
                 todo.clear()  # the others stop after their table
@@ -110,8 +133,27 @@ def table_stats(
     return {name: found[name] for name in sorted(found)}
 
 
-def table_checksum(conn: Connection, table: str, *, portable: bool = False) -> TableStats:
-    """Rows and checksum of one table, by one aggregate query over it."""
+def typed_hashes(*engines: Engine) -> bool:
+    """Whether checksums of these databases may hash rows by their types (``typed``):
+    all PostgreSQL, of one major version, 14 or later (a type's hash function may
+    change between major versions)."""
+    versions = set()
+    for engine in engines:
+        if engine.dialect.name != "postgresql":
+            return False
+        with engine.connect() as conn:
+            versions.add(int(conn.exec_driver_sql("SHOW server_version_num").scalar_one()) // 10000)
+    return len(versions) == 1 and versions.pop() >= 14
+
+
+def table_checksum(
+    conn: Connection, table: str, *, portable: bool = False, typed: bool = False
+) -> TableStats:
+    """Rows and checksum of one table, by one aggregate query over it.
+
+    ``typed`` (PostgreSQL, not ``portable``; only where ``typed_hashes`` says so, and
+    then on both sides): rows hashed by their columns' types, when all are common ones.
+    """
     dialect = conn.dialect.name
     columns = sorted(sqlalchemy.inspect(conn).get_columns(table), key=lambda c: str(c["name"]))
     quote = conn.dialect.identifier_preparer.quote
@@ -122,7 +164,9 @@ def table_checksum(conn: Connection, table: str, *, portable: bool = False) -> T
     ]
     source = quote(table)
     if dialect == "postgresql" and not portable:
-        row = _postgres_row_hashes(conn, source)
+        by_type = typed and all(isinstance(c["type"], _HASHED_TYPES) for c in columns)
+        by_type = by_type and not any(isinstance(c["type"], types.Enum) for c in columns)
+        row = _postgres_row_hashes(conn, source, typed=by_type)
     elif dialect == "sqlite":
         _register_sqlite(conn)
         row = conn.execute(
@@ -160,19 +204,18 @@ def table_checksum(conn: Connection, table: str, *, portable: bool = False) -> T
     return TableStats(rows=count, checksum=f"{total % (1 << 80):x}")
 
 
-def _postgres_row_hashes(conn: Connection, source: str) -> Any:
-    """Rows and the sum of a 64-bit hash of each row, computed by PostgreSQL: the row as
-    PostgreSQL prints it, through its own ``hashtextextended``, three times faster than
-    MD5 of rendered columns (measured on 1M rows).
+def _postgres_row_hashes(conn: Connection, source: str, *, typed: bool) -> Any:
+    """Rows and the sum of a 64-bit hash of each row, computed by PostgreSQL.
 
-    Not ``hash_record_extended`` (each column by its type's hash, twice as fast): it
-    exists only from PostgreSQL 14, and a type's hash function may change between
-    major versions, so a copy from one server version to another would fail its
-    verification; a row's text is what both sides print alike.
+    Untyped: the row as PostgreSQL prints it, through its own ``hashtextextended``,
+    three times faster than MD5 of rendered columns (measured on 1M rows); a row's
+    text is what servers of any version print alike. ``typed``: each column by its
+    type's hash (``hash_record_extended``, from PostgreSQL 14), twice as fast again
+    (0.26 s against 0.5 s for a 1M-row database): its value may change between major
+    versions, so both sides must be of one (``typed_hashes``).
     """
-    return conn.execute(
-        text(f"SELECT COUNT(*), SUM(hashtextextended(t::text, 0)) FROM {source} AS t")
-    ).one()
+    row = "hash_record_extended(t, 0)" if typed else "hashtextextended(t::text, 0)"
+    return conn.execute(text(f"SELECT COUNT(*), SUM({row}) FROM {source} AS t")).one()
 
 
 def _concat(dialect: str, parts: list[str]) -> str:

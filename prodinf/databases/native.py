@@ -13,6 +13,8 @@ command line; their error output is masked before it is shown.
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
 import shutil
 import subprocess
@@ -22,6 +24,9 @@ from prodinf.databases.snapshot import BEGIN_SNAPSHOT
 from prodinf.databases.uri import DatabaseURI
 from prodinf.exceptions import RemoteUnavailable
 from prodinf.redact import redact_text
+
+#: Where Debian installs each PostgreSQL version's client programs.
+DEBIAN_CLIENTS = "/usr/lib/postgresql"
 
 __all__ = ["mysql_tools", "mysqldump_table", "native_table", "native_tools", "psql_table"]
 
@@ -34,8 +39,26 @@ def mysql_tools() -> tuple[str, str] | None:
 
 
 def psql_tool() -> str | None:
-    """Path of ``psql``, or ``None``."""
-    return shutil.which("psql")
+    """Path of ``psql``, or ``None``.
+
+    Debian's ``psql`` is ``pg_wrapper``, a Perl script that picks the newest installed
+    client and runs it: 25 ms of CPU per start, two starts a table. The newest client
+    is run directly instead, as the wrapper itself would choose it.
+    """
+    found = shutil.which("psql")
+    if found is None or os.path.basename(os.path.realpath(found)) != "pg_wrapper":
+        return found
+    return _newest_debian_client("psql") or found
+
+
+@functools.cache
+def _newest_debian_client(name: str) -> str | None:
+    """``/usr/lib/postgresql/<newest version>/bin/<name>``, if there is one."""
+    versions = glob.glob(f"{DEBIAN_CLIENTS}/*/bin/{name}")
+    numbered = [p for p in versions if p.split("/")[-3].replace(".", "").isdigit()]
+    if not numbered:
+        return None
+    return max(numbered, key=lambda p: [int(n) for n in p.split("/")[-3].split(".")])
 
 
 def native_tools(engine_name: str) -> bool:

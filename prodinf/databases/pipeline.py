@@ -50,7 +50,8 @@ class Pipeline:
     ``indexes`` are the secondary indexes to build per table (``plan_indexes``),
     ``order`` the tables' names in the order to start them. ``stop`` (set by the
     caller's ``poll`` or on an error) ends the loads between batches and starts no
-    more tables.
+    more tables. ``portable`` and ``typed``: the form of the checksums taken
+    (``prodinf.databases.checksum.table_checksum``).
     """
 
     def __init__(
@@ -65,11 +66,12 @@ class Pipeline:
         order: Sequence[str],
         workers: int,
         portable: bool,
+        typed: bool = False,
     ) -> None:
         self.source, self.target, self.md, self.tmd = source, target, md, tmd
         self.load, self.indexes, self.order = load, indexes, list(order)
         self.workers = max(1, min(workers, len(self.order)))
-        self.portable = portable
+        self.portable, self.typed = portable, typed
         self.stop = threading.Event()
         #: Rows on the target so far, per table started (for progress).
         self.rows: dict[str, int] = {}
@@ -125,7 +127,7 @@ class Pipeline:
         keyed = time.monotonic()
         copy.seconds["keys"] = keyed - loaded
         with self.target.connect() as conn:
-            copy.stats = table_checksum(conn, name, portable=self.portable)
+            copy.stats = table_checksum(conn, name, portable=self.portable, typed=self.typed)
         copy.seconds["checksum"] = time.monotonic() - keyed
         self.rows[name] = copy.stats.rows
         self.done[name] = copy

@@ -23,11 +23,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select, text, tuple_
 
+from prodinf.databases.snapshot import use_snapshot
+
 __all__ = [
     "Writer",
     "before_commit",
     "copy_table",
     "copy_table_postgres",
+    "copy_whole_postgres",
     "count_rows",
     "referred_to",
     "table_sizes",
@@ -300,3 +303,41 @@ def copy_table_postgres(
         src_raw.close()
         tgt_raw.close()
     return done
+
+
+def copy_whole_postgres(
+    source: Engine,
+    target: Engine,
+    table: str,
+    columns: list[str],
+    *,
+    freeze: bool = False,
+    snapshot: str | None = None,
+) -> None:
+    """PostgreSQL to PostgreSQL, a small table whole, in one transaction, through this
+    process: ``COPY ... TO STDOUT`` relayed into ``COPY ... FROM STDIN``.
+
+    What ``native.psql_table`` does for a large table (``freeze`` and ``snapshot``
+    alike), without its two ``psql`` starts and their two sessions: for a table of a
+    few thousand rows those cost more than its rows (30 ms against 3 ms for 900 rows),
+    while Python relays a row in about a microsecond.
+    """
+    quote = source.dialect.identifier_preparer.quote
+    name = quote(table)
+    cols = ", ".join(quote(c) for c in columns)
+    with source.connect() as src, target.begin() as tgt:
+        if snapshot is not None:
+            src = use_snapshot(src, snapshot)
+        src_raw: Any = src.connection.dbapi_connection
+        tgt_raw: Any = tgt.connection.dbapi_connection
+        with src_raw.cursor() as scur, tgt_raw.cursor() as tcur:
+            if freeze:
+                tcur.execute(f"TRUNCATE {name}")
+            into = f"COPY {name} ({cols}) FROM STDIN" + (" (FREEZE)" if freeze else "")
+            with (
+                scur.copy(f"COPY {name} ({cols}) TO STDOUT") as out,
+                tcur.copy(into) as load,
+            ):
+                for data in out:
+                    load.write(data)
+        # committed by target.begin() on leaving the block; the source's is rolled back

@@ -44,7 +44,7 @@ from sqlalchemy import Engine, MetaData, NullPool, Table
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings
 from prodinf.databases import transfer
-from prodinf.databases.checksum import TableStats, table_stats
+from prodinf.databases.checksum import TableStats, table_stats, typed_hashes
 from prodinf.databases.native import native_table, native_tools
 from prodinf.databases.pipeline import Load, Pipeline
 from prodinf.databases.schema import (
@@ -60,6 +60,7 @@ from prodinf.databases.snapshot import held_snapshot
 from prodinf.databases.transfer import (
     copy_table,
     copy_table_postgres,
+    copy_whole_postgres,
     count_rows,
     referred_to,
     table_sizes,
@@ -74,6 +75,11 @@ PROGRESS_EVERY = 2.0
 #: Seconds between looks at a cancel request during the data step (one small read each):
 #: a stop lands within this, not when the copy ends.
 CANCEL_EVERY = 0.5
+
+#: PostgreSQL tables smaller than this (bytes on the source) are copied through
+#: prodinf's own connections rather than two ``psql`` processes, whose starts cost
+#: more than the rows of a small table (``transfer.copy_whole_postgres``).
+SMALL_TABLE_BYTES = 1 << 20
 
 #: Tables copied at once (a SQLite target takes one), and tables each server measures
 #: at once in the verify step.
@@ -153,7 +159,12 @@ class _Side:
         self._engines: list[Engine] = []
 
     def engine(self, uri: DatabaseURI) -> Engine:
-        engine = uri.create_engine(poolclass=NullPool)
+        # A step's connections are reused within it (each new one costs the server a
+        # process start, ~20 ms of CPU) and all closed when it ends.
+        pooled: dict[str, Any] = {"pool_size": PARALLEL + 2, "max_overflow": 2 * PARALLEL}
+        engine = uri.create_engine(
+            **({"poolclass": NullPool} if uri.engine_name == "sqlite" else pooled)
+        )
         self._engines.append(engine)
         return engine
 
@@ -272,16 +283,20 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         order = sorted((t.name for t in md.sorted_tables), key=lambda n: -sizes.get(n, 0))
         # The native PostgreSQL loads read one snapshot of the source, held for the step.
         snapshot = held.enter_context(held_snapshot(source)) if method == "native" else None
+        # Rows hashed by their types when both servers hash alike (the verify step
+        # then measures what is left the same way).
+        typed = side.same_engine and typed_hashes(source, target)
         pipeline = Pipeline(
             source,
             target,
             md,
             tmd,
-            load=_loader(side, source, target, method, params.batch_rows, snapshot),
+            load=_loader(side, source, target, method, params.batch_rows, snapshot, sizes),
             indexes=indexes,
             order=order,
             workers=1 if side.tgt.engine_name == "sqlite" else PARALLEL,
             portable=not side.same_engine,
+            typed=typed,
         )
         totals: dict[str, int] = {}
         said = {"at": time.monotonic()}
@@ -304,7 +319,9 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
 
         def measure_source(snapshot: str) -> tuple[dict[str, TableStats], float]:
             began = time.monotonic()
-            stats = table_stats(source, order, snapshot=snapshot, stop=pipeline.stop.is_set)
+            stats = table_stats(
+                source, order, snapshot=snapshot, stop=pipeline.stop.is_set, typed=typed
+            )
             return stats, time.monotonic() - began
 
         with ThreadPoolExecutor(1, thread_name_prefix="copy-source") as pool:
@@ -323,6 +340,7 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             "method": method,
             "seconds": round(elapsed, 3),
             "rows_per_second": round(total / elapsed) if elapsed > 0 else None,
+            "hashes": "typed" if typed else "text",
             "tables": {n: c.stats.to_dict() for n, c in sorted(done.items()) if c.stats},
             # The source's, when read in the loads' snapshot: the verify step takes the rest.
             "source_tables": {n: stats.to_dict() for n, stats in sources.items()},
@@ -347,9 +365,16 @@ def _method(side: _Side, params: CopyDatabaseParams) -> str:
 
 
 def _loader(
-    side: _Side, source: Engine, target: Engine, method: str, batch: int, snapshot: str | None
+    side: _Side,
+    source: Engine,
+    target: Engine,
+    method: str,
+    batch: int,
+    snapshot: str | None,
+    sizes: dict[str, int],
 ) -> Load:
-    """How one table's rows are loaded, by ``method`` (native: from ``snapshot``)."""
+    """How one table's rows are loaded, by ``method`` (native: from ``snapshot``; a
+    PostgreSQL table under ``SMALL_TABLE_BYTES`` in ``sizes`` through this process)."""
     if method != "native":
         copy = copy_table_postgres if method == "postgres-copy" else copy_table
 
@@ -373,7 +398,11 @@ def _loader(
                 conn.execute(tgt_table.delete())
         transfer.before_commit(src_table.name, 0)  # the fault-injection seam, looked up late
         columns = [c.name for c in src_table.columns]
-        native_table(side.src, side.tgt, src_table.name, columns, freeze=freeze, snapshot=snapshot)
+        name = src_table.name
+        if side.src.engine_name == "postgresql" and sizes.get(name, 0) < SMALL_TABLE_BYTES:
+            copy_whole_postgres(source, target, name, columns, freeze=freeze, snapshot=snapshot)
+        else:
+            native_table(side.src, side.tgt, name, columns, freeze=freeze, snapshot=snapshot)
         return 0  # counted by the checksum that follows
 
     return native
@@ -400,6 +429,8 @@ def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     data = ctx.outputs.get("data") or {}
     copied = {name: TableStats(**stats) for name, stats in (data.get("tables") or {}).items()}
     read = {name: TableStats(**s) for name, s in (data.get("source_tables") or {}).items()}
+    # Measured the way the data step measured (text: also a job begun by an older prodinf).
+    typed = data.get("hashes") == "typed"
     with _sides(ctx) as side, side.errors("verifying the copy of"):
         portable = not side.same_engine
         ctx.progress("verifying row counts and checksums")
@@ -415,9 +446,15 @@ def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             theirs = (
                 None
                 if set(tables) <= set(copied)
-                else pool.submit(table_stats, target, tables, portable=portable, workers=PARALLEL)
+                else pool.submit(
+                    table_stats, target, tables, portable=portable, workers=PARALLEL, typed=typed
+                )
             )
-            now = table_stats(source, rest, portable=portable, workers=PARALLEL) if rest else {}
+            now = (
+                table_stats(source, rest, portable=portable, workers=PARALLEL, typed=typed)
+                if rest
+                else {}
+            )
             expected = {n: read[n] if n in read else now[n] for n in sorted(tables)}
             actual = copied if theirs is None else theirs.result()
         differ = [name for name in expected if expected[name] != actual.get(name)]
