@@ -106,6 +106,15 @@ class _MysqlWriter(Writer):
         with self.raw.cursor() as cur:
             cur.executemany(self.sql, [tuple(row) for row in rows])
 
+    def close(self) -> None:
+        # The connection may go back to a pool: what runs on it next checks again.
+        try:
+            self.raw.rollback()
+            with self.raw.cursor() as cur:
+                cur.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1")
+        finally:
+            self.raw.close()
+
 
 class _CoreWriter(Writer):
     """Through SQLAlchemy, which converts Python values to what SQLite stores."""

@@ -417,3 +417,29 @@ def test_the_sample_dataset_is_deterministic(datasets: Datasets) -> None:
     # Then they hold the same rows
     assert build_core_like(b, genes=300, seed=7) == counts
     assert contents(a) == contents(b)
+
+
+def test_a_streamed_mariadb_load_leaves_its_pooled_connection_checking(
+    datasets: Datasets,
+) -> None:
+    # Given a MariaDB target whose engine pools one connection (as a copy step's does)
+    uri = DatabaseURI.parse(datasets.uri("mysql"))
+    uri.create()
+    engine = uri.create_engine(pool_size=1, max_overflow=0)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(10))"))
+        table = MetaData()
+        table.reflect(engine)
+        # When the streamed writer loads a batch (its session skips key checks) and ends
+        writer = transfer.writer_for(engine, table.tables["t"])
+        writer.write([(1, "a"), (2, "b")])
+        writer.commit()
+        writer.close()
+        # Then the same pooled connection checks keys again for what runs on it next
+        with engine.connect() as conn:
+            checks = conn.execute(text("SELECT @@foreign_key_checks, @@unique_checks")).one()
+            assert tuple(checks) == (1, 1)
+            assert conn.scalar(select(func.count()).select_from(table.tables["t"])) == 2
+    finally:
+        engine.dispose()
