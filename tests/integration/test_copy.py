@@ -443,3 +443,29 @@ def test_a_streamed_mariadb_load_leaves_its_pooled_connection_checking(
             assert conn.scalar(select(func.count()).select_from(table.tables["t"])) == 2
     finally:
         engine.dispose()
+
+
+def test_a_copys_postgresql_sessions_keep_the_uris_own_options(
+    datasets: Datasets, tmp_path: Path
+) -> None:
+    # Given a PostgreSQL URI that sets a session option of its own
+    uri = DatabaseURI.parse(datasets.uri("postgresql"))
+    uri.create()
+    given = uri.url.update_query_dict({"options": "-c statement_timeout=12345"})
+    target = tmp_path / "home" / "data" / "t.sqlite"
+    params = copy_kind.CopyDatabaseParams(
+        src_uri=DatabaseURI(given).secret(), tgt_uri=f"sqlite:///{target}"
+    )
+    side = copy_kind._Side(params, Settings(home=tmp_path / "home"), "job")
+    try:
+        # When the copy opens its sessions on it
+        with side.engine(side.src).connect() as conn:
+            shown = [conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in SHOWN]
+        # Then the URI's option holds, beside the copy's own: no parallel workers (the
+        # copy keeps the cores busy with its tables already)
+        assert shown == ["12345ms", "0", "0"]
+    finally:
+        side.close()
+
+
+SHOWN = ("statement_timeout", "max_parallel_workers_per_gather", "max_parallel_maintenance_workers")

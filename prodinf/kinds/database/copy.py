@@ -81,6 +81,10 @@ CANCEL_EVERY = 0.5
 #: more than the rows of a small table (``transfer.copy_whole_postgres``).
 SMALL_TABLE_BYTES = 1 << 20
 
+#: PostgreSQL settings for a copy's sessions: no parallel workers for a query or an
+#: index build, as the copy already keeps the server's cores busy with its tables.
+NO_PARALLEL_WORKERS = "-c max_parallel_workers_per_gather=0 -c max_parallel_maintenance_workers=0"
+
 #: Tables copied at once (a SQLite target takes one), and tables each server measures
 #: at once in the verify step.
 PARALLEL = 2
@@ -160,8 +164,11 @@ class _Side:
 
     def engine(self, uri: DatabaseURI) -> Engine:
         # A step's connections are reused within it (each new one costs the server a
-        # process start, ~20 ms of CPU) and all closed when it ends.
+        # process start and its caches filled again) and all closed when it ends.
         pooled: dict[str, Any] = {"pool_size": PARALLEL + 2, "max_overflow": 2 * PARALLEL}
+        if uri.engine_name == "postgresql":  # after the URI's own options, if any
+            given = str(uri.url.query.get("options") or "")
+            pooled["connect_args"] = {"options": f"{given} {NO_PARALLEL_WORKERS}".strip()}
         engine = uri.create_engine(
             **({"poolclass": NullPool} if uri.engine_name == "sqlite" else pooled)
         )
