@@ -7,8 +7,11 @@ one after the other. Here a table goes on to its keys and its checksum as soon a
 its rows are in, ``workers`` tables at a time, largest first: one table's indexes
 are built and its copy measured while another table loads.
 
-The target's checksum of a table is taken once its indexes are built, and nothing
-writes its rows after that: it is the copy's final content.
+The target's checksum of a table is taken once its rows are committed, and nothing
+writes its rows after that: it is the copy's final content. On PostgreSQL it is
+taken on another connection while the table's indexes are built (an index build
+lets others read the table; its primary key is built as an index, then made the
+key); elsewhere after them.
 """
 
 from __future__ import annotations
@@ -85,7 +88,11 @@ class Pipeline:
         any table stops the others after their current batch and is raised here.
         """
         error: BaseException | None = None
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="copy") as pool:
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="copy") as pool,
+            ThreadPoolExecutor(self.workers, thread_name_prefix="copy-measure") as measurer,
+        ):
+            self._measurer = measurer
             pending: set[Future[Any]] = {pool.submit(self._table, n) for n in self.order}
             while pending:
                 finished, pending = wait(pending, timeout=every, return_when=FIRST_COMPLETED)
@@ -106,6 +113,12 @@ class Pipeline:
             raise error
         return self.done
 
+    def _measure(self, name: str, since: float) -> tuple[TableStats, float]:
+        """The target's checksum of ``name``, and the seconds it took."""
+        with self.target.connect() as conn:
+            stats = table_checksum(conn, name, portable=self.portable, typed=self.typed)
+        return stats, time.monotonic() - since
+
     def _table(self, name: str) -> None:
         if self.stop.is_set():
             return
@@ -121,13 +134,20 @@ class Pipeline:
         copy.seconds["load"] = loaded - started
         if self.stop.is_set():
             return  # maybe partly loaded: no keys, no checksum
-        with self.target.begin() as conn:
-            copy.primary_key = add_primary_key(conn, src)
-            copy.indexes = create_indexes(conn, name, self.indexes.get(name, []))
-        keyed = time.monotonic()
-        copy.seconds["keys"] = keyed - loaded
-        with self.target.connect() as conn:
-            copy.stats = table_checksum(conn, name, portable=self.portable, typed=self.typed)
-        copy.seconds["checksum"] = time.monotonic() - keyed
+        # PostgreSQL builds the indexes under locks that let the checksum read the
+        # table meanwhile, on another connection (see add_primary_key).
+        measuring = (
+            self._measurer.submit(self._measure, name, loaded)
+            if self.target.dialect.name == "postgresql"
+            else None
+        )
+        try:
+            with self.target.begin() as conn:
+                copy.primary_key = add_primary_key(conn, src)
+                copy.indexes = create_indexes(conn, name, self.indexes.get(name, []))
+        finally:
+            measured = measuring.result() if measuring is not None else None
+        copy.seconds["keys"] = time.monotonic() - loaded
+        copy.stats, copy.seconds["checksum"] = measured or self._measure(name, time.monotonic())
         self.rows[name] = copy.stats.rows
         self.done[name] = copy

@@ -197,7 +197,19 @@ def add_primary_key(conn: Connection, table: Table) -> bool:
         return False
     quote = conn.dialect.identifier_preparer.quote
     cols = ", ".join(quote(c.name) for c in key)
-    conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD PRIMARY KEY ({cols})"))
+    name = table.primary_key.name
+    if isinstance(name, str) and name and name.upper() != "PRIMARY":
+        # The key's index built first, under a lock that lets others read the table
+        # (its checksum, taken meanwhile), then made the key under the source's name.
+        conn.execute(text(f"CREATE UNIQUE INDEX {quote(name)} ON {quote(table.name)} ({cols})"))
+        conn.execute(
+            text(
+                f"ALTER TABLE {quote(table.name)} ADD CONSTRAINT {quote(name)} "
+                f"PRIMARY KEY USING INDEX {quote(name)}"
+            )
+        )
+    else:
+        conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD PRIMARY KEY ({cols})"))
     for col in key:
         if _generates_ids(table, col):
             conn.execute(

@@ -98,6 +98,17 @@ def foreign_keys(uri: str) -> int:
         engine.dispose()
 
 
+def primary_keys(uri: str) -> dict[str, str | None]:
+    """Each table's primary key constraint: its name, by table."""
+    engine = DatabaseURI.parse(uri).create_engine(poolclass=NullPool)
+    try:
+        md = MetaData()
+        md.reflect(engine)
+        return {t.name: t.primary_key.name for t in md.tables.values()}
+    finally:
+        engine.dispose()
+
+
 # -- a good copy, on every pair of engines ----------------------------------------------
 
 TARGETS = ["sqlite", "postgresql", "mysql", "mysql-stream"]
@@ -126,6 +137,9 @@ def test_a_copy_holds_exactly_the_source_rows(
     data = next(s["output"] for s in done["steps"] if s["name"] == "data")
     both_postgres = same_engine and engine_name == "postgresql"
     assert data["hashes"] == ("typed" if both_postgres else "text")
+    if both_postgres:  # each key built as an index first, then named as the source's
+        assert primary_keys(tgt) == primary_keys(src)
+        assert all(name.endswith("_pkey") for name in primary_keys(src).values())
     assert_same(src, tgt, counts)
     assert foreign_keys(tgt) == foreign_keys(src) == 12
     # The copy is usable: its meta table still numbers new rows after the copied ones.
