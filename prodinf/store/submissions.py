@@ -16,11 +16,12 @@ __all__ = ["Keyed", "delete_job", "find_by_key", "insert_job"]
 
 
 def insert_job(store: JobStore, new: NewRows) -> None:
-    """Insert a new job's rows in a transaction of their own.
+    """Insert a new job's rows in a transaction of their own (on PostgreSQL one
+    statement, committed on its own: ``JobStore.single``).
 
     ``IntegrityError`` passes through when its idempotency key is taken.
     """
-    with store.transaction() as conn:
+    with store.single() as conn:
         new.insert(conn)
 
 

@@ -390,3 +390,34 @@ def test_a_step_output_that_is_not_json_fails_the_job(world: World) -> None:
     assert job["status"] == "failed"
     assert job["error"]["type"] == "PermanentError"
     assert "JSON" in job["error"]["message"]
+
+
+def test_a_single_statement_commits_on_its_own_and_then_runs_its_hooks(world: World) -> None:
+    # Given a job's rows written by one statement (JobStore.single: on PostgreSQL
+    # without BEGIN and COMMIT round trips), with a hook for after its commit
+    from prodinf.engine.newjob import new_job
+    from prodinf.store.repository import after_commit
+    from prodinf.store.submissions import insert_job
+    from prodinf.store.types import utcnow
+
+    kind = world.registry.get("plain")
+    params = kind.validate({})
+    new = new_job(kind, params.model_dump(mode="json"), kind.flow(params), world.settings, utcnow())
+    ran: list[str] = []
+    with world.store.single() as conn:
+        new.insert(conn)
+        after_commit(conn, lambda: ran.append("committed"))
+        assert ran == []  # not before the statement's end
+    # Then it is committed (another connection sees it) and the hook ran once
+    assert ran == ["committed"]
+    assert world.store.describe(new.id)["status"] == "queued"
+
+    # When the same rows are written again (the id taken): the statement fails,
+    # nothing more is written, and no hook runs
+    with pytest.raises(IntegrityError), world.store.single() as conn:
+        after_commit(conn, lambda: ran.append("again"))
+        new.insert(conn)
+    assert ran == ["committed"]
+    with pytest.raises(IntegrityError):
+        insert_job(world.store, new)
+    assert len(world.store.describe(new.id)["steps"]) == len(new.steps)
