@@ -16,7 +16,7 @@ Views, triggers and routines are not copied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -177,12 +177,14 @@ def _generates_ids(table: Table, col: Column[Any]) -> bool:
     return col.autoincrement == "auto" and key == [col] and isinstance(col.type, types.Integer)
 
 
-def add_primary_keys(conn: Connection, source: MetaData) -> list[str]:
-    """PostgreSQL: add each table's primary key (and identity column) once the rows are in.
+def add_primary_keys(conn: Connection, source: MetaData, have: Collection[str] = ()) -> list[str]:
+    """PostgreSQL: add each table's primary key (and identity column) once the rows are in,
+    but for the tables in ``have`` (given theirs already: not looked at again).
 
     Returns the tables given a key. Elsewhere the keys came with the tables.
     """
-    return [t.name for t in source.sorted_tables if add_primary_key(conn, t)]
+    tables = [t for t in source.sorted_tables if t.name not in have]
+    return [t.name for t in tables if add_primary_key(conn, t)]
 
 
 def add_primary_key(conn: Connection, table: Table) -> bool:

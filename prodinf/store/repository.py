@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import create_engine, event, func, literal, select, text, union_all
+from sqlalchemy import create_engine, func, literal, select, text, union_all
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DataError, DBAPIError, InvalidatePoolError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prodinf.exceptions import Conflict, NotFound, StoreUnavailable, Unstorable
@@ -21,6 +19,7 @@ from prodinf.files import PRIVATE_FILE, PRIVATE_FOLDER, private_file, tighten
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL, JobStatus, StepStatus
 from prodinf.store.models import HistoryRow, JobRow, StepRow, WatcherRow, WatchRow
+from prodinf.store.pooling import ping_when_idle
 from prodinf.store.search import JobSearch, duration_seconds, search_jobs
 from prodinf.store.sqlite import configure_sqlite
 from prodinf.store.types import utcnow
@@ -41,6 +40,15 @@ def after_commit(conn: Connection, then: Callable[[], None]) -> None:
     """Call ``then`` once the transaction of ``conn`` (a ``JobStore.transaction``) has
     committed, never if it rolls back: what counts what it wrote (``prodinf.metrics``)."""
     conn.info.setdefault(_AFTER_COMMIT, []).append(then)
+
+
+def _committed(done: Iterable[Callable[[], None]]) -> None:
+    """Run what ``after_commit`` handed a transaction, now that it has committed."""
+    for then in done:
+        try:
+            then()
+        except Exception:  # it counts what was committed; the work is done
+            log.warning("after a commit: %r failed", then, exc_info=True)
 
 
 class Summarised(Protocol):
@@ -96,7 +104,7 @@ class JobStore:
             )
             kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, **kwargs)
-        _ping_when_idle(self.engine)
+        ping_when_idle(self.engine)
         #: PostgreSQL: autocommit, and commits that do not wait for the disk (``unhurried``).
         self._unhurried: Engine | None = None
         if self.dialect == "postgresql":
@@ -110,7 +118,7 @@ class JobStore:
                 isolation_level="AUTOCOMMIT",
                 connect_args=connect,
             )
-            _ping_when_idle(self._unhurried)
+            ping_when_idle(self._unhurried)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: What :meth:`reading` opens: on SQLite a second engine whose transactions
         #: read a snapshot and take no write lock; elsewhere the main one.
@@ -163,11 +171,7 @@ class JobStore:
                     yield conn
                 finally:  # the connection goes back to the pool: nothing of ours stays on it
                     done = conn.info.pop(_AFTER_COMMIT, ())
-            for then in done:
-                try:
-                    then()
-                except Exception:  # it counts what was committed; the work is done
-                    log.warning("after a commit: %r failed", then, exc_info=True)
+            _committed(done)
 
     @contextmanager
     def single(self) -> Iterator[Connection]:
@@ -188,11 +192,7 @@ class JobStore:
                 yield conn
             finally:
                 done = conn.info.pop(_AFTER_COMMIT, ())
-        for then in done:
-            try:
-                then()
-            except Exception:  # it counts what was committed; the work is done
-                log.warning("after a commit: %r failed", then, exc_info=True)
+        _committed(done)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -390,41 +390,6 @@ def _is_bad_data(exc: DBAPIError) -> bool:
         code = exc.orig.args[0]
         return isinstance(code, int) and code in _MYSQL_BAD_DATA
     return False
-
-
-#: Seconds a connection may sit in the pool and still be handed out without a ping
-#: (HikariCP's aliveBypassWindowMs). A runner's transactions follow each other
-#: within milliseconds; a ping before each would be one more round trip each.
-PING_AFTER_IDLE = 0.5
-
-
-def _ping_when_idle(engine: Engine) -> None:
-    """``pool_pre_ping``, for connections back in the pool ``PING_AFTER_IDLE`` or longer.
-
-    A connection that fails its ping invalidates the pool and is replaced, as
-    with ``pool_pre_ping``.
-    """
-    dialect = engine.dialect
-    since = "prodinf_idle_since"
-
-    @event.listens_for(engine, "connect")
-    def on_connect(_dbapi_conn: Any, record: Any) -> None:
-        record.info[since] = time.monotonic()  # fresh: nothing to ping
-
-    @event.listens_for(engine, "checkin")
-    def on_checkin(_dbapi_conn: Any, record: Any) -> None:
-        record.info[since] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-        if time.monotonic() - record.info.get(since, -math.inf) < PING_AFTER_IDLE:
-            return
-        try:
-            dialect.do_ping(dbapi_conn)
-        except dialect.loaded_dbapi.Error as exc:
-            if dialect.is_disconnect(exc, dbapi_conn, None):
-                raise InvalidatePoolError() from exc  # the pool reconnects
-            raise
 
 
 def _iso(value: Any) -> str | None:

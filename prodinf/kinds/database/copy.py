@@ -33,20 +33,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from sqlalchemy import Engine, MetaData, NullPool, Table
+from sqlalchemy import Engine, MetaData, NullPool
 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings
-from prodinf.databases import transfer
 from prodinf.databases.checksum import TableStats, table_stats, typed_hashes
-from prodinf.databases.native import native_table, native_tools
-from prodinf.databases.pipeline import Load, Pipeline
+from prodinf.databases.loads import copy_method, loader
+from prodinf.databases.pipeline import Pipeline
 from prodinf.databases.schema import (
     add_foreign_keys,
     add_indexes,
@@ -58,11 +57,7 @@ from prodinf.databases.schema import (
 )
 from prodinf.databases.snapshot import held_snapshot
 from prodinf.databases.transfer import (
-    copy_table,
-    copy_table_postgres,
-    copy_whole_postgres,
     count_rows,
-    referred_to,
     table_sizes,
 )
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
@@ -75,11 +70,6 @@ PROGRESS_EVERY = 2.0
 #: Seconds between looks at a cancel request during the data step (one small read each):
 #: a stop lands within this, not when the copy ends.
 CANCEL_EVERY = 0.5
-
-#: PostgreSQL tables smaller than this (bytes on the source) are copied through
-#: prodinf's own connections rather than two ``psql`` processes, whose starts cost
-#: more than the rows of a small table (``transfer.copy_whole_postgres``).
-SMALL_TABLE_BYTES = 1 << 20
 
 #: PostgreSQL settings for a copy's sessions: no parallel workers for a query or an
 #: index build, as the copy already keeps the server's cores busy with its tables.
@@ -100,9 +90,6 @@ _REFLECTED: dict[tuple[str, str], MetaData] = {}
 _REFLECTED_LOCK = threading.Lock()
 
 _RETRY = Retry(attempts=3, backoff=5.0)
-
-OnRows = Callable[[int], None]
-Stop = Callable[[], bool]
 
 
 class CopyMismatch(PermanentError):
@@ -282,7 +269,7 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("copying"), ExitStack() as held:
         source, target = side.engine(side.src), side.engine(side.tgt)
         md, tmd = side.metadata(source)
-        method = _method(side, params)
+        method = copy_method(side.src, side.tgt, params.method)
         with target.connect() as conn:
             indexes = plan_indexes(conn, md, tmd)
         # Largest first, so the last table to finish is a small one.
@@ -298,7 +285,9 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             target,
             md,
             tmd,
-            load=_loader(side, source, target, method, params.batch_rows, snapshot, sizes),
+            load=loader(
+                side.src, side.tgt, source, target, method, params.batch_rows, snapshot, sizes
+            ),
             indexes=indexes,
             order=order,
             workers=1 if side.tgt.engine_name == "sqlite" else PARALLEL,
@@ -361,60 +350,6 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         }
 
 
-def _method(side: _Side, params: CopyDatabaseParams) -> str:
-    """How the rows go over: ``native``, ``postgres-copy`` or ``stream``."""
-    engine = side.src.engine_name
-    if side.same_engine and params.method == "auto" and native_tools(engine):
-        return "native"
-    if side.same_engine and engine == "postgresql":
-        return "postgres-copy"
-    return "stream"
-
-
-def _loader(
-    side: _Side,
-    source: Engine,
-    target: Engine,
-    method: str,
-    batch: int,
-    snapshot: str | None,
-    sizes: dict[str, int],
-) -> Load:
-    """How one table's rows are loaded, by ``method`` (native: from ``snapshot``; a
-    PostgreSQL table under ``SMALL_TABLE_BYTES`` in ``sizes`` through this process)."""
-    if method != "native":
-        copy = copy_table_postgres if method == "postgres-copy" else copy_table
-
-        def stream(src_table: Table, tgt_table: Table, on_rows: OnRows, stop: Stop) -> int:
-            return copy(
-                source, target, src_table, tgt_table, batch=batch, on_batch=on_rows, stop=stop
-            )
-
-        return stream
-
-    def native(src_table: Table, tgt_table: Table, on_rows: OnRows, stop: Stop) -> int:
-        # All of it, or (after a crash) all of it again: one transaction per table.
-        done = count_rows(target, tgt_table)
-        if done and done == count_rows(source, src_table):
-            return done
-        # PostgreSQL empties the table in the loading transaction (see psql_table),
-        # unless a foreign key refers to it (a job run again after its constraints).
-        freeze = target.dialect.name == "postgresql" and not referred_to(target, tgt_table.name)
-        if done and not freeze:
-            with target.begin() as conn:
-                conn.execute(tgt_table.delete())
-        transfer.before_commit(src_table.name, 0)  # the fault-injection seam, looked up late
-        columns = [c.name for c in src_table.columns]
-        name = src_table.name
-        if side.src.engine_name == "postgresql" and sizes.get(name, 0) < SMALL_TABLE_BYTES:
-            copy_whole_postgres(source, target, name, columns, freeze=freeze, snapshot=snapshot)
-        else:
-            native_table(side.src, side.tgt, name, columns, freeze=freeze, snapshot=snapshot)
-        return 0  # counted by the checksum that follows
-
-    return native
-
-
 def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     data = ctx.outputs.get("data") or {}
     with _sides(ctx) as side, side.errors("adding indexes and keys copied from"):
@@ -423,7 +358,8 @@ def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         with target.begin() as conn:
             # The data step built each table's keys and indexes once its rows were in
             # (a job begun by an older prodinf left them to this step).
-            keys_added = list(data.get("primary_keys", [])) + add_primary_keys(conn, md)
+            keyed = list(data.get("primary_keys", []))
+            keys_added = keyed + add_primary_keys(conn, md, have=keyed)
             indexes = list(data.get("indexes", []))
             if "indexes" not in data:
                 indexes += add_indexes(conn, md, tmd)
