@@ -319,12 +319,13 @@ def test_a_metadata_failure_drops_the_copy_and_a_restart_after_the_fix_succeeds(
 def test_stop_during_the_copy_cancels_and_reverts_the_copy(
     stack: HandoverStack, datasets: Datasets, staging: str
 ) -> None:
-    # Given a handover whose copy streams in small batches (so it is stopped mid-copy)
+    # Given a handover whose copy streams in the smallest batches (so it is stopped
+    # mid-copy: it shows rows copied after 2 s, and must last longer than that)
     config = stack.rt.settings.handover_config
     assert config is not None
-    slow = {"params": {"method": "stream", "batch_rows": 200}}
+    slow = {"params": {"method": "stream", "batch_rows": 100}}
     handover_config(config.parent, staging, stages={**ALL, "copy": slow})
-    src, _ = core_named(datasets, "mysql", genes=5000)
+    src, _ = core_named(datasets, "mysql", genes=10000)
     database = DatabaseURI.parse(src).database
     token = stack.submit(src).json["token"]
 

@@ -260,13 +260,21 @@ def test_due_waits_are_not_starved_by_2000_new_jobs(
     make: Callable[..., tuple[Settings, Runtime]], processes: Processes
 ) -> None:
     # Given two workers, and 2,000 new jobs flowing in faster than the workers take them
+    # (each 4 steps of 0.05 s: more work than the workers do before the waits end, on
+    # any machine that runs this suite, so the queue is still deep when they do)
     settings, runtime = make()
     for name in ("one", "two"):
         processes.worker(settings, queues=settings.queue_jobs, name=name)
 
+    flood_errors: list[BaseException] = []
+
     def flood() -> None:
-        for _ in range(2000):
-            runtime.jobs.submit("it_noop4", {"sleep": 0.02})
+        try:
+            for _ in range(2000):
+                runtime.jobs.submit("it_noop4", {"sleep": 0.05})
+        except BaseException as exc:  # said below, not lost with the thread
+            flood_errors.append(exc)
+            raise
 
     flooding = threading.Thread(target=flood, daemon=True)
     flooding.start()
@@ -286,6 +294,7 @@ def test_due_waits_are_not_starved_by_2000_new_jobs(
     flooding.join(120)
     print(f"looks late: max {max(late):.2f} s, {len(late)} looks; {queued} jobs still queued")
     assert max(late) <= 5, f"latest look {max(late):.1f} s late; {queued} jobs queued"
+    assert flood_errors == [], f"the flood of new jobs failed: {flood_errors!r}"
     assert queued >= 100, f"only {queued} jobs were queued: the test proved nothing"
 
 
