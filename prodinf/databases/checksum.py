@@ -62,7 +62,7 @@ _FLOAT_DECIMALS = 6
 _HASHED_TYPES = (
     types.Integer,
     types.Numeric,  # and Float
-    types.String,  # VARCHAR, CHAR, TEXT (not Enum: excluded by name)
+    types.String,  # VARCHAR, CHAR, TEXT (not Enum, a String too: see _hashed_by_type)
     types.Boolean,
     types.Date,
     types.DateTime,
@@ -164,8 +164,7 @@ def table_checksum(
     ]
     source = quote(table)
     if dialect == "postgresql" and not portable:
-        by_type = typed and all(isinstance(c["type"], _HASHED_TYPES) for c in columns)
-        by_type = by_type and not any(isinstance(c["type"], types.Enum) for c in columns)
+        by_type = typed and all(_hashed_by_type(c["type"]) for c in columns)
         row = _postgres_row_hashes(conn, source, typed=by_type)
     elif dialect == "sqlite":
         _register_sqlite(conn)
@@ -202,6 +201,11 @@ def table_checksum(
         ).one()
     count, total = int(row[0]), int(row[1] or 0)
     return TableStats(rows=count, checksum=f"{total % (1 << 80):x}")
+
+
+def _hashed_by_type(type_: Any) -> bool:
+    """Whether a typed checksum hashes a column of ``type_`` by its type's own hash."""
+    return isinstance(type_, _HASHED_TYPES) and not isinstance(type_, types.Enum)
 
 
 def _postgres_row_hashes(conn: Connection, source: str, *, typed: bool) -> Any:

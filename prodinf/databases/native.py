@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 
-from prodinf.databases.snapshot import BEGIN_SNAPSHOT
+from prodinf.databases.snapshot import BEGIN_SNAPSHOT, set_snapshot
 from prodinf.databases.uri import DatabaseURI
 from prodinf.exceptions import RemoteUnavailable
 from prodinf.redact import redact_text
@@ -109,10 +109,6 @@ def _quote_pg(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def psql_table(
     src: DatabaseURI,
     tgt: DatabaseURI,
@@ -143,7 +139,7 @@ def psql_table(
     read = ["-c", f"COPY {name} ({cols}) TO STDOUT"]
     if snapshot is not None:
         # -q: the command tags of these statements do not reach the output, only COPY's rows.
-        read = ["-c", f"{BEGIN_SNAPSHOT}; SET TRANSACTION SNAPSHOT {_literal(snapshot)}"]
+        read = ["-c", f"{BEGIN_SNAPSHOT}; {set_snapshot(snapshot)}"]
         read += ["-c", f"COPY {name} ({cols}) TO STDOUT", "-c", "COMMIT"]
     dump = [psql, *src_args, *read]
     if freeze:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-__all__ = ["BEGIN_SNAPSHOT", "held_snapshot", "use_snapshot"]
+__all__ = ["BEGIN_SNAPSHOT", "held_snapshot", "set_snapshot", "use_snapshot"]
 
 #: Begins a transaction that can export or import a snapshot (read only: it only reads).
 BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
@@ -46,12 +46,19 @@ def held_snapshot(engine: Engine) -> Iterator[str | None]:
             conn.rollback()
 
 
-def use_snapshot(conn: Connection, snapshot: str) -> Connection:
-    """Begin a transaction on ``conn`` that sees the database as ``snapshot`` does."""
+def set_snapshot(snapshot: str) -> str:
+    """The statement that makes a transaction see the database as ``snapshot`` does
+    (the first of the transaction): the id is checked, as it goes into the SQL text."""
     if not _SNAPSHOT_ID.fullmatch(snapshot):
         raise ValueError(f"not a snapshot id: {snapshot!r}")
+    return f"SET TRANSACTION SNAPSHOT '{snapshot}'"
+
+
+def use_snapshot(conn: Connection, snapshot: str) -> Connection:
+    """Begin a transaction on ``conn`` that sees the database as ``snapshot`` does."""
+    statement = set_snapshot(snapshot)
     conn = conn.execution_options(isolation_level="REPEATABLE READ")
     # Before the transaction's first query, as SET TRANSACTION SNAPSHOT must be.
     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-    conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+    conn.exec_driver_sql(statement)
     return conn

@@ -107,13 +107,13 @@ class _MysqlWriter(Writer):
             cur.executemany(self.sql, [tuple(row) for row in rows])
 
     def close(self) -> None:
-        # The connection may go back to a pool: what runs on it next checks again.
+        # The connection may go back to a pool: what runs on it next checks again
+        # (a session setting, which the rollback that follows does not undo).
         try:
-            self.raw.rollback()
             with self.raw.cursor() as cur:
                 cur.execute("SET SESSION foreign_key_checks = 1, unique_checks = 1")
         finally:
-            self.raw.close()
+            super().close()
 
 
 class _CoreWriter(Writer):
