@@ -18,31 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import (
-    BindParameter,
-    Table,
-    TextClause,
-    Update,
-    bindparam,
-    case,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Table, TextClause, bindparam, select, text, update
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.engine.default import DefaultDialect
 
 from prodinf import metrics
 from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL
+from prodinf.store import pgrows
 from prodinf.store.children import wake_step
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
-from prodinf.store.repository import after_commit, job_summary
+from prodinf.store.repository import JobStore, after_commit, job_summary
 from prodinf.store.types import utcnow
 from prodinf.store.watches import WatchRequest, register, wake_job_watchers
 
@@ -125,14 +116,15 @@ class _Tracked:
 
     _loaded: tuple[Any, ...] = field(init=False, repr=False)
     _names: ClassVar[tuple[str, ...]]
+    #: The values of ``_names`` as a tuple (one C call: a worker makes five a job).
+    _values: ClassVar[operator.attrgetter[Any]]
 
     def __post_init__(self) -> None:
-        self._loaded = tuple(getattr(self, name) for name in self._names)
+        self._loaded = self._values(self)
 
     def changes(self) -> dict[str, Any]:
         changed = {}
-        for name, before in zip(self._names, self._loaded, strict=True):
-            now = getattr(self, name)
+        for name, before, now in zip(self._names, self._loaded, self._values(self), strict=True):
             # As the ORM would, but 1 and True (equal in Python) are not the same JSON.
             if now is not before and (now != before or type(now) is not type(before)):
                 changed[name] = now
@@ -191,8 +183,11 @@ def _names(cls: type[_Tracked]) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
-LockedJob._names = _names(LockedJob)
-LockedStep._names = _names(LockedStep)
+for _cls in (LockedJob, LockedStep):
+    _cls._names = _names(_cls)
+    _cls._values = operator.attrgetter(*_cls._names)
+
+_POSITION = operator.attrgetter("position")
 
 _SELECT_JOB = (
     select(*(JOBS.c[name] for name in LockedJob._names))
@@ -218,8 +213,6 @@ _SELECT_BOTH = (
     .where(JOBS.c.id == bindparam("job_id"))
     .with_for_update()
 )
-#: Plain SQL with ``:name`` parameters and no casts (what ``text`` takes).
-_NAMED = DefaultDialect(paramstyle="named")
 # The SET clause comes from the keys of the values given at execution.
 _UPDATE_JOB = update(JOBS).where(JOBS.c.id == bindparam("row_id"))
 _UPDATE_STEP = update(STEPS).where(STEPS.c.id == bindparam("row_id"))
@@ -246,15 +239,28 @@ class JobRows:
     #: What counts the transitions made here (``prodinf.metrics``): ``save`` hands it
     #: to the transaction, which calls it once committed.
     on_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: PostgreSQL: each row's version (``pgrows.Locked.versions``) once ``save`` has
+    #: written them, for the next transition to write without locking them first
+    #: (``resumed``); ``None`` when unknown.
+    versions: dict[int | None, str] | None = None
+    #: PostgreSQL: the version this transaction gives the rows it writes.
+    xid: str | None = None
 
     @classmethod
     def lock(cls, conn: Connection, job_id: str, resend_after: float = 10.0) -> JobRows | None:
         """Lock and read the job row, then its step rows; ``None`` if there is no such job."""
-        if conn.dialect.name == "postgresql":
+        if pgrows.usable(conn):  # one statement, through psycopg itself
+            found = pgrows.lock(conn, job_id, LockedJob._names, LockedStep._names)
+            if found is not None:  # else no such job, or one without steps: as elsewhere
+                ordered = sorted((LockedStep(*row) for row in found.steps), key=_POSITION)
+                locked = cls(LockedJob(*found.job), ordered, resend_after=resend_after)
+                locked.versions, locked.xid = found.versions, found.xid
+                return locked
+        elif conn.dialect.name == "postgresql":
             both = conn.execute(_SELECT_BOTH, {"job_id": job_id}).all()
-            if both:  # else no such job, or one without steps: read as elsewhere
+            if both:
                 n = len(LockedJob._names)
-                ordered = sorted((LockedStep(*row[n:]) for row in both), key=lambda s: s.position)
+                ordered = sorted((LockedStep(*row[n:]) for row in both), key=_POSITION)
                 return cls(LockedJob(*both[0][:n]), ordered, resend_after=resend_after)
         job = conn.execute(_SELECT_JOB, {"job_id": job_id}).first()
         if job is None:
@@ -291,10 +297,13 @@ class JobRows:
         changed = self.job.changes()
         steps = [(step.id, diff) for step in self.steps if (diff := step.changes())]
         if conn.dialect.name == "postgresql":  # all three in one statement
-            _write_at_once(conn, self.job.id, changed, steps, self.history)
+            pgrows.write_at_once(conn, self.job.id, changed, steps, self.history)
+            self._written(bool(changed), steps, self.xid)
             self.history, steps = [], []
         elif changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
+        if changed.get("status") in TERMINAL or self.spawned or self.watches:
+            self.versions = None  # more is written than the rows: read them again next
         if changed.get("status") in TERMINAL:
             job = self.job
             now = utcnow()
@@ -311,7 +320,7 @@ class JobRows:
             conn.execute(_UPDATE_STEP, {"row_id": step_id, **diff})
         elif steps:  # a step recorded and the next one claimed: one UPDATE for both
             columns = tuple(tuple(diff) for _, diff in steps)
-            conn.execute(_update_steps(columns), _step_values(steps))
+            conn.execute(pgrows.update_steps(columns), pgrows.step_values(steps))
         for new in self.spawned:
             new.insert(conn)
         if self.watches:
@@ -326,107 +335,50 @@ class JobRows:
             after_commit(conn, then)
         self.on_commit = []
 
+    def _written(self, job: bool, steps: list[tuple[int, dict[str, Any]]], xid: str | None) -> None:
+        """Give the rows just written (the job row if ``job``) version ``xid``."""
+        if self.versions is None or xid is None:
+            self.versions = None
+            return
+        if job:
+            self.versions[None] = xid
+        for step_id, _ in steps:
+            self.versions[step_id] = xid
 
-def _step_values(steps: list[tuple[int, dict[str, Any]]], prefix: str = "") -> dict[str, Any]:
-    """The parameters of ``_update_steps`` for each (step id, changed columns)."""
-    values: dict[str, Any] = {f"{prefix}row_{i}": step_id for i, (step_id, _) in enumerate(steps)}
-    for i, (_, diff) in enumerate(steps):
-        values.update((f"{prefix}{name}_{i}", value) for name, value in diff.items())
-    return values
-
-
-@functools.lru_cache(maxsize=256)
-def _update_steps(columns: tuple[tuple[str, ...], ...], prefix: str = "") -> Update:
-    """One UPDATE of several steps, row ``i`` setting the ``columns[i]`` (its own values).
-
-    ``SET c = CASE WHEN id = :row_0 THEN :c_0 ... ELSE c END`` for each column,
-    ``WHERE id IN (:row_0, ...)``; parameters ``<prefix>row_<i>`` and
-    ``<prefix><column>_<i>``.
-    """
-    rows = range(len(columns))
-    ids = [bindparam(f"{prefix}row_{i}", type_=STEPS.c.id.type) for i in rows]
-    assign = {}
-    for name in sorted({name for names in columns for name in names}):
-        column = STEPS.c[name]
-        whens = [
-            (STEPS.c.id == ids[i], bindparam(f"{prefix}{name}_{i}", type_=column.type))
-            for i in rows
-            if name in columns[i]
-        ]
-        assign[name] = case(*whens, else_=column)
-    return update(STEPS).where(STEPS.c.id.in_(ids)).values(assign)
-
-
-def _write_at_once(
-    conn: Connection,
-    job_id: str,
-    job: dict[str, Any],
-    steps: list[tuple[int, dict[str, Any]]],
-    history: list[dict[str, Any]],
-) -> None:
-    """PostgreSQL: the job's changed columns, its steps' and its new history in one
-    statement, one round trip instead of three: the last of them carries the others
-    as data-modifying CTEs (``WITH w0 AS (UPDATE ...) INSERT ...``), each run once.
-    They write three tables, the rows updated already locked by ``lock``."""
-    values: dict[str, Any] = {}
-    if job:
-        values.update({f"job_{name}": value for name, value in job.items()})
-        values["job_row"] = job_id
-    if steps:
-        values.update(_step_values(steps, "step_"))
-    for i, entry in enumerate(history):
-        values.update((f"history_{name}_{i}", value) for name, value in entry.items())
-    if values:
-        statement = _written_at_once(
-            tuple(job),
-            tuple(tuple(diff) for _, diff in steps),
-            tuple(history[0]) if history else (),
-            len(history),
+    def resumed(self) -> JobRows | None:
+        """Once this transaction has committed: the rows as it left them, for the next
+        transition to change and write with :meth:`save_unless_changed`, without
+        locking and reading them again. ``None`` when their versions are unknown (not
+        PostgreSQL, or it wrote more than them)."""
+        if self.versions is None or self.spawned or self.woken or self.watches:
+            return None
+        for row in (self.job, *self.steps):
+            row._loaded = row._values(row)
+        return JobRows(
+            self.job, self.steps, resend_after=self.resend_after, versions=dict(self.versions)
         )
-        conn.execute(statement, values)
 
-
-@functools.lru_cache(maxsize=256)
-def _written_at_once(
-    job: tuple[str, ...],
-    steps: tuple[tuple[str, ...], ...],
-    history: tuple[str, ...],
-    entries: int,
-) -> TextClause:
-    """The statement of ``_write_at_once``, for these columns and number of entries.
-
-    Text with typed parameters, like ``_insert``'s: SQLAlchemy caches no compiled form
-    of a statement with DML in its CTEs, so it would compile one for each transition.
-    """
-    parts: list[Update] = []
-    if job:
-        set_job = {name: bindparam(f"job_{name}", type_=JOBS.c[name].type) for name in job}
-        parts.append(update(JOBS).where(JOBS.c.id == bindparam("job_row")).values(set_job))
-    if steps:
-        parts.append(_update_steps(steps, "step_"))
-    sqls: list[str] = []
-    binds: list[BindParameter[Any]] = []
-    for part in parts:
-        compiled = part.compile(dialect=_NAMED)
-        sqls.append(compiled.string)
-        binds += compiled.binds.values()
-    if entries:
-        names = [[f"history_{name}_{i}" for name in history] for i in range(entries)]
-        quote = _NAMED.identifier_preparer
-        sqls.append(
-            f"INSERT INTO {quote.format_table(HISTORY)} "
-            f"({', '.join(quote.format_column(HISTORY.c[name]) for name in history)}) VALUES "
-            + ", ".join("(" + ", ".join(f":{n}" for n in row) + ")" for row in names)
-        )
-        binds += [
-            bindparam(n, type_=HISTORY.c[name].type)
-            for row in names
-            for n, name in zip(row, history, strict=True)
-        ]
-    *first, last = sqls
-    if first:
-        last = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last
-    return text(last).bindparams(*binds)
+    def save_unless_changed(self, store: JobStore) -> bool:
+        """Write the changed columns and the new history in one statement that commits
+        on its own, if no row of the job was written since the versions known
+        (``resumed``); ``False`` if one was: nothing is written, and the caller locks
+        and reads the rows again. Only for a change ``save`` would write in one
+        statement: no new jobs, watches or woken jobs, and not the job's end."""
+        assert self.versions is not None and not (self.spawned or self.watches or self.woken)
+        changed = self.job.changes()
+        assert changed.get("status") not in TERMINAL
+        steps = [(step.id, diff) for step in self.steps if (diff := step.changes())]
+        with store.single() as conn:
+            xid = pgrows.write_unless_changed(
+                conn, self.job.id, self.versions, changed, steps, self.history
+            )
+            if xid is None:
+                return False
+            for then in self.on_commit:
+                after_commit(conn, then)
+        self.history, self.on_commit = [], []
+        self._written(bool(changed), steps, xid)
+        return True
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

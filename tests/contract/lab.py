@@ -55,6 +55,8 @@ class Lab:
     delay: float = 0.0
     #: The "hold" step of the gated kind runs until this is set.
     gate: threading.Event = field(default_factory=threading.Event)
+    #: What happens in the outside world while a step runs: called with its job's id.
+    during: dict[str, Callable[[str], None]] = field(default_factory=dict)
 
     def record(self, job_id: str, action: str, step: str) -> None:
         with self.lock:
@@ -74,6 +76,8 @@ def register_kinds(reg: Registry, lab: Lab) -> None:
     def step(name: str, *, revert: bool = False, after: tuple[str, ...] | None = None) -> Step:
         def execute(ctx: Any) -> Any:
             lab.record(ctx.job_id, "run", name)
+            if name in lab.during:
+                lab.during[name](ctx.job_id)
             if lab.delay:
                 time.sleep(lab.delay)
             if name in lab.crash:
