@@ -116,18 +116,26 @@ class Runner:
         """Advance ``job_id`` as far as it goes now; return when it waits, ends or is busy."""
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         built: dict[str, _Built] = {}  # a job's params never change: build its flow once
-        with self.store.transaction() as conn:
-            rows = JobRows.lock(conn, job_id, self.settings.resend_after)
-            action = self._advance(rows, owner, built)
+        read = JobRows.read(self.store, job_id, self.settings.resend_after)
+        ahead = None if read is None else self._ahead(read, owner, built)
+        rows: JobRows | None
+        action: _Action | str | None
+        if ahead is not None:
+            rows, action = ahead
+        else:
+            with self.store.transaction() as conn:
+                rows = JobRows.lock(conn, job_id, self.settings.resend_after)
+                action = self._advance(rows, owner, built)
+                if rows is not None:
+                    rows.save(conn)
             if rows is not None:
-                rows.save(conn)
-        if rows is not None:
-            self._publish_spawned(rows)
+                self._publish_spawned(rows)
         while isinstance(action, _Action):
             if action.fanout:
                 self._fan_out(action)
             outcome = self._run(action, owner)
-            ahead = None if rows is None else self._ahead(rows, action, owner, outcome, built)
+            mine = None if rows is None else rows.resumed()
+            ahead = None if mine is None else self._ahead(mine, owner, built, (action, outcome))
             if ahead is not None:
                 rows, action = ahead
                 continue
@@ -153,35 +161,34 @@ class Runner:
     def _ahead(
         self,
         rows: JobRows,
-        action: _Action,
         owner: str,
-        outcome: Outcome,
         built: dict[str, _Built],
+        ran: tuple[_Action, Outcome] | None = None,
     ) -> tuple[JobRows, _Action | str | None] | None:
-        """Record ``outcome`` and claim the next step on the rows as this runner's last
-        transaction left them, written in one statement that commits on its own
-        (PostgreSQL: a quarter of the round trips of a transaction that locks and reads
-        them first). ``None`` when that cannot be: a row was written since (a heartbeat,
-        a cancel, a wake), or the transition writes more than the job's rows (new jobs,
-        watches, the job's end); the caller then locks and reads them as ever."""
-        if writes_more(outcome):
+        """Record how the ``ran`` action came out (if any) and claim the next step on
+        ``rows`` as they were read or as this runner's last transaction left them,
+        written in one statement that commits on its own (PostgreSQL: a quarter of the
+        round trips of a transaction that locks and reads them first). ``None`` when
+        that cannot be: a row was written since (a heartbeat, a cancel, a wake), or the
+        transition writes more than the job's rows (new jobs, watches, the job's end);
+        the caller then locks and reads them as ever."""
+        if ran is not None:
+            action, outcome = ran
+            if writes_more(outcome):
+                return None
+            came_out = self._record(None, rows, action, owner, outcome)
+            if came_out is None:
+                return None
+            counted = (rows.job.kind, action.step.name, came_out, outcome.seconds)
+            rows.on_commit.append(partial(metrics.step_ran, *counted))
+        after = self._advance(rows, owner, built)
+        if isinstance(after, str) or rows.job.status in TERMINAL:
             return None
-        mine = rows.resumed()
-        if mine is None:
+        if rows.spawned or rows.watches or rows.woken:
             return None
-        came_out = self._record(None, mine, action, owner, outcome)
-        if came_out is None:
+        if not rows.save_unless_changed(self.store):
             return None
-        after = self._advance(mine, owner, built)
-        if isinstance(after, str) or mine.job.status in TERMINAL:
-            return None
-        if mine.spawned or mine.watches or mine.woken:
-            return None
-        ran = (mine.job.kind, action.step.name, came_out, outcome.seconds)
-        mine.on_commit.append(partial(metrics.step_ran, *ran))
-        if not mine.save_unless_changed(self.store):
-            return None
-        return mine, after
+        return rows, after
 
     # -- deciding ------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from prodinf.store.models import HISTORY, JOBS, STEPS
+from prodinf.store.models import HISTORY, JOBS, STEPS, WATCHES
 from prodinf.store.types import UTCDateTime
 
 __all__ = [
@@ -153,35 +153,33 @@ def _version(table: Table) -> Any:
 
 
 @functools.cache
-def _lock_statement(job: tuple[str, ...], steps: tuple[str, ...]) -> Any:
+def _lock_statement(job: tuple[str, ...], steps: tuple[str, ...], locking: bool) -> Any:
     # The job row and its steps locked and read in one statement: its locking clause
     # locks the rows of each row returned in FROM order, so the job row is locked
     # before any step (the order everyone locks them in), and a row changed by a
     # transaction it waited for is read as that one left it. The job's columns come
     # with its first step only (the others read NULL), so they are decoded once.
     # No ORDER BY: under READ COMMITTED a locking query may return rows out of it.
+    # Without ``locking``, a plain read (no transaction id taken for it).
     first = STEPS.c.position == literal_column("0")
-    return (
-        select(
-            *(case((first, JOBS.c[name])).label(f"job_{name}") for name in job),
-            *(STEPS.c[name] for name in steps),
-            _version(JOBS).label("job_version"),
-            _version(STEPS).label("step_version"),
-            literal_column(_XID).label("xid"),
-        )
-        .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
-        .where(JOBS.c.id == bindparam("job_id"))
-        .with_for_update()
-    )
+    query = select(
+        *(case((first, JOBS.c[name])).label(f"job_{name}") for name in job),
+        *(STEPS.c[name] for name in steps),
+        _version(JOBS).label("job_version"),
+        _version(STEPS).label("step_version"),
+        literal_column(_XID if locking else "NULL").label("xid"),
+    ).select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
+    query = query.where(JOBS.c.id == bindparam("job_id"))
+    return query.with_for_update() if locking else query
 
 
 @functools.cache
 def _lock(
-    dialect: Dialect, job: tuple[str, ...], steps: tuple[str, ...]
+    dialect: Dialect, job: tuple[str, ...], steps: tuple[str, ...], locking: bool
 ) -> tuple[Prepared, tuple[int, ...]]:
     columns = [JOBS.c[name] for name in job] + [STEPS.c[name] for name in steps]
     aware = tuple(i for i, c in enumerate(columns) if isinstance(c.type, UTCDateTime))
-    return prepared(_lock_statement(job, steps), dialect), aware
+    return prepared(_lock_statement(job, steps, locking), dialect), aware
 
 
 @dataclass
@@ -194,18 +192,24 @@ class Locked:
     steps: list[Sequence[Any]]
     #: Each row's version: ``None`` for the job row, a step row's id for it.
     versions: dict[int | None, str]
-    #: The version this transaction gives the rows it writes.
-    xid: str
+    #: The version this transaction gives the rows it writes (``None``: not locked).
+    xid: str | None
 
 
 def lock(
-    conn: Connection, job_id: str, job: tuple[str, ...], steps: tuple[str, ...]
+    conn: Connection,
+    job_id: str,
+    job: tuple[str, ...],
+    steps: tuple[str, ...],
+    *,
+    locking: bool = True,
 ) -> Locked | None:
     """Lock and read job ``job_id``'s row and its step rows: the ``job`` columns of
     the one and the ``steps`` columns of each (whose first must be ``id``), values
     as SQLAlchemy reads them (times aware, in UTC). ``None`` when there is no such
-    job or it has no step at position 0: the caller reads it as elsewhere."""
-    statement, aware = _lock(conn.dialect, job, steps)
+    job or it has no step at position 0: the caller reads it as elsewhere. Without
+    ``locking``, only read them (with their versions)."""
+    statement, aware = _lock(conn.dialect, job, steps, locking)
     found = run(conn, statement, {"job_id": job_id}).fetchall()
     n, m = len(job), len(job) + len(steps)
     head: Sequence[Any] | None = None
@@ -266,18 +270,29 @@ def write_at_once(
     job: dict[str, Any],
     steps: list[tuple[int, dict[str, Any]]],
     history: list[dict[str, Any]],
-) -> None:
+    *,
+    watch: str | None = None,
+) -> Any:
     """The job's changed columns, its steps' and its new history in one statement,
     one round trip instead of three: the last of them carries the others as
     data-modifying CTEs (``WITH w0 AS (UPDATE ...) INSERT ...``), each run once.
-    They write three tables, the rows updated already locked by the lock."""
+    They write three tables, the rows updated already locked by the lock. With
+    ``watch`` (a watch's ``url_key``), the same statement then reads that watch's id
+    (``None`` if there is none), which it returns: a job's end looks for its watchers
+    without another round trip, as a statement after the lock, so it sees every
+    watch committed before."""
     values, shape = _values(job_id, job, steps, history)
-    if not values:
-        return
+    if watch is not None:
+        values["watch_key"] = watch
+    elif not values:
+        return None
+    shape = (*shape, watch is not None)
     if usable(conn):
-        run(conn, _written(conn.dialect, *shape), values)
-    else:
-        conn.execute(_written_at_once(*shape), values)
+        cursor = run(conn, _written(conn.dialect, *shape), values)
+        found = cursor.fetchone() if watch is not None else None
+        return None if found is None else found[0]
+    result = conn.execute(_written_at_once(*shape), values)
+    return result.scalar() if watch is not None else None
 
 
 def write_unless_changed(
@@ -409,6 +424,7 @@ def _written_at_once(
     steps: tuple[tuple[str, ...], ...],
     history: tuple[str, ...],
     entries: int,
+    watch: bool,
 ) -> TextClause:
     """The statement of ``write_at_once``, for these columns and number of entries.
 
@@ -440,6 +456,9 @@ def _written_at_once(
             for row in names
             for n, name in zip(row, history, strict=True)
         ]
+    if watch:
+        sqls.append(f"SELECT id FROM {WATCHES.name} WHERE url_key = :watch_key")
+        binds.append(bindparam("watch_key", type_=WATCHES.c.url_key.type))
     *first, last = sqls
     if first:
         last = "WITH " + ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(first)) + " " + last

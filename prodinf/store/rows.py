@@ -35,7 +35,13 @@ from prodinf.store.children import wake_step
 from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
 from prodinf.store.repository import JobStore, after_commit, job_summary
 from prodinf.store.types import utcnow
-from prodinf.store.watches import WatchRequest, register, wake_job_watchers
+from prodinf.store.watches import (
+    WatchRequest,
+    job_watch_key,
+    register,
+    wake_job_watchers,
+    wake_watchers_of,
+)
 
 __all__ = [
     "JobRows",
@@ -188,6 +194,8 @@ for _cls in (LockedJob, LockedStep):
     _cls._values = operator.attrgetter(*_cls._names)
 
 _POSITION = operator.attrgetter("position")
+#: A job's watch not looked for yet (``save`` on a store that reads it apart).
+_UNREAD = object()
 
 _SELECT_JOB = (
     select(*(JOBS.c[name] for name in LockedJob._names))
@@ -268,6 +276,24 @@ class JobRows:
         rows = conn.execute(_SELECT_STEPS, {"job_id": job_id}).all()
         return cls(LockedJob(*job), [LockedStep(*step) for step in rows], resend_after=resend_after)
 
+    @classmethod
+    def read(cls, store: JobStore, job_id: str, resend_after: float = 10.0) -> JobRows | None:
+        """PostgreSQL: the job's rows read without a lock, with their versions, for a
+        first transition written ahead (:meth:`save_unless_changed`). ``None`` elsewhere,
+        or when there is no such job: the caller locks them."""
+        if store.dialect != "postgresql":
+            return None
+        with store.single() as conn:
+            if not pgrows.usable(conn):
+                return None
+            found = pgrows.lock(conn, job_id, LockedJob._names, LockedStep._names, locking=False)
+        if found is None:
+            return None
+        ordered = sorted((LockedStep(*row) for row in found.steps), key=_POSITION)
+        rows = cls(LockedJob(*found.job), ordered, resend_after=resend_after)
+        rows.versions = found.versions
+        return rows
+
     def note(
         self, event: str, step: str | None, message: str | None, data: dict[str, Any] | None = None
     ) -> None:
@@ -296,19 +322,25 @@ class JobRows:
         """Write the changed columns and the new history events (once, before commit)."""
         changed = self.job.changes()
         steps = [(step.id, diff) for step in self.steps if (diff := step.changes())]
+        ending = changed.get("status") in TERMINAL
+        watch: Any = _UNREAD
         if conn.dialect.name == "postgresql":  # all three in one statement
-            pgrows.write_at_once(conn, self.job.id, changed, steps, self.history)
+            key = job_watch_key(self.job.id) if ending else None  # and its watch read
+            watch = pgrows.write_at_once(conn, self.job.id, changed, steps, self.history, watch=key)
             self._written(bool(changed), steps, self.xid)
             self.history, steps = [], []
         elif changed:
             conn.execute(_UPDATE_JOB, {"row_id": self.job.id, **changed})
-        if changed.get("status") in TERMINAL or self.spawned or self.watches:
+        if ending or self.spawned or self.watches:
             self.versions = None  # more is written than the rows: read them again next
-        if changed.get("status") in TERMINAL:
+        if ending:
             job = self.job
             now = utcnow()
             due = now + timedelta(seconds=self.resend_after)
-            woken = wake_job_watchers(conn, job.id)
+            if watch is _UNREAD:
+                woken = wake_job_watchers(conn, job.id)
+            else:
+                woken = wake_watchers_of(conn, watch)
             if job.parent_id and job.parent_step:
                 woken.append((job.parent_id, job.parent_step))
             for other, step in woken:

@@ -33,11 +33,13 @@ __all__ = [
     "failed_look",
     "job_status",
     "job_statuses",
+    "job_watch_key",
     "job_watch_url",
     "register",
     "still_pending",
     "wake",
     "wake_job_watchers",
+    "wake_watchers_of",
     "watched_job",
     "watchers",
 ]
@@ -108,9 +110,17 @@ def wake_job_watchers(conn: Connection, job_id: str) -> list[tuple[str, str]]:
     A plain read: a step registering its watch meanwhile reads the job's status with a
     share lock after writing the watch (``register``), so it waits for this end and
     sees it, and the two never wait for each other."""
-    found = conn.scalar(
-        select(WATCHES.c.id).where(WATCHES.c.url_key == url_key(job_watch_url(job_id)))
-    )
+    found = conn.scalar(select(WATCHES.c.id).where(WATCHES.c.url_key == job_watch_key(job_id)))
+    return wake_watchers_of(conn, found)
+
+
+def job_watch_key(job_id: str) -> str:
+    """The ``url_key`` of the watch on job ``job_id`` of this store (if any)."""
+    return url_key(job_watch_url(job_id))
+
+
+def wake_watchers_of(conn: Connection, found: int | None) -> list[tuple[str, str]]:
+    """What ``wake_job_watchers`` does once it has found the job's watch (``None``: none)."""
     if found is None:
         return []
     woken = [
