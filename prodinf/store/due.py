@@ -15,12 +15,15 @@ waits for ``redrive_after`` but a message that was sent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Dialect
 
 from prodinf.status import ACTIVE
+from prodinf.store import pgrows
 from prodinf.store.models import JOBS
 from prodinf.store.repository import JobStore
 from prodinf.store.types import utcnow
@@ -86,9 +89,28 @@ def _move(store: JobStore, job_ids: Collection[str], marked: datetime, to: datet
     # Not worth a wait for the disk: lost in a crash, the move only lets the job be due
     # soon, and the reconciler sends its message again (at least once).
     with store.unhurried() as conn:
+        if len(job_ids) == 1 and pgrows.usable(conn):  # each submission's: prepared
+            (job_id,) = job_ids
+            values = {"job_id": job_id, "marked": marked, "to": to}
+            return int(pgrows.run(conn, _moved(conn.dialect), values).rowcount or 0)
         moved = conn.execute(
             update(JOBS)
             .where(JOBS.c.id.in_(list(job_ids)), JOBS.c.next_run_at == marked)
             .values(next_run_at=to)
         )
         return int(moved.rowcount or 0)
+
+
+@functools.cache
+def _moved(dialect: Dialect) -> pgrows.Prepared:
+    """``_move`` of one job, as a statement prepared for psycopg."""
+    when = JOBS.c.next_run_at.type  # times as every store keeps them: naive UTC
+    return pgrows.prepared(
+        update(JOBS)
+        .where(
+            JOBS.c.id == bindparam("job_id"),
+            JOBS.c.next_run_at == bindparam("marked", type_=when),
+        )
+        .values(next_run_at=bindparam("to", type_=when)),
+        dialect,
+    )

@@ -119,6 +119,12 @@ class JobStore:
                 connect_args=connect,
             )
             ping_when_idle(self._unhurried)
+        #: PostgreSQL: what ``single`` opens, its connections in autocommit for good (a
+        #: worker opens one for each transition: no isolation level set and reset each time).
+        self._single: Engine | None = None
+        if self.dialect == "postgresql":
+            self._single = create_engine(url, **{**kwargs, "isolation_level": "AUTOCOMMIT"})
+            ping_when_idle(self._single)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: What :meth:`reading` opens: on SQLite a second engine whose transactions
         #: read a snapshot and take no write lock; elsewhere the main one.
@@ -182,12 +188,11 @@ class JobStore:
         :meth:`transaction`. What :func:`after_commit` handed it runs once it has
         committed; errors as for ``session``.
         """
-        if self.dialect != "postgresql":
+        if self._single is None:
             with self.transaction() as conn:
                 yield conn
             return
-        with self._errors(), self.engine.connect() as bare:
-            conn = bare.execution_options(isolation_level="AUTOCOMMIT")
+        with self._errors(), self._single.connect() as conn:
             try:
                 yield conn
             finally:
@@ -229,14 +234,14 @@ class JobStore:
             yield conn
 
     def dispose(self) -> None:
-        for engine in (self.engine, self._unhurried, self._reader):
+        for engine in (self.engine, self._single, self._unhurried, self._reader):
             if engine is not None:
                 engine.dispose()
 
     def forget_connections(self) -> None:
         """Drop the pooled connections without closing them: in a forked child, whose
         parent still uses them."""
-        for engine in (self.engine, self._unhurried, self._reader):
+        for engine in (self.engine, self._single, self._unhurried, self._reader):
             if engine is not None:
                 engine.dispose(close=False)
 

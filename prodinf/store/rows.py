@@ -22,7 +22,8 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from types import SimpleNamespace
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import Table, TextClause, bindparam, select, text, update
 from sqlalchemy.engine import Connection, Dialect
@@ -32,8 +33,8 @@ from prodinf.redact import redact, redact_text
 from prodinf.status import TERMINAL
 from prodinf.store import pgrows
 from prodinf.store.children import wake_step
-from prodinf.store.models import HISTORY, JOBS, STEPS, JobRow
-from prodinf.store.repository import JobStore, after_commit, job_summary
+from prodinf.store.models import HISTORY, JOBS, STEPS
+from prodinf.store.repository import JobStore, Summarised, after_commit, job_summary
 from prodinf.store.types import utcnow
 from prodinf.store.watches import (
     WatchRequest,
@@ -97,8 +98,9 @@ class NewRows:
         return when
 
     def summary(self) -> dict[str, Any]:
-        """The job as lists show it (what a submission answers)."""
-        return job_summary(JobRow(**self.values))
+        """The job as lists show it (what a submission answers): read from its values,
+        not an ORM ``JobRow`` (whose instrumentation costs more than the rest)."""
+        return job_summary(cast(Summarised, SimpleNamespace(finished_at=None, **self.values)))
 
     def insert(self, conn: Connection) -> None:
         """Insert the rows: Core statements, one per table, or one for all three on
@@ -448,7 +450,17 @@ def insert_all(
         for i, row in enumerate(parts[p][1])
         for name in columns
     }
-    conn.execute(_insert(conn.dialect, shape), values)
+    if pgrows.usable(conn):  # a prepared statement through psycopg itself
+        pgrows.run(conn, _insert_prepared(conn.dialect, shape), values)
+    else:
+        conn.execute(_insert(conn.dialect, shape), values)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_prepared(
+    dialect: Dialect, shape: tuple[tuple[Table, tuple[str, ...], int], ...]
+) -> pgrows.Prepared:
+    return pgrows.prepared(_insert(dialect, shape), dialect)
 
 
 def _prefix(part: int, parts: int) -> str:
