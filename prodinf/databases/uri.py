@@ -192,36 +192,64 @@ class DatabaseURI:
             isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool
         )
 
-    def exists(self) -> bool:
-        """Whether the database (SQLite: the file) exists."""
+    @contextmanager
+    def admin(self) -> Iterator[sqlalchemy.Connection | None]:
+        """One connection to this database's server, where ``exists`` and ``create`` run,
+        for several of them in a row (each connection costs the server a process start).
+        ``None`` for SQLite, which needs none."""
+        if self.engine_name == "sqlite":
+            yield None
+            return
+        engine = self._admin()
+        try:
+            with database_errors(self), engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def same_server(self, other: DatabaseURI) -> bool:
+        """Whether ``other`` is on this database's server, reached the same way."""
+        return self.engine_name != "sqlite" and self.server().secret() == other.server().secret()
+
+    def exists(self, admin: sqlalchemy.Connection | None = None) -> bool:
+        """Whether the database (SQLite: the file) exists; on ``admin`` if given (a
+        connection from :meth:`admin`)."""
         if self.engine_name == "sqlite":
             return self.path.exists()
+        if admin is None:
+            with self.admin() as conn:
+                return self.exists(conn)
         query = (
             "SELECT 1 FROM pg_database WHERE datname = :n"
             if self.engine_name == "postgresql"
             else "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"
         )
-        with database_errors(self), self._admin().connect() as conn:
-            return conn.scalar(text(query), {"n": self.database}) is not None
+        with database_errors(self):
+            return admin.scalar(text(query), {"n": self.database}) is not None
 
-    def create(self) -> None:
-        """Create the database if it does not exist (SQLite: an empty file)."""
+    def create(self, admin: sqlalchemy.Connection | None = None) -> None:
+        """Create the database if it does not exist (SQLite: an empty file); on ``admin``
+        if given (a connection from :meth:`admin`)."""
         if self.engine_name == "sqlite":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch(exist_ok=True)
             return
-        with database_errors(self), self._admin().connect() as conn:
+        if admin is None:
+            with self.admin() as conn:
+                self.create(conn)
+            return
+        with database_errors(self):
             if self.engine_name == "mysql":
-                conn.execute(
+                admin.execute(
                     text(
                         f"CREATE DATABASE IF NOT EXISTS `{self.database}` "
                         "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                     )
                 )
-            elif not conn.scalar(
+            elif not admin.scalar(
                 text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": self.database}
             ):
-                conn.execute(text(f"CREATE DATABASE \"{self.database}\" ENCODING 'UTF8'"))
+                admin.execute(text(f"CREATE DATABASE \"{self.database}\" ENCODING 'UTF8'"))
 
     def drop(self) -> None:
         """Drop the database if it exists, closing other sessions on it (PostgreSQL)."""
@@ -235,9 +263,10 @@ class DatabaseURI:
             else:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
 
-    def table_names(self) -> list[str]:
-        """The tables in the database (empty when it does not exist)."""
-        if not self.exists():
+    def table_names(self, *, exists: bool | None = None) -> list[str]:
+        """The tables in the database (empty when it does not exist; ``exists``: whether
+        it does, if known already)."""
+        if not (self.exists() if exists is None else exists):
             return []
         engine = self.create_engine(poolclass=sqlalchemy.NullPool)
         try:

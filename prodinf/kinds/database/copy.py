@@ -39,7 +39,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from sqlalchemy import Engine, MetaData, NullPool
+from sqlalchemy import Engine, MetaData, NullPool, inspect
 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings
@@ -200,17 +200,27 @@ def _sides(ctx: StepContext[CopyDatabaseParams]) -> Iterator[_Side]:
 
 def _prepare(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     params = ctx.params
-    with _sides(ctx) as side:
+    with _sides(ctx) as side, ExitStack() as held:
         src, tgt = side.src, side.tgt
-        if not src.exists():
+        # One connection to each server for the checks and CREATE DATABASE (one in all
+        # when both databases are on one server): each costs the server a process.
+        admin = held.enter_context(src.admin())
+        tgt_admin = admin if src.same_server(tgt) else held.enter_context(tgt.admin())
+        if not src.exists(admin):
             raise PermanentError(f"the source {src.masked()} does not exist", field="src_uri")
-        tables = src.table_names()
+        source = side.engine(src)
+        with side.errors("reading the tables of"), source.connect() as conn:
+            tables = inspect(conn).get_table_names()
         if not tables:
             raise PermanentError(f"the source {src.masked()} has no tables", field="src_uri")
+        # The schema step's reading of the source (``metadata`` keeps it), done while
+        # the target is made: CREATE DATABASE waits for the disk, reflection for the CPU.
+        pool = held.enter_context(ThreadPoolExecutor(max_workers=1))
+        reflected = pool.submit(side.metadata, source, fresh=True)
 
         def decide() -> dict[str, bool]:
-            existed = tgt.exists()
-            present = tgt.table_names() if existed else []
+            existed = tgt.exists(tgt_admin)
+            present = tgt.table_names(exists=existed) if existed else []
             if present and not params.overwrite:
                 raise PermanentError(
                     f"the target {tgt.masked()} already exists with {len(present)} tables; "
@@ -227,7 +237,9 @@ def _prepare(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
                 return True
 
             ctx.once("dropped", drop)
-        tgt.create()
+        tgt.create(tgt_admin)
+        with side.errors("reading the schema of"):
+            reflected.result()
         ctx.progress(f"copying {len(tables)} tables from {src.masked()} to {tgt.masked()}")
         return {
             "source": src.masked(),
@@ -257,9 +269,13 @@ def _drop_created(ctx: StepContext[CopyDatabaseParams]) -> None:
 def _schema(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     with _sides(ctx) as side, side.errors("creating the schema of"):
         source, target = side.engine(side.src), side.engine(side.tgt)
-        md, tmd = side.metadata(source, fresh=True)
+        md, tmd = side.metadata(source)  # as prepare read it a moment ago, if in this process
         with target.begin() as conn:
-            tmd.create_all(conn, checkfirst=True)
+            # The tables not there yet (all of them, unless this step runs again): one
+            # look at the target, not one per table.
+            there = set(inspect(conn).get_table_names())
+            missing = [t for t in tmd.sorted_tables if t.name not in there]
+            tmd.create_all(conn, tables=missing, checkfirst=False)
         return {"tables": [t.name for t in md.sorted_tables]}
 
 
