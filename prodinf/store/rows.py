@@ -265,10 +265,7 @@ class JobRows:
         if pgrows.usable(conn):  # one statement, through psycopg itself
             found = pgrows.lock(conn, job_id, LockedJob._names, LockedStep._names)
             if found is not None:  # else no such job, or one without steps: as elsewhere
-                ordered = sorted((LockedStep(*row) for row in found.steps), key=_POSITION)
-                locked = cls(LockedJob(*found.job), ordered, resend_after=resend_after)
-                locked.versions, locked.xid = found.versions, found.xid
-                return locked
+                return cls._found(found, resend_after)
         elif conn.dialect.name == "postgresql":
             both = conn.execute(_SELECT_BOTH, {"job_id": job_id}).all()
             if both:
@@ -292,11 +289,14 @@ class JobRows:
             if not pgrows.usable(conn):
                 return None
             found = pgrows.lock(conn, job_id, LockedJob._names, LockedStep._names, locking=False)
-        if found is None:
-            return None
+        return None if found is None else cls._found(found, resend_after)
+
+    @classmethod
+    def _found(cls, found: pgrows.Locked, resend_after: float) -> JobRows:
+        """The rows ``pgrows.lock`` read (locked or not), with their versions."""
         ordered = sorted((LockedStep(*row) for row in found.steps), key=_POSITION)
         rows = cls(LockedJob(*found.job), ordered, resend_after=resend_after)
-        rows.versions = found.versions
+        rows.versions, rows.xid = found.versions, found.xid
         return rows
 
     def note(
