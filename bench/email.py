@@ -232,12 +232,14 @@ def main() -> None:
             f"{(idle_with - idle_without) / max(rate, 1):.2f} ms of CPU a look)",
             flush=True,
         )
+        looks_before = sum(status.looks.values())
         with_pending = unrelated(rt, smtp, status, args.jobs, f"{tag}-b")
         peak_with = rss.reset()
+        looks_during = sum(status.looks.values()) - looks_before - args.jobs
         waiting = count(rt, "waiting")
         print(
             f"{waiting} notifications pending: {with_pending:.1f} emails/s, worker peak RSS "
-            f"{peak_with / 2**20:.0f} MiB",
+            f"{peak_with / 2**20:.0f} MiB, {looks_during} looks at pending URLs meanwhile",
             flush=True,
         )
         rss.stop()

@@ -27,6 +27,7 @@ from celery.apps import worker as celery_worker
 from celery.apps.beat import Beat
 from celery.signals import celeryd_after_setup
 from celery.utils.log import ColorFormatter
+from celery.worker import state as worker_state
 from kombu.entity import Exchange, Queue
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -403,6 +404,12 @@ class WorkerMetrics(bootsteps.StartStopStep):  # type: ignore[misc]
             self._server = None
 
 
+def _has_tasks() -> bool:
+    """Whether this worker has tasks received and not yet done (running or waiting for
+    a free process of its pool)."""
+    return bool(worker_state.reserved_requests)
+
+
 class WorkerReconciler(_ThreadStep):
     """Runs the reconciler for the worker's own queues in a thread of the worker.
 
@@ -417,6 +424,6 @@ class WorkerReconciler(_ThreadStep):
         interval = app.conf.prodinf_settings.reconcile_interval
         while not stopped.wait(interval):
             try:
-                runtime_for(app).reconcile(queues)
+                runtime_for(app).reconcile(queues, busy=_has_tasks)
             except Exception:  # never let the thread die; log and try next time
                 log.exception("reconciler pass failed")

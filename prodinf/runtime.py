@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -149,10 +149,13 @@ class Runtime:
         """Publish a job the reconciler found due on its queue's lane, beside new work."""
         self.publish(job_id, lane(queue))
 
-    def reconcile(self, queues: Collection[str] | None = None) -> int:
+    def reconcile(
+        self, queues: Collection[str] | None = None, *, busy: Callable[[], bool] | None = None
+    ) -> int:
         """Send the due jobs of ``queues`` (or all) on their lanes, look at the URL
         watches that are due (waking the steps they concern), and send the jobs they
-        woke. Returns how many were sent."""
+        woke. Returns how many were sent. ``busy()``: whether the calling worker has
+        tasks to run, when its looks give way to them (see :mod:`prodinf.engine.watches`)."""
         only = None if queues is None else logical_queues(queues)
         settings = self.settings
         sent = 0
@@ -170,7 +173,7 @@ class Runtime:
             )
 
         sent += one_pass()
-        if look_due(self.store, guard=Guard.of(settings)):
+        if look_due(self.store, guard=Guard.of(settings), busy=busy):
             sent += one_pass()
         return sent
 

@@ -24,6 +24,12 @@ and never a worker task nor a job transition: the looks are claimed a few at a t
 Watchers whose step stopped waiting (cancelled, past its own deadline) are dropped
 at the next look; a watch with no watchers is deleted.
 
+Looks give way to work: a reconciler in a worker that has tasks to run (running or
+received) looks only at watches :data:`YIELD_SECONDS` or more overdue, so a burst of
+jobs runs at full speed and the looks it put off are made when the worker is idle
+again (or by an idle worker's reconciler). A worker busy for long looks
+:data:`YIELD_SECONDS` late, at the same pace: no look is dropped.
+
 Looks cost little: each host's connections are kept between looks
 (:mod:`prodinf.remote.sessions`); a URL whose server sent ``ETag`` or
 ``Last-Modified`` with a pending status is asked conditionally next time, and a 304
@@ -39,6 +45,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,6 +86,8 @@ RECORD = 64
 #: looks, 30 s at most) comes within :data:`CLAIM_SECONDS` and no other reconciler
 #: claims the watch meanwhile (at worst it would look once more: harmless).
 RECORD_SECONDS = 2.0
+#: Seconds a look may be put off while the worker it would run in has tasks to run.
+YIELD_SECONDS = 10.0
 #: URLs whose validators (``ETag``, ``Last-Modified``) a process keeps for conditional
 #: looks.
 KNOWN_URLS = 20_000
@@ -215,9 +224,12 @@ def look_due(
     parallel: int = 8,
     batches: int = 5,
     guard: Guard | None = None,
+    busy: Callable[[], bool] | None = None,
 ) -> int:
     """Look at the watches that are due and wake the steps they concern; every look goes
-    through ``guard`` (``Guard.of(settings)``; the default deny list when None).
+    through ``guard`` (``Guard.of(settings)``; the default deny list when None). While
+    ``busy()`` says the caller's process has tasks to run, only the watches due
+    :data:`YIELD_SECONDS` ago or more are looked at.
 
     Works through up to ``batches`` batches of ``limit`` watches, ``parallel``
     looks at a time, and returns the number of URLs looked at. Safe to call from
@@ -225,14 +237,20 @@ def look_due(
     """
     total = 0
     for _ in range(batches):
-        looked = _look_batch(store, limit, parallel, guard)
+        looked = _look_batch(store, limit, parallel, guard, busy)
         total += looked
         if looked < limit:
             break
     return total
 
 
-def _look_batch(store: JobStore, limit: int, parallel: int, guard: Guard | None) -> int:
+def _look_batch(
+    store: JobStore,
+    limit: int,
+    parallel: int,
+    guard: Guard | None,
+    busy: Callable[[], bool] | None,
+) -> int:
     """Look at up to ``limit`` due watches, claiming ``parallel`` at a time; the looks
     that found their URL still pending are recorded together, :data:`RECORD` at a time."""
     looked = 0
@@ -244,7 +262,8 @@ def _look_batch(store: JobStore, limit: int, parallel: int, guard: Guard | None)
             pending = []
         chunk = min(parallel, limit - looked)
         claimed_at, unrecorded = time.monotonic(), bool(pending)
-        done = _look_chunk(store, chunk, parallel, guard, pending)
+        late = YIELD_SECONDS if busy is not None and busy() else 0.0
+        done = _look_chunk(store, chunk, parallel, guard, pending, late)
         if not unrecorded:
             since = claimed_at
         looked += done
@@ -269,10 +288,12 @@ def _look_chunk(
     parallel: int,
     guard: Guard | None,
     pending: list[tuple[stored.DueWatch, str | None]],
+    late: float = 0.0,
 ) -> int:
-    """Claim up to ``limit`` watches and look at them: the still pending are added to
-    ``pending``, the others recorded now. Returns how many were claimed."""
-    claimed = stored.claim_due(store, limit, CLAIM_SECONDS)
+    """Claim up to ``limit`` watches due ``late`` seconds ago or more and look at them:
+    the still pending are added to ``pending``, the others recorded now. Returns how
+    many were claimed."""
+    claimed = stored.claim_due(store, limit, CLAIM_SECONDS, late=late)
     if not claimed:
         return 0
     jobs = [j for j in (stored.watched_job(w.url) for w in claimed) if j is not None]

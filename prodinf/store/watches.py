@@ -183,8 +183,9 @@ def register(conn: Connection, job_id: str, step: str, watch: WatchRequest) -> b
     return status is not None and status not in TERMINAL
 
 
-def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:
-    """Claim up to ``limit`` watches whose look is due, each for ``hold`` seconds.
+def claim_due(store: JobStore, limit: int, hold: float, *, late: float = 0.0) -> list[DueWatch]:
+    """Claim up to ``limit`` watches whose look is due (``late`` seconds ago or more),
+    each for ``hold`` seconds.
 
     The due watches are moved ``hold`` seconds on in one conditional update (still due:
     not claimed meanwhile), to an instant made for this claim, so reconcilers in several
@@ -194,12 +195,13 @@ def claim_due(store: JobStore, limit: int, hold: float) -> list[DueWatch]:
     now = utcnow()
     # Microseconds of its own, so that this claim's rows are told from another's.
     mark = now + timedelta(seconds=hold, microseconds=secrets.randbelow(1_000_000))
+    cutoff = now - timedelta(seconds=late)
     with store.transaction() as conn:
         due = conn.execute(
             select(
                 WATCHES.c.id, WATCHES.c.url, WATCHES.c.interval, WATCHES.c.errors, WATCHES.c.status
             )
-            .where(WATCHES.c.next_look_at <= now)
+            .where(WATCHES.c.next_look_at <= cutoff)
             .order_by(WATCHES.c.next_look_at)
             .limit(limit)
         ).all()

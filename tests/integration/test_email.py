@@ -9,6 +9,7 @@ then exactly one email arrives, with the result, and the Celery result says so.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import os
@@ -32,7 +33,7 @@ from prodinf.runtime import Runtime
 from prodinf.store import JobRow
 from tests.conftest import Processes, env_for
 from tests.integration.conftest import delete_queues, stack_settings
-from tests.integration.servers import Smtp, StatusServer
+from tests.integration.servers import Inbox, Smtp, StatusServer
 from tests.loopback import Answer, Loopback, Reply, Request, free_port
 from tests.pages import csrf
 from tests.waiting import wait_for_job, wait_until
@@ -432,6 +433,59 @@ def test_embedded_defaults_write_to_the_outbox_listed_at_slash_outbox(
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+class SlowInbox(Inbox):
+    """Takes ``delay`` seconds to accept each mail: a delivery that keeps a worker busy."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_busy_worker_puts_off_its_looks_and_makes_them_once_idle(
+    request: pytest.FixtureRequest,
+    home: Path,
+    status: StatusServer,
+    processes: Processes,
+    runtimes: Callable[[Settings], Runtime],
+) -> None:
+    # Given an email worker whose mail server takes 4 s to accept a mail, and a
+    # notification on a URL that never finishes, looked at every 0.3 s
+    slow = Smtp(free_port())
+    slow.inbox = SlowInbox(4.0)
+    slow.start()
+    settings = mail_settings(home, "servers", request, slow)
+    try:
+        email_worker(processes, settings)
+        rt = runtimes(settings)
+        rt.jobs.submit("email_when_complete", {"url": f"{status.base}/never", "address": ADDRESS})
+        wait_until(lambda: status.looked("/never") >= 3, 60, "looks at /never", logs=processes.logs)
+
+        # When an unrelated mail keeps the worker busy for 4 s
+        rt.jobs.submit(
+            "email_when_complete",
+            {"url": f"{status.base}/job/unrelated?running=0", "address": "other@example.org"},
+        )
+        wait_until(lambda: status.looked("/job/unrelated") == 1, 30, "the unrelated job to start")
+        time.sleep(0.5)  # a look under way as it started ends
+        during = status.looked("/never")
+        wait_until(lambda: slow.inbox.count() == 1, 30, "the unrelated mail", logs=processes.logs)
+        after = status.looked("/never")
+
+        # Then the pending URL was not looked at meanwhile (it would have been about
+        # ten times), and is looked at again once the worker is idle
+        assert after - during <= 1, f"{after - during} looks while the worker was busy"
+        wait_until(
+            lambda: status.looked("/never") >= after + 3, 30, "looks once the worker is idle"
+        )
+    finally:
+        slow.stop()
+        delete_queues(settings)
+
+
 def test_ten_thousand_pending_notifications_do_not_delay_an_unrelated_email(
     request: pytest.FixtureRequest,
     home: Path,

@@ -21,7 +21,7 @@ import prodinf.kinds  # noqa: F401  (registers email_when_complete)
 from prodinf.config import parse_networks
 from prodinf.engine.registry import registry
 from prodinf.engine.steps import Step
-from prodinf.engine.watches import look_due
+from prodinf.engine.watches import YIELD_SECONDS, look_due
 from prodinf.exceptions import AddressDenied
 from prodinf.outbound import Guard
 from prodinf.remote import fetch_status
@@ -221,6 +221,34 @@ def test_watches_on_jobs_of_this_prodinf_are_looked_at_without_http(notify: Worl
     # Then each read its job's status from the store: no error, nobody woken yet
     assert sorted((w.status, w.errors) for w in _watches(notify)) == [("waiting", 0)] * 3
     assert all(watched(notify, i) is None for i in ids)
+
+
+def test_looks_give_way_to_tasks_and_are_made_late_not_dropped(notify: World) -> None:
+    # Given two notifications on two URLs, one due a second ago, one due for longer than
+    # a look may be put off
+    with keepalive(lambda request: Reply(200, {"status": "running"})) as server:
+        recent = submit(notify, f"{server.base}/job/recent")
+        overdue = submit(notify, f"{server.base}/job/overdue")
+        time_passes(notify)
+        with notify.store.session() as session:
+            session.execute(
+                update(WatchRow)
+                .where(WatchRow.url.endswith("/overdue"))
+                .values(next_look_at=utcnow() - timedelta(seconds=YIELD_SECONDS + 1))
+            )
+        first = len(server.seen())
+
+        # When the reconciler of a worker with tasks to run looks
+        # Then it looks only at the overdue one
+        assert look_due(notify.store, busy=lambda: True) == 1
+        assert [r.path for r in server.seen()[first:]] == ["/job/overdue"]
+
+        # When the worker has nothing to run
+        # Then the one put off is looked at, and neither notification was woken or lost
+        assert look_due(notify.store, busy=lambda: False) == 1
+        assert [r.path for r in server.seen()[first:]] == ["/job/overdue", "/job/recent"]
+    assert watched(notify, recent) is None and watched(notify, overdue) is None
+    assert {w.status for w in _watches(notify)} == {"running"}
 
 
 def _watches(world: World) -> list[WatchRow]:
