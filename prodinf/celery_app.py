@@ -37,6 +37,7 @@ from prodinf.embedded_broker import TRANSPORT
 from prodinf.engine.logformat import formatter_for
 from prodinf.engine.steplog import tag_log_records
 from prodinf.files import private_folder
+from prodinf.forks import no_fork
 from prodinf.runtime import (
     EMAIL_WHEN_COMPLETE,
     PRIORITY,
@@ -301,12 +302,20 @@ class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """A worker step that runs ``loop(app, name, queues, stopped)`` in a thread of the
-    worker from its start (``name``: the worker's node name; ``queues``: those it
-    consumes) until ``stopped`` is set as it stops."""
+    """A worker step that makes a pass (``one_pass(app, name, queues)``; ``name``: the
+    worker's node name; ``queues``: those it consumes) in a thread of the worker every
+    ``every(app)`` seconds, the first at once if ``first_at_once``, from its start until
+    it stops.
+
+    Each pass runs in :func:`~prodinf.forks.no_fork`: the pool forks no process while
+    a pass is under way, so none inherits what the pass held at that instant (a pool
+    process forked as the presence thread opened its store connection hung on the
+    first task it took).
+    """
 
     requires = (WorkerRuntime,)
     thread_name = "prodinf-step"
+    first_at_once = False
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -316,8 +325,8 @@ class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, worker: Any) -> None:
         queues = list(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         self._thread = threading.Thread(
-            target=self.loop,
-            args=(worker.app, worker.hostname, queues, self._stop),
+            target=self._run,
+            args=(worker.app, worker.hostname, queues),
             daemon=True,
             name=self.thread_name,
         )
@@ -328,7 +337,18 @@ class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
+    def _run(self, app: Celery, name: str, queues: list[str]) -> None:
+        if self.first_at_once:
+            with no_fork():
+                self.one_pass(app, name, queues)
+        while not self._stop.wait(self.every(app)):
+            with no_fork():
+                self.one_pass(app, name, queues)
+
+    def every(self, app: Celery) -> float:
+        raise NotImplementedError
+
+    def one_pass(self, app: Celery, name: str, queues: list[str]) -> None:
         raise NotImplementedError
 
 
@@ -339,6 +359,11 @@ class WorkerPresence(_ThreadStep):
 
     label = "prodinf presence"
     thread_name = "prodinf-presence"
+    first_at_once = True
+
+    def start(self, worker: Any) -> None:
+        self._started = utcnow()
+        super().start(worker)
 
     def stop(self, worker: Any) -> None:
         super().stop(worker)
@@ -347,15 +372,14 @@ class WorkerPresence(_ThreadStep):
         except Exception:  # the row ages out of SEEN_WITHIN anyway
             log.warning("could not remove worker %s from the store", worker.hostname)
 
-    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
-        started = utcnow()
-        while True:
-            try:
-                workers.seen(runtime_for(app).store, name, queues, os.getpid(), started)
-            except Exception:  # a store outage: say so, and try at the next beat
-                log.warning("could not record worker %s in the store", name, exc_info=True)
-            if stopped.wait(workers.SEEN_EVERY):
-                return
+    def every(self, app: Celery) -> float:
+        return workers.SEEN_EVERY
+
+    def one_pass(self, app: Celery, name: str, queues: list[str]) -> None:
+        try:
+            workers.seen(runtime_for(app).store, name, queues, os.getpid(), self._started)
+        except Exception:  # a store outage: say so, and try at the next beat
+            log.warning("could not record worker %s in the store", name, exc_info=True)
 
 
 class WorkerMetrics(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -420,10 +444,11 @@ class WorkerReconciler(_ThreadStep):
     label = "prodinf reconciler"
     thread_name = "prodinf-reconciler"
 
-    def loop(self, app: Celery, name: str, queues: list[str], stopped: threading.Event) -> None:
-        interval = app.conf.prodinf_settings.reconcile_interval
-        while not stopped.wait(interval):
-            try:
-                runtime_for(app).reconcile(queues, busy=_has_tasks)
-            except Exception:  # never let the thread die; log and try next time
-                log.exception("reconciler pass failed")
+    def every(self, app: Celery) -> float:
+        return float(app.conf.prodinf_settings.reconcile_interval)
+
+    def one_pass(self, app: Celery, name: str, queues: list[str]) -> None:
+        try:
+            runtime_for(app).reconcile(queues, busy=_has_tasks)
+        except Exception:  # never let the thread die; log and try next time
+            log.exception("reconciler pass failed")

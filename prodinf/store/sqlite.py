@@ -8,16 +8,16 @@ does for itself:
   begin a snapshot that takes no lock. A writer takes the write lock as it begins
   (``BEGIN IMMEDIATE``), so writers queue there instead of failing mid-transaction.
 - The wait for the write lock is fair (:func:`_begin_writing`).
-- No process forks while one of its threads is in a transaction (:class:`_ForkGate`).
+- No process forks while one of its threads is in a transaction (:mod:`prodinf.forks`):
+  SQLite keeps the locks a process holds on a database (the write lock, a reader's
+  mark in the WAL index) in that process's memory, so a child forked mid-transaction
+  would find the write lock held for ever, by a thread it does not have.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 import sqlite3
-import threading
 import time
 from typing import Any
 
@@ -25,12 +25,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from prodinf import forks
+
 __all__ = ["SQLITE_LOCK_WAIT", "configure_sqlite"]
 
-log = logging.getLogger(__name__)
-
-#: Seconds a transaction waits for the store's write lock before it fails, and a fork
-#: for this process's transactions to end.
+#: Seconds a transaction waits for the store's write lock before it fails.
 SQLITE_LOCK_WAIT = 30.0
 
 #: Marks a pooled connection whose transaction the fork gate counts.
@@ -57,7 +56,7 @@ def configure_sqlite(engine: Engine, *, reads_only: bool = False) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn: Connection) -> None:
         if not conn.info.get(_GATED):  # a connection's first transaction since checkout
-            _gate.enter()
+            forks.enter()
             conn.info[_GATED] = True
         if reads_only:
             conn.exec_driver_sql("BEGIN")
@@ -67,7 +66,7 @@ def configure_sqlite(engine: Engine, *, reads_only: bool = False) -> None:
     @event.listens_for(engine, "checkin")
     def on_checkin(_dbapi_conn: Any, record: Any) -> None:
         if record.info.pop(_GATED, False):  # its transactions have ended
-            _gate.leave()
+            forks.leave()
 
 
 def _begin_writing(conn: Connection, wait_ms: int) -> None:
@@ -101,70 +100,3 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     """True if SQLite refused for a lock another connection holds (SQLITE_BUSY)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return (code is not None and code & 0xFF == sqlite3.SQLITE_BUSY) or "locked" in str(exc)
-
-
-class _ForkGate:
-    """Counts this process's open SQLite transactions; a fork waits until none is open.
-
-    SQLite keeps the locks a process's connections hold on a database (the write
-    lock, a reader's mark in the WAL index) in that process's memory. A child forked
-    while a thread of its parent is in a transaction inherits that record, but not
-    the thread that would release it: in the child the write lock is held for ever,
-    so every write it tries waits 30 s and fails. A worker's pool process forked as
-    the worker's presence thread wrote its row failed every job it took, for minutes,
-    while its sibling ran them all.
-
-    So a fork (``os.register_at_fork``) waits for the open transactions of the other
-    threads to end, at most ``SQLITE_LOCK_WAIT``, and none begins until it is done. A
-    thread already in a transaction may open another (it is not held up by a fork
-    waiting for it).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._open = 0
-        self._forking = False
-        self._mine = threading.local()
-
-    def enter(self) -> None:
-        depth = getattr(self._mine, "depth", 0)
-        with self._cond:
-            if depth == 0:
-                while self._forking:
-                    self._cond.wait()
-            self._open += 1
-        self._mine.depth = depth + 1
-
-    def leave(self) -> None:
-        self._mine.depth = max(0, getattr(self._mine, "depth", 0) - 1)
-        with self._cond:
-            self._open = max(0, self._open - 1)
-            if self._open == 0:
-                self._cond.notify_all()
-
-    def before_fork(self) -> None:
-        self._cond.acquire()  # held through the fork: no transaction begins meanwhile
-        self._forking = True
-        own = getattr(self._mine, "depth", 0)
-        if not self._cond.wait_for(lambda: self._open <= own, timeout=SQLITE_LOCK_WAIT):
-            log.warning(
-                "forking with %d SQLite transaction(s) still open in other threads: the "
-                "new process may find the store locked",
-                self._open - own,
-            )
-
-    def after_fork_in_parent(self) -> None:
-        self._forking = False
-        self._cond.notify_all()
-        self._cond.release()
-
-    def after_fork_in_child(self) -> None:
-        self.__init__()  # type: ignore[misc]  # only the forking thread lives on
-
-
-_gate = _ForkGate()
-os.register_at_fork(
-    before=_gate.before_fork,
-    after_in_parent=_gate.after_fork_in_parent,
-    after_in_child=_gate.after_fork_in_child,
-)
