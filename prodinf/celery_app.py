@@ -338,12 +338,11 @@ class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self._thread.join(timeout=10)
 
     def _run(self, app: Celery, name: str, queues: list[str]) -> None:
-        if self.first_at_once:
+        wait = 0.0 if self.first_at_once else self.every(app)
+        while not self._stop.wait(wait):
             with no_fork():
                 self.one_pass(app, name, queues)
-        while not self._stop.wait(self.every(app)):
-            with no_fork():
-                self.one_pass(app, name, queues)
+            wait = self.every(app)
 
     def every(self, app: Celery) -> float:
         raise NotImplementedError
