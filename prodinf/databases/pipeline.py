@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Index, MetaData, Table
 
-from prodinf.databases.checksum import TableStats, table_checksum
+from prodinf.databases.checksum import Hashes, TableStats, table_checksum
 from prodinf.databases.schema import add_primary_key, create_indexes
 
 __all__ = ["Load", "Pipeline", "TableCopy"]
@@ -53,7 +53,7 @@ class Pipeline:
     ``indexes`` are the secondary indexes to build per table (``plan_indexes``),
     ``order`` the tables' names in the order to start them. ``stop`` (set by the
     caller's ``poll`` or on an error) ends the loads between batches and starts no
-    more tables. ``portable`` and ``typed``: the form of the checksums taken
+    more tables. ``portable`` and ``hashes``: the form of the checksums taken
     (``prodinf.databases.checksum.table_checksum``).
     """
 
@@ -69,12 +69,12 @@ class Pipeline:
         order: Sequence[str],
         workers: int,
         portable: bool,
-        typed: bool = False,
+        hashes: Hashes = "text",
     ) -> None:
         self.source, self.target, self.md, self.tmd = source, target, md, tmd
         self.load, self.indexes, self.order = load, indexes, list(order)
         self.workers = max(1, min(workers, len(self.order)))
-        self.portable, self.typed = portable, typed
+        self.portable, self.hashes = portable, hashes
         self.stop = threading.Event()
         #: Rows on the target so far, per table started (for progress).
         self.rows: dict[str, int] = {}
@@ -116,7 +116,7 @@ class Pipeline:
     def _measure(self, name: str, since: float) -> tuple[TableStats, float]:
         """The target's checksum of ``name``, and the seconds it took."""
         with self.target.connect() as conn:
-            stats = table_checksum(conn, name, portable=self.portable, typed=self.typed)
+            stats = table_checksum(conn, name, portable=self.portable, hashes=self.hashes)
         return stats, time.monotonic() - since
 
     def _table(self, name: str) -> None:

@@ -43,7 +43,7 @@ from sqlalchemy import Engine, MetaData, NullPool, inspect
 
 from prodinf import Flow, Retry, Step, StepContext, job_kind
 from prodinf.config import Settings
-from prodinf.databases.checksum import TableStats, table_stats, typed_hashes
+from prodinf.databases.checksum import Hashes, TableStats, table_stats, typed_hashes
 from prodinf.databases.loads import copy_method, loader
 from prodinf.databases.pipeline import Pipeline
 from prodinf.databases.schema import (
@@ -293,9 +293,9 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         order = sorted((t.name for t in md.sorted_tables), key=lambda n: -sizes.get(n, 0))
         # The native PostgreSQL loads read one snapshot of the source, held for the step.
         snapshot = held.enter_context(held_snapshot(source)) if method == "native" else None
-        # Rows hashed by their types when both servers hash alike (the verify step
+        # Values hashed by their types when both servers hash alike (the verify step
         # then measures what is left the same way).
-        typed = side.same_engine and typed_hashes(source, target)
+        hashes: Hashes = "columns" if side.same_engine and typed_hashes(source, target) else "text"
         pipeline = Pipeline(
             source,
             target,
@@ -308,7 +308,7 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             order=order,
             workers=1 if side.tgt.engine_name == "sqlite" else PARALLEL,
             portable=not side.same_engine,
-            typed=typed,
+            hashes=hashes,
         )
         totals: dict[str, int] = {}
         said = {"at": time.monotonic()}
@@ -332,7 +332,7 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
         def measure_source(snapshot: str) -> tuple[dict[str, TableStats], float]:
             began = time.monotonic()
             stats = table_stats(
-                source, order, snapshot=snapshot, stop=pipeline.stop.is_set, typed=typed
+                source, order, snapshot=snapshot, stop=pipeline.stop.is_set, hashes=hashes
             )
             return stats, time.monotonic() - began
 
@@ -352,7 +352,7 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             "method": method,
             "seconds": round(elapsed, 3),
             "rows_per_second": round(total / elapsed) if elapsed > 0 else None,
-            "hashes": "typed" if typed else "text",
+            "hashes": hashes,
             "tables": {n: c.stats.to_dict() for n, c in sorted(done.items()) if c.stats},
             # The source's, when read in the loads' snapshot: the verify step takes the rest.
             "source_tables": {n: stats.to_dict() for n, stats in sources.items()},
@@ -388,8 +388,11 @@ def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
     data = ctx.outputs.get("data") or {}
     copied = {name: TableStats(**stats) for name, stats in (data.get("tables") or {}).items()}
     read = {name: TableStats(**s) for name, s in (data.get("source_tables") or {}).items()}
-    # Measured the way the data step measured (text: also a job begun by an older prodinf).
-    typed = data.get("hashes") == "typed"
+    # Measured the way the data step measured (text: also a job begun by a prodinf
+    # older than typed hashes; typed: one older than hashes by column).
+    hashes: Hashes = "text"
+    if data.get("hashes") in ("columns", "typed"):
+        hashes = data["hashes"]
     with _sides(ctx) as side, side.errors("verifying the copy of"):
         portable = not side.same_engine
         ctx.progress("verifying row counts and checksums")
@@ -406,11 +409,11 @@ def _verify(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
                 None
                 if set(tables) <= set(copied)
                 else pool.submit(
-                    table_stats, target, tables, portable=portable, workers=PARALLEL, typed=typed
+                    table_stats, target, tables, portable=portable, workers=PARALLEL, hashes=hashes
                 )
             )
             now = (
-                table_stats(source, rest, portable=portable, workers=PARALLEL, typed=typed)
+                table_stats(source, rest, portable=portable, workers=PARALLEL, hashes=hashes)
                 if rest
                 else {}
             )
