@@ -32,6 +32,7 @@ __all__ = [
     "copy_table_postgres",
     "copy_whole_postgres",
     "count_rows",
+    "estimated_rows",
     "referred_to",
     "table_sizes",
     "writer_for",
@@ -179,6 +180,32 @@ def table_sizes(engine: Engine) -> dict[str, int]:
         return {}
     with engine.connect() as conn:
         return {str(name): int(size or 0) for name, size in conn.execute(text(query))}
+
+
+def estimated_rows(engine: Engine) -> dict[str, int]:
+    """Rows in each table as the server's catalog estimates them, without reading it: as
+    the last ANALYZE (or autovacuum) left it on PostgreSQL, InnoDB's sampled estimate on
+    MariaDB. A table the server has no estimate for is left out (SQLite: all of them).
+
+    For progress messages ("about"), never for verification.
+    """
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        query = (  # reltuples is -1 until the table is first vacuumed or analyzed
+            "SELECT c.relname, c.reltuples::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() "
+            "AND c.reltuples >= 0"
+        )
+    elif dialect == "mysql":
+        query = (
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_ROWS IS NOT NULL"
+        )
+    else:
+        return {}
+    with engine.connect() as conn:
+        return {str(name): int(rows) for name, rows in conn.execute(text(query))}
 
 
 def copy_table(

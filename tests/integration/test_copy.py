@@ -483,3 +483,45 @@ def test_a_copys_postgresql_sessions_keep_the_uris_own_options(
 
 
 SHOWN = ("statement_timeout", "max_parallel_workers_per_gather", "max_parallel_maintenance_workers")
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql", "mysql", "sqlite"])
+def test_a_copys_progress_takes_the_row_totals_from_the_catalog_where_it_can(
+    datasets: Datasets, engine_name: str
+) -> None:
+    # Given a source with a table its server has analyzed (with rows added since) and a
+    # table it has not
+    uri = DatabaseURI.parse(datasets.uri(engine_name))
+    uri.create()
+
+    def rows(first: int, last: int) -> str:
+        return ", ".join(f"({i})" for i in range(first, last))
+
+    execute(
+        uri.secret(),
+        "CREATE TABLE seen (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE fresh (id INTEGER PRIMARY KEY)",
+        f"INSERT INTO seen VALUES {rows(0, 500)}",
+        f"INSERT INTO fresh VALUES {rows(0, 300)}",
+    )
+    if engine_name != "sqlite":
+        execute(uri.secret(), "ANALYZE TABLE seen" if engine_name == "mysql" else "ANALYZE seen")
+    execute(uri.secret(), f"INSERT INTO seen VALUES {rows(500, 540)}")
+    engine = uri.create_engine(poolclass=NullPool)
+    try:
+        md = MetaData()
+        md.reflect(engine)
+        # When the data step takes the totals its progress messages show ("of about N")
+        totals = copy_kind._row_totals(engine, md)
+    finally:
+        engine.dispose()
+    # Then PostgreSQL's are the estimate of the last ANALYZE (the table is not read
+    # again mid-copy), and counted where there is none; MariaDB's are InnoDB's
+    # estimates; SQLite keeps none, so its tables are counted
+    if engine_name == "postgresql":
+        assert totals == {"seen": 500, "fresh": 300}
+    elif engine_name == "mysql":
+        assert set(totals) == {"seen", "fresh"}
+        assert 270 <= totals["seen"] <= 810 and 150 <= totals["fresh"] <= 450, totals
+    else:
+        assert totals == {"seen": 540, "fresh": 300}

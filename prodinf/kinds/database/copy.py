@@ -56,10 +56,7 @@ from prodinf.databases.schema import (
     target_metadata,
 )
 from prodinf.databases.snapshot import held_snapshot
-from prodinf.databases.transfer import (
-    count_rows,
-    table_sizes,
-)
+from prodinf.databases.transfer import count_rows, estimated_rows, table_sizes
 from prodinf.databases.uri import DatabaseURI, DatabaseUriField, database_errors
 from prodinf.exceptions import PermanentError
 
@@ -321,13 +318,12 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
             now = time.monotonic()
             if now - said["at"] >= PROGRESS_EVERY:
                 said["at"] = now
-                if not totals:  # counted once the copy is long enough to show progress
-                    totals.update({t.name: count_rows(source, t) for t in md.sorted_tables})
+                if not totals:  # once the copy is long enough to show progress
+                    totals.update(_row_totals(source, md))
                 so_far = sum(pipeline.rows.values())
                 busy = ", ".join(n for n in order if n in pipeline.rows and n not in pipeline.done)
-                ctx.progress(
-                    f"copied {so_far:,} of {sum(totals.values()):,} rows (tables {busy or '-'})"
-                )
+                total = max(so_far, sum(totals.values()))
+                ctx.progress(f"copied {so_far:,} of about {total:,} rows (tables {busy or '-'})")
 
         def measure_source(snapshot: str) -> tuple[dict[str, TableStats], float]:
             began = time.monotonic()
@@ -364,6 +360,18 @@ def _data(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
                 "source checksum": round(source_seconds, 3),
             },
         }
+
+
+def _row_totals(source: Engine, md: MetaData) -> dict[str, int]:
+    """Each source table's rows for the progress messages: the catalog's estimate where
+    the server keeps one (free), else counted. A ``count(*)`` of every table mid-copy
+    would read the whole source once more while the loads and its checksums need the
+    same cores (a tenth of a second of a 1M-row copy's 2.7 here)."""
+    estimates = estimated_rows(source)
+    return {
+        t.name: estimates[t.name] if t.name in estimates else count_rows(source, t)
+        for t in md.sorted_tables
+    }
 
 
 def _constraints(ctx: StepContext[CopyDatabaseParams]) -> dict[str, Any]:
