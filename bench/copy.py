@@ -11,7 +11,8 @@ Throughput is rows per second of wall time for the whole copy, each from no targ
 database (prodinf's includes creating it, in its ``prepare`` step, and its
 row-count and checksum verification, which the native pipe does not do; prodinf's
 time runs from the job's submission to its end, as a running worker spends it, and
-the child process's start is shown apart; the native line shows its CREATE
+the child process's start, with what a worker does as it starts (imports, the
+database drivers' too), is shown apart; the native line shows its CREATE
 DATABASE and its pipe apart). A line per engine says where
 prodinf's time goes: each step's seconds (``prepare`` creates the database,
 ``schema`` the tables, ``data`` loads each table then builds its keys and indexes
@@ -65,13 +66,16 @@ SERVERS = {
 
 
 def drive(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Submit one job to a fresh embedded store and run it here, to the end."""
+    """Submit one job to a fresh embedded store and run it here, to the end: in a
+    process set up as a worker's is when it starts (its drivers imported)."""
     import prodinf.kinds  # noqa: F401  (registers the kinds)
+    from prodinf.databases.uri import load_drivers
     from prodinf.engine.registry import registry
     from prodinf.engine.runner import Runner
     from prodinf.engine.service import Jobs
     from prodinf.store import JobStore, upgrade
 
+    load_drivers()
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home))
         store = JobStore(settings.store_url)

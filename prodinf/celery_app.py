@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from prodinf import metrics
 from prodinf.config import Settings, get_settings
+from prodinf.databases.uri import load_drivers
 from prodinf.embedded_broker import TRANSPORT
 from prodinf.engine.logformat import formatter_for
 from prodinf.engine.steplog import tag_log_records
@@ -288,7 +289,8 @@ def _consume_lanes(app: Celery, default: str | None) -> None:
 
 
 class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Builds the worker's runtime as it starts: imports, plugins, rules files checked.
+    """Builds the worker's runtime as it starts: imports (the database drivers too,
+    so no job pays for them), plugins, rules files checked.
 
     In the main thread, before the pool forks: built later in a thread of the
     worker, a pool child forked meanwhile would inherit a module import lock held,
@@ -299,6 +301,7 @@ class WorkerRuntime(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, worker: Any) -> None:
         runtime_for(worker.app)
+        load_drivers()
 
 
 class _ThreadStep(bootsteps.StartStopStep):  # type: ignore[misc]

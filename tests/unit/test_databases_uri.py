@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import NullPool, text
 
 from prodinf.databases import DatabaseURI, table_stats
+from prodinf.databases import uri as uri_module
 from prodinf.engine.registry import registry
 from prodinf.exceptions import ValidationError
 from prodinf.kinds.database import copy as _copy  # noqa: F401  (registers copy_database)
@@ -153,3 +156,39 @@ def test_a_sample_refuses_a_database_with_tables(tmp_path: Path) -> None:
     build_core_like(uri, genes=20)
     with pytest.raises(Exception, match="already has tables"):
         build_core_like(uri, genes=20)
+
+
+def test_load_drivers_imports_the_installed_drivers_once_for_the_process() -> None:
+    # Given a new interpreter, where nothing has imported a database driver yet
+    script = (
+        "import sys\n"
+        "from prodinf.databases.uri import load_drivers\n"
+        "names = ('psycopg', 'pymysql')\n"
+        "print([n for n in names if n in sys.modules])\n"
+        "print(load_drivers())\n"
+        "print([n for n in names if n in sys.modules])\n"
+    )
+    # When it loads the drivers (as a worker does as it starts, before its pool forks)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    # Then both installed drivers are imported in it, and neither was before
+    before, loaded, after = done.stdout.splitlines()
+    assert before == "[]"
+    assert loaded == after == "['psycopg', 'pymysql']"
+
+
+def test_load_drivers_skips_a_driver_not_installed_but_not_a_broken_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given one driver that is not installed, and one installed that needs a module
+    # that is not
+    (tmp_path / "prodinf_broken_driver.py").write_text("import prodinf_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(uri_module, "DRIVER_MODULES", ("prodinf_no_such_driver", "pymysql"))
+    # When the drivers are loaded, then the missing one is skipped
+    assert uri_module.load_drivers() == ["pymysql"]
+    # and the broken one says what it misses
+    monkeypatch.setattr(uri_module, "DRIVER_MODULES", ("prodinf_broken_driver",))
+    with pytest.raises(ModuleNotFoundError, match="prodinf_missing_dependency"):
+        uri_module.load_drivers()
