@@ -164,48 +164,40 @@ def table_sizes(engine: Engine) -> dict[str, int]:
 
     For ordering work largest first; MariaDB's figures are estimates.
     """
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        query = (
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()"
-        )
-    elif dialect == "mysql":
-        query = (
-            "SELECT TABLE_NAME, DATA_LENGTH FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE()"
-        )
-    else:
-        return {}
-    with engine.connect() as conn:
-        return {str(name): int(size or 0) for name, size in conn.execute(text(query))}
+    return _catalog(engine, "pg_relation_size(c.oid)", "DATA_LENGTH")
 
 
 def estimated_rows(engine: Engine) -> dict[str, int]:
     """Rows in each table as the server's catalog estimates them, without reading it: as
     the last ANALYZE (or autovacuum) left it on PostgreSQL, InnoDB's sampled estimate on
-    MariaDB. A table the server has no estimate for is left out (SQLite: all of them).
+    MariaDB. A table the server has no estimate for is left out (SQLite: all of them;
+    PostgreSQL's reltuples is -1 until the table is first vacuumed or analyzed).
 
     For progress messages ("about"), never for verification.
     """
+    return _catalog(engine, "c.reltuples::bigint", "TABLE_ROWS", "c.reltuples >= 0")
+
+
+def _catalog(engine: Engine, postgres: str, mysql: str, known: str = "TRUE") -> dict[str, int]:
+    """One figure per table of the current schema from the server's catalog: the
+    expression ``postgres`` over ``pg_class c`` (where ``known``), or the column
+    ``mysql`` of ``information_schema.TABLES`` (where not NULL). SQLite: none."""
     dialect = engine.dialect.name
     if dialect == "postgresql":
-        query = (  # reltuples is -1 until the table is first vacuumed or analyzed
-            "SELECT c.relname, c.reltuples::bigint FROM pg_class c "
+        query = (
+            f"SELECT c.relname, {postgres} FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() "
-            "AND c.reltuples >= 0"
+            f"WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema() AND {known}"
         )
     elif dialect == "mysql":
         query = (
-            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_ROWS IS NOT NULL"
+            f"SELECT TABLE_NAME, {mysql} FROM information_schema.TABLES "
+            f"WHERE TABLE_SCHEMA = DATABASE() AND {mysql} IS NOT NULL"
         )
     else:
         return {}
     with engine.connect() as conn:
-        return {str(name): int(rows) for name, rows in conn.execute(text(query))}
+        return {str(name): int(figure) for name, figure in conn.execute(text(query))}
 
 
 def copy_table(
